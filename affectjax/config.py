@@ -1,0 +1,197 @@
+"""Config files: load, override from the command line, validate, save.
+
+A config is a Python file whose `get_config(arg=None)` returns a locked
+`ml_collections.ConfigDict`. `path.py:arg` passes `arg` (e.g. `:smoke`).
+Overrides are `--config.a.b=value`; the value is parsed as a Python literal and
+must match the type already in the config, and the key must already exist.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+from typing import Any, Sequence
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A one-line problem with a config file or an override."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Fields every experiment has; experiment files fill in `model` and `data`."""
+  c = ml_collections.ConfigDict()
+  c.name = ''  # Filled from the file name when empty.
+  c.seed = 0
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all devices not used by the other axes.
+  c.mesh.model = 1
+  # Extra (logical_name, mesh_axis) pairs placed in front of sharding.LOGICAL_AXIS_RULES.
+  c.mesh.rules = ()
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'synthetic'
+  c.data.dir = ''  # Else $AFFECTJAX_DATA_DIR.
+  c.data.modalities = ('text', 'audio', 'vision')
+
+  c.task = ml_collections.ConfigDict()
+  c.task.name = 'classification'  # classification | regression
+  c.task.num_classes = 2
+  c.task.loss = 'cross_entropy'  # cross_entropy | l1 | mse
+  c.task.metrics = 'classification'  # classification | regression | sentiment
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'tensor_fusion.TFN'
+  c.model.dtype = 'float32'
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'adamw'  # adam | adamw | sgd
+  c.optim.learning_rate = 1e-3
+  c.optim.schedule = 'cosine'  # constant | cosine | linear
+  c.optim.warmup_steps = 0
+  c.optim.weight_decay = 1e-4
+  c.optim.grad_clip = 1.0  # 0 disables.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64  # Global, over all processes.
+  c.train.num_steps = 1000
+  c.train.eval_every = 200  # Also the checkpoint interval.
+  c.train.log_every = 50
+  c.train.eval_batch_size = 256
+  c.train.select_metric = 'accuracy'  # Chosen on the validation split.
+  c.train.select_mode = 'max'  # max | min
+  c.train.keep_checkpoints = 2
+  return c
+
+
+def _parse_value(raw: str, current: Any, key: str) -> Any:
+  """Parses `raw` into the type of `current`."""
+  if isinstance(current, bool):
+    low = raw.lower()
+    if low in ('true', '1', 'yes'):
+      return True
+    if low in ('false', '0', 'no'):
+      return False
+    raise ConfigError(f'--config.{key}: expected a bool, got {raw!r}')
+  if isinstance(current, str):
+    return raw
+  try:
+    value = ast.literal_eval(raw)
+  except (ValueError, SyntaxError):
+    if isinstance(current, (tuple, list)):
+      # Convenience: --config.data.modalities=text,audio
+      value = tuple(v.strip() for v in raw.split(',') if v.strip())
+    else:
+      raise ConfigError(
+          f'--config.{key}: expected {type(current).__name__}, got {raw!r}') from None
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(current, (tuple, list)):
+    if isinstance(value, (str, int, float)):
+      value = (value,)
+    if not isinstance(value, (tuple, list)):
+      raise ConfigError(f'--config.{key}: expected a sequence, got {raw!r}')
+    return tuple(value)
+  if current is not None and type(value) is not type(current):
+    raise ConfigError(
+        f'--config.{key}: expected {type(current).__name__}, got {raw!r}')
+  return value
+
+
+def _load_file(spec: str) -> ml_collections.ConfigDict:
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    raise ConfigError(f'config file not found: {path}')
+  name = os.path.splitext(os.path.basename(path))[0]
+  module_spec = importlib.util.spec_from_file_location(f'_affectjax_config_{name}', path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # A config file is user code; report where it broke.
+    raise ConfigError(f'{path}: failed to import: {type(e).__name__}: {e}') from e
+  if not hasattr(module, 'get_config'):
+    raise ConfigError(f'{path}: has no get_config()')
+  config = module.get_config(arg) if arg else module.get_config()
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f'{path}: get_config() must return a ConfigDict')
+  with config.unlocked():
+    if not config.get('name'):
+      config.name = name + (f':{arg}' if arg else '')
+  config.lock()
+  return config
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: Sequence[str]) -> ml_collections.ConfigDict:
+  """Applies `a.b=value` overrides in order; unknown keys are errors."""
+  for item in overrides:
+    key, sep, raw = item.partition('=')
+    if not sep:
+      raise ConfigError(f'--config.{key}: expected --config.{key}=VALUE')
+    parent = config
+    parts = key.split('.')
+    for i, part in enumerate(parts):
+      if not isinstance(parent, ml_collections.ConfigDict) or part not in parent:
+        raise ConfigError(f'unknown config key: {".".join(parts[:i + 1])} '
+                          f'(from --config.{key})')
+      if i < len(parts) - 1:
+        parent = parent[part]
+    current = parent[parts[-1]]
+    if isinstance(current, ml_collections.ConfigDict):
+      raise ConfigError(f'--config.{key}: is a group; set one of its fields')
+    value = _parse_value(raw, current, key)
+    try:
+      parent[parts[-1]] = value
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f'--config.{key}: {e}') from None
+  return config
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads `path.py[:arg]` and applies overrides (`a.b=value` strings)."""
+  config = _load_file(spec)
+  return apply_overrides(config, overrides)
+
+
+def data_dir(config: ml_collections.ConfigDict) -> str:
+  """The data directory: `config.data.dir`, else $AFFECTJAX_DATA_DIR, else ''."""
+  return config.data.get('dir', '') or os.environ.get('AFFECTJAX_DATA_DIR', '')
+
+
+def save(config: ml_collections.ConfigDict, path: str) -> None:
+  """Writes the resolved config as JSON, atomically."""
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """Separates `--config.a.b=v` (or `--config.a.b v`) from the other arguments."""
+  rest, overrides = [], []
+  argv = list(argv)
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith('--config.'):
+      item = arg[len('--config.'):]
+      if '=' not in item:
+        if i + 1 >= len(argv):
+          raise ConfigError(f'{arg}: expected a value')
+        item = f'{item}={argv[i + 1]}'
+        i += 1
+      overrides.append(item)
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+

@@ -1,0 +1,87 @@
+"""Random-access sources and the checks every dataset passes before training."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+SPLITS = ('train', 'valid', 'test')
+
+
+class DataError(ValueError):
+  """A one-line problem with input data that names the file (or split) and field."""
+
+
+class ArraySource:
+  """A grain-compatible random-access source over a dict of equal-length arrays.
+
+  `source[i]` gives one example; `source.get_batch(idx)` gathers many at once
+  (the pipeline batches indices, then gathers, so there is no per-example Python).
+  """
+
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    self.arrays = dict(arrays)
+    self._len = len(next(iter(self.arrays.values())))
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, i):
+    return {k: v[i] for k, v in self.arrays.items()}
+
+  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+@dataclasses.dataclass
+class Dataset:
+  """Splits of one dataset plus what the model and task need to know about it."""
+  splits: dict[str, ArraySource]
+  modalities: tuple[str, ...]
+  num_classes: int | None  # None for regression.
+  where: str  # File or generator name, used in error messages.
+
+  @classmethod
+  def from_arrays(cls, splits: Mapping[str, Mapping[str, np.ndarray]], *, modalities,
+                  num_classes, where) -> 'Dataset':
+    sources = {}
+    for split, arrays in splits.items():
+      validate(arrays, modalities, num_classes, f'{where}:{split}')
+      sources[split] = ArraySource({k: arrays[k] for k in (*modalities, 'label')})
+    return cls(sources, tuple(modalities), num_classes, where)
+
+  def element_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-example shape and dtype of every field (without the batch axis)."""
+    arrays = self.splits['train'].arrays
+    return {k: (v.shape[1:], v.dtype) for k, v in arrays.items()}
+
+
+def validate(arrays: Mapping[str, np.ndarray], modalities, num_classes, where: str) -> None:
+  """Raises DataError naming `where` and the field for any of the usual faults."""
+  for m in modalities:
+    if m not in arrays:
+      raise DataError(f'{where}: modality {m!r} is missing (have {sorted(arrays)})')
+  if 'label' not in arrays:
+    raise DataError(f'{where}: field \'label\' is missing')
+  n = len(arrays['label'])
+  for k in (*modalities, 'label'):
+    v = np.asarray(arrays[k])
+    if len(v) != n:
+      raise DataError(f'{where}: field {k!r} has {len(v)} examples but \'label\' has {n}')
+    if np.issubdtype(v.dtype, np.floating):
+      bad = ~np.isfinite(v)
+      if bad.any():
+        first = int(np.argwhere(bad.reshape(n, -1).any(axis=1))[0, 0])
+        raise DataError(f'{where}: field {k!r} has {int(bad.sum())} NaN/inf values '
+                        f'(first in example {first})')
+  label = np.asarray(arrays['label'])
+  if num_classes is not None:
+    if not np.issubdtype(label.dtype, np.integer):
+      raise DataError(f'{where}: field \'label\' must be integer classes, got {label.dtype}')
+    out = (label < 0) | (label >= num_classes)
+    if out.any():
+      first = int(np.argmax(out))
+      raise DataError(f'{where}: field \'label\' has {int(out.sum())} values outside '
+                      f'[0, {num_classes}) (first: {int(label[first])} in example {first})')

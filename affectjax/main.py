@@ -1,0 +1,72 @@
+"""The `affectjax` command line: flags only; the work lives in the modules.
+
+  affectjax train   --config configs/NAME.py[:ARG] --workdir DIR [--config.a.b=v ...]
+  affectjax compile --config configs/NAME.py[:ARG] --topology v5e:2x4 [--config.a.b=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog='affectjax', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest='command', required=True)
+  train = sub.add_parser('train', help='train (or resume) one run in --workdir')
+  train.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
+  train.add_argument('--workdir', required=True)
+  comp = sub.add_parser('compile', help='ahead-of-time compile the train step for a '
+                        'Cloud TPU topology (works on a CPU-only machine with libtpu)')
+  comp.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
+  comp.add_argument('--topology', required=True, help='e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1')
+  comp.add_argument('--batch-size', type=int, default=0,
+                    help='global batch size (default: config.train.batch_size)')
+  return p
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(message)s',
+                      datefmt='%H:%M:%S')
+  logging.getLogger('affectjax').setLevel(logging.INFO)
+  from affectjax import config as config_lib
+  from affectjax.data import DataError
+  try:
+    rest, overrides = config_lib.split_cli_overrides(argv)
+    args = _parser().parse_args(rest)
+    config = config_lib.load(args.config, overrides)
+    if args.command == 'train':
+      from affectjax import train
+      results = train.train_and_evaluate(config, args.workdir)
+      print(json.dumps({'valid': _headline(results['valid']),
+                        'test': _headline(results['test'])}))
+    elif args.command == 'compile':
+      from affectjax import compile as compile_lib
+      report = compile_lib.compile_for_topology(config, args.topology, args.batch_size)
+      print(compile_lib.format_report(report))
+  except (config_lib.ConfigError, DataError, ValueError, FileNotFoundError) as e:
+    print(f'affectjax: error: {_one_line(e)}', file=sys.stderr)
+    return 2
+  except RuntimeError as e:
+    from affectjax.train import NonFiniteLossError
+    if isinstance(e, NonFiniteLossError):
+      print(f'affectjax: error: {_one_line(e)}', file=sys.stderr)
+      return 1
+    raise
+  return 0
+
+
+def _one_line(e: Exception) -> str:
+  return ' '.join(str(e).split())
+
+
+def _headline(metrics: dict) -> dict:
+  return {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,33 @@
+"""Model families, one file each; `config.model.name` is `<file>.<Class>`."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import flax.linen as nn
+
+
+def get_model(model_config, modalities, out_dim: int) -> nn.Module:
+  """Builds `affectjax.models.<file>.<Class>` from the fields of `config.model`.
+
+  Every field except `name` is passed to the module's constructor, so a field the
+  module does not have is an error rather than silently ignored.
+  """
+  name = model_config.name
+  file, _, cls_name = name.rpartition('.')
+  try:
+    module = importlib.import_module(f'affectjax.models.{file}')
+    cls = getattr(module, cls_name)
+  except (ModuleNotFoundError, AttributeError, ValueError):
+    raise ValueError(f'config.model.name: unknown model {name!r} (expected '
+                     f'"<file>.<Class>" under affectjax/models/)') from None
+  fields = {f.name for f in dataclasses.fields(cls)}
+  kwargs = {}
+  for key, value in model_config.items():
+    if key == 'name':
+      continue
+    if key not in fields:
+      raise ValueError(f'config.model.{key}: {name} has no such field')
+    kwargs[key] = value.to_dict() if hasattr(value, 'to_dict') else value
+  return cls(modalities=tuple(modalities), out_dim=out_dim, **kwargs)

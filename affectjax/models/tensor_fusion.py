@@ -1,0 +1,147 @@
+"""The tensor-fusion family: early fusion, late fusion, TFN and LMF.
+
+Every model reads `batch[m]` for each modality `m` in `modalities` and returns
+(B, out_dim) scores. Per-modality sizes come as mappings keyed by modality name,
+so any subset of modalities runs from the same config.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from affectjax.layers import fusion
+from affectjax.layers.dense import MLP, dense
+
+
+def _get(mapping: Mapping[str, float], modality: str, field: str):
+  if modality not in mapping:
+    raise ValueError(f'config.model.{field}: no entry for modality {modality!r} '
+                     f'(have {sorted(mapping)})')
+  return mapping[modality]
+
+
+class ModalitySubnet(nn.Module):
+  """The TFN/LMF modality embedding subnetwork for a feature vector: dropout,
+  then `depth` Dense+ReLU layers of width `features`."""
+  features: int
+  depth: int = 3
+  dropout: float = 0.0
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    return MLP((self.features,) * self.depth, dropout=self.dropout, dtype=self.dtype)(
+        x, train=train)
+
+
+def _embed_modalities(module, batch, train):
+  return [
+      ModalitySubnet(_get(module.hidden, m, 'hidden'), module.subnet_depth,
+                     _get(module.dropouts, m, 'dropouts'), module.dtype,
+                     name=f'{m}_subnet')(batch[m], train=train)
+      for m in module.modalities
+  ]
+
+
+class EarlyFusion(nn.Module):
+  """Concatenate the modality features, then one MLP."""
+  modalities: Sequence[str]
+  out_dim: int
+  mlp_hidden: Sequence[int] = (128, 128)
+  dropout: float = 0.1
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    x = jnp.concatenate([batch[m] for m in self.modalities], axis=-1)
+    return MLP(self.mlp_hidden, self.out_dim, dropout=self.dropout, dtype=self.dtype)(
+        x, train=train)
+
+
+class LateFusion(nn.Module):
+  """One predictor per modality; the prediction is their mean (an additive model)."""
+  modalities: Sequence[str]
+  out_dim: int
+  mlp_hidden: Sequence[int] = (64, 64)
+  dropout: float = 0.1
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    outs = [
+        MLP(self.mlp_hidden, self.out_dim, dropout=self.dropout, dtype=self.dtype,
+            name=f'{m}_predictor')(batch[m], train=train)
+        for m in self.modalities
+    ]
+    return sum(outs) / len(outs)
+
+
+class TFN(nn.Module):
+  """Tensor Fusion Network (Zadeh et al., 2017).
+
+  Modality subnetworks -> outer product of [h_m; 1] -> dropout -> post-fusion
+  network (two Dense+ReLU layers of `post_fusion_dim`, then the output layer).
+  The post-fusion weights are annotated `fusion_out` so they can be split over
+  the mesh's `model` axis.
+  """
+  modalities: Sequence[str]
+  out_dim: int
+  hidden: Mapping[str, int] = None
+  dropouts: Mapping[str, float] = None
+  subnet_depth: int = 3
+  post_fusion_dim: int = 64
+  post_fusion_dropout: float = 0.5
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    dtype = jnp.dtype(self.dtype)
+    z = fusion.tensor_fusion(_embed_modalities(self, batch, train))
+    z = nn.with_logical_constraint(z, ('batch', 'fusion_in'))
+    z = nn.Dropout(self.post_fusion_dropout, deterministic=not train)(z)
+    y = nn.relu(dense(self.post_fusion_dim, ('fusion_in', 'fusion_out'), dtype=dtype,
+                      name='post_fusion_1')(z))
+    y = nn.relu(dense(self.post_fusion_dim, ('fusion_out', 'hidden'), dtype=dtype,
+                      name='post_fusion_2')(y))
+    return dense(self.out_dim, ('hidden', 'classes'), dtype=dtype, name='out')(y)
+
+
+class LMF(nn.Module):
+  """Low-rank Multimodal Fusion (Liu et al., 2018).
+
+  Modality subnetworks -> rank-`rank` modality-specific factors (R, d_m + 1, F)
+  combined by `fusion.low_rank_fusion` -> linear output layer. The factors'
+  output axis is annotated `fusion_out` (split over `model`).
+  """
+  modalities: Sequence[str]
+  out_dim: int
+  hidden: Mapping[str, int] = None
+  dropouts: Mapping[str, float] = None
+  subnet_depth: int = 3
+  rank: int = 4
+  fusion_dim: int = 64
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool = False):
+    dtype = jnp.dtype(self.dtype)
+    hs = _embed_modalities(self, batch, train)
+    init = nn.initializers.xavier_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+    factors = [
+        self.param(f'{m}_factor',
+                   nn.with_logical_partitioning(init, ('rank', 'fusion_in', 'fusion_out')),
+                   (self.rank, h.shape[-1] + 1, self.fusion_dim)).astype(dtype)
+        for m, h in zip(self.modalities, hs)
+    ]
+    rank_weights = self.param(
+        'rank_weights', nn.with_logical_partitioning(
+            nn.initializers.normal(1.0 / self.rank ** 0.5), ('rank',)), (self.rank,))
+    bias = self.param('fusion_bias', nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), ('fusion_out',)), (self.fusion_dim,))
+    y = fusion.low_rank_fusion([h.astype(dtype) for h in hs], factors,
+                               rank_weights.astype(dtype), bias.astype(dtype))
+    y = nn.with_logical_constraint(y, ('batch', 'fusion_out'))
+    return dense(self.out_dim, ('fusion_out', 'classes'), dtype=dtype, name='out')(y)

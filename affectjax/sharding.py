@@ -1,0 +1,83 @@
+"""Device mesh, logical-axis rules and the shardings derived from them.
+
+Model code names *logical* axes only (`batch`, `hidden`, `fusion`, ...). This
+module holds the one table that maps them to mesh axes; a config may put extra
+rules in front of it (`config.mesh.rules`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ('data', 'model')
+
+# The one logical -> mesh table. Axes not listed (or mapped to None) replicate.
+LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
+    ('batch', 'data'),
+    # Tensor fusion: the post-fusion / factor output features are split over `model`;
+    # the (large, odd-sized) flattened outer-product axis stays whole.
+    ('fusion_out', 'model'),
+    ('mlp', 'model'),
+    ('heads', 'model'),
+    ('fusion_in', None),
+    ('rank', None),
+    ('embed', None),
+    ('hidden', None),
+    ('time', None),
+    ('vocab', None),
+    ('classes', None),
+)
+
+
+def axis_rules(config) -> tuple[tuple[str, Any], ...]:
+  """The rules table with `config.mesh.rules` in front (first match wins)."""
+  extra = tuple(tuple(r) for r in (config.mesh.get('rules', ()) or ()))
+  return extra + LOGICAL_AXIS_RULES
+
+
+def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
+  """Resolves -1 in the config's axis sizes; checks the product."""
+  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f'config.mesh: at most one axis may be -1, got {sizes}')
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if known <= 0 or num_devices % known:
+    raise ValueError(f'config.mesh: axis sizes {dict(zip(MESH_AXES, sizes))} do not '
+                     f'divide the {num_devices} devices')
+  sizes = [num_devices // known if s == -1 else s for s in sizes]
+  if int(np.prod(sizes)) != num_devices:
+    raise ValueError(f'config.mesh: {dict(zip(MESH_AXES, sizes))} uses '
+                     f'{int(np.prod(sizes))} of {num_devices} devices')
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config, devices: Sequence[Any] | None = None) -> Mesh:
+  """The mesh named by `config.mesh` over `devices` (default: all devices)."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = mesh_shape(mesh_config, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def logical_sharding(mesh: Mesh, rules, logical_axes: Sequence[str | None]) -> NamedSharding:
+  return NamedSharding(mesh, nn.logical_to_mesh_axes(tuple(logical_axes), rules))
+
+
+def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
+  """Leading axis over the data axis, the rest replicated."""
+  return logical_sharding(mesh, rules, ('batch',) + (None,) * (ndim - 1))
+
+
+def tree_shardings(mesh: Mesh, rules, abstract_tree):
+  """NamedShardings for a pytree that may hold `nn.Partitioned` boxes."""
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())

@@ -1,0 +1,394 @@
+"""The training loop shared by every model family.
+
+config -> dataset -> sharded global batches -> model -> task loss -> optax ->
+orbax checkpoints and metrics. One jitted train step with explicit shardings and
+buffer donation; periodic validation; the best validation checkpoint gives the
+final test metrics in `WORKDIR/results.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from affectjax import checkpoint as checkpoint_lib
+from affectjax import config as config_lib
+from affectjax import data as data_lib
+from affectjax import models
+from affectjax import sharding as sharding_lib
+from affectjax import tasks
+from affectjax.data import pipeline
+
+
+log = logging.getLogger('affectjax')
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/inf loss or gradient."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # Raw uint32[2] key; each step folds in the step number.
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  c = config.optim
+  steps = config.train.num_steps
+  if c.schedule == 'constant':
+    lr = optax.constant_schedule(c.learning_rate)
+  elif c.schedule == 'cosine' and c.warmup_steps == 0:
+    lr = optax.cosine_decay_schedule(c.learning_rate, steps)
+  elif c.schedule == 'cosine':
+    lr = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, c.warmup_steps,
+                                            max(steps, c.warmup_steps + 1))
+  elif c.schedule == 'linear':
+    lr = optax.join_schedules([
+        optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps),
+        optax.linear_schedule(c.learning_rate, 0.0, max(steps - c.warmup_steps, 1))],
+        [c.warmup_steps])
+  else:
+    raise ValueError(f'config.optim.schedule: unknown {c.schedule!r} (constant | cosine | linear)')
+  if c.name == 'adamw':
+    opt = optax.adamw(lr, weight_decay=c.weight_decay)
+  elif c.name == 'adam':
+    opt = optax.adam(lr)
+  elif c.name == 'sgd':
+    opt = optax.sgd(lr, momentum=0.9)
+  else:
+    raise ValueError(f'config.optim.name: unknown {c.name!r} (adam | adamw | sgd)')
+  return optax.chain(optax.clip_by_global_norm(c.grad_clip), opt) if c.grad_clip > 0 else opt
+
+
+class Experiment:
+  """Model, task, optimizer and the jitted steps of one config on one mesh.
+
+  Nothing here touches data: the element spec (per-example shapes) is enough,
+  which is what lets `affectjax compile` lower the real train step for a TPU
+  topology on a CPU-only machine.
+  """
+
+  def __init__(self, config, mesh, element_spec: dict, modalities, num_classes=None):
+    self.config = config
+    self.mesh = mesh
+    self.rules = sharding_lib.axis_rules(config)
+    self.task = tasks.get_task(config)
+    if num_classes is not None and self.task.num_classes != num_classes:
+      raise ValueError(f'config.task.num_classes={self.task.num_classes} but the dataset '
+                       f'has {num_classes} classes')
+    self.element_spec = dict(element_spec)
+    self.model = models.get_model(config.model, modalities, self.task.out_dim)
+    self.tx = make_optimizer(config)
+    with self._context():
+      boxed = jax.eval_shape(self._init_boxed, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    self.state_shardings = sharding_lib.tree_shardings(mesh, self.rules, boxed)
+    self.abstract_state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        nn.meta.unbox(boxed), self.state_shardings)
+    self.num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(
+        self.abstract_state.params)))
+
+  def _context(self):
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self.mesh))
+    stack.enter_context(nn.logical_axis_rules(self.rules))
+    return stack
+
+  def _dummy_batch(self):
+    batch = {k: jnp.zeros((1, *shape), dtype) for k, (shape, dtype) in self.element_spec.items()}
+    batch['mask'] = jnp.ones((1,), jnp.float32)
+    return batch
+
+  def _init_boxed(self, rng):
+    params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
+    variables = self.model.init({'params': params_rng, 'dropout': dropout_rng},
+                                self._dummy_batch(), train=False)
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=self.tx.init(params), rng=state_rng)
+
+  # -- steps -------------------------------------------------------------
+
+  def _train_step(self, state: TrainState, batch):
+    step_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+      outputs = self.model.apply({'params': params}, batch, train=True,
+                                 rngs={'dropout': step_rng})
+      return self.task.loss(outputs, batch)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+
+  def _eval_step(self, params, batch):
+    outputs = self.model.apply({'params': params}, batch, train=False)
+    return (self.task.predictions(outputs),
+            self.task.per_example_loss(outputs, batch['label']))
+
+  def batch_spec(self, batch_size: int) -> dict:
+    return pipeline.batch_spec(self.element_spec, batch_size, self.mesh, self.rules)
+
+  def _batch_shardings(self, batch_size: int):
+    return jax.tree.map(lambda s: s.sharding, self.batch_spec(batch_size))
+
+  def lower_init(self):
+    with self._context():
+      init = jax.jit(lambda rng: nn.meta.unbox(self._init_boxed(rng)),
+                     out_shardings=self.state_shardings)
+      return init.lower(jax.ShapeDtypeStruct((2,), jnp.uint32))
+
+  def lower_train_step(self, batch_size: int):
+    replicated = sharding_lib.replicated(self.mesh)
+    with self._context():
+      step = jax.jit(self._train_step,
+                     in_shardings=(self.state_shardings, self._batch_shardings(batch_size)),
+                     out_shardings=(self.state_shardings, replicated),
+                     donate_argnums=(0,))
+      return step.lower(self.abstract_state, self.batch_spec(batch_size))
+
+  def lower_eval_step(self, batch_size: int):
+    batch_out = sharding_lib.batch_sharding(self.mesh, self.rules, 1)
+    pred_shape = () if self.task.name == 'regression' else (self.task.out_dim,)
+    pred_out = sharding_lib.batch_sharding(self.mesh, self.rules, 1 + len(pred_shape))
+    with self._context():
+      step = jax.jit(self._eval_step,
+                     in_shardings=(self.state_shardings.params,
+                                   self._batch_shardings(batch_size)),
+                     out_shardings=(pred_out, batch_out))
+      return step.lower(self.abstract_state.params, self.batch_spec(batch_size))
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def evaluate(exp: Experiment, eval_step, params, source, batch_size: int) -> dict:
+  """Task metrics plus mean loss over one split (padding removed)."""
+  preds, losses, labels = [], [], []
+  for local in pipeline.eval_batches(source, batch_size):
+    batch = pipeline.to_global(local, exp.mesh, exp.rules)
+    p, l = eval_step(params, batch)
+    mask = _gather(batch['mask']) > 0
+    preds.append(_gather(p)[mask])
+    losses.append(_gather(l)[mask])
+    labels.append(_gather(batch['label'])[mask])
+  preds, losses, labels = map(np.concatenate, (preds, losses, labels))
+  result = exp.task.metrics(labels, preds)
+  result['loss'] = float(losses.mean())
+  return result
+
+
+def _scalars(metrics: dict, prefix: str) -> dict:
+  return {f'{prefix}/{k}': v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+  if best is None:
+    return True
+  return value > best if mode == 'max' else value < best
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+  """Keeps the metrics.jsonl records up to `last_step` (a resumed run rewrites the rest)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    keep = [line for line in f if line.strip() and json.loads(line)['step'] <= last_step]
+  tmp = f'{path}.tmp.{os.getpid()}'
+  with open(tmp, 'w') as f:
+    f.writelines(keep)
+  os.replace(tmp, path)
+
+
+def _check_workdir_config(config, workdir: str) -> None:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = config_lib.to_dict(config)
+  if old != new:
+    diff = sorted(_flat(old).items() ^ _flat(new).items())
+    key = diff[0][0] if diff else '?'
+    raise config_lib.ConfigError(
+        f'{path}: the workdir holds a run with a different config (first difference: '
+        f'{key}); use a new --workdir or the same config')
+
+
+def _flat(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = json.dumps(v)
+  return out
+
+
+def _validate(config) -> None:
+  t = config.train
+  for field in ('batch_size', 'num_steps', 'eval_every', 'log_every', 'eval_batch_size'):
+    if t[field] <= 0:
+      raise config_lib.ConfigError(f'config.train.{field}: must be positive, got {t[field]}')
+  if t.select_mode not in ('max', 'min'):
+    raise config_lib.ConfigError(f'config.train.select_mode: {t.select_mode!r} (max | min)')
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the results.json content."""
+  _validate(config)
+  results_path = os.path.join(workdir, 'results.json')
+  _check_workdir_config(config, workdir)
+  if os.path.exists(results_path):
+    log.info('%s exists: this run has finished', results_path)
+    with open(results_path) as f:
+      return json.load(f)
+
+  # Everything that can fail on bad input happens before the workdir is written.
+  dataset = data_lib.get_dataset(config)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  exp = Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
+                   dataset.num_classes)
+  t = config.train
+  for name, bs in (('batch_size', t.batch_size), ('eval_batch_size', t.eval_batch_size)):
+    if bs % mesh.shape['data']:
+      raise config_lib.ConfigError(f'config.train.{name}={bs} is not divisible by the '
+                                   f'data axis ({mesh.shape["data"]} devices)')
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    config_lib.save(config, os.path.join(workdir, 'config.json'))
+  compile_start = time.time()
+  train_step = exp.lower_train_step(t.batch_size).compile()
+  eval_step = exp.lower_eval_step(t.eval_batch_size).compile()
+  compile_s = time.time() - compile_start
+
+  ckpt = checkpoint_lib.Checkpoints(workdir, t.keep_checkpoints)
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
+  train_iter = pipeline.train_dataset(dataset.splits['train'], t.batch_size, config.seed)
+  best_value, best_step = None, None
+  start = ckpt.latest_step()
+  if start is not None:
+    state, data_state, meta = ckpt.restore(exp.abstract_state, start)
+    train_iter.set_state(data_state)
+    best_value, best_step = meta['best_value'], meta['best_step']
+    ckpt.forget_best_after(start)
+    if jax.process_index() == 0:
+      _truncate_metrics(metrics_path, start)
+    log.info('resumed from %s at step %d', ckpt.root, start)
+  else:
+    state = exp.lower_init().compile()(jax.random.PRNGKey(config.seed))
+    start = 0
+
+  writer = None
+  if jax.process_index() == 0:
+    from tensorboardX import SummaryWriter
+    writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+  from tqdm import tqdm
+  bar = tqdm(total=t.num_steps, initial=start, unit='step', dynamic_ncols=True,
+             disable=not sys.stderr.isatty() or jax.process_index() != 0)
+
+  step, pending, train_losses = start, [], []
+  loop_start = time.time()
+  try:
+    while step < t.num_steps:
+      batch = pipeline.to_global(next(train_iter), mesh, exp.rules)
+      state, step_metrics = train_step(state, batch)
+      step += 1
+      pending.append((step, step_metrics))
+      if len(pending) > 1:
+        # At most two steps in flight: deep async queues can starve XLA:CPU's
+        # collective rendezvous when many virtual devices share few cores.
+        pending[-2][1]['loss'].block_until_ready()
+      bar.update(1)
+      is_eval = step % t.eval_every == 0 or step == t.num_steps
+      if not (is_eval or step % t.log_every == 0):
+        continue
+      for s, m in jax.device_get(pending):
+        if not (math.isfinite(m['loss']) and math.isfinite(m['grad_norm'])):
+          raise NonFiniteLossError(
+              f'non-finite training loss {m["loss"]} (grad norm {m["grad_norm"]}) at step '
+              f'{s}; stopped. Last good checkpoint: step {ckpt.latest_step()} in '
+              f'{ckpt.root}/latest')
+        train_losses.append(m['loss'])
+        if writer:
+          writer.add_scalar('train/loss', m['loss'], s)
+          writer.add_scalar('train/grad_norm', m['grad_norm'], s)
+      pending = []
+      bar.set_postfix(loss=f'{train_losses[-1]:.4f}')
+      if not is_eval:
+        continue
+      valid = evaluate(exp, eval_step, state.params, dataset.splits['valid'],
+                       t.eval_batch_size)
+      value = valid[t.select_metric] if t.select_metric in valid else None
+      if value is None:
+        raise config_lib.ConfigError(
+            f'config.train.select_metric: {t.select_metric!r} is not a validation metric '
+            f'(have {sorted(k for k, v in valid.items() if isinstance(v, float))})')
+      record = {'step': step, 'train_loss': float(np.mean(train_losses)), 'valid': valid}
+      train_losses = []
+      if jax.process_index() == 0:
+        with open(metrics_path, 'a') as f:
+          f.write(json.dumps(record) + '\n')
+        for k, v in _scalars(valid, 'valid').items():
+          writer.add_scalar(k, v, step)
+        writer.flush()
+      log.info('step %d: train loss %.4f, valid %s %.4f', step, record['train_loss'],
+                   t.select_metric, value)
+      if _better(value, best_value, t.select_mode):
+        best_value, best_step = value, step
+        ckpt.save_best(step, state.params, {'step': step, t.select_metric: value})
+      ckpt.save(step, state, train_iter.get_state(),
+                {'best_value': best_value, 'best_step': best_step})
+  finally:
+    bar.close()
+    if writer:
+      writer.close()
+  train_s = time.time() - loop_start
+
+  params = ckpt.restore_best(exp.abstract_state.params)
+  results = {
+      'config': config.name,
+      'seed': config.seed,
+      'best_step': best_step,
+      'select_metric': t.select_metric,
+      'num_params': exp.num_params,
+      'valid': evaluate(exp, eval_step, params, dataset.splits['valid'], t.eval_batch_size),
+      'test': evaluate(exp, eval_step, params, dataset.splits['test'], t.eval_batch_size),
+      'timing': {'compile_s': compile_s, 'train_s': train_s,
+                 'steps_this_invocation': t.num_steps - start},
+      'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+  }
+  ckpt.close()
+  if jax.process_index() == 0:
+    _write_json(results_path, results)
+  return results

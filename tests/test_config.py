@@ -1,0 +1,76 @@
+import json
+import os
+
+import pytest
+
+from affectjax import config as config_lib
+from affectjax import main as main_lib
+from conftest import config_path
+
+
+def test_overrides_are_typed():
+  c = config_lib.load(config_path('synthetic_tfn.py'), [
+      'optim.learning_rate=1', 'model.post_fusion_dim=32', 'data.modalities=text,audio',
+      'data.variant=unique', 'model.hidden.text=8'])
+  assert c.optim.learning_rate == 1.0 and isinstance(c.optim.learning_rate, float)
+  assert c.model.post_fusion_dim == 32
+  assert c.data.modalities == ('text', 'audio')
+  assert c.data.variant == 'unique'
+  assert c.model.hidden.text == 8
+  assert c.name == 'synthetic_tfn'
+
+
+def test_colon_argument_selects_variant():
+  c = config_lib.load(config_path('synthetic_lmf.py') + ':unique,regression,smoke')
+  assert (c.data.variant, c.task.name, c.train.num_steps) == ('unique', 'regression', 40)
+  assert c.name == 'synthetic_lmf:unique,regression,smoke'
+
+
+@pytest.mark.parametrize('override, message', [
+    ('model.nonexistent=3', 'unknown config key: model.nonexistent'),
+    ('nothere.x=3', 'unknown config key: nothere'),
+    ('model.post_fusion_dim=abc', 'expected int'),
+    ('model.post_fusion_dim=1.5', 'expected int'),
+    ('train.num_steps', 'expected --config.train.num_steps=VALUE'),
+    ('model=3', 'is a group'),
+])
+def test_bad_overrides(override, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.load(config_path('synthetic_tfn.py'), [override])
+
+
+def test_config_is_locked():
+  c = config_lib.load(config_path('synthetic_tfn.py'))
+  with pytest.raises(AttributeError):
+    c.model.typo = 1
+
+
+@pytest.mark.parametrize('extra, fragment', [
+    (['--config.model.nonexistent=3'], 'unknown config key: model.nonexistent'),
+    (['--config.train.batch_size=big'], 'expected int'),
+    (['--config.data.dir=/no/such/dir'], '/no/such/dir'),
+])
+def test_cli_errors_are_one_line_and_nonzero(tmp_path, capsys, extra, fragment):
+  workdir = tmp_path / 'run'
+  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:smoke'),
+                        '--workdir', str(workdir), *extra])
+  err = capsys.readouterr().err.strip()
+  assert code == 2
+  assert err.startswith('affectjax: error:') and fragment in err
+  assert len(err.splitlines()) == 1
+  assert not (workdir / 'results.json').exists()
+  assert not (workdir / 'checkpoints').exists()
+
+
+def test_missing_config_file(capsys):
+  assert main_lib.main(['train', '--config', 'configs/nope.py', '--workdir', '/tmp/x']) == 2
+  assert 'config file not found: configs/nope.py' in capsys.readouterr().err
+
+
+def test_saved_config_roundtrips(tmp_path):
+  c = config_lib.load(config_path('synthetic_tfn.py'), ['seed=7'])
+  path = os.path.join(tmp_path, 'config.json')
+  config_lib.save(c, path)
+  with open(path) as f:
+    saved = json.load(f)
+  assert saved['seed'] == 7 and saved['model']['name'] == 'tensor_fusion.TFN'
