@@ -19,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
   train = sub.add_parser('train', help='train (or resume) one run in --workdir')
   train.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
   train.add_argument('--workdir', required=True)
+  train.add_argument('--distributed', action='store_true',
+                     help='call jax.distributed.initialize() first (multi-host TPU/GPU); '
+                     'run the same command on every host')
   comp = sub.add_parser('compile', help='ahead-of-time compile the train step for a '
                         'Cloud TPU topology (works on a CPU-only machine with libtpu)')
   comp.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
@@ -40,6 +43,9 @@ def main(argv=None) -> int:
     args = _parser().parse_args(rest)
     config = config_lib.load(args.config, overrides)
     if args.command == 'train':
+      if args.distributed:
+        import jax
+        jax.distributed.initialize()
       from affectjax import train
       results = train.train_and_evaluate(config, args.workdir)
       print(json.dumps({'valid': _headline(results['valid']),

@@ -60,8 +60,13 @@ def make_mesh(mesh_config, devices: Sequence[Any] | None = None) -> Mesh:
   """The mesh named by `config.mesh` over `devices` (default: all devices)."""
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  axis_types = (AxisType.Auto,) * len(MESH_AXES)
+  try:
+    # Topology-aware device order (ICI rings on TPU).
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+  except (AssertionError, NotImplementedError, ValueError):
+    # e.g. v4 slices described per TensorCore rather than per megacore chip.
+    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES, axis_types=axis_types)
 
 
 def logical_sharding(mesh: Mesh, rules, logical_axes: Sequence[str | None]) -> NamedSharding:

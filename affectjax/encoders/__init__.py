@@ -1,0 +1,1 @@
+"""Pretrained encoders loaded from local weights (e.g. Flax BERT); see the ERC issue."""

@@ -1,0 +1,43 @@
+"""One end-to-end run of the real CLI per model, on 8 virtual devices."""
+
+import glob
+import json
+
+import pytest
+
+from affectjax import main as main_lib
+from conftest import config_path
+
+
+@pytest.mark.parametrize('name, variant', [
+    ('synthetic_early.py', 'redundant'),
+    ('synthetic_late.py', 'unique'),
+    ('synthetic_tfn.py', 'synergy'),
+    ('synthetic_lmf.py', 'synergy,regression'),
+])
+def test_cli_train_writes_everything(tmp_path, capsys, tiny_overrides, name, variant):
+  workdir = tmp_path / 'run'
+  code = main_lib.main(['train', '--config', config_path(f'{name}:{variant}'),
+                        '--workdir', str(workdir), '--config.mesh.model=2',
+                        *[f'--config.{o}' for o in tiny_overrides]])
+  assert code == 0
+  headline = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  results = json.loads((workdir / 'results.json').read_text())
+  assert set(results) >= {'valid', 'test', 'config', 'seed'}
+  assert results['config'] == f'{name[:-3]}:{variant}' and results['seed'] == 0
+  key = 'mse' if 'regression' in variant else 'accuracy'
+  assert headline['test'][key] == pytest.approx(results['test'][key], abs=1e-4)
+  records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in records] == [6, 12]
+  assert json.loads((workdir / 'config.json').read_text())['mesh']['model'] == 2
+  assert glob.glob(str(workdir / 'tensorboard' / 'events.out.tfevents.*'))
+  assert (workdir / 'checkpoints' / 'latest' / '12').is_dir()
+
+
+def test_rerun_with_other_config_is_refused(tmp_path, capsys, tiny_overrides):
+  args = ['train', '--config', config_path('synthetic_tfn.py'), '--workdir', str(tmp_path),
+          *[f'--config.{o}' for o in tiny_overrides]]
+  assert main_lib.main(args) == 0
+  assert main_lib.main(args + ['--config.seed=3']) == 2
+  err = capsys.readouterr().err
+  assert 'different config (first difference: seed)' in err

@@ -1,0 +1,40 @@
+"""Ahead-of-time compilation of the real train step for Cloud TPU slices (no TPU needed)."""
+
+import importlib.util
+
+import pytest
+
+from affectjax import compile as compile_lib
+from affectjax import config as config_lib
+from affectjax import main as main_lib
+from conftest import config_path
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec('libtpu') is None,
+    reason="libtpu is not installed (pip install -e '.[tpu]')")
+
+
+def test_tfn_train_step_compiles_for_v5e_2x4(capsys):
+  code = main_lib.main(['compile', '--config', config_path('synthetic_tfn.py'),
+                        '--topology', 'v5e:2x4', '--config.mesh.model=2'])
+  out = capsys.readouterr().out
+  assert code == 0
+  assert "mesh {'data': 4, 'model': 2}" in out and 'TPU v5' in out
+  assert 'FLOPs per step' in out and 'peak bytes per device' in out
+
+
+@pytest.mark.parametrize('topology, devices', [('v5p:2x2x1', 4), ('v4:2x2x1', 8)])
+def test_lmf_report_numbers(topology, devices):
+  config = config_lib.load(config_path('synthetic_lmf.py'), ['mesh.model=2'])
+  report = compile_lib.compile_for_topology(config, topology)
+  assert report['num_devices'] == devices
+  assert report['mesh'] == {'data': devices // 2, 'model': 2}
+  assert report['flops_per_step'] > 0 and report['peak_bytes_per_device'] > 0
+
+
+def test_unknown_topology_is_one_line(capsys):
+  code = main_lib.main(['compile', '--config', config_path('synthetic_tfn.py'),
+                        '--topology', 'v99:9x9'])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and err.startswith('affectjax: error: --topology v99:9x9')
+  assert len(err.splitlines()) == 1
