@@ -142,8 +142,17 @@ def apply_overrides(config: ml_collections.ConfigDict,
         parent = parent[part]
     current = parent[parts[-1]]
     if isinstance(current, ml_collections.ConfigDict):
-      raise ConfigError(f'--config.{key}: is a group; set one of its fields')
-    value = _parse_value(raw, current, key)
+      # A group is replaced only by a dict literal, e.g. --config.model.lstm_out='{"text": 32}'.
+      try:
+        value = ast.literal_eval(raw)
+      except (ValueError, SyntaxError):
+        value = None
+      if not isinstance(value, dict):
+        raise ConfigError(f'--config.{key}: is a group; set one of its fields or give a '
+                          'dict literal')
+      value = ml_collections.ConfigDict(value)
+    else:
+      value = _parse_value(raw, current, key)
     try:
       parent[parts[-1]] = value
     except (TypeError, ValueError) as e:

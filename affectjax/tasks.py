@@ -33,11 +33,20 @@ class Task:
       return jnp.abs(pred - labels)
     return jnp.square(pred - labels)
 
-  def loss(self, outputs: jax.Array, batch: dict) -> jax.Array:
-    """Mask-weighted mean loss; padded examples (mask 0) contribute nothing."""
+  @staticmethod
+  def weights(batch: dict) -> jax.Array:
+    """Per-label weights: `mask` marks real examples (not batch padding); for
+    padded sequences of labelled utterances `label_mask` marks real utterances."""
     mask = batch['mask']
+    if 'label_mask' in batch:
+      return mask[:, None] * batch['label_mask']
+    return mask
+
+  def loss(self, outputs: jax.Array, batch: dict) -> jax.Array:
+    """Weighted mean loss; padding (weight 0) contributes nothing."""
+    weights = self.weights(batch)
     per = self.per_example_loss(outputs, batch['label'])
-    return jnp.sum(per * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return jnp.sum(per * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
   def predictions(self, outputs: jax.Array) -> jax.Array:
     """What metrics need from the model output: logits, or the regression score."""

@@ -167,14 +167,15 @@ class Experiment:
       return step.lower(self.abstract_state, self.batch_spec(batch_size))
 
   def lower_eval_step(self, batch_size: int):
-    batch_out = sharding_lib.batch_sharding(self.mesh, self.rules, 1)
-    pred_shape = () if self.task.name == 'regression' else (self.task.out_dim,)
-    pred_out = sharding_lib.batch_sharding(self.mesh, self.rules, 1 + len(pred_shape))
+    label_ndim = 1 + len(self.element_spec['label'][0])
+    loss_out = sharding_lib.batch_sharding(self.mesh, self.rules, label_ndim)
+    pred_out = sharding_lib.batch_sharding(
+        self.mesh, self.rules, label_ndim + (self.task.name == 'classification'))
     with self._context():
       step = jax.jit(self._eval_step,
                      in_shardings=(self.state_shardings.params,
                                    self._batch_shardings(batch_size)),
-                     out_shardings=(pred_out, batch_out))
+                     out_shardings=(pred_out, loss_out))
       return step.lower(self.abstract_state.params, self.batch_spec(batch_size))
 
 
@@ -190,7 +191,7 @@ def evaluate(exp: Experiment, eval_step, params, source, batch_size: int) -> dic
   for local in pipeline.eval_batches(source, batch_size):
     batch = pipeline.to_global(local, exp.mesh, exp.rules)
     p, l = eval_step(params, batch)
-    mask = _gather(batch['mask']) > 0
+    mask = _gather(exp.task.weights(batch)) > 0
     preds.append(_gather(p)[mask])
     losses.append(_gather(l)[mask])
     labels.append(_gather(batch['label'])[mask])

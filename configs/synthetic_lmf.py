@@ -18,6 +18,7 @@ def get_config(arg=None):
       hidden=dict(text=16, audio=16, vision=16),
       dropouts=dict(text=0.1, audio=0.1, vision=0.1),
       subnet_depth=2,
+      lstm_out=dict(),  # e.g. {'text': 32}: LSTM text subnetwork for sequence features.
       rank=8,
       fusion_dim=64,
       dtype='float32',

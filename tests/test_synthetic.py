@@ -76,7 +76,7 @@ def _arrays(n=11):
     (lambda a: a['label'].__setitem__(3, -1), "outside"),
     (lambda a: a.__setitem__('audio', a['audio'][:9]),
      "field 'audio' has 9 examples but 'label' has 11"),
-    (lambda a: a.pop('audio'), "modality 'audio' is missing"),
+    (lambda a: a.pop('audio'), "field 'audio' is missing"),
 ])
 def test_bad_data_is_reported_with_file_and_field(mutate, message):
   arrays = _arrays()
@@ -89,3 +89,15 @@ def test_bad_data_is_reported_with_file_and_field(mutate, message):
 def test_bad_variant():
   with pytest.raises(ValueError, match='config.data.variant'):
     synthetic.generate('nope', False, 2, (3, 3, 3), SIZES, 0.1, 0)
+
+
+def test_bayes_accuracy_is_the_ceiling():
+  """The oracle beats decoding any single modality, and only it sees the synergy."""
+  dims = (7, 11, 13)
+  for variant in synthetic.VARIANTS:
+    d = synthetic.generate(variant, False, 3, dims, {'test': 3001}, 1.0, 2)['test']
+    oracle = synthetic.bayes_accuracy(d, variant, 3, dims, 1.0, 2)
+    single = max(_decode(d[m], d['label'], 3) for m in synthetic.MODALITIES)
+    assert oracle >= single - 0.01, (variant, oracle, single)
+    if variant == 'synergy':
+      assert oracle > 0.5 and single < 0.4

@@ -45,11 +45,13 @@ class Dataset:
 
   @classmethod
   def from_arrays(cls, splits: Mapping[str, Mapping[str, np.ndarray]], *, modalities,
-                  num_classes, where) -> 'Dataset':
+                  num_classes, where, extra=()) -> 'Dataset':
+    """Validates and wraps arrays; `extra` names further fields the model or task
+    reads (sequence lengths, `label_mask` for padded utterance sequences)."""
     sources = {}
     for split, arrays in splits.items():
-      validate(arrays, modalities, num_classes, f'{where}:{split}')
-      sources[split] = ArraySource({k: arrays[k] for k in (*modalities, 'label')})
+      validate(arrays, (*modalities, *extra), num_classes, f'{where}:{split}')
+      sources[split] = ArraySource({k: arrays[k] for k in (*modalities, *extra, 'label')})
     return cls(sources, tuple(modalities), num_classes, where)
 
   def element_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -62,7 +64,7 @@ def validate(arrays: Mapping[str, np.ndarray], modalities, num_classes, where: s
   """Raises DataError naming `where` and the field for any of the usual faults."""
   for m in modalities:
     if m not in arrays:
-      raise DataError(f'{where}: modality {m!r} is missing (have {sorted(arrays)})')
+      raise DataError(f'{where}: field {m!r} is missing (have {sorted(arrays)})')
   if 'label' not in arrays:
     raise DataError(f'{where}: field \'label\' is missing')
   n = len(arrays['label'])
@@ -77,6 +79,8 @@ def validate(arrays: Mapping[str, np.ndarray], modalities, num_classes, where: s
         raise DataError(f'{where}: field {k!r} has {int(bad.sum())} NaN/inf values '
                         f'(first in example {first})')
   label = np.asarray(arrays['label'])
+  if 'label_mask' in arrays:  # Padded utterance slots hold no label.
+    label = label[np.asarray(arrays['label_mask']) > 0]
   if num_classes is not None:
     if not np.issubdtype(label.dtype, np.integer):
       raise DataError(f'{where}: field \'label\' must be integer classes, got {label.dtype}')

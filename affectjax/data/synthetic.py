@@ -29,6 +29,36 @@ VARIANTS = ('redundant', 'unique', 'synergy')
 MODALITIES = ('text', 'audio', 'vision')
 
 
+def _codes(seed: int, dims, rows: int) -> list[np.ndarray]:
+  """Class prototypes (rows = C) or a direction (rows = 1) per modality, norm ~2."""
+  prng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+  return [prng.normal(size=(rows, d)) * 2 / np.sqrt(d) for d in dims]
+
+
+def bayes_accuracy(arrays: dict, variant: str, num_classes: int, dims, noise: float,
+                   seed: int, unique_modality: int = 0) -> float:
+  """Accuracy of the Bayes-optimal classifier, which knows the generator's prototypes
+  and noise: the ceiling any model can reach on `arrays` (one classification split)."""
+  codes = _codes(seed, dims, num_classes)
+  posts = []
+  for name, proto in zip(MODALITIES, codes):
+    loglik = -((arrays[name][:, None, :] - proto[None]) ** 2).sum(-1) / (2 * noise ** 2)
+    posts.append(loglik)
+  if variant == 'redundant':
+    score = sum(posts)
+  elif variant == 'unique':
+    score = posts[unique_modality]
+  else:
+    # p(y | x) = sum over (k_1, k_2, k_3) with sum = y mod C of prod_m p(k_m | x_m).
+    probs = [np.exp(p - p.max(1, keepdims=True)) for p in posts]
+    probs = [p / p.sum(1, keepdims=True) for p in probs]
+    score = probs[0]
+    for p in probs[1:]:
+      score = sum(np.roll(p, shift, axis=1) * score[:, shift:shift + 1]
+                  for shift in range(num_classes))
+  return float((score.argmax(1) == arrays['label']).mean())
+
+
 def generate(variant: str, regression: bool, num_classes: int, dims, sizes: dict,
              noise: float, seed: int, unique_modality: int = 0) -> dict:
   """Returns {split: {modality: (N, d) float32, 'label': (N,)}}."""
@@ -40,14 +70,8 @@ def generate(variant: str, regression: bool, num_classes: int, dims, sizes: dict
     raise ValueError(f'config.data.unique_modality: {unique_modality} is not in 0..2')
   if not regression and num_classes < 2:
     raise ValueError(f'config.task.num_classes: need >= 2, got {num_classes}')
-  root = np.random.SeedSequence(seed)
-  proto_seed, *split_seeds = root.spawn(1 + len(sizes))
-  prng = np.random.default_rng(proto_seed)
-  # Class prototypes (classification) or a direction (regression) per modality, norm ~2.
-  if regression:
-    codes = [prng.normal(size=(1, d)) * 2 / np.sqrt(d) for d in dims]
-  else:
-    codes = [prng.normal(size=(num_classes, d)) * 2 / np.sqrt(d) for d in dims]
+  codes = _codes(seed, dims, 1 if regression else num_classes)
+  split_seeds = np.random.SeedSequence(seed).spawn(1 + len(sizes))[1:]
 
   out = {}
   for (split, n), sseed in zip(sizes.items(), split_seeds):

@@ -37,13 +37,60 @@ class ModalitySubnet(nn.Module):
         x, train=train)
 
 
+class SequenceSubnet(nn.Module):
+  """The TFN text subnetwork: an LSTM over the valid steps, its final hidden state,
+  dropout, then a linear layer to `out_features`."""
+  hidden: int
+  out_features: int
+  dropout: float = 0.0
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x, lengths, *, train: bool):
+    rnn = nn.RNN(nn.OptimizedLSTMCell(self.hidden, dtype=jnp.dtype(self.dtype)),
+                 return_carry=True)
+    (_, h), _ = rnn(x, seq_lengths=lengths)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return dense(self.out_features, dtype=jnp.dtype(self.dtype))(h)
+
+
+def _lengths(batch, modality, x):
+  lengths = batch.get(f'{modality}_lengths')
+  return jnp.full(x.shape[:1], x.shape[1], jnp.int32) if lengths is None else lengths
+
+
+def masked_time_mean(x, lengths):
+  """Mean over the first `lengths` steps of (B, T, D) features."""
+  valid = jnp.arange(x.shape[1])[None, :] < lengths[:, None]
+  total = jnp.sum(jnp.where(valid[..., None], x, 0), axis=1)
+  return total / jnp.maximum(lengths, 1)[:, None].astype(x.dtype)
+
+
+def _as_vector(batch, m):
+  x = batch[m]
+  return masked_time_mean(x, _lengths(batch, m, x)) if x.ndim == 3 else x
+
+
 def _embed_modalities(module, batch, train):
-  return [
-      ModalitySubnet(_get(module.hidden, m, 'hidden'), module.subnet_depth,
-                     _get(module.dropouts, m, 'dropouts'), module.dtype,
-                     name=f'{m}_subnet')(batch[m], train=train)
-      for m in module.modalities
-  ]
+  """Per-modality embeddings h_m: an LSTM for modalities listed in `lstm_out`,
+  otherwise the MLP subnetwork (sequence inputs are first averaged over time)."""
+  hs = []
+  lstm_out = module.lstm_out or {}
+  for m in module.modalities:
+    x = batch[m]
+    hidden, dropout = _get(module.hidden, m, 'hidden'), _get(module.dropouts, m, 'dropouts')
+    if m in lstm_out:
+      if x.ndim != 3:
+        raise ValueError(f'config.model.lstm_out: {m!r} input has shape {x.shape}, '
+                         'an LSTM needs (B, T, D)')
+      hs.append(SequenceSubnet(hidden, lstm_out[m], dropout, module.dtype,
+                               name=f'{m}_subnet')(x, _lengths(batch, m, x), train=train))
+      continue
+    if x.ndim == 3:
+      x = masked_time_mean(x, _lengths(batch, m, x))
+    hs.append(ModalitySubnet(hidden, module.subnet_depth, dropout, module.dtype,
+                             name=f'{m}_subnet')(x, train=train))
+  return hs
 
 
 class EarlyFusion(nn.Module):
@@ -56,7 +103,7 @@ class EarlyFusion(nn.Module):
 
   @nn.compact
   def __call__(self, batch, *, train: bool = False):
-    x = jnp.concatenate([batch[m] for m in self.modalities], axis=-1)
+    x = jnp.concatenate([_as_vector(batch, m) for m in self.modalities], axis=-1)
     return MLP(self.mlp_hidden, self.out_dim, dropout=self.dropout, dtype=self.dtype)(
         x, train=train)
 
@@ -73,7 +120,7 @@ class LateFusion(nn.Module):
   def __call__(self, batch, *, train: bool = False):
     outs = [
         MLP(self.mlp_hidden, self.out_dim, dropout=self.dropout, dtype=self.dtype,
-            name=f'{m}_predictor')(batch[m], train=train)
+            name=f'{m}_predictor')(_as_vector(batch, m), train=train)
         for m in self.modalities
     ]
     return sum(outs) / len(outs)
@@ -92,6 +139,7 @@ class TFN(nn.Module):
   hidden: Mapping[str, int] = None
   dropouts: Mapping[str, float] = None
   subnet_depth: int = 3
+  lstm_out: Mapping[str, int] = None  # Modalities encoded by an LSTM, and its output size.
   post_fusion_dim: int = 64
   post_fusion_dropout: float = 0.5
   dtype: str = 'float32'
@@ -121,6 +169,7 @@ class LMF(nn.Module):
   hidden: Mapping[str, int] = None
   dropouts: Mapping[str, float] = None
   subnet_depth: int = 3
+  lstm_out: Mapping[str, int] = None  # Modalities encoded by an LSTM, and its output size.
   rank: int = 4
   fusion_dim: int = 64
   dtype: str = 'float32'

@@ -26,6 +26,7 @@ import numpy as np
 
 from affectjax import config as config_lib
 from affectjax import train
+from affectjax.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = {'early': 'Early fusion', 'late': 'Late fusion', 'tfn': 'TFN', 'lmf': 'LMF'}
@@ -59,9 +60,26 @@ def run_all(workdir: str, seeds: int, models, variants, extra) -> dict:
   return results
 
 
-def table(results: dict, models, variants, seeds: int, metric: str = 'accuracy') -> str:
+def oracle_row(variants, extra) -> str:
+  """Test accuracy of the Bayes-optimal classifier (knows the generator): the ceiling."""
+  cells = []
+  for variant in variants:
+    c = config_lib.load(os.path.join(REPO, 'configs', f'synthetic_tfn.py:{variant}'), extra)
+    d = c.data
+    test = synthetic.generate(variant, False, c.task.num_classes, d.dims,
+                              {'train': d.num_train, 'valid': d.num_valid,
+                               'test': d.num_test}, d.noise, d.seed,
+                              d.unique_modality)['test']
+    acc = synthetic.bayes_accuracy(test, variant, c.task.num_classes, d.dims, d.noise,
+                                   d.seed, d.unique_modality)
+    cells.append(f'{100 * acc:.1f}')
+  return '| Bayes-optimal (oracle) | ' + ' | '.join(cells) + ' |'
+
+
+def table(results: dict, models, variants, seeds: int, extra=(),
+          metric: str = 'accuracy') -> str:
   head = '| model | ' + ' | '.join(variants) + ' |'
-  rows = [head, '|' + '---|' * (len(variants) + 1)]
+  rows = [head, '|' + '---|' * (len(variants) + 1), oracle_row(variants, extra)]
   for model in models:
     cells = []
     for variant in variants:
@@ -98,7 +116,7 @@ def main(argv=None) -> int:
   train_s = sum(r['timing']['train_s'] + r['timing']['compile_s'] for r in results.values())
   command = 'python experiments/synthetic/run.py ' + ' '.join(
       a for a in (argv if argv is not None else sys.argv[1:]))
-  body = table(results, models, variants, args.seeds)
+  body = table(results, models, variants, args.seeds, args.override)
   first = next(iter(results.values()))
   hardware = (f'{first["devices"]} ({_cpu_name()}, {os.cpu_count()} cores), '
               f'jax {jax.__version__}')

@@ -1,0 +1,323 @@
+"""CMU-MOSI and CMU-MOSEI as TFDS builders (ArrayRecord), read through `tfds.data_source`.
+
+Two sources, both the formats researchers actually have (`config.data.source`):
+
+* `poria`: `mosi/mosi_utterances.npz`, the utterance features of Poria et al. 2017
+  (100-d text CNN, 73-d openSMILE audio, 100-d 3D-CNN video) with their split:
+  62 training videos / 31 test videos. The feature extractors were trained on those
+  62 videos, so this is the only honest split for these features. The validation set
+  is `VALID_VIDEOS` training videos drawn with the fixed seed `VALID_SEED`; it never
+  touches the test videos.
+  Published with https://github.com/SenticNet/contextual-sentiment-analysis.
+* `mmsa`: the MMSA toolkit pickles (`aligned_50.pkl`, `unaligned_50.pkl`, ...):
+  `{train, valid, test}` dicts holding `text`, `audio`, `vision` arrays (N, T, D),
+  `regression_labels` (N,), `id` (N,) and optionally `audio_lengths` /
+  `vision_lengths`. Read with a restricted unpickler (NumPy arrays and containers
+  only). Published with https://github.com/thuiar/MMSA (dataset links in its README).
+
+`config.data.mode`: `utterance` (independent utterances) or `contextual` (one example
+per video: its utterances in order, padded to the longest video, with `label_mask`).
+Prepared TFDS data lives in `config.data.tfds_dir` (default ~/.cache/affectjax/tfds);
+the raw files are read from the data directory (`config.data.dir` or
+$AFFECTJAX_DATA_DIR).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from affectjax import config as config_lib
+from affectjax.data import base, safe_pickle
+
+VALID_VIDEOS = 10
+VALID_SEED = 0
+MODALITIES = ('text', 'audio', 'vision')
+_NPZ_FIELDS = {'id': 1, 'video_id': 1, 'segment': 1, 'sentiment': 1, 'split': 1,
+               'text_feat': 2, 'audio_feat': 2, 'video_feat': 2}
+_NPZ_WHAT = ('the MOSI utterance features (fields id, video_id, segment, sentiment, split, '
+             'text_feat, audio_feat, video_feat); published with '
+             'https://github.com/SenticNet/contextual-sentiment-analysis')
+_MMSA_WHAT = ('an MMSA feature pickle ({train, valid, test} dicts with text, audio, vision, '
+              'regression_labels, id); published with https://github.com/thuiar/MMSA')
+
+
+def _tfds():
+  import tensorflow_datasets as tfds  # Imported lazily: the synthetic path does not need it.
+  return tfds
+
+
+# -- reading the raw files --------------------------------------------------------------
+
+
+def read_poria_npz(path: str) -> dict[str, dict[str, np.ndarray]]:
+  """{split: arrays} with the validation videos carved from the training videos."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: not found (expected {_NPZ_WHAT})')
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      raw = {k: f[k] for k in f.files}
+  except Exception as e:
+    raise ValueError(f'{path}: corrupt or unreadable npz ({type(e).__name__}); '
+                     f'expected {_NPZ_WHAT}') from None
+  for field, ndim in _NPZ_FIELDS.items():
+    if field not in raw:
+      raise base.DataError(f'{path}: field {field!r} is missing (expected {_NPZ_WHAT})')
+    if raw[field].ndim != ndim:
+      raise base.DataError(f'{path}: field {field!r} has shape {raw[field].shape}, '
+                           f'expected {ndim} dimension(s)')
+  train_videos = sorted(set(raw['video_id'][raw['split'] == 'train']))
+  rng = np.random.default_rng(VALID_SEED)
+  valid_videos = set(rng.choice(train_videos, VALID_VIDEOS, replace=False))
+  split = raw['split'].astype(object)
+  split[np.isin(raw['video_id'], list(valid_videos))] = 'valid'
+  out = {}
+  for name in base.SPLITS:
+    sel = split == name
+    out[name] = {
+        'id': raw['id'][sel], 'video_id': raw['video_id'][sel],
+        'segment': raw['segment'][sel].astype(np.int32),
+        'text': raw['text_feat'][sel].astype(np.float32),
+        'audio': raw['audio_feat'][sel].astype(np.float32),
+        'vision': raw['video_feat'][sel].astype(np.float32),
+        'label': raw['sentiment'][sel].astype(np.float32),
+    }
+  return out
+
+
+def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
+  """{split: arrays} from an MMSA pickle; ids 'video$_$clip' give video and segment."""
+  data = safe_pickle.load(path, _MMSA_WHAT)
+  if not isinstance(data, dict):
+    raise base.DataError(f'{path}: top level is {type(data).__name__}, expected a dict '
+                         f'with train/valid/test ({_MMSA_WHAT})')
+  out = {}
+  for name in base.SPLITS:
+    if name not in data or not isinstance(data[name], dict):
+      raise base.DataError(f'{path}: split {name!r} is missing (expected {_MMSA_WHAT})')
+    d = data[name]
+    for field in (*MODALITIES, 'regression_labels', 'id'):
+      if field not in d:
+        raise base.DataError(f'{path}: {name}: field {field!r} is missing')
+    ids = np.asarray(d['id']).astype(str)
+    video, segment = [], []
+    for i in ids:
+      v, _, clip = i.rpartition('$_$') if '$_$' in i else (i, '', '0')
+      video.append(v)
+      segment.append(int(clip) if clip.isdigit() else 0)
+    arrays = {'id': ids, 'video_id': np.asarray(video), 'segment': np.asarray(segment, np.int32),
+              'label': np.asarray(d['regression_labels'], np.float32).reshape(-1)}
+    for m in MODALITIES:
+      x = np.asarray(d[m], np.float32)
+      if x.ndim != 3:
+        raise base.DataError(f'{path}: {name}: field {m!r} has shape {x.shape}, expected '
+                             '(N, T, D)')
+      arrays[m] = x
+      lengths = d.get(f'{m}_lengths')
+      arrays[f'{m}_lengths'] = (np.full(len(x), x.shape[1], np.int32) if lengths is None
+                                else np.asarray(lengths, np.int32).reshape(-1))
+    out[name] = arrays
+  return out
+
+
+# -- TFDS builders -------------------------------------------------------------------------
+
+
+def _builders():
+  """Defines the builder classes on first use (keeps tfds out of light imports)."""
+  if '_BUILDERS' in globals():
+    return _BUILDERS
+  tfds = _tfds()
+
+  def text():
+    return tfds.features.Text()
+
+  class MosiPoria(tfds.core.GeneratorBasedBuilder):
+    """CMU-MOSI utterances with the features and split of Poria et al. (2017)."""
+    VERSION = tfds.core.Version('1.0.0')
+    MANUAL_DOWNLOAD_INSTRUCTIONS = f'Place mosi/mosi_utterances.npz in the manual dir: {_NPZ_WHAT}'
+
+    def _info(self):
+      return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+          'id': text(), 'video_id': text(),
+          'segment': tfds.features.Scalar(np.int32),
+          'text': tfds.features.Tensor(shape=(100,), dtype=np.float32),
+          'audio': tfds.features.Tensor(shape=(73,), dtype=np.float32),
+          'vision': tfds.features.Tensor(shape=(100,), dtype=np.float32),
+          'label': tfds.features.Scalar(np.float32),
+      }))
+
+    def _split_generators(self, dl_manager):
+      splits = read_poria_npz(os.path.join(dl_manager.manual_dir, 'mosi', 'mosi_utterances.npz'))
+      return {name: self._generate_examples(arrays) for name, arrays in splits.items()}
+
+    def _generate_examples(self, arrays):
+      for i, key in enumerate(arrays['id']):
+        yield str(key), {k: v[i] for k, v in arrays.items()}
+
+  @dataclasses.dataclass
+  class MmsaConfig(tfds.core.BuilderConfig):
+    file: str = ''
+
+  class MmsaSentiment(tfds.core.GeneratorBasedBuilder):
+    """MOSI / MOSEI from an MMSA feature pickle (one builder config per file)."""
+    VERSION = tfds.core.Version('1.0.0')
+    BUILDER_CONFIGS = []
+    MANUAL_DOWNLOAD_INSTRUCTIONS = f'Place the pickle in the manual dir: {_MMSA_WHAT}'
+
+    def _info(self):
+      seq = lambda: tfds.features.Tensor(shape=(None, None), dtype=np.float32,  # noqa: E731
+                                         encoding=tfds.features.Encoding.BYTES)
+      return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+          'id': text(), 'video_id': text(),
+          'segment': tfds.features.Scalar(np.int32),
+          **{m: seq() for m in MODALITIES},
+          **{f'{m}_lengths': tfds.features.Scalar(np.int32) for m in MODALITIES},
+          'label': tfds.features.Scalar(np.float32),
+      }))
+
+    def _split_generators(self, dl_manager):
+      splits = read_mmsa_pickle(os.path.join(dl_manager.manual_dir, self.builder_config.file))
+      return {name: self._generate_examples(arrays) for name, arrays in splits.items()}
+
+    def _generate_examples(self, arrays):
+      for i, key in enumerate(arrays['id']):
+        yield f'{i}:{key}', {k: v[i] for k, v in arrays.items()}
+
+  globals()['_BUILDERS'] = (MosiPoria, MmsaSentiment, MmsaConfig)
+  return _BUILDERS
+
+
+def _default_tfds_dir() -> str:
+  return os.path.join(os.path.expanduser('~'), '.cache', 'affectjax', 'tfds')
+
+
+def prepare(source: str, data_dir: str, tfds_dir: str, file: str = ''):
+  """Builds (once) and returns the TFDS builder for `source` over the raw files in `data_dir`."""
+  tfds = _tfds()
+  MosiPoria, MmsaSentiment, MmsaConfig = _builders()
+  if source == 'poria':
+    builder = MosiPoria(data_dir=tfds_dir, file_format='array_record')
+  elif source == 'mmsa':
+    if not file:
+      raise base.DataError('config.data.file: name the MMSA pickle (relative to the data dir)')
+    stem = ''.join(c if c.isalnum() else '_' for c in file).strip('_').lower()
+    # The config name carries the file's size and mtime, so a replaced file is rebuilt.
+    path = os.path.join(data_dir, file)
+    if not os.path.isfile(path):
+      raise FileNotFoundError(f'{path}: not found (expected {_MMSA_WHAT})')
+    st = os.stat(path)
+    name = f'{stem}_{st.st_size}_{int(st.st_mtime)}'
+    builder = MmsaSentiment(data_dir=tfds_dir, file_format='array_record',
+                            config=MmsaConfig(name=name, file=file))
+  else:
+    raise base.DataError(f'config.data.source: unknown {source!r} (poria | mmsa)')
+  if not builder.is_prepared():
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=data_dir))
+  return builder
+
+
+def read_prepared(builder) -> dict[str, dict[str, np.ndarray]]:
+  """All records of every split, read through `tfds.data_source`, in (video, segment) order."""
+  out = {}
+  for split, source in builder.as_data_source().items():
+    records = [source[i] for i in range(len(source))]
+    arrays = {k: np.stack([r[k] for r in records]) if records else np.zeros((0,))
+              for k in records[0]} if records else {}
+    for k, v in arrays.items():
+      if k in ('id', 'video_id'):
+        arrays[k] = np.asarray([x.decode() if isinstance(x, bytes) else x for x in v])
+      elif v.dtype == np.float64:  # Scalars come back as Python floats / ints.
+        arrays[k] = v.astype(np.float32)
+      elif v.dtype == np.int64:
+        arrays[k] = v.astype(np.int32)
+    order = np.lexsort((arrays['segment'], arrays['video_id']))
+    out[split] = {k: v[order] for k, v in arrays.items()}
+  return out
+
+
+def to_contextual(arrays: dict[str, np.ndarray], fields) -> dict[str, np.ndarray]:
+  """One example per video: utterances in segment order, padded; `label_mask` marks real ones."""
+  videos, starts = np.unique(arrays['video_id'], return_index=True)
+  order = np.argsort(starts)
+  videos = videos[order]
+  groups = [np.flatnonzero(arrays['video_id'] == v) for v in videos]
+  groups = [g[np.argsort(arrays['segment'][g], kind='stable')] for g in groups]
+  max_len = max(len(g) for g in groups)
+  out = {'video_id': videos, 'label_mask': np.zeros((len(groups), max_len), np.float32)}
+  for k in fields:
+    v = arrays[k]
+    padded = np.zeros((len(groups), max_len, *v.shape[1:]), v.dtype)
+    for i, g in enumerate(groups):
+      padded[i, :len(g)] = v[g]
+    out[k] = padded
+  for i, g in enumerate(groups):
+    out['label_mask'][i, :len(g)] = 1
+  return out
+
+
+def load(config) -> base.Dataset:
+  d = config.data
+  data_dir = config_lib.data_dir(config)
+  if not data_dir:
+    raise base.DataError('config.data.dir: not set and $AFFECTJAX_DATA_DIR is empty; point '
+                         'it at the folder that holds mosi/ (or the MMSA pickle)')
+  builder = prepare(d.source, data_dir, d.get('tfds_dir', '') or _default_tfds_dir(),
+                    d.get('file', ''))
+  splits = read_prepared(builder)
+  modalities = tuple(d.modalities)
+  for m in modalities:
+    if m not in MODALITIES:
+      raise base.DataError(f'config.data.modalities: unknown {m!r} (text, audio, vision)')
+  extra = tuple(f'{m}_lengths' for m in modalities if f'{m}_lengths' in splits['train'])
+  if d.mode == 'contextual':
+    fields = (*modalities, *extra, 'label')
+    splits = {k: to_contextual(v, fields) for k, v in splits.items()}
+    extra = (*extra, 'label_mask')
+  elif d.mode != 'utterance':
+    raise base.DataError(f'config.data.mode: unknown {d.mode!r} (utterance | contextual)')
+  return base.Dataset.from_arrays(splits, modalities=modalities, num_classes=None,
+                                  where=f'{builder.name}/{builder.builder_config.name if builder.builder_config else "default"}',
+                                  extra=extra)
+
+
+_SUBSETS = {'t': 'text', 'a': 'audio', 'v': 'vision'}
+
+
+def configure(config, arg: str | None = None):
+  """Adds the MOSI data fields and the sentiment-regression task to `config`.
+
+  `arg`: comma-separated variants: a modality subset (t, a, v, ta, tv, av, tav),
+  `contextual`, `smoke`.
+  """
+  with config.unlocked():
+    d = config.data
+    d.name = 'mosi'
+    d.source = 'poria'  # poria | mmsa
+    d.file = ''  # MMSA pickle, relative to the data dir (source=mmsa).
+    d.mode = 'utterance'  # utterance | contextual
+    d.tfds_dir = ''  # Prepared TFDS data; default ~/.cache/affectjax/tfds.
+    d.modalities = ('text', 'audio', 'vision')
+    t = config.task
+    t.name, t.loss, t.metrics = 'regression', 'l1', 'sentiment'
+    config.train.select_metric, config.train.select_mode = 'mae', 'min'
+    config.train.batch_size = 32
+    config.train.eval_batch_size = 128
+    config.train.num_steps = 1200
+    config.train.eval_every = 100
+    config.train.log_every = 50
+    config.optim.learning_rate = 1e-3
+    for item in filter(None, (arg or '').split(',')):
+      if set(item) <= set(_SUBSETS) and len(set(item)) == len(item):
+        d.modalities = tuple(_SUBSETS[c] for c in 'tav' if c in item)
+      elif item == 'contextual':
+        d.mode = 'contextual'
+      elif item == 'smoke':
+        config.train.num_steps, config.train.eval_every, config.train.log_every = 20, 10, 5
+      else:
+        raise ValueError(f'unknown config variant {item!r} (t, a, v, ta, tv, av, tav, '
+                         'contextual, smoke)')
+  return config
