@@ -68,8 +68,14 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+MODALITY_LETTERS = {'t': 'text', 'a': 'audio', 'v': 'vision'}
+
+
 def _parse_value(raw: str, current: Any, key: str) -> Any:
   """Parses `raw` into the type of `current`."""
+  if key.endswith('modalities') and raw and set(raw) <= set(MODALITY_LETTERS):
+    # Shorthand used in ablations: --config.data.modalities=ta -> ('text', 'audio').
+    return tuple(MODALITY_LETTERS[c] for c in 'tav' if c in raw)
   if isinstance(current, bool):
     low = raw.lower()
     if low in ('true', '1', 'yes'):

@@ -2,6 +2,8 @@
 
   affectjax train   --config configs/NAME.py[:ARG] --workdir DIR [--config.a.b=v ...]
   affectjax compile --config configs/NAME.py[:ARG] --topology v5e:2x4 [--config.a.b=v ...]
+  affectjax sweep   --config configs/NAME.py --grid a.b=1,2 [--grid ...] --seeds 5 --workdir DIR
+  affectjax robustness --config configs/NAME.py[:ARG] --workdir DIR [--levels 0.5,1,2]
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ def _parser() -> argparse.ArgumentParser:
   comp.add_argument('--topology', required=True, help='e.g. v5e:2x4, v4:2x2x1, v5p:2x2x1')
   comp.add_argument('--batch-size', type=int, default=0,
                     help='global batch size (default: config.train.batch_size)')
+  sw = sub.add_parser('sweep', help='grid of overrides x seeds, aggregated (CSV, table, plot)')
+  sw.add_argument('--config', required=True)
+  sw.add_argument('--grid', action='append', default=[], help='KEY=V1,V2,... (repeatable)')
+  sw.add_argument('--seeds', type=int, default=3)
+  sw.add_argument('--workdir', required=True)
+  rb = sub.add_parser('robustness', help='test metrics of a trained run with each modality '
+                      'absent or noisy')
+  rb.add_argument('--config', required=True)
+  rb.add_argument('--workdir', required=True)
+  rb.add_argument('--levels', default='0.5,1,2',
+                  help='noise std as multiples of the modality training std')
   return p
 
 
@@ -41,8 +54,16 @@ def main(argv=None) -> int:
   try:
     rest, overrides = config_lib.split_cli_overrides(argv)
     args = _parser().parse_args(rest)
+    if args.command == 'sweep':
+      from affectjax import sweep
+      print(sweep.run(args.config, args.grid, args.seeds, args.workdir, overrides)['table'])
+      return 0
     config = config_lib.load(args.config, overrides)
-    if args.command == 'train':
+    if args.command == 'robustness':
+      from affectjax import robustness
+      levels = tuple(float(x) for x in args.levels.split(',') if x)
+      print(robustness.evaluate_robustness(config, args.workdir, levels)['table'])
+    elif args.command == 'train':
       if args.distributed:
         import jax
         jax.distributed.initialize()

@@ -249,7 +249,7 @@ def _check_workdir_config(config, workdir: str) -> None:
 def _flat(d: dict, prefix: str = '') -> dict:
   out = {}
   for k, v in d.items():
-    if isinstance(v, dict):
+    if isinstance(v, dict) and v:
       out.update(_flat(v, f'{prefix}{k}.'))
     else:
       out[f'{prefix}{k}'] = json.dumps(v)
@@ -393,3 +393,20 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     _write_json(results_path, results)
   return results
+
+
+def load_trained(config, workdir: str):
+  """(experiment, compiled eval step, best params, dataset) of a finished run."""
+  if not os.path.exists(os.path.join(workdir, 'results.json')):
+    raise FileNotFoundError(f'{workdir}/results.json: no finished run here; train it first '
+                            '(affectjax train with the same config and workdir)')
+  _check_workdir_config(config, workdir)
+  dataset = data_lib.get_dataset(config)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  exp = Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
+                   dataset.num_classes)
+  eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
+  ckpt = checkpoint_lib.Checkpoints(workdir, config.train.keep_checkpoints)
+  params = ckpt.restore_best(exp.abstract_state.params)
+  ckpt.close()
+  return exp, eval_step, params, dataset

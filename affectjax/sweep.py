@@ -1,0 +1,157 @@
+"""Grids of config overrides x seeds, each cell an ordinary resumable run.
+
+  affectjax sweep --config configs/mosi_tfn.py --grid model.post_fusion_dim=32,64 \
+      --grid data.modalities=t,ta,tav --seeds 5 --workdir DIR
+
+Runs live in DIR/<cell>/seed<k>/ (a finished run is read back, not retrained) and
+are aggregated into DIR/sweep.csv (one row per run), DIR/sweep.md (mean +- std of
+the test metrics per cell, model selection on validation inside each run) and
+DIR/sweep.png (the selection metric per cell with std error bars).
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import os
+import re
+import time
+
+import numpy as np
+
+from affectjax import config as config_lib
+from affectjax import train
+
+log = logging.getLogger('affectjax')
+
+HEADLINE = {
+    'sentiment': ('acc2', 'f1', 'acc2_has0', 'acc7', 'mae', 'corr'),
+    'classification': ('accuracy', 'weighted_f1', 'macro_f1'),
+    'regression': ('mae', 'mse', 'corr'),
+}
+
+
+def parse_grid(items) -> list[tuple[str, list[str]]]:
+  """'a.b=1,2,3' -> ('a.b', ['1', '2', '3']); ';' separates values that hold commas."""
+  grid = []
+  for item in items:
+    key, sep, values = item.partition('=')
+    if not sep or not values:
+      raise config_lib.ConfigError(f'--grid {item}: expected KEY=V1,V2,...')
+    grid.append((key, values.split(';' if ';' in values else ',')))
+  return grid
+
+
+def cell_name(assignment) -> str:
+  name = ','.join(f'{k}={v}' for k, v in assignment) or 'base'
+  return re.sub(r'[^A-Za-z0-9_.,=+-]', '_', name)
+
+
+def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) -> dict:
+  """Runs (or reads back) every cell x seed; writes the CSV, table and plot."""
+  grid = parse_grid(grid_items)
+  if seeds < 1:
+    raise config_lib.ConfigError('--seeds must be >= 1')
+  keys = [k for k, _ in grid]
+  cells = [list(zip(keys, values)) for values in itertools.product(*[v for _, v in grid])]
+  # Resolve every config first: a typo in the last cell fails before hours of training.
+  configs = {}
+  for cell in cells:
+    for seed in range(seeds):
+      configs[(cell_name(cell), seed)] = config_lib.load(
+          config_spec, [*overrides, *[f'{k}={v}' for k, v in cell], f'seed={seed}'])
+  rows, metric_names = [], None
+  start = time.time()
+  for cell in cells:
+    name = cell_name(cell)
+    for seed in range(seeds):
+      config = configs[(name, seed)]
+      results = train.train_and_evaluate(config, os.path.join(workdir, name, f'seed{seed}'))
+      metric_names = HEADLINE[config.task.metrics]
+      row = {'cell': name, **dict(cell), 'seed': seed}
+      row.update({f'valid_{m}': results['valid'][m] for m in metric_names})
+      row.update({f'test_{m}': results['test'][m] for m in metric_names})
+      rows.append(row)
+      log.info('sweep %s seed %d: test %s', name, seed,
+               {m: round(results['test'][m], 4) for m in metric_names})
+  select = configs[(cell_name(cells[0]), 0)].train.select_metric
+  os.makedirs(workdir, exist_ok=True)
+  _write_csv(os.path.join(workdir, 'sweep.csv'), rows)
+  table = markdown_table(rows, keys, metric_names, seeds)
+  command = (f'affectjax sweep --config {config_spec} ' +
+             ' '.join(f'--grid {g}' for g in grid_items) + f' --seeds {seeds}')
+  with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
+    f.write(f'Test metrics, mean +- std over seeds 0..{seeds - 1}; each run keeps its best '
+            f'validation checkpoint ({select}).\n\nCommand: `{command}`\n\n{table}\n')
+  plot_metric = select if select in metric_names else metric_names[0]
+  plot(rows, keys, plot_metric, os.path.join(workdir, 'sweep.png'))
+  return {'rows': rows, 'table': table, 'wall_s': time.time() - start}
+
+
+def _write_csv(path: str, rows) -> None:
+  fields = list(dict.fromkeys(k for r in rows for k in r))
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+  os.replace(tmp, path)
+
+
+def percent_scale(metric: str) -> float:
+  """Accuracy-like metrics print in %, errors and correlations as they are."""
+  return 1.0 if metric in ('mae', 'mse', 'corr') else 100.0
+
+
+def aggregate(rows, metric: str) -> dict[str, tuple[float, float, int]]:
+  """cell -> (mean, std (ddof=1; 0 for one seed), number of seeds) of `test_<metric>`."""
+  out = {}
+  for cell in dict.fromkeys(r['cell'] for r in rows):
+    vals = np.array([r[f'test_{metric}'] for r in rows if r['cell'] == cell], np.float64)
+    out[cell] = (vals.mean(), vals.std(ddof=1) if len(vals) > 1 else 0.0, len(vals))
+  return out
+
+
+def markdown_table(rows, keys, metric_names, seeds: int) -> str:
+  aggs = {m: aggregate(rows, m) for m in metric_names}
+  header = '| ' + ' | '.join(keys or ['cell']) + ' | ' + ' | '.join(metric_names) + ' |'
+  lines = [header, '|' + '---|' * ((len(keys) or 1) + len(metric_names))]
+  for cell in dict.fromkeys(r['cell'] for r in rows):
+    first = next(r for r in rows if r['cell'] == cell)
+    label = [str(first[k]) for k in keys] or [cell]
+    cells = []
+    for m in metric_names:
+      mean, std, _ = aggs[m][cell]
+      s = percent_scale(m)
+      digits = 1 if s == 100 else 3
+      cells.append(f'{mean * s:.{digits}f} +- {std * s:.{digits}f}')
+    lines.append('| ' + ' | '.join(label + cells) + ' |')
+  return '\n'.join(lines)
+
+
+def plot(rows, keys, metric: str, path: str) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  agg = aggregate(rows, metric)
+  names = list(agg)
+  means = [agg[n][0] * percent_scale(metric) for n in names]
+  stds = [agg[n][1] * percent_scale(metric) for n in names]
+  fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.6))
+  ax.bar(range(len(names)), means, yerr=stds, capsize=3, color='#4878a8')
+  ax.set_xticks(range(len(names)))
+  labels = [', '.join(str(next(r for r in rows if r['cell'] == n)[k]) for k in keys) or n
+            for n in names]
+  ax.set_xticklabels(labels, rotation=30 if len(names) > 6 else 0, ha='right' if len(names) > 6
+                     else 'center', fontsize=8)
+  ax.set_xlabel(', '.join(keys))
+  ax.set_ylabel(f'test {metric}' + (' (%)' if percent_scale(metric) == 100 else ''))
+  lo = min(m - s for m, s in zip(means, stds))
+  hi = max(m + s for m, s in zip(means, stds))
+  pad = 0.1 * (hi - lo or 1.0)
+  ax.set_ylim(lo - pad, hi + pad)
+  ax.set_title(f'mean +- std over {agg[names[0]][2]} seeds')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

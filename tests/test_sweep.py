@@ -1,0 +1,70 @@
+import csv
+import json
+
+import pytest
+
+from affectjax import main as main_lib
+from affectjax import sweep
+from conftest import config_path
+
+
+def test_parse_grid_and_cell_names():
+  assert sweep.parse_grid(['model.rank=2,4', "mesh.rules=(('a', None),);()"]) == [
+      ('model.rank', ['2', '4']), ('mesh.rules', ["(('a', None),)", '()'])]
+  assert sweep.cell_name([('model.rank', '2'), ('data.modalities', 'ta')]) == (
+      'model.rank=2,data.modalities=ta')
+  with pytest.raises(ValueError, match='expected KEY=V1,V2'):
+    sweep.parse_grid(['model.rank'])
+
+
+def test_aggregate_mean_and_sample_std():
+  rows = [{'cell': 'a', 'test_acc2': x} for x in (0.7, 0.8, 0.9)] + [
+      {'cell': 'b', 'test_acc2': 0.5}]
+  agg = sweep.aggregate(rows, 'acc2')
+  assert agg['a'][0] == pytest.approx(0.8) and agg['a'][1] == pytest.approx(0.1)
+  assert agg['b'] == (0.5, 0.0, 1)
+
+
+def test_sweep_cli_runs_cells_once_and_aggregates(tmp_path, capsys, tiny_overrides):
+  args = ['sweep', '--config', config_path('synthetic_lmf.py'), '--grid', 'model.rank=2,3',
+          '--grid', 'data.modalities=ta,tav', '--seeds', '2', '--workdir', str(tmp_path),
+          *[f'--config.{o}' for o in tiny_overrides]]
+  assert main_lib.main(args) == 0
+  with open(tmp_path / 'sweep.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 8 and {r['data.modalities'] for r in rows} == {'ta', 'tav'}
+  run_dir = tmp_path / 'model.rank=3,data.modalities=ta' / 'seed1'
+  config = json.loads((run_dir / 'config.json').read_text())
+  assert config['model']['rank'] == 3 and config['data']['modalities'] == ['text', 'audio']
+  assert config['seed'] == 1
+  table = (tmp_path / 'sweep.md').read_text()
+  assert '| 3 | tav |' in table and '+-' in table
+  assert (tmp_path / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
+  # A second invocation reads the finished runs back instead of training again.
+  mtime = (run_dir / 'results.json').stat().st_mtime_ns
+  assert main_lib.main(args) == 0
+  assert (run_dir / 'results.json').stat().st_mtime_ns == mtime
+
+
+def test_sweep_rejects_bad_cell_before_training(tmp_path, capsys):
+  code = main_lib.main(['sweep', '--config', config_path('synthetic_tfn.py:smoke'),
+                        '--grid', 'model.rank=2', '--seeds', '1', '--workdir', str(tmp_path)])
+  assert code == 2 and 'unknown config key: model.rank' in capsys.readouterr().err
+  assert not any(tmp_path.iterdir())
+
+
+def test_robustness_cli(tmp_path, capsys, tiny_overrides):
+  common = ['--config', config_path('synthetic_tfn.py:redundant'), '--workdir', str(tmp_path),
+            *[f'--config.{o}' for o in tiny_overrides]]
+  assert main_lib.main(['robustness', *common]) == 2
+  assert 'no finished run here' in capsys.readouterr().err
+  assert main_lib.main(['train', *common]) == 0
+  assert main_lib.main(['robustness', *common, '--levels', '1']) == 0
+  report = json.loads((tmp_path / 'robustness.json').read_text())
+  assert set(report['conditions']) == {'clean', 'text absent', 'text noise 1x std',
+                                       'audio absent', 'audio noise 1x std',
+                                       'vision absent', 'vision noise 1x std'}
+  results = json.loads((tmp_path / 'results.json').read_text())
+  assert report['conditions']['clean']['accuracy'] == pytest.approx(
+      results['test']['accuracy'])
+  assert all(report['drop']['clean'][m] == 0 for m in report['drop']['clean'])
