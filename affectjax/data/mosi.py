@@ -306,8 +306,8 @@ def configure(config, arg: str | None = None):
     config.train.select_metric, config.train.select_mode = 'mae', 'min'
     config.train.batch_size = 32
     config.train.eval_batch_size = 128
-    config.train.num_steps = 1200
-    config.train.eval_every = 100
+    config.train.num_steps = 600
+    config.train.eval_every = 50
     config.train.log_every = 50
     config.optim.learning_rate = 1e-3
     for item in filter(None, (arg or '').split(',')):
