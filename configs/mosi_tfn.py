@@ -23,6 +23,7 @@ def get_config(arg=None):
       lstm_out=dict(),  # e.g. {'text': 32}: LSTM text subnetwork for sequence features.
       post_fusion_dim=64,
       post_fusion_dropout=0.2,
+      output_range=0.0,  # 6.0: sigmoid-scaled output in [-3, 3], as in the TFN paper.
       dtype='float32',
   ))
   return mosi.configure(c, arg).lock()

@@ -1,3 +1,4 @@
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,3 +74,31 @@ def test_tfn_learns_synergy_where_late_fusion_stays_at_chance(tmp_path):
   assert tfn > 0.6, tfn
   # 2048 test examples: the standard error at chance is 0.011.
   assert abs(late - 0.5) < 0.045, late
+
+
+def test_lstm_matches_stepwise_reference_and_ignores_padding():
+  from affectjax.layers.recurrent import LSTM
+  rng = np.random.default_rng(3)
+  b, t, d, h = 5, 13, 7, 11
+  x = rng.normal(size=(b, t, d)).astype(np.float32)
+  lengths = np.array([13, 1, 7, 4, 10])
+  layer = LSTM(h)
+  params = layer.init(jax.random.PRNGKey(0), x, lengths)['params']
+  out = np.asarray(layer.apply({'params': params}, x, lengths))
+  params = flax.linen.meta.unbox(params)
+  w_x, b_x = np.asarray(params['input']['kernel']), np.asarray(params['input']['bias'])
+  w_h = np.asarray(params['recurrent'])
+  sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+  for i in range(b):
+    hs, cs = np.zeros(h), np.zeros(h)
+    for step in range(lengths[i]):
+      z = x[i, step] @ w_x + b_x + hs @ w_h
+      gi, gf, gg, go = np.split(z, 4)
+      cs = sig(gf) * cs + sig(gi) * np.tanh(gg)
+      hs = sig(go) * np.tanh(cs)
+    np.testing.assert_allclose(out[i], hs, rtol=1e-4, atol=1e-5)
+  # Garbage in the padded steps changes nothing.
+  x2 = x.copy()
+  for i, n in enumerate(lengths):
+    x2[i, n:] = 1e3
+  np.testing.assert_array_equal(layer.apply({'params': params}, x2, lengths), out)

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from affectjax.layers import fusion
 from affectjax.layers.dense import MLP, dense
+from affectjax.layers.recurrent import LSTM
 
 
 def _get(mapping: Mapping[str, float], modality: str, field: str):
@@ -47,9 +48,7 @@ class SequenceSubnet(nn.Module):
 
   @nn.compact
   def __call__(self, x, lengths, *, train: bool):
-    rnn = nn.RNN(nn.OptimizedLSTMCell(self.hidden, dtype=jnp.dtype(self.dtype)),
-                 return_carry=True)
-    (_, h), _ = rnn(x, seq_lengths=lengths)
+    h = LSTM(self.hidden, self.dtype)(x, lengths)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return dense(self.out_features, dtype=jnp.dtype(self.dtype))(h)
 
@@ -142,6 +141,9 @@ class TFN(nn.Module):
   lstm_out: Mapping[str, int] = None  # Modalities encoded by an LSTM, and its output size.
   post_fusion_dim: int = 64
   post_fusion_dropout: float = 0.5
+  # > 0: regression output squashed to (-range/2, range/2) by a scaled sigmoid, as the
+  # TFN authors do for MOSI's [-3, 3] sentiment (range 6). 0: unconstrained.
+  output_range: float = 0.0
   dtype: str = 'float32'
 
   @nn.compact
@@ -154,7 +156,10 @@ class TFN(nn.Module):
                       name='post_fusion_1')(z))
     y = nn.relu(dense(self.post_fusion_dim, ('fusion_out', 'hidden'), dtype=dtype,
                       name='post_fusion_2')(y))
-    return dense(self.out_dim, ('hidden', 'classes'), dtype=dtype, name='out')(y)
+    out = dense(self.out_dim, ('hidden', 'classes'), dtype=dtype, name='out')(y)
+    if self.output_range:
+      out = nn.sigmoid(out) * self.output_range - self.output_range / 2
+    return out
 
 
 class LMF(nn.Module):
