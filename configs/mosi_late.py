@@ -7,18 +7,12 @@ contextual, smoke. Sentiment regression with an L1 loss; the checkpoint is chose
 validation MAE.
 """
 
-import ml_collections
-
 from affectjax import config as config_lib
 from affectjax.data import mosi
+from affectjax.models import tensor_fusion
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = ml_collections.ConfigDict(dict(
-      name='tensor_fusion.LateFusion',
-      mlp_hidden=(64, 64),
-      dropout=0.1,
-      dtype='float32',
-  ))
+  c.model = tensor_fusion.default_config('LateFusion')
   return mosi.configure(c, arg).lock()

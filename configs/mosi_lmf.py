@@ -7,22 +7,12 @@ contextual, smoke. Sentiment regression with an L1 loss; the checkpoint is chose
 validation MAE.
 """
 
-import ml_collections
-
 from affectjax import config as config_lib
 from affectjax.data import mosi
+from affectjax.models import tensor_fusion
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = ml_collections.ConfigDict(dict(
-      name='tensor_fusion.LMF',
-      hidden=dict(text=16, audio=16, vision=16),
-      dropouts=dict(text=0.1, audio=0.1, vision=0.1),
-      subnet_depth=2,
-      lstm_out=dict(),  # e.g. {'text': 32}: LSTM text subnetwork for sequence features.
-      rank=8,
-      fusion_dim=64,
-      dtype='float32',
-  ))
+  c.model = tensor_fusion.default_config('LMF')
   return mosi.configure(c, arg).lock()

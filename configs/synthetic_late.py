@@ -6,18 +6,12 @@ interaction benchmark. Being additive, it cannot solve the synergy variant.
 Variants after a colon as in synthetic_tfn.py.
 """
 
-import ml_collections
-
 from affectjax import config as config_lib
 from affectjax.data import synthetic
+from affectjax.models import tensor_fusion
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = ml_collections.ConfigDict(dict(
-      name='tensor_fusion.LateFusion',
-      mlp_hidden=(64, 64),
-      dropout=0.1,
-      dtype='float32',
-  ))
+  c.model = tensor_fusion.default_config('LateFusion')
   return synthetic.configure(c, arg).lock()

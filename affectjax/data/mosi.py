@@ -125,9 +125,13 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
 # -- TFDS builders -------------------------------------------------------------------------
 
 
+_BUILDERS = None
+
+
 def _builders():
   """Defines the builder classes on first use (keeps tfds out of light imports)."""
-  if '_BUILDERS' in globals():
+  global _BUILDERS
+  if _BUILDERS is not None:
     return _BUILDERS
   tfds = _tfds()
 
@@ -186,7 +190,7 @@ def _builders():
       for i, key in enumerate(arrays['id']):
         yield f'{i}:{key}', {k: v[i] for k, v in arrays.items()}
 
-  globals()['_BUILDERS'] = (MosiPoria, MmsaSentiment, MmsaConfig)
+  _BUILDERS = (MosiPoria, MmsaSentiment, MmsaConfig)
   return _BUILDERS
 
 

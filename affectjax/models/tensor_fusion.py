@@ -12,9 +12,33 @@ from typing import Mapping, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+import ml_collections
+
 from affectjax.layers import fusion
 from affectjax.layers.dense import MLP, dense
 from affectjax.layers.recurrent import LSTM
+
+
+def default_config(model: str) -> ml_collections.ConfigDict:
+  """Default `config.model` for `EarlyFusion`, `LateFusion`, `TFN` or `LMF`.
+
+  One definition shared by every experiment file (synthetic, MOSI, ...), so a model's
+  defaults are stated once; experiments override fields.
+  """
+  per_modality = lambda v: dict(text=v, audio=v, vision=v)  # noqa: E731
+  fields = {
+      'EarlyFusion': dict(mlp_hidden=(128, 128), dropout=0.1),
+      'LateFusion': dict(mlp_hidden=(64, 64), dropout=0.1),
+      'TFN': dict(hidden=per_modality(16), dropouts=per_modality(0.1), subnet_depth=2,
+                  # e.g. {'text': 32}: an LSTM text subnetwork for sequence features.
+                  lstm_out={}, post_fusion_dim=64, post_fusion_dropout=0.2,
+                  # 6.0: sigmoid-scaled output in [-3, 3], as in the TFN paper.
+                  output_range=0.0),
+      'LMF': dict(hidden=per_modality(16), dropouts=per_modality(0.1), subnet_depth=2,
+                  lstm_out={}, rank=8, fusion_dim=64),
+  }[model]
+  return ml_collections.ConfigDict(dict(name=f'tensor_fusion.{model}', **fields,
+                                        dtype='float32'))
 
 
 def _get(mapping: Mapping[str, float], modality: str, field: str):
@@ -92,6 +116,17 @@ def _embed_modalities(module, batch, train):
   return hs
 
 
+class _SubnetworkFusion(nn.Module):
+  """Fields shared by TFN and LMF: per-modality subnetworks feeding a fusion."""
+  modalities: Sequence[str]
+  out_dim: int
+  hidden: Mapping[str, int] = None
+  dropouts: Mapping[str, float] = None
+  subnet_depth: int = 3
+  lstm_out: Mapping[str, int] = None  # Modalities encoded by an LSTM, and its output size.
+  dtype: str = 'float32'
+
+
 class EarlyFusion(nn.Module):
   """Concatenate the modality features, then one MLP."""
   modalities: Sequence[str]
@@ -125,7 +160,7 @@ class LateFusion(nn.Module):
     return sum(outs) / len(outs)
 
 
-class TFN(nn.Module):
+class TFN(_SubnetworkFusion):
   """Tensor Fusion Network (Zadeh et al., 2017).
 
   Modality subnetworks -> outer product of [h_m; 1] -> dropout -> post-fusion
@@ -133,18 +168,11 @@ class TFN(nn.Module):
   The post-fusion weights are annotated `fusion_out` so they can be split over
   the mesh's `model` axis.
   """
-  modalities: Sequence[str]
-  out_dim: int
-  hidden: Mapping[str, int] = None
-  dropouts: Mapping[str, float] = None
-  subnet_depth: int = 3
-  lstm_out: Mapping[str, int] = None  # Modalities encoded by an LSTM, and its output size.
   post_fusion_dim: int = 64
   post_fusion_dropout: float = 0.5
   # > 0: regression output squashed to (-range/2, range/2) by a scaled sigmoid, as the
   # TFN authors do for MOSI's [-3, 3] sentiment (range 6). 0: unconstrained.
   output_range: float = 0.0
-  dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, batch, *, train: bool = False):
@@ -162,22 +190,15 @@ class TFN(nn.Module):
     return out
 
 
-class LMF(nn.Module):
+class LMF(_SubnetworkFusion):
   """Low-rank Multimodal Fusion (Liu et al., 2018).
 
   Modality subnetworks -> rank-`rank` modality-specific factors (R, d_m + 1, F)
   combined by `fusion.low_rank_fusion` -> linear output layer. The factors'
   output axis is annotated `fusion_out` (split over `model`).
   """
-  modalities: Sequence[str]
-  out_dim: int
-  hidden: Mapping[str, int] = None
-  dropouts: Mapping[str, float] = None
-  subnet_depth: int = 3
-  lstm_out: Mapping[str, int] = None  # Modalities encoded by an LSTM, and its output size.
   rank: int = 4
   fusion_dim: int = 64
-  dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, batch, *, train: bool = False):

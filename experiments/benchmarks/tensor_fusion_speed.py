@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -33,6 +32,8 @@ import sys
 import time
 
 import numpy as np
+
+from affectjax import hardware
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -257,15 +258,6 @@ def _measure(framework, model, batch, args) -> dict:
   return json.loads(line[0][len('RESULT '):])
 
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown CPU'
 
 
 def main(argv=None) -> int:
@@ -325,7 +317,7 @@ def main(argv=None) -> int:
   devices = {r.get('device') for _, _, res in rows for r in res.values() if 'device' in r}
   import jax
   import torch
-  note = (f'Hardware: {_cpu_name()}, {os.cpu_count()} cores; device(s) used: '
+  note = (f'Hardware: {hardware.cpu_name()}, {os.cpu_count()} cores; device(s) used: '
           f'{", ".join(sorted(devices))}; jax {jax.__version__}, torch {torch.__version__}; '
           f'affectjax dtype {args.dtype}. Wall time {wall / 60:.1f} min. Peak memory: growth '
           'of the process maximum RSS over the pre-measurement baseline on CPU, peak device '

@@ -16,14 +16,13 @@ import argparse
 import datetime
 import logging
 import os
-import platform
 import re
 import sys
 import time
 
-import jax
 import numpy as np
 
+from affectjax import hardware
 from affectjax import config as config_lib
 from affectjax import train
 from affectjax.data import synthetic
@@ -34,15 +33,6 @@ VARIANTS = ('redundant', 'unique', 'synergy')
 START, END = '<!-- synthetic-table:start -->', '<!-- synthetic-table:end -->'
 
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def run_all(workdir: str, seeds: int, models, variants, extra) -> dict:
@@ -117,12 +107,9 @@ def main(argv=None) -> int:
   command = 'python experiments/synthetic/run.py ' + ' '.join(
       a for a in (argv if argv is not None else sys.argv[1:]))
   body = table(results, models, variants, args.seeds, args.override)
-  first = next(iter(results.values()))
-  hardware = (f'{first["devices"]} ({_cpu_name()}, {os.cpu_count()} cores), '
-              f'jax {jax.__version__}')
   note = (f'Test accuracy (%), mean +- std over seeds 0..{args.seeds - 1}; checkpoint chosen '
           f'on validation accuracy. Binary classification (chance 50.0). '
-          f'Hardware: {hardware}. Train+compile time summed over runs: {train_s / 60:.1f} min '
+          f'Hardware: {hardware.describe()}. Train+compile time summed over runs: {train_s / 60:.1f} min '
           f'(this invocation: {wall / 60:.1f} min wall).')
   with open(args.results, 'w') as f:
     f.write('# Synthetic interaction benchmark\n\n'
