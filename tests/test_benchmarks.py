@@ -1,0 +1,52 @@
+"""The benchmark's models run, and the PyTorch mirror has the sizes affectjax has."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+
+def _bench():
+  path = os.path.join(REPO, 'experiments', 'benchmarks', 'tensor_fusion_speed.py')
+  spec = importlib.util.spec_from_file_location('tensor_fusion_speed', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize('model', ['tfn', 'lmf'])
+def test_affectjax_side_runs(model):
+  out = _bench().bench_affectjax(model, batch=8, steps=2, warmup=0)
+  assert out['step_ms'] > 0 and np.isfinite(out['examples_per_s'])
+
+
+@pytest.mark.parametrize('model', ['tfn', 'lmf'])
+def test_torch_mirror_matches_parameter_count(model):
+  torch = pytest.importorskip('torch', reason="PyTorch is a benchmark-only extra ('.[bench]')")
+  bench = _bench()
+  mirror = bench._torch_models()[model](bench.SIZES[model])
+  total = sum(p.numel() for p in mirror.parameters())
+  batchnorm = sum(p.numel() for m in mirror.modules() if isinstance(m, torch.nn.BatchNorm1d)
+                  for p in m.parameters())
+  lstm_second_bias = 4 * bench.SIZES[model]['hidden'][0]  # PyTorch keeps b_ih and b_hh
+  import jax
+  from affectjax import config as config_lib
+  from affectjax import sharding, train
+  overrides = ['model.subnet_depth=3', 'mesh.data=-1']
+  s = bench.SIZES[model]
+  overrides += [f'model.hidden={{"text": {s["hidden"][0]}, "audio": {s["hidden"][1]}, '
+                f'"vision": {s["hidden"][2]}}}', f'model.lstm_out={{"text": {s["text_out"]}}}']
+  overrides += ([f'model.post_fusion_dim={s["post_fusion"]}'] if model == 'tfn' else
+                [f'model.rank={s["rank"]}', 'model.fusion_dim=1'])
+  config = config_lib.load(os.path.join(REPO, 'configs', f'mosi_{model}.py'), overrides)
+  spec = {'text': ((bench.SEQ, bench.TEXT_DIM), np.float32),
+          'audio': ((bench.AUDIO_DIM,), np.float32),
+          'vision': ((bench.VISION_DIM,), np.float32), 'label': ((), np.float32)}
+  exp = train.Experiment(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), spec,
+                         ('text', 'audio', 'vision'))
+  # affectjax's LMF maps its 1-d fusion output through a 1x1 linear layer (2 parameters).
+  extra = 2 if model == 'lmf' else 0
+  assert total - batchnorm - lstm_second_bias == exp.num_params - extra
