@@ -77,25 +77,18 @@ def generate(variant: str, regression: bool, num_classes: int, dims, sizes: dict
   for (split, n), sseed in zip(sizes.items(), split_seeds):
     rng = np.random.default_rng(sseed)
     m = len(MODALITIES)
+    latents = (rng.normal(size=(n, m)) if regression else
+               rng.integers(0, num_classes, size=(n, m)))
+    if variant == 'redundant':
+      latents[:] = latents[:, :1]
+      label = latents[:, 0]
+    elif variant == 'unique':
+      label = latents[:, unique_modality]
+    else:
+      label = latents.prod(axis=1) if regression else latents.sum(axis=1) % num_classes
     if regression:
-      latents = rng.normal(size=(n, m))
-      if variant == 'redundant':
-        latents[:] = latents[:, :1]
-        label = latents[:, 0]
-      elif variant == 'unique':
-        label = latents[:, unique_modality]
-      else:
-        label = latents.prod(axis=1)
       feats = [latents[:, i:i + 1] * codes[i] for i in range(m)]
     else:
-      latents = rng.integers(0, num_classes, size=(n, m))
-      if variant == 'redundant':
-        latents[:] = latents[:, :1]
-        label = latents[:, 0]
-      elif variant == 'unique':
-        label = latents[:, unique_modality]
-      else:
-        label = latents.sum(axis=1) % num_classes
       feats = [codes[i][latents[:, i]] for i in range(m)]
     arrays = {}
     for name, f, d in zip(MODALITIES, feats, dims):
