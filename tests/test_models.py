@@ -102,3 +102,18 @@ def test_lstm_matches_stepwise_reference_and_ignores_padding():
   for i, n in enumerate(lengths):
     x2[i, n:] = 1e3
   np.testing.assert_array_equal(layer.apply({'params': params}, x2, lengths), out)
+
+
+@pytest.mark.parametrize('rate', [0.5, 0.3])
+def test_byte_dropout_keeps_expected_fraction_and_mean(rate):
+  from affectjax.layers.dropout import ByteDropout
+  x = jnp.ones((13, 7919))
+  y = ByteDropout(rate).apply({}, x, rngs={'dropout': jax.random.PRNGKey(0)})
+  kept = np.asarray(y) > 0
+  threshold = round(rate * 256) / 256
+  assert abs(kept.mean() - (1 - threshold)) < 0.01
+  np.testing.assert_allclose(np.asarray(y)[kept], 1 / (1 - threshold), rtol=1e-6)
+  assert abs(float(y.mean()) - 1.0) < 0.02
+  np.testing.assert_array_equal(ByteDropout(rate, deterministic=True).apply({}, x), x)
+  other = ByteDropout(rate).apply({}, x, rngs={'dropout': jax.random.PRNGKey(1)})
+  assert not np.array_equal(np.asarray(other) > 0, kept)

@@ -7,6 +7,8 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from affectjax.layers.dropout import dropout
+
 
 def dense(features: int, axes: tuple[str, str] = ('embed', 'hidden'), *, name=None,
           dtype=jnp.float32, use_bias: bool = True) -> nn.Dense:
@@ -29,16 +31,17 @@ class MLP(nn.Module):
   dropout_first: bool = True
   activation: Callable = nn.relu
   dtype: str = 'float32'
+  dropout_rng_bits: int = 32  # 8: ByteDropout, a cheaper mask (see layers/dropout.py).
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     dtype = jnp.dtype(self.dtype)
     if self.dropout_first:
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      x = dropout(self.dropout, not train, self.dropout_rng_bits)(x)
     for i, f in enumerate(self.features):
       x = self.activation(dense(f, dtype=dtype, name=f'dense_{i}')(x))
       if not self.dropout_first:
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        x = dropout(self.dropout, not train, self.dropout_rng_bits)(x)
     if self.out_features is not None:
       x = dense(self.out_features, ('hidden', 'classes'), dtype=dtype, name='out')(x)
     return x

@@ -16,6 +16,7 @@ import ml_collections
 
 from affectjax.layers import fusion
 from affectjax.layers.dense import MLP, dense
+from affectjax.layers.dropout import dropout
 from affectjax.layers.recurrent import LSTM
 
 
@@ -33,9 +34,9 @@ def default_config(model: str) -> ml_collections.ConfigDict:
                   # e.g. {'text': 32}: an LSTM text subnetwork for sequence features.
                   lstm_out={}, post_fusion_dim=64, post_fusion_dropout=0.2,
                   # 6.0: sigmoid-scaled output in [-3, 3], as in the TFN paper.
-                  output_range=0.0),
+                  output_range=0.0, dropout_rng_bits=32),
       'LMF': dict(hidden=per_modality(16), dropouts=per_modality(0.1), subnet_depth=2,
-                  lstm_out={}, rank=8, fusion_dim=64),
+                  lstm_out={}, rank=8, fusion_dim=64, dropout_rng_bits=32),
   }[model]
   return ml_collections.ConfigDict(dict(name=f'tensor_fusion.{model}', **fields,
                                         dtype='float32'))
@@ -55,11 +56,12 @@ class ModalitySubnet(nn.Module):
   depth: int = 3
   dropout: float = 0.0
   dtype: str = 'float32'
+  dropout_rng_bits: int = 32
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    return MLP((self.features,) * self.depth, dropout=self.dropout, dtype=self.dtype)(
-        x, train=train)
+    return MLP((self.features,) * self.depth, dropout=self.dropout, dtype=self.dtype,
+               dropout_rng_bits=self.dropout_rng_bits)(x, train=train)
 
 
 class SequenceSubnet(nn.Module):
@@ -69,11 +71,12 @@ class SequenceSubnet(nn.Module):
   out_features: int
   dropout: float = 0.0
   dtype: str = 'float32'
+  dropout_rng_bits: int = 32
 
   @nn.compact
   def __call__(self, x, lengths, *, train: bool):
     h = LSTM(self.hidden, self.dtype)(x, lengths)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = dropout(self.dropout, not train, self.dropout_rng_bits)(h)
     return dense(self.out_features, dtype=jnp.dtype(self.dtype))(h)
 
 
@@ -101,18 +104,18 @@ def _embed_modalities(module, batch, train):
   lstm_out = module.lstm_out or {}
   for m in module.modalities:
     x = batch[m]
-    hidden, dropout = _get(module.hidden, m, 'hidden'), _get(module.dropouts, m, 'dropouts')
+    hidden, rate = _get(module.hidden, m, 'hidden'), _get(module.dropouts, m, 'dropouts')
     if m in lstm_out:
       if x.ndim != 3:
         raise ValueError(f'config.model.lstm_out: {m!r} input has shape {x.shape}, '
                          'an LSTM needs (B, T, D)')
-      hs.append(SequenceSubnet(hidden, lstm_out[m], dropout, module.dtype,
-                               name=f'{m}_subnet')(x, _lengths(batch, m, x), train=train))
+      hs.append(SequenceSubnet(hidden, lstm_out[m], rate, module.dtype,
+                               module.dropout_rng_bits, name=f'{m}_subnet')(x, _lengths(batch, m, x), train=train))
       continue
     if x.ndim == 3:
       x = masked_time_mean(x, _lengths(batch, m, x))
-    hs.append(ModalitySubnet(hidden, module.subnet_depth, dropout, module.dtype,
-                             name=f'{m}_subnet')(x, train=train))
+    hs.append(ModalitySubnet(hidden, module.subnet_depth, rate, module.dtype,
+                             module.dropout_rng_bits, name=f'{m}_subnet')(x, train=train))
   return hs
 
 
@@ -125,6 +128,8 @@ class _SubnetworkFusion(nn.Module):
   subnet_depth: int = 3
   lstm_out: Mapping[str, int] = None  # Modalities encoded by an LSTM, and its output size.
   dtype: str = 'float32'
+  # 32: Flax's dropout. 8: ByteDropout, a quarter of the random bits (layers/dropout.py).
+  dropout_rng_bits: int = 32
 
 
 class EarlyFusion(nn.Module):
@@ -179,7 +184,7 @@ class TFN(_SubnetworkFusion):
     dtype = jnp.dtype(self.dtype)
     z = fusion.tensor_fusion(_embed_modalities(self, batch, train))
     z = nn.with_logical_constraint(z, ('batch', 'fusion_in'))
-    z = nn.Dropout(self.post_fusion_dropout, deterministic=not train)(z)
+    z = dropout(self.post_fusion_dropout, not train, self.dropout_rng_bits)(z)
     y = nn.relu(dense(self.post_fusion_dim, ('fusion_in', 'fusion_out'), dtype=dtype,
                       name='post_fusion_1')(z))
     y = nn.relu(dense(self.post_fusion_dim, ('fusion_out', 'hidden'), dtype=dtype,

@@ -181,7 +181,7 @@ def bench_torch(model_name: str, batch: int, steps: int, warmup: int, compiled: 
 
 
 def bench_affectjax(model_name: str, batch: int, steps: int, warmup: int,
-                    dtype: str = 'float32') -> dict:
+                    dtype: str = 'float32', rng_bits: int = 32) -> dict:
   import jax
   from affectjax import config as config_lib
   from affectjax import sharding, train
@@ -193,7 +193,7 @@ def bench_affectjax(model_name: str, batch: int, steps: int, warmup: int,
   common = [f'model.hidden={{"text": {th}, "audio": {ah}, "vision": {vh}}}',
             f'model.dropouts={{"text": {pt}, "audio": {pa}, "vision": {pv}}}',
             f'model.lstm_out={{"text": {s["text_out"]}}}', 'model.subnet_depth=3',
-            f'model.dtype={dtype}', 'optim.name=adam', 'optim.schedule=constant',
+            f'model.dtype={dtype}', f'model.dropout_rng_bits={rng_bits}', 'optim.name=adam', 'optim.schedule=constant',
             'optim.grad_clip=0.0', 'mesh.data=-1', 'mesh.model=1']
   if model_name == 'tfn':
     extra = [f'model.post_fusion_dim={s["post_fusion"]}', f'model.post_fusion_dropout={pf}',
@@ -238,7 +238,8 @@ FRAMEWORKS = ('affectjax', 'torch', 'torch_compile')
 
 def _worker(args) -> None:
   if args.framework == 'affectjax':
-    out = bench_affectjax(args.model, args.batch, args.steps, args.warmup, args.dtype)
+    out = bench_affectjax(args.model, args.batch, args.steps, args.warmup, args.dtype,
+                          args.dropout_rng_bits)
   else:
     out = bench_torch(args.model, args.batch, args.steps, args.warmup,
                       args.framework == 'torch_compile')
@@ -249,7 +250,8 @@ def _measure(framework, model, batch, args) -> dict:
   steps = max(3, min(args.steps, int(args.steps * 256 / batch) or 3))
   cmd = [sys.executable, os.path.abspath(__file__), '--worker', '--framework', framework,
          '--model', model, '--batch', str(batch), '--steps', str(steps),
-         '--warmup', str(args.warmup), '--dtype', args.dtype]
+         '--warmup', str(args.warmup), '--dtype', args.dtype,
+         '--dropout-rng-bits', str(args.dropout_rng_bits)]
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
   line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
   if proc.returncode or not line:
@@ -274,6 +276,8 @@ def main(argv=None) -> int:
                  '(scaled inversely with batch size, at least 3)')
   p.add_argument('--warmup', type=int, default=3)
   p.add_argument('--dtype', default='float32', help='affectjax compute dtype (bfloat16 on GPU)')
+  p.add_argument('--dropout-rng-bits', type=int, default=8,
+                 help="affectjax dropout masks: 8 (ByteDropout) or 32 (Flax's)")
   p.add_argument('--readme', action='store_true',
                  help='write the table into experiments/benchmarks/README.md')
   args = p.parse_args(argv)
@@ -319,7 +323,8 @@ def main(argv=None) -> int:
   import torch
   note = (f'Hardware: {hardware.cpu_name()}, {os.cpu_count()} cores; device(s) used: '
           f'{", ".join(sorted(devices))}; jax {jax.__version__}, torch {torch.__version__}; '
-          f'affectjax dtype {args.dtype}. Wall time {wall / 60:.1f} min. Peak memory: growth '
+          f'affectjax dtype {args.dtype}, dropout masks from {args.dropout_rng_bits}-bit draws. '
+          f'Wall time {wall / 60:.1f} min. Peak memory: growth '
           'of the process maximum RSS over the pre-measurement baseline on CPU, peak device '
           'allocation on GPU. "first step / compile": affectjax lower+compile; torch: the '
           'first step (includes torch.compile\'s compilation).')
