@@ -53,6 +53,14 @@ class Task:
     outputs = outputs.astype(jnp.float32)
     return outputs if self.name == 'classification' else outputs[..., 0]
 
+  def metric_names(self) -> list[str]:
+    """The scalar metrics `metrics` reports (plus the mean `loss` evaluation adds)."""
+    if self.name == 'classification':
+      out = self.metrics(np.arange(2) % self.num_classes, np.eye(2, self.num_classes))
+    else:
+      out = self.metrics(np.array([-1.0, 1.0]), np.array([-0.5, 0.5]))
+    return sorted([k for k, v in out.items() if isinstance(v, float)] + ['loss'])
+
   def metrics(self, labels: np.ndarray, preds: np.ndarray) -> dict:
     if self.metrics_name == 'classification':
       return metrics_lib.classification_metrics(labels, preds, self.num_classes)

@@ -265,6 +265,25 @@ def _validate(config) -> None:
     raise config_lib.ConfigError(f'config.train.select_mode: {t.select_mode!r} (max | min)')
 
 
+def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
+  """Dataset and Experiment on the config's mesh, with the batch sizes and the
+  selection metric checked against them."""
+  dataset = data_lib.get_dataset(config)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  exp = Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
+                   dataset.num_classes)
+  t = config.train
+  for name, bs in (('batch_size', t.batch_size), ('eval_batch_size', t.eval_batch_size)):
+    if bs % mesh.shape['data']:
+      raise config_lib.ConfigError(f'config.train.{name}={bs} is not divisible by the '
+                                   f'data axis ({mesh.shape["data"]} devices)')
+  names = exp.task.metric_names()
+  if t.select_metric not in names:
+    raise config_lib.ConfigError(f'config.train.select_metric: {t.select_metric!r} is not a '
+                                 f'validation metric of this task (have {", ".join(names)})')
+  return dataset, exp
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the results.json content."""
   _validate(config)
@@ -276,15 +295,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       return json.load(f)
 
   # Everything that can fail on bad input happens before the workdir is written.
-  dataset = data_lib.get_dataset(config)
-  mesh = sharding_lib.make_mesh(config.mesh)
-  exp = Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                   dataset.num_classes)
-  t = config.train
-  for name, bs in (('batch_size', t.batch_size), ('eval_batch_size', t.eval_batch_size)):
-    if bs % mesh.shape['data']:
-      raise config_lib.ConfigError(f'config.train.{name}={bs} is not divisible by the '
-                                   f'data axis ({mesh.shape["data"]} devices)')
+  dataset, exp = _setup(config)
+  mesh, t = exp.mesh, config.train
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     config_lib.save(config, os.path.join(workdir, 'config.json'))
@@ -350,11 +362,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         continue
       valid = evaluate(exp, eval_step, state.params, dataset.splits['valid'],
                        t.eval_batch_size)
-      value = valid[t.select_metric] if t.select_metric in valid else None
-      if value is None:
-        raise config_lib.ConfigError(
-            f'config.train.select_metric: {t.select_metric!r} is not a validation metric '
-            f'(have {sorted(k for k, v in valid.items() if isinstance(v, float))})')
+      value = valid[t.select_metric]
       record = {'step': step, 'train_loss': float(np.mean(train_losses)), 'valid': valid}
       train_losses = []
       if jax.process_index() == 0:
@@ -401,10 +409,7 @@ def load_trained(config, workdir: str):
     raise FileNotFoundError(f'{workdir}/results.json: no finished run here; train it first '
                             '(affectjax train with the same config and workdir)')
   _check_workdir_config(config, workdir)
-  dataset = data_lib.get_dataset(config)
-  mesh = sharding_lib.make_mesh(config.mesh)
-  exp = Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                   dataset.num_classes)
+  dataset, exp = _setup(config)
   eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
   ckpt = checkpoint_lib.Checkpoints(workdir, config.train.keep_checkpoints)
   params = ckpt.restore_best(exp.abstract_state.params)

@@ -74,3 +74,11 @@ def test_saved_config_roundtrips(tmp_path):
   with open(path) as f:
     saved = json.load(f)
   assert saved['seed'] == 7 and saved['model']['name'] == 'tensor_fusion.TFN'
+
+
+def test_unknown_selection_metric_fails_before_training(tmp_path, capsys):
+  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:smoke'),
+                        '--workdir', str(tmp_path / 'run'), '--config.train.select_metric=acc2'])
+  err = capsys.readouterr().err
+  assert code == 2 and "select_metric: 'acc2' is not a validation metric" in err
+  assert 'accuracy' in err and not (tmp_path / 'run').exists()
