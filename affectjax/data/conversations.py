@@ -1,0 +1,196 @@
+"""Readers for the emotion-recognition-in-conversation (ERC) corpora.
+
+Each reader returns `{split: [dialogue, ...]}` where a dialogue is a dict with
+`id`, `speakers` (list of str, one per utterance), `texts` (list of str), `labels`
+(list of int) and, where the source has them, per-utterance feature arrays.
+The standard splits are kept:
+
+* IEMOCAP, conversation pickle of declare-lab/conv-emotion
+  (`[speakers, labels, sentences, train_ids, test_ids, valid_ids]`): 108 train +
+  12 valid dialogues (sessions 1-4), 31 test (session 5); 6 classes.
+* IEMOCAP, the `IEMOCAP_features.pkl` layout used by most multimodal ERC code
+  (videoIDs, videoSpeakers, videoLabels, videoText, videoAudio, videoVisual,
+  videoSentence, trainVid, testVid): validation is `VALID_FRACTION` of the training
+  dialogues drawn with `VALID_SEED` (the file has no validation split).
+* MELD (official CSVs, declare-lab/MELD): 1038 / 114 / 280 dialogues; 7 emotions and
+  3 sentiments.
+* EmoryNLP (official CSVs): scenes are dialogues; 7 emotions.
+
+Pickles go through the restricted unpickler; CSVs are decoded as UTF-8, falling
+back to cp1252 (older MELD releases). This module is the data layer that the
+conversation builders and graph models build on.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import io
+import os
+from typing import Sequence
+
+import numpy as np
+
+from affectjax.data import base, safe_pickle
+
+IEMOCAP_LABELS = ('happy', 'sad', 'neutral', 'angry', 'excited', 'frustrated')
+MELD_EMOTIONS = ('neutral', 'surprise', 'fear', 'sadness', 'joy', 'disgust', 'anger')
+MELD_SENTIMENTS = ('negative', 'neutral', 'positive')
+EMORYNLP_EMOTIONS = ('Joyful', 'Mad', 'Peaceful', 'Neutral', 'Sad', 'Powerful', 'Scared')
+VALID_FRACTION = 0.1
+VALID_SEED = 0
+_IEMOCAP_WHAT = ('the IEMOCAP conversation pickle [speakers, labels, sentences, train_ids, '
+                 'test_ids, valid_ids]; published with https://github.com/declare-lab/conv-emotion')
+_FEATURES_WHAT = ('IEMOCAP_features.pkl (videoIDs, videoSpeakers, videoLabels, videoText, '
+                  'videoAudio, videoVisual, videoSentence, trainVid, testVid); published with '
+                  'https://github.com/declare-lab/conv-emotion')
+_MELD_WHAT = 'the MELD CSVs; published with https://github.com/declare-lab/MELD'
+
+
+def _check_labels(dialogue: dict, num_classes: int, where: str) -> None:
+  for i, label in enumerate(dialogue['labels']):
+    if not isinstance(label, (int, np.integer)) or not 0 <= label < num_classes:
+      raise base.DataError(f'{where}: dialogue {dialogue["id"]!r}: field \'labels\' has '
+                           f'{label!r} at utterance {i}, outside [0, {num_classes})')
+
+
+def _check_lengths(dialogue: dict, fields: Sequence[str], where: str) -> None:
+  n = len(dialogue['labels'])
+  for f in fields:
+    if len(dialogue[f]) != n:
+      raise base.DataError(f'{where}: dialogue {dialogue["id"]!r}: field {f!r} has '
+                           f'{len(dialogue[f])} utterances but \'labels\' has {n}')
+
+
+def read_iemocap_conversations(path: str) -> dict[str, list[dict]]:
+  data = safe_pickle.load(path, _IEMOCAP_WHAT)
+  if not isinstance(data, (list, tuple)) or len(data) != 6:
+    raise base.DataError(f'{path}: expected a 6-element list, got {type(data).__name__} '
+                         f'({_IEMOCAP_WHAT})')
+  speakers, labels, sentences, train_ids, test_ids, valid_ids = data
+  out = {}
+  for split, ids in (('train', train_ids), ('valid', valid_ids), ('test', test_ids)):
+    dialogues = []
+    for vid in ids:
+      for name, table in (('speakers', speakers), ('labels', labels), ('sentences', sentences)):
+        if vid not in table:
+          raise base.DataError(f'{path}: dialogue {vid!r} of split {split} has no {name}')
+      d = {'id': str(vid), 'speakers': [str(s) for s in speakers[vid]],
+           'texts': [str(s) for s in sentences[vid]], 'labels': [int(x) for x in labels[vid]]}
+      _check_lengths(d, ('speakers', 'texts'), path)
+      _check_labels(d, len(IEMOCAP_LABELS), path)
+      dialogues.append(d)
+    out[split] = dialogues
+  return out
+
+
+def _speaker_name(s) -> str:
+  """'M' / 'F' as they are; one-hot speaker vectors become their index."""
+  if isinstance(s, str):
+    return s
+  return str(int(np.argmax(np.asarray(s))))
+
+
+def read_iemocap_features(path: str) -> dict[str, list[dict]]:
+  data = safe_pickle.load(path, _FEATURES_WHAT)
+  if not isinstance(data, (list, tuple)) or len(data) < 9:
+    raise base.DataError(f'{path}: expected a 9-element sequence ({_FEATURES_WHAT})')
+  ids, speakers, labels, text, audio, visual, sentences, train_vid, test_vid = data[:9]
+  train_vid = sorted(map(str, train_vid))
+  rng = np.random.default_rng(VALID_SEED)
+  n_valid = max(1, int(round(VALID_FRACTION * len(train_vid))))
+  valid_vid = set(rng.choice(train_vid, n_valid, replace=False))
+  splits = {'train': [v for v in train_vid if v not in valid_vid], 'valid': sorted(valid_vid),
+            'test': sorted(map(str, test_vid))}
+  tables = {'videoSpeakers': speakers, 'videoLabels': labels, 'videoText': text,
+            'videoAudio': audio, 'videoVisual': visual, 'videoSentence': sentences}
+  out = {}
+  for split, vids in splits.items():
+    dialogues = []
+    for vid in vids:
+      for name, table in tables.items():
+        if vid not in table:
+          raise base.DataError(f'{path}: field {name!r} has no entry for dialogue {vid!r}')
+      d = {'id': vid, 'speakers': [_speaker_name(s) for s in speakers[vid]],
+           'texts': [str(s) for s in sentences[vid]], 'labels': [int(x) for x in labels[vid]]}
+      for name, table in (('text', text), ('audio', audio), ('vision', visual)):
+        feats = np.asarray(table[vid], np.float32)
+        if not np.isfinite(feats).all():
+          raise base.DataError(f'{path}: dialogue {vid!r}: field {name!r} has NaN/inf values')
+        d[name] = feats
+      _check_lengths(d, ('speakers', 'texts', 'text', 'audio', 'vision'), path)
+      _check_labels(d, len(IEMOCAP_LABELS), path)
+      dialogues.append(d)
+    out[split] = dialogues
+  return out
+
+
+def _read_csv(path: str, what: str) -> list[dict]:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: not found (expected {what})')
+  with open(path, 'rb') as f:
+    raw = f.read()
+  try:
+    text = raw.decode('utf-8-sig')
+  except UnicodeDecodeError:
+    text = raw.decode('cp1252', errors='replace')  # Older releases: curly quotes as cp1252.
+  return list(csv.DictReader(io.StringIO(text)))
+
+
+def _group(rows, key, order, path, label_fields) -> list[dict]:
+  dialogues: dict = {}
+  for row in rows:
+    dialogues.setdefault(key(row), []).append(row)
+  out = []
+  for did, utts in dialogues.items():
+    utts.sort(key=order)
+    d = {'id': did, 'speakers': [u['_speaker'] for u in utts],
+         'texts': [u['_text'] for u in utts]}
+    for field, (column, names) in label_fields.items():
+      values = []
+      for u in utts:
+        if u[column] not in names:
+          raise base.DataError(f'{path}: dialogue {did!r}: column {column!r} has unknown '
+                               f'label {u[column]!r} (expected one of {list(names)})')
+        values.append(names.index(u[column]))
+      d[field] = values
+    out.append(d)
+  return out
+
+
+def read_meld(directory: str) -> dict[str, list[dict]]:
+  """MELD from `{train,dev,test}_sent_emo.csv`; `labels` = emotion, `sentiments` too."""
+  out = {}
+  for split, name in (('train', 'train'), ('valid', 'dev'), ('test', 'test')):
+    path = os.path.join(directory, f'{name}_sent_emo.csv')
+    rows = _read_csv(path, _MELD_WHAT)
+    for column in ('Utterance', 'Speaker', 'Emotion', 'Sentiment', 'Dialogue_ID',
+                   'Utterance_ID'):
+      if rows and column not in rows[0]:
+        raise base.DataError(f'{path}: column {column!r} is missing ({_MELD_WHAT})')
+    for r in rows:
+      r['_speaker'], r['_text'] = r['Speaker'], r['Utterance']
+    out[split] = _group(rows, lambda r: r['Dialogue_ID'], lambda r: int(r['Utterance_ID']),
+                        path, {'labels': ('Emotion', MELD_EMOTIONS),
+                               'sentiments': ('Sentiment', MELD_SENTIMENTS)})
+  return out
+
+
+def read_emorynlp(directory: str) -> dict[str, list[dict]]:
+  """EmoryNLP from `emorynlp_{train,dev,test}_final.csv`; a scene is a dialogue."""
+  out = {}
+  for split, name in (('train', 'train'), ('valid', 'dev'), ('test', 'test')):
+    path = os.path.join(directory, f'emorynlp_{name}_final.csv')
+    rows = _read_csv(path, 'the EmoryNLP CSVs; published with '
+                     'https://github.com/emorynlp/emotion-detection')
+    for r in rows:
+      try:
+        names = ast.literal_eval(r['Speaker'])  # A list literal, e.g. "['Monica Geller']".
+      except (ValueError, SyntaxError):
+        names = [r['Speaker']]
+      r['_speaker'] = ' & '.join(map(str, names)) if isinstance(names, list) else str(names)
+      r['_text'] = r['Utterance']
+    out[split] = _group(
+        rows, lambda r: f'{r["Season"]}_{r["Episode"]}_{r["Scene_ID"]}',
+        lambda r: int(r['Utterance_ID']), path, {'labels': ('Emotion', EMORYNLP_EMOTIONS)})
+  return out
