@@ -58,9 +58,6 @@ class Checkpoints:
         params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
     self.best.wait_until_finished()
 
-  def best_step(self) -> int | None:
-    return self.best.latest_step()
-
   def restore_best(self, abstract_params):
     step = self.best.latest_step()
     if step is None:

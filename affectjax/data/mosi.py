@@ -229,8 +229,9 @@ def read_prepared(builder) -> dict[str, dict[str, np.ndarray]]:
   out = {}
   for split, source in builder.as_data_source().items():
     records = [source[i] for i in range(len(source))]
-    arrays = {k: np.stack([r[k] for r in records]) if records else np.zeros((0,))
-              for k in records[0]} if records else {}
+    if not records:
+      raise base.DataError(f'{builder.data_dir}: split {split!r} is empty')
+    arrays = {k: np.stack([r[k] for r in records]) for k in records[0]}
     for k, v in arrays.items():
       if k in ('id', 'video_id'):
         arrays[k] = np.asarray([x.decode() if isinstance(x, bytes) else x for x in v])
@@ -283,9 +284,9 @@ def load(config) -> base.Dataset:
     extra = (*extra, 'label_mask')
   elif d.mode != 'utterance':
     raise base.DataError(f'config.data.mode: unknown {d.mode!r} (utterance | contextual)')
+  config_name = builder.builder_config.name if builder.builder_config else 'default'
   return base.Dataset.from_arrays(splits, modalities=modalities, num_classes=None,
-                                  where=f'{builder.name}/{builder.builder_config.name if builder.builder_config else "default"}',
-                                  extra=extra)
+                                  where=f'{builder.name}/{config_name}', extra=extra)
 
 
 _SUBSETS = {'t': 'text', 'a': 'audio', 'v': 'vision'}
