@@ -151,6 +151,23 @@ class Experiment:
   def _batch_shardings(self, batch_size: int):
     return jax.tree.map(lambda s: s.sharding, self.batch_spec(batch_size))
 
+  def init_state(self, seed: int) -> TrainState:
+    """A fresh state; pretrained weights a model names (`pretrained_params`, e.g. a text
+    encoder) replace their random initialisation, placed with the same shardings."""
+    state = self.lower_init().compile()(jax.random.PRNGKey(seed))
+    load = getattr(self.model, 'pretrained_params', None)
+    pretrained = load() if load else {}
+    if not pretrained:
+      return state
+    params = dict(state.params)
+    for name, tree in pretrained.items():
+      def place(new, old, path=name):
+        if new.shape != old.shape:
+          raise ValueError(f'pretrained {path}: shape {new.shape} != model {old.shape}')
+        return jax.device_put(np.asarray(new, old.dtype), old.sharding)
+      params[name] = jax.tree.map(place, tree, params[name])
+    return state.replace(params=params)
+
   def lower_init(self):
     with self._context():
       init = jax.jit(lambda rng: nn.meta.unbox(self._init_boxed(rng)),
@@ -319,7 +336,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       _truncate_metrics(metrics_path, start)
     log.info('resumed from %s at step %d', ckpt.root, start)
   else:
-    state = exp.lower_init().compile()(jax.random.PRNGKey(config.seed))
+    state = exp.init_state(config.seed)
     start = 0
 
   writer = None
@@ -399,6 +416,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   }
   ckpt.close()
   if jax.process_index() == 0:
+    if 'confusion' in results['test']:
+      from affectjax import plots
+      names = dataset.class_names
+      if names:
+        for split in ('valid', 'test'):
+          per_class = results[split]['per_class_f1']
+          results[split]['per_class_f1'] = {n: per_class[str(i)] for i, n in enumerate(names)}
+      plots.confusion_matrix_png(results['test']['confusion'], names,
+                                 os.path.join(workdir, 'confusion_test.png'),
+                                 f'{config.name}, seed {config.seed}: test')
     _write_json(results_path, results)
   return results
 

@@ -42,17 +42,19 @@ class Dataset:
   modalities: tuple[str, ...]
   num_classes: int | None  # None for regression.
   where: str  # File or generator name, used in error messages.
+  class_names: tuple[str, ...] | None = None  # For per-class tables and figures.
 
   @classmethod
   def from_arrays(cls, splits: Mapping[str, Mapping[str, np.ndarray]], *, modalities,
-                  num_classes, where, extra=()) -> 'Dataset':
+                  num_classes, where, extra=(), class_names=None) -> 'Dataset':
     """Validates and wraps arrays; `extra` names further fields the model or task
     reads (sequence lengths, `label_mask` for padded utterance sequences)."""
     sources = {}
     for split, arrays in splits.items():
       validate(arrays, (*modalities, *extra), num_classes, f'{where}:{split}')
       sources[split] = ArraySource({k: arrays[k] for k in (*modalities, *extra, 'label')})
-    return cls(sources, tuple(modalities), num_classes, where)
+    return cls(sources, tuple(modalities), num_classes, where,
+               tuple(class_names) if class_names else None)
 
   def element_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Per-example shape and dtype of every field (without the batch axis)."""

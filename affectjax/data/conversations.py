@@ -45,6 +45,8 @@ _FEATURES_WHAT = ('IEMOCAP_features.pkl (videoIDs, videoSpeakers, videoLabels, v
                   'videoAudio, videoVisual, videoSentence, trainVid, testVid); published with '
                   'https://github.com/declare-lab/conv-emotion')
 _MELD_WHAT = 'the MELD CSVs; published with https://github.com/declare-lab/MELD'
+_MELD_FEATURES_WHAT = ('MELD_features_raw.pkl (the IEMOCAP_features.pkl layout plus a tenth '
+                       'element); published with https://github.com/declare-lab/conv-emotion')
 
 
 def _check_labels(dialogue: dict, num_classes: int, where: str) -> None:
@@ -91,38 +93,57 @@ def _speaker_name(s) -> str:
   return str(int(np.argmax(np.asarray(s))))
 
 
-def read_iemocap_features(path: str) -> dict[str, list[dict]]:
-  data = safe_pickle.load(path, _FEATURES_WHAT)
-  if not isinstance(data, (list, tuple)) or len(data) < 9:
-    raise base.DataError(f'{path}: expected a 9-element sequence ({_FEATURES_WHAT})')
+def read_features_pickle(path: str, num_classes: int, what: str) -> dict[str, list[dict]]:
+  """The (videoIDs, videoSpeakers, videoLabels, videoText, videoAudio, videoVisual,
+  videoSentence, trainVid, testVid[, extra]) layout of IEMOCAP_features.pkl and
+  MELD_features_raw.pkl. A tenth element, when it is a per-dialogue label table
+  (MELD: sentiments), is kept as `sentiments`."""
+  data = safe_pickle.load(path, what)
+  if not isinstance(data, (list, tuple)) or len(data) not in (9, 10):
+    raise base.DataError(f'{path}: expected a 9- or 10-element sequence ({what})')
   ids, speakers, labels, text, audio, visual, sentences, train_vid, test_vid = data[:9]
+  extra = data[9] if len(data) == 10 and isinstance(data[9], dict) else None
   train_vid = sorted(map(str, train_vid))
   rng = np.random.default_rng(VALID_SEED)
   n_valid = max(1, int(round(VALID_FRACTION * len(train_vid))))
   valid_vid = set(rng.choice(train_vid, n_valid, replace=False))
   splits = {'train': [v for v in train_vid if v not in valid_vid], 'valid': sorted(valid_vid),
             'test': sorted(map(str, test_vid))}
+  keys = {str(k): k for k in speakers}  # Ids may be ints in the file; splits are strings.
   tables = {'videoSpeakers': speakers, 'videoLabels': labels, 'videoText': text,
             'videoAudio': audio, 'videoVisual': visual, 'videoSentence': sentences}
   out = {}
   for split, vids in splits.items():
     dialogues = []
     for vid in vids:
+      key = keys.get(vid, vid)
       for name, table in tables.items():
-        if vid not in table:
+        if key not in table:
           raise base.DataError(f'{path}: field {name!r} has no entry for dialogue {vid!r}')
-      d = {'id': vid, 'speakers': [_speaker_name(s) for s in speakers[vid]],
-           'texts': [str(s) for s in sentences[vid]], 'labels': [int(x) for x in labels[vid]]}
+      d = {'id': vid, 'speakers': [_speaker_name(s) for s in speakers[key]],
+           'texts': [str(s) for s in sentences[key]], 'labels': [int(x) for x in labels[key]]}
       for name, table in (('text', text), ('audio', audio), ('vision', visual)):
-        feats = np.asarray(table[vid], np.float32)
-        if not np.isfinite(feats).all():
-          raise base.DataError(f'{path}: dialogue {vid!r}: field {name!r} has NaN/inf values')
+        feats = np.asarray(table[key], np.float32)
+        if feats.ndim != 2 or not np.isfinite(feats).all():
+          raise base.DataError(f'{path}: dialogue {vid!r}: field {name!r} must be finite '
+                               f'(utterances, features) values, got shape {feats.shape}')
         d[name] = feats
+      if extra is not None and key in extra:
+        d['sentiments'] = [int(x) for x in extra[key]]
       _check_lengths(d, ('speakers', 'texts', 'text', 'audio', 'vision'), path)
-      _check_labels(d, len(IEMOCAP_LABELS), path)
+      _check_labels(d, num_classes, path)
       dialogues.append(d)
     out[split] = dialogues
   return out
+
+
+def read_iemocap_features(path: str) -> dict[str, list[dict]]:
+  return read_features_pickle(path, len(IEMOCAP_LABELS), _FEATURES_WHAT)
+
+
+def read_meld_features(path: str) -> dict[str, list[dict]]:
+  """MELD_features_raw.pkl (same layout; 7 emotions in MELD_EMOTIONS order)."""
+  return read_features_pickle(path, len(MELD_EMOTIONS), _MELD_FEATURES_WHAT)
 
 
 def _read_csv(path: str, what: str) -> list[dict]:

@@ -19,6 +19,7 @@ class LSTM(nn.Module):
   """
   hidden: int
   dtype: str = 'float32'
+  return_sequences: bool = False  # True: (B, T, H) states, zero at padded steps.
 
   @nn.compact
   def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -38,8 +39,39 @@ class LSTM(nn.Module):
       c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
       h_new = nn.sigmoid(o) * jnp.tanh(c_new)
       ok = ok[:, None]
-      return (jnp.where(ok, h_new, h), jnp.where(ok, c_new, c)), None
+      h, c = jnp.where(ok, h_new, h), jnp.where(ok, c_new, c)
+      return (h, c), (jnp.where(ok, h, 0) if self.return_sequences else None)
 
     zeros = jnp.zeros((b, self.hidden), dtype)
-    (h, _), _ = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(gates_x, 0, 1), valid))
-    return h
+    (h, _), hs = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(gates_x, 0, 1), valid))
+    return jnp.swapaxes(hs, 0, 1) if self.return_sequences else h
+
+
+def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
+  """Reverses each sequence's first `lengths[b]` steps of (B, T, ...); padding stays put."""
+  t = jnp.arange(x.shape[1])[None, :]
+  idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+  return jnp.take_along_axis(x, idx.reshape(*idx.shape, *([1] * (x.ndim - 2))), axis=1)
+
+
+class BiLSTM(nn.Module):
+  """Stacked bidirectional LSTM over padded sequences: (B, T, D) -> (B, T, 2H).
+
+  The backward direction reads each sequence from its own last valid step, so
+  padding never reaches a real position in either direction.
+  """
+  hidden: int
+  num_layers: int = 1
+  dropout: float = 0.0  # Between layers, as PyTorch's nn.LSTM(dropout=...).
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x: jax.Array, lengths: jax.Array, *, train: bool) -> jax.Array:
+    for i in range(self.num_layers):
+      if i:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      fwd = LSTM(self.hidden, self.dtype, True, name=f'forward_{i}')(x, lengths)
+      bwd = LSTM(self.hidden, self.dtype, True, name=f'backward_{i}')(
+          reverse_valid(x, lengths), lengths)
+      x = jnp.concatenate([fwd, reverse_valid(bwd, lengths)], axis=-1)
+    return x

