@@ -4,6 +4,7 @@
   affectjax compile --config configs/NAME.py[:ARG] --topology v5e:2x4 [--config.a.b=v ...]
   affectjax sweep   --config configs/NAME.py --grid a.b=1,2 [--grid ...] --seeds 5 --workdir DIR
   affectjax robustness --config configs/NAME.py[:ARG] --workdir DIR [--levels 0.5,1,2]
+  affectjax extract-features --config configs/NAME.py[:ARG] [--out FILE.npz]
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import sys
 
 
@@ -41,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
   rb.add_argument('--workdir', required=True)
   rb.add_argument('--levels', default='0.5,1,2',
                   help='noise std as multiples of the modality training std')
+  ex = sub.add_parser('extract-features', help='frozen text-encoder embeddings of every '
+                      'utterance of an ERC corpus, into the feature cache (and --out)')
+  ex.add_argument('--config', required=True, help='an ERC config, e.g. '
+                  'configs/iemocap_dialoguegcn.py')
+  ex.add_argument('--out', default='', help='also write the (texts, embeddings) npz here')
   return p
 
 
@@ -71,11 +78,26 @@ def main(argv=None) -> int:
       results = train.train_and_evaluate(config, args.workdir)
       print(json.dumps({'valid': _headline(results['valid']),
                         'test': _headline(results['test'])}))
+    elif args.command == 'extract-features':
+      from affectjax.data import erc
+      if config.data.name != 'erc':
+        raise config_lib.ConfigError(f'extract-features: {args.config} is not an ERC config '
+                                     f'(config.data.name={config.data.name!r})')
+      path = erc.extract_features(config, progress=sys.stdout.isatty())
+      if args.out:
+        import shutil
+        shutil.copyfile(path, args.out)
+      import numpy as np
+      with np.load(path) as f:
+        print(json.dumps({'cache': path, 'out': args.out or None,
+                          'utterances': int(f['embeddings'].shape[0]),
+                          'dim': int(f['embeddings'].shape[1])}))
     elif args.command == 'compile':
       from affectjax import compile as compile_lib
       report = compile_lib.compile_for_topology(config, args.topology, args.batch_size)
       print(compile_lib.format_report(report))
-  except (config_lib.ConfigError, DataError, ValueError, FileNotFoundError) as e:
+  except (config_lib.ConfigError, DataError, ValueError, FileNotFoundError,
+          pickle.UnpicklingError) as e:
     print(f'affectjax: error: {_one_line(e)}', file=sys.stderr)
     return 2
   except RuntimeError as e:

