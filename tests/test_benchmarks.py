@@ -50,3 +50,23 @@ def test_torch_mirror_matches_parameter_count(model):
   # affectjax's LMF maps its 1-d fusion output through a 1x1 linear layer (2 parameters).
   extra = 2 if model == 'lmf' else 0
   assert total - batchnorm - lstm_second_bias == exp.num_params - extra
+
+
+def _erc_bench():
+  path = os.path.join(REPO, 'experiments', 'benchmarks', 'erc_speed.py')
+  spec = importlib.util.spec_from_file_location('erc_speed', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_erc_benchmark_dialogues_and_affectjax_epoch(monkeypatch):
+  bench = _erc_bench()
+  lengths, speakers = bench.dialogues()
+  assert len(lengths) == len(speakers) == 108
+  assert all(len(s) == n and s.max() < bench.SPEAKERS for n, s in zip(lengths, speakers))
+  # Three short dialogues keep the timed epoch to one padded batch.
+  monkeypatch.setattr(bench, 'dialogues', lambda seed=0: ([5, 9, 3], [
+      np.array([0, 1, 0, 1, 1]), np.zeros(9, np.int32), np.array([1, 0, 0])]))
+  out = bench.bench_affectjax(epochs=1)
+  assert out['dialogues'] == 3 and out['epoch_s'] > 0 and out['peak_mb'] > 0
