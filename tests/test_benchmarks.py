@@ -68,5 +68,5 @@ def test_erc_benchmark_dialogues_and_affectjax_epoch(monkeypatch):
   # Three short dialogues keep the timed epoch to one padded batch.
   monkeypatch.setattr(bench, 'dialogues', lambda seed=0: ([5, 9, 3], [
       np.array([0, 1, 0, 1, 1]), np.zeros(9, np.int32), np.array([1, 0, 0])]))
-  out = bench.bench_affectjax(epochs=1)
+  out = bench.bench_affectjax('dialoguegcn', epochs=1)
   assert out['dialogues'] == 3 and out['epoch_s'] > 0 and out['peak_mb'] > 0

@@ -38,6 +38,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 D_IN, D_E, GRAPH_H, BASES, WINDOW, CLASSES, SPEAKERS, BATCH = 100, 100, 100, 30, 10, 6, 2, 32
+# MMGCN: text / audio / visual feature sizes of the IEMOCAP features pickle, graph width, depth.
+MODALITY_DIMS, MMGCN_H, MMGCN_LAYERS = (100, 100, 512), 100, 4
+MODELS = {'dialoguegcn': 'DialogueGCN', 'mmgcn': 'MMGCN (t+a+v)'}
 START, END = '<!-- erc-speed:start -->', '<!-- erc-speed:end -->'
 
 
@@ -62,13 +65,15 @@ def _rss_mb() -> float:
 # -- PyTorch: the reference design -----------------------------------------------------------
 
 
-def bench_torch(epochs: int) -> dict:
+def bench_torch(model_name: str, epochs: int) -> dict:
   import torch
   from torch import nn
   torch.manual_seed(0)
   lengths, speakers = dialogues()
   rng = np.random.default_rng(0)
-  feats = [torch.tensor(rng.normal(size=(n, D_IN)), dtype=torch.float32) for n in lengths]
+  dims = MODALITY_DIMS if model_name == 'mmgcn' else (D_IN,)
+  feats = [[torch.tensor(rng.normal(size=(n, d)), dtype=torch.float32) for d in dims]
+           for n in lengths]
   labels = [torch.tensor(rng.integers(0, CLASSES, n)) for n in lengths]
   relation_of = {f'{a}{b}{d}': k for k, (a, b, d) in enumerate(
       (a, b, d) for a in range(SPEAKERS) for b in range(SPEAKERS) for d in range(2))}
@@ -119,7 +124,62 @@ def bench_torch(epochs: int) -> dict:
       z = self.drop(torch.relu(self.fc(torch.cat([x, h], dim=-1))))
       return torch.log_softmax(self.out(z), dim=-1)
 
-  model = Model()
+  class MMGCNModel(nn.Module):
+    """The MMGCN reference design: per-modality projections plus speaker embeddings, one
+    dense block-diagonal adjacency over the whole batch filled dialogue by dialogue in
+    Python (intra-modal similarity blocks, cross-modal edges utterance by utterance),
+    then GCNII layers over it."""
+
+    def __init__(self):
+      super().__init__()
+      self.proj = nn.ModuleList([nn.Linear(d, MMGCN_H) for d in MODALITY_DIMS])
+      self.speaker = nn.Embedding(SPEAKERS, MMGCN_H)
+      self.graph_in = nn.Linear(MMGCN_H, MMGCN_H)
+      self.layers = nn.ModuleList([nn.Linear(MMGCN_H, MMGCN_H, bias=False)
+                                   for _ in range(MMGCN_LAYERS)])
+      self.out = nn.Linear(len(MODALITY_DIMS) * 2 * MMGCN_H, CLASSES)
+      self.drop = nn.Dropout(0.4)
+
+    def forward(self, u, qmask, lens):
+      spk = self.speaker(qmask.argmax(-1))  # (T, B, H)
+      per_mod = [self.drop(p(x)) + spk for p, x in zip(self.proj, u)]
+      blocks = []
+      for b, n in enumerate(lens):  # Node order inside a dialogue: modality-major.
+        blocks.append(torch.cat([x[:n, b] for x in per_mod]))
+      x = torch.cat(blocks)
+      adj = torch.zeros(x.shape[0], x.shape[0])
+      k, offset = len(per_mod), 0
+      for b, n in enumerate(lens):
+        sub = x[offset:offset + k * n].detach()
+        unit = sub / sub.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+        for m in range(k):  # Intra-modal: all pairs of the dialogue.
+          blk = unit[m * n:(m + 1) * n]
+          sim = 1 - torch.acos((blk @ blk.t()).clamp(-1 + 1e-6, 1 - 1e-6)) / np.pi
+          adj[offset + m * n:offset + (m + 1) * n, offset + m * n:offset + (m + 1) * n] = sim
+        for i in range(n):  # Cross-modal: the same utterance, edge by edge.
+          for m1 in range(k):
+            for m2 in range(k):
+              if m1 != m2:
+                c = torch.dot(unit[m1 * n + i], unit[m2 * n + i]).clamp(-1 + 1e-6, 1 - 1e-6)
+                adj[offset + m1 * n + i, offset + m2 * n + i] = 1 - torch.acos(c) / np.pi
+        offset += k * n
+      deg = adj.sum(1)
+      inv = deg.clamp(min=1e-12).pow(-0.5)
+      adj = inv[:, None] * adj * inv[None, :]
+      h = h0 = torch.relu(self.graph_in(x))
+      for layer, lin in enumerate(self.layers, start=1):
+        beta = float(np.log(0.5 / layer + 1))
+        support = 0.9 * (adj @ self.drop(h)) + 0.1 * h0
+        h = torch.relu((1 - beta) * support + beta * lin(support))
+      z = torch.cat([x, h], dim=-1)
+      outs, offset = [], 0
+      for n in lens:
+        part = z[offset:offset + k * n].view(k, n, -1)
+        outs.append(torch.cat(list(part), dim=-1))
+        offset += k * n
+      return torch.log_softmax(self.out(self.drop(torch.cat(outs))), dim=-1)
+
+  model = Model() if model_name == 'dialoguegcn' else MMGCNModel()
   opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
   loss_fn = nn.NLLLoss()
   order = np.arange(len(lengths))
@@ -130,11 +190,14 @@ def bench_torch(epochs: int) -> dict:
       idx = order[start:start + BATCH]
       lens = [lengths[k] for k in idx]
       t = max(lens)
-      u = torch.zeros(t, len(idx), D_IN)
+      u = [torch.zeros(t, len(idx), d) for d in dims]
       qmask = torch.zeros(t, len(idx), SPEAKERS)
       for b, k in enumerate(idx):
-        u[:lengths[k], b] = feats[k]
+        for m in range(len(dims)):
+          u[m][:lengths[k], b] = feats[k][m]
         qmask[torch.arange(lengths[k]), b, torch.tensor(speakers[k], dtype=torch.long)] = 1
+      if model_name == 'dialoguegcn':
+        u = u[0]
       y = torch.cat([labels[k] for k in idx])
       opt.zero_grad()
       loss = loss_fn(model(u, qmask, lens), y)
@@ -158,7 +221,7 @@ def bench_torch(epochs: int) -> dict:
 # -- affectjax ----------------------------------------------------------------------------------
 
 
-def bench_affectjax(epochs: int) -> dict:
+def bench_affectjax(model_name: str, epochs: int) -> dict:
   import jax
   from affectjax import config as config_lib
   from affectjax import sharding, train
@@ -167,23 +230,31 @@ def bench_affectjax(epochs: int) -> dict:
   length = -(-max(lengths) // 8) * 8
   rng = np.random.default_rng(0)
   n = len(lengths)
-  arrays = {'text': np.zeros((n, length, D_IN), np.float32),
-            'speaker': np.zeros((n, length), np.int32),
+  names = ('text', 'audio', 'vision') if model_name == 'mmgcn' else ('text',)
+  dims = MODALITY_DIMS if model_name == 'mmgcn' else (D_IN,)
+  arrays = {m: np.zeros((n, length, d), np.float32) for m, d in zip(names, dims)}
+  arrays.update({'speaker': np.zeros((n, length), np.int32),
             'label': np.zeros((n, length), np.int32),
-            'label_mask': np.zeros((n, length), np.float32)}
+            'label_mask': np.zeros((n, length), np.float32)})
   for k, m in enumerate(lengths):
-    arrays['text'][k, :m] = rng.normal(size=(m, D_IN))
+    for name, d in zip(names, dims):
+      arrays[name][k, :m] = rng.normal(size=(m, d))
     arrays['speaker'][k, :m] = speakers[k]
     arrays['label'][k, :m] = rng.integers(0, CLASSES, m)
     arrays['label_mask'][k, :m] = 1
-  config = config_lib.load(os.path.join(REPO, 'configs', 'iemocap_dialoguegcn.py'), [
-      'model.context_hidden=100', 'model.context_layers=2', 'model.graph_hidden=100',
-      'model.num_bases=30', 'model.window_past=10', 'model.window_future=10',
-      'model.classifier_hidden=100', 'optim.name=adam', 'optim.schedule=constant',
-      'optim.learning_rate=1e-4', 'optim.grad_clip=0.0', 'mesh.data=-1', 'mesh.model=1'])
+  common = ['optim.name=adam', 'optim.schedule=constant', 'optim.learning_rate=1e-4',
+            'optim.grad_clip=0.0', 'mesh.data=-1', 'mesh.model=1']
+  if model_name == 'dialoguegcn':
+    config = config_lib.load(os.path.join(REPO, 'configs', 'iemocap_dialoguegcn.py'), [
+        'model.context_hidden=100', 'model.context_layers=2', 'model.graph_hidden=100',
+        'model.num_bases=30', 'model.window_past=10', 'model.window_future=10',
+        'model.classifier_hidden=100', *common])
+  else:
+    config = config_lib.load(os.path.join(REPO, 'configs', 'iemocap_mmgcn.py'), [
+        f'model.hidden={MMGCN_H}', f'model.num_layers={MMGCN_LAYERS}', *common])
   spec = {k: (v.shape[1:], v.dtype) for k, v in arrays.items()}
   mesh = sharding.make_mesh(config.mesh)
-  exp = train.Experiment(config, mesh, spec, ('text',), CLASSES)
+  exp = train.Experiment(config, mesh, spec, names, CLASSES)
   base = _rss_mb()
   start = time.perf_counter()
   step = exp.lower_train_step(BATCH).compile()
@@ -220,8 +291,8 @@ def bench_affectjax(epochs: int) -> dict:
 # -- driver -------------------------------------------------------------------------------------
 
 
-def _measure(framework: str, epochs: int) -> dict:
-  cmd = [sys.executable, os.path.abspath(__file__), '--worker', framework,
+def _measure(framework: str, model: str, epochs: int) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), '--worker', framework, '--model', model,
          '--epochs', str(epochs)]
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
   line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
@@ -236,38 +307,41 @@ def main(argv=None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--worker', choices=('affectjax', 'torch'), help=argparse.SUPPRESS)
   p.add_argument('--epochs', type=int, default=3, help='timed epochs after one warm-up epoch')
+  p.add_argument('--model', choices=tuple(MODELS), default='dialoguegcn', help=argparse.SUPPRESS)
+  p.add_argument('--models', default=','.join(MODELS))
   p.add_argument('--readme', action='store_true')
   args = p.parse_args(argv)
   if args.worker:
     fn = bench_affectjax if args.worker == 'affectjax' else bench_torch
-    print('RESULT ' + json.dumps(fn(args.epochs)))
+    print('RESULT ' + json.dumps(fn(args.model, args.epochs)))
     return 0
   start = time.time()
-  res = {fw: _measure(fw, args.epochs) for fw in ('affectjax', 'torch')}
+  models = args.models.split(',')
+  res = {m: {fw: _measure(fw, m, args.epochs) for fw in ('affectjax', 'torch')} for m in models}
   wall = time.time() - start
   print(json.dumps(res))
-  a, t = res['affectjax'], res['torch']
-  if 'error' in a or 'error' in t:
-    print('failed:', a.get('error'), t.get('error'))
-    return 1
   from affectjax import hardware
   import jax
   import torch
-  table = '\n'.join([
-      '| | epoch s | first epoch s | peak RSS MiB |',
-      '|---|---|---|---|',
-      f'| affectjax DialogueGCN | {a["epoch_s"]:.2f} | {a["first_epoch_s"]:.2f} '
-      f'(+ {a["compile_s"]:.1f} compile) | {a["peak_mb"]:.0f} |',
-      f'| PyTorch reference design | {t["epoch_s"]:.2f} | {t["first_epoch_s"]:.2f} | '
-      f'{t["peak_mb"]:.0f} |',
-  ])
-  text = (f'{table}\n\nEpoch speed-up affectjax / reference design: '
-          f'**{t["epoch_s"] / a["epoch_s"]:.1f}x**; peak memory {a["peak_mb"]:.0f} MiB vs '
-          f'{t["peak_mb"]:.0f} MiB (whole process, maximum RSS).\n\n'
-          f'{a["dialogues"]} IEMOCAP training dialogues, batch {BATCH}; mean of {args.epochs} '
-          f'timed epochs after a warm-up epoch. Hardware: {hardware.cpu_name()}, '
-          f'{os.cpu_count()} cores, device {a["device"]}; jax {jax.__version__}, torch '
-          f'{torch.__version__}. Command: `AFFECTJAX_DATA_DIR=../shared/data python '
+  rows = ['| model | affectjax epoch s | affectjax first epoch s (compile s) | affectjax peak '
+          'RSS MiB | reference design epoch s | reference peak RSS MiB | epoch speed-up |',
+          '|---|---|---|---|---|---|---|']
+  for m in models:
+    a, t = res[m]['affectjax'], res[m]['torch']
+    if 'error' in a or 'error' in t:
+      rows.append(f'| {MODELS[m]} | failed: {a.get("error", "")} {t.get("error", "")} |')
+      continue
+    rows.append(f'| {MODELS[m]} | {a["epoch_s"]:.2f} | {a["first_epoch_s"]:.2f} '
+                f'({a["compile_s"]:.1f}) | {a["peak_mb"]:.0f} | {t["epoch_s"]:.2f} | '
+                f'{t["peak_mb"]:.0f} | **{t["epoch_s"] / a["epoch_s"]:.1f}x** |')
+  any_ok = next((r['affectjax'] for r in res.values() if 'error' not in r['affectjax']), {})
+  text = ('\n'.join(rows) + '\n\n' +
+          f'{any_ok.get("dialogues", "?")} IEMOCAP training dialogues, batch {BATCH}; mean of '
+          f'{args.epochs} timed epochs after a warm-up epoch. Peak memory is the whole '
+          f'process\'s maximum RSS (Python, the framework and the data included). Hardware: '
+          f'{hardware.cpu_name()}, {os.cpu_count()} cores, device '
+          f'{any_ok.get("device", "?")}; jax {jax.__version__}, torch {torch.__version__}. '
+          f'Command: `AFFECTJAX_DATA_DIR=../shared/data python '
           f'experiments/benchmarks/erc_speed.py --epochs {args.epochs} --readme` '
           f'(wall {wall / 60:.1f} min).')
   print(text)
@@ -280,7 +354,7 @@ def main(argv=None) -> int:
       readme = re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: block, readme,
                       flags=re.S)
     else:
-      readme += f'\n## DialogueGCN: an IEMOCAP training epoch\n\n{block}\n'
+      readme += f'\n## Graph ERC models: an IEMOCAP training epoch\n\n{block}\n'
     with open(path, 'w') as f:
       f.write(readme)
   return 0
