@@ -9,18 +9,26 @@ from typing import Sequence
 import numpy as np
 
 
+def new_figure(figsize):
+  """A figure drawn by the Agg canvas directly: no pyplot, so writing files never switches
+  the global backend (a notebook's inline plots keep working after a training run)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(figsize=figsize)
+  FigureCanvasAgg(fig)
+  return fig
+
+
 def confusion_matrix_png(confusion, class_names: Sequence[str] | None, path: str,
                          title: str = '') -> str:
   """Row-normalised confusion matrix (rows: true class) with counts, written atomically."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
   cm = np.asarray(confusion, np.int64)
   names = list(class_names) if class_names else [str(i) for i in range(len(cm))]
   rows = cm.sum(axis=1, keepdims=True)
   frac = np.divide(cm, rows, out=np.zeros(cm.shape, np.float64), where=rows > 0)
   size = 1.2 + 0.7 * len(names)
-  fig, ax = plt.subplots(figsize=(size + 1.5, size))
+  fig = new_figure((size + 1.5, size))
+  ax = fig.subplots()
   im = ax.imshow(frac, cmap='Blues', vmin=0, vmax=1)
   for i in range(len(cm)):
     for j in range(len(cm)):
@@ -36,6 +44,5 @@ def confusion_matrix_png(confusion, class_names: Sequence[str] | None, path: str
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', suffix='.png')
   os.close(fd)
   fig.savefig(tmp, dpi=110)
-  plt.close(fig)
   os.replace(tmp, path)
   return path

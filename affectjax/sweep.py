@@ -131,14 +131,13 @@ def markdown_table(rows, keys, metric_names, seeds: int) -> str:
 
 
 def plot(rows, keys, metric: str, path: str) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  from affectjax.plots import new_figure
   agg = aggregate(rows, metric)
   names = list(agg)
   means = [agg[n][0] * percent_scale(metric) for n in names]
   stds = [agg[n][1] * percent_scale(metric) for n in names]
-  fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3.6))
+  fig = new_figure((max(4.0, 0.6 * len(names) + 2), 3.6))
+  ax = fig.subplots()
   ax.bar(range(len(names)), means, yerr=stds, capsize=3, color='#4878a8')
   ax.set_xticks(range(len(names)))
   labels = [', '.join(str(next(r for r in rows if r['cell'] == n)[k]) for k in keys) or n
@@ -154,4 +153,3 @@ def plot(rows, keys, metric: str, path: str) -> None:
   ax.set_title(f'mean +- std over {agg[names[0]][2]} seeds')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
