@@ -89,6 +89,19 @@ def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) ->
   return {'rows': rows, 'table': table, 'wall_s': time.time() - start}
 
 
+def best_cell(rows, grid_items, metric: str, mode: str) -> tuple[list[str], dict]:
+  """Model selection over a sweep's rows: the overrides of the cell whose mean
+  `valid_<metric>` over seeds is best (`mode` max or min), and that mean per cell."""
+  valid: dict[str, list[float]] = {}
+  for row in rows:
+    valid.setdefault(row['cell'], []).append(row[f'valid_{metric}'])
+  means = {c: float(np.mean(v)) for c, v in valid.items()}
+  best = (max if mode == 'max' else min)(means, key=means.get)
+  row = next(r for r in rows if r['cell'] == best)
+  keys = [k for k, _ in parse_grid(grid_items)]
+  return [f'{k}={row[k]}' for k in keys], means
+
+
 def _write_csv(path: str, rows) -> None:
   fields = list(dict.fromkeys(k for r in rows for k in r))
   tmp = f'{path}.tmp'

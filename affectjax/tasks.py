@@ -19,6 +19,7 @@ class Task:
   num_classes: int | None
   loss_name: str
   metrics_name: str
+  class_names: tuple[str, ...] | None = None  # Keys of per-class metrics; default indices.
 
   @property
   def out_dim(self) -> int:
@@ -63,7 +64,8 @@ class Task:
 
   def metrics(self, labels: np.ndarray, preds: np.ndarray) -> dict:
     if self.metrics_name == 'classification':
-      return metrics_lib.classification_metrics(labels, preds, self.num_classes)
+      return metrics_lib.classification_metrics(labels, preds, self.num_classes,
+                                                self.class_names)
     if self.metrics_name == 'sentiment':
       return metrics_lib.sentiment_metrics(labels, preds)
     return metrics_lib.regression_metrics(labels, preds)

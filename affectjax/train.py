@@ -9,6 +9,7 @@ final test metrics in `WORKDIR/results.json`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -85,11 +86,12 @@ class Experiment:
   topology on a CPU-only machine.
   """
 
-  def __init__(self, config, mesh, element_spec: dict, modalities, num_classes=None):
+  def __init__(self, config, mesh, element_spec: dict, modalities, num_classes=None,
+               class_names=None):
     self.config = config
     self.mesh = mesh
     self.rules = sharding_lib.axis_rules(config)
-    self.task = tasks.get_task(config)
+    self.task = dataclasses.replace(tasks.get_task(config), class_names=class_names)
     if num_classes is not None and self.task.num_classes != num_classes:
       raise ValueError(f'config.task.num_classes={self.task.num_classes} but the dataset '
                        f'has {num_classes} classes')
@@ -288,7 +290,7 @@ def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
   dataset = data_lib.get_dataset(config)
   mesh = sharding_lib.make_mesh(config.mesh)
   exp = Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                   dataset.num_classes)
+                   dataset.num_classes, dataset.class_names)
   t = config.train
   for name, bs in (('batch_size', t.batch_size), ('eval_batch_size', t.eval_batch_size)):
     if bs % mesh.shape['data']:
@@ -418,12 +420,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     if 'confusion' in results['test']:
       from affectjax import plots
-      names = dataset.class_names
-      if names:
-        for split in ('valid', 'test'):
-          per_class = results[split]['per_class_f1']
-          results[split]['per_class_f1'] = {n: per_class[str(i)] for i, n in enumerate(names)}
-      plots.confusion_matrix_png(results['test']['confusion'], names,
+      plots.confusion_matrix_png(results['test']['confusion'], dataset.class_names,
                                  os.path.join(workdir, 'confusion_test.png'),
                                  f'{config.name}, seed {config.seed}: test')
     _write_json(results_path, results)

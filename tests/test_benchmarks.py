@@ -9,12 +9,17 @@ import pytest
 from conftest import REPO
 
 
-def _bench():
-  path = os.path.join(REPO, 'experiments', 'benchmarks', 'tensor_fusion_speed.py')
-  spec = importlib.util.spec_from_file_location('tensor_fusion_speed', path)
+def _script(name):
+  """A benchmark script under experiments/benchmarks/, imported as a module."""
+  path = os.path.join(REPO, 'experiments', 'benchmarks', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _bench():
+  return _script('tensor_fusion_speed')
 
 
 @pytest.mark.parametrize('model', ['tfn', 'lmf'])
@@ -52,16 +57,8 @@ def test_torch_mirror_matches_parameter_count(model):
   assert total - batchnorm - lstm_second_bias == exp.num_params - extra
 
 
-def _erc_bench():
-  path = os.path.join(REPO, 'experiments', 'benchmarks', 'erc_speed.py')
-  spec = importlib.util.spec_from_file_location('erc_speed', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_erc_benchmark_dialogues_and_affectjax_epoch(monkeypatch):
-  bench = _erc_bench()
+  bench = _script('erc_speed')
   lengths, speakers = bench.dialogues()
   assert len(lengths) == len(speakers) == 108
   assert all(len(s) == n and s.max() < bench.SPEAKERS for n, s in zip(lengths, speakers))

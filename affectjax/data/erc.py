@@ -29,8 +29,7 @@ import tempfile
 
 import numpy as np
 
-from affectjax import config as config_lib
-from affectjax.data import base, conversations
+from affectjax.data import base, conversations, prepared
 
 CORPORA = {
     # corpus: (reader, file or folder under the data dir, label names per label field)
@@ -49,11 +48,6 @@ CORPORA = {
 FEATURE_MODALITIES = ('text', 'audio', 'vision')
 
 
-def _tfds():
-  import tensorflow_datasets as tfds
-  return tfds
-
-
 _BUILDERS = None
 
 
@@ -62,18 +56,20 @@ def _builders():
   global _BUILDERS
   if _BUILDERS is not None:
     return _BUILDERS
-  tfds = _tfds()
+  tfds = prepared.tfds()
 
   @dataclasses.dataclass
   class ErcConfig(tfds.core.BuilderConfig):
     corpus: str = ''
     path: str = ''
-    feature_dims: tuple = ()  # ((modality, dim), ...) for the features pickles.
+    features: tuple = ()  # Per-utterance feature arrays stored (the features pickles).
     label_fields: tuple = ('labels',)
 
   class ErcConversations(tfds.core.GeneratorBasedBuilder):
-    """One record per dialogue: speakers, texts, label fields, optional features."""
-    VERSION = tfds.core.Version('1.0.0')
+    """One record per dialogue: speakers, texts, label fields, optional features. A label
+    field the source lacks (sentiments in some features pickles) is stored empty."""
+    VERSION = tfds.core.Version('1.1.0')
+    RELEASE_NOTES = {'1.1.0': 'Feature arrays of any width; every label field of the corpus.'}
     BUILDER_CONFIGS = []
     MANUAL_DOWNLOAD_INSTRUCTIONS = 'Point config.data.dir at the folder holding the corpus.'
 
@@ -83,8 +79,8 @@ def _builders():
       features = {'id': tfds.features.Text(), 'speakers': tfds.features.Sequence(
           tfds.features.Text()), 'texts': tfds.features.Sequence(tfds.features.Text())}
       features.update({f: ints() for f in c.label_fields})
-      for m, dim in c.feature_dims:
-        features[m] = tfds.features.Tensor(shape=(None, dim), dtype=np.float32,
+      for m in c.features:
+        features[m] = tfds.features.Tensor(shape=(None, None), dtype=np.float32,
                                            encoding=tfds.features.Encoding.BYTES)
       return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
 
@@ -98,23 +94,19 @@ def _builders():
       c = self.builder_config
       for d in dialogues:
         record = {'id': d['id'], 'speakers': d['speakers'], 'texts': d['texts']}
-        record.update({f: np.asarray(d[f], np.int32) for f in c.label_fields})
-        record.update({m: d[m] for m, _ in c.feature_dims})
+        record.update({f: np.asarray(d.get(f, ()), np.int32) for f in c.label_fields})
+        record.update({m: d[m] for m in c.features})
         yield d['id'], record
 
   _BUILDERS = (ErcConversations, ErcConfig)
   return _BUILDERS
 
 
-def default_cache_dir() -> str:
-  return os.path.join(os.path.expanduser('~'), '.cache', 'affectjax')
-
-
 def prepare(corpus: str, data_dir: str, tfds_dir: str):
   """Builds (once) and returns the TFDS builder of `corpus` under `data_dir`."""
   if corpus not in CORPORA:
     raise base.DataError(f'config.data.corpus: unknown {corpus!r} ({", ".join(CORPORA)})')
-  reader, rel, label_names = CORPORA[corpus]
+  _, rel, label_names = CORPORA[corpus]
   path = os.path.join(data_dir, rel)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: not found (expected the {corpus} files under the data '
@@ -124,23 +116,13 @@ def prepare(corpus: str, data_dir: str, tfds_dir: str):
       else [path]
   stamp = hashlib.sha1(repr([(os.path.basename(f), os.stat(f).st_size,
                               int(os.stat(f).st_mtime)) for f in files]).encode()).hexdigest()
-  dims = ()
-  label_fields = tuple(label_names)
-  if corpus.endswith('_features'):
-    # The feature sizes are part of the record spec, so the file is read once here.
-    first = reader(path)
-    d0 = first['train'][0]
-    dims = tuple((m, int(d0[m].shape[1])) for m in FEATURE_MODALITIES)
-    label_fields = tuple(f for f in label_fields if f in d0)
+  features = FEATURE_MODALITIES if corpus.endswith('_features') else ()
   ErcConversations, ErcConfig = _builders()
   builder = ErcConversations(
       data_dir=tfds_dir, file_format='array_record',
       config=ErcConfig(name=f'{corpus}_{stamp[:12]}', corpus=corpus, path=path,
-                       feature_dims=dims, label_fields=label_fields))
-  if not builder.is_prepared():
-    builder.download_and_prepare(
-        download_config=_tfds().download.DownloadConfig(manual_dir=data_dir))
-  return builder
+                       features=features, label_fields=tuple(label_names)))
+  return prepared.build_once(builder, data_dir)
 
 
 def _text(x) -> str:
@@ -172,7 +154,7 @@ def read_prepared(builder) -> dict[str, list[dict]]:
 def feature_cache_path(config, builder) -> str:
   from affectjax.encoders import bert
   d = config.data
-  root = d.get('cache_dir', '') or os.path.join(default_cache_dir(), 'features')
+  root = d.get('cache_dir', '') or os.path.join(prepared.cache_dir(), 'features')
   name = f'{builder.builder_config.name}__{bert.fingerprint(d.encoder)}__{d.max_tokens}.npz'
   return os.path.join(root, name)
 
@@ -182,7 +164,7 @@ def extract_features(config, builder=None, splits=None, progress: bool = False) 
   from affectjax.encoders import bert
   d = config.data
   if builder is None:
-    builder = prepare(d.corpus, _data_dir(config), _tfds_dir(config))
+    builder = prepare(d.corpus, _data_dir(config), prepared.tfds_dir(config))
     splits = read_prepared(builder)
   path = feature_cache_path(config, builder)
   if os.path.exists(path):
@@ -238,26 +220,19 @@ def pad_dialogues(dialogues, max_len: int, label_field: str, num_speakers: int,
 
 
 def _data_dir(config) -> str:
-  data_dir = config_lib.data_dir(config)
-  if not data_dir:
-    raise base.DataError('config.data.dir: not set and $AFFECTJAX_DATA_DIR is empty; point '
-                         'it at the folder that holds iemocap/, meld/ or emorynlp/')
-  return data_dir
-
-
-def _tfds_dir(config) -> str:
-  return config.data.get('tfds_dir', '') or os.path.join(default_cache_dir(), 'tfds')
+  return prepared.data_dir(config, 'iemocap/, meld/ or emorynlp/')
 
 
 def load(config) -> base.Dataset:
   d = config.data
-  builder = prepare(d.corpus, _data_dir(config), _tfds_dir(config))
+  builder = prepare(d.corpus, _data_dir(config), prepared.tfds_dir(config))
   splits = read_prepared(builder)
   label_names = CORPORA[d.corpus][2]
   if d.label_field not in label_names:
     raise base.DataError(f'config.data.label_field: {d.label_field!r} is not a label of '
                          f'{d.corpus} (have {", ".join(label_names)})')
-  if d.label_field not in splits['train'][0]:
+  first = splits['train'][0]
+  if len(first[d.label_field]) != len(first['texts']):  # Stored empty: the source lacks it.
     raise base.DataError(f'{builder.builder_config.path}: has no {d.label_field!r} labels')
   num_classes = len(label_names[d.label_field])
   longest = max(len(dl['texts']) for dialogues in splits.values() for dl in dialogues)
@@ -269,12 +244,12 @@ def load(config) -> base.Dataset:
   for m in modalities:
     if m not in FEATURE_MODALITIES:
       raise base.DataError(f'config.data.modalities: unknown {m!r} (text, audio, vision)')
-    if m != 'text' and m not in splits['train'][0]:
+    if m != 'text' and m not in first:
       raise base.DataError(f'config.data.modalities: {d.corpus} has no {m} features (only '
                            'the *_features pickles do)')
   if d.text not in ('frozen', 'tokens', 'pickle'):
     raise base.DataError(f'config.data.text: unknown {d.text!r} (frozen | tokens | pickle)')
-  if d.text == 'pickle' and 'text' in modalities and 'text' not in splits['train'][0]:
+  if d.text == 'pickle' and 'text' in modalities and 'text' not in first:
     raise base.DataError(f'config.data.text=pickle: {d.corpus} has no stored text features')
 
   model = config.model
@@ -315,7 +290,7 @@ def load(config) -> base.Dataset:
 
 
 _CORPUS_DEFAULTS = {
-    # corpus: (speaker cap, eval batch)
+    # corpus: speaker cap (speakers after the cap-th share its id)
     'iemocap': 2, 'iemocap_features': 2, 'meld': 9, 'meld_features': 9, 'emorynlp': 9,
 }
 _SUBSETS = {'t': 'text', 'a': 'audio', 'v': 'vision'}

@@ -29,8 +29,7 @@ import os
 
 import numpy as np
 
-from affectjax import config as config_lib
-from affectjax.data import base, safe_pickle
+from affectjax.data import base, prepared, safe_pickle
 
 VALID_VIDEOS = 10
 VALID_SEED = 0
@@ -42,11 +41,6 @@ _NPZ_WHAT = ('the MOSI utterance features (fields id, video_id, segment, sentime
              'https://github.com/SenticNet/contextual-sentiment-analysis')
 _MMSA_WHAT = ('an MMSA feature pickle ({train, valid, test} dicts with text, audio, vision, '
               'regression_labels, id); published with https://github.com/thuiar/MMSA')
-
-
-def _tfds():
-  import tensorflow_datasets as tfds  # Imported lazily: the synthetic path does not need it.
-  return tfds
 
 
 # -- reading the raw files --------------------------------------------------------------
@@ -133,7 +127,7 @@ def _builders():
   global _BUILDERS
   if _BUILDERS is not None:
     return _BUILDERS
-  tfds = _tfds()
+  tfds = prepared.tfds()
 
   def text():
     return tfds.features.Text()
@@ -194,13 +188,8 @@ def _builders():
   return _BUILDERS
 
 
-def _default_tfds_dir() -> str:
-  return os.path.join(os.path.expanduser('~'), '.cache', 'affectjax', 'tfds')
-
-
 def prepare(source: str, data_dir: str, tfds_dir: str, file: str = ''):
   """Builds (once) and returns the TFDS builder for `source` over the raw files in `data_dir`."""
-  tfds = _tfds()
   MosiPoria, MmsaSentiment, MmsaConfig = _builders()
   if source == 'poria':
     builder = MosiPoria(data_dir=tfds_dir, file_format='array_record')
@@ -218,10 +207,7 @@ def prepare(source: str, data_dir: str, tfds_dir: str, file: str = ''):
                             config=MmsaConfig(name=name, file=file))
   else:
     raise base.DataError(f'config.data.source: unknown {source!r} (poria | mmsa)')
-  if not builder.is_prepared():
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=data_dir))
-  return builder
+  return prepared.build_once(builder, data_dir)
 
 
 def read_prepared(builder) -> dict[str, dict[str, np.ndarray]]:
@@ -266,12 +252,8 @@ def to_contextual(arrays: dict[str, np.ndarray], fields) -> dict[str, np.ndarray
 
 def load(config) -> base.Dataset:
   d = config.data
-  data_dir = config_lib.data_dir(config)
-  if not data_dir:
-    raise base.DataError('config.data.dir: not set and $AFFECTJAX_DATA_DIR is empty; point '
-                         'it at the folder that holds mosi/ (or the MMSA pickle)')
-  builder = prepare(d.source, data_dir, d.get('tfds_dir', '') or _default_tfds_dir(),
-                    d.get('file', ''))
+  builder = prepare(d.source, prepared.data_dir(config, 'mosi/ (or the MMSA pickle)'),
+                    prepared.tfds_dir(config), d.get('file', ''))
   splits = read_prepared(builder)
   modalities = tuple(d.modalities)
   for m in modalities:

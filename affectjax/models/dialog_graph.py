@@ -19,6 +19,7 @@ mean aggregation, graph transformer convolution.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -34,22 +35,21 @@ from affectjax.layers.recurrent import BiLSTM
 
 
 def default_config(model: str) -> ml_collections.ConfigDict:
-  """Default `config.model` for `DialogueGCN`, `MMGCN` or `COGMEN`."""
-  common = dict(num_speakers=2, encoder='', dtype='float32')
-  fields = {
-      'DialogueGCN': dict(context_hidden=100, context_layers=2, graph_hidden=100,
-                          num_bases=30, window_past=10, window_future=10,
-                          classifier_hidden=100, dropout=0.5),
-      'MMGCN': dict(hidden=128, num_layers=4, alpha=0.1, lam=0.5, dropout=0.4),
-      'COGMEN': dict(hidden=100, context_layers=2, context_heads=4, graph_hidden=100,
-                     graph_heads=4, num_bases=0, window_past=10, window_future=10,
-                     dropout=0.1),
-  }[model]
-  return ml_collections.ConfigDict(dict(name=f'dialog_graph.{model}', **fields, **common))
+  """Default `config.model` for `DialogueGCN`, `MMGCN` or `COGMEN`: the class's own
+  field defaults (stated once, on the class)."""
+  cls = {'DialogueGCN': DialogueGCN, 'MMGCN': MMGCN, 'COGMEN': COGMEN}[model]
+  fields = {f.name: f.default for f in dataclasses.fields(cls)
+            if f.name not in ('modalities', 'out_dim', 'parent', 'name')}
+  return ml_collections.ConfigDict(dict(name=f'dialog_graph.{model}', **fields))
 
 
 class _ConversationModel(nn.Module):
-  """Shared inputs: per-modality utterance features, mask, lengths, speakers."""
+  """Shared fields and inputs: per-modality utterance features, mask, lengths, speakers."""
+  modalities: Sequence[str]
+  out_dim: int
+  num_speakers: int = 2
+  encoder: str = ''  # Hugging Face folder of the fine-tuned encoder ('' = all-MiniLM-L6-v2).
+  dtype: str = 'float32'
 
   def utterance_features(self, batch, *, train: bool) -> list[jax.Array]:
     feats = []
@@ -79,9 +79,6 @@ class _ConversationModel(nn.Module):
 
 
 class DialogueGCN(_ConversationModel):
-  modalities: Sequence[str]
-  out_dim: int
-  num_speakers: int = 2
   context_hidden: int = 100
   context_layers: int = 2
   graph_hidden: int = 100
@@ -90,8 +87,6 @@ class DialogueGCN(_ConversationModel):
   window_future: int = 10
   classifier_hidden: int = 100
   dropout: float = 0.5
-  encoder: str = ''
-  dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, batch, *, train: bool):
@@ -118,16 +113,11 @@ class DialogueGCN(_ConversationModel):
 class MMGCN(_ConversationModel):
   """Runs with any subset of modalities: each present modality contributes one node
   per utterance; a single modality gives a one-layer graph of the dialogue."""
-  modalities: Sequence[str]
-  out_dim: int
-  num_speakers: int = 2
   hidden: int = 128
   num_layers: int = 4
   alpha: float = 0.1
   lam: float = 0.5
   dropout: float = 0.4
-  encoder: str = ''
-  dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, batch, *, train: bool):
@@ -165,9 +155,6 @@ class MMGCN(_ConversationModel):
 
 
 class COGMEN(_ConversationModel):
-  modalities: Sequence[str]
-  out_dim: int
-  num_speakers: int = 2
   hidden: int = 100
   context_layers: int = 2
   context_heads: int = 4
@@ -177,8 +164,6 @@ class COGMEN(_ConversationModel):
   window_past: int = 10
   window_future: int = 10
   dropout: float = 0.1
-  encoder: str = ''
-  dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, batch, *, train: bool):

@@ -65,13 +65,7 @@ def select(corpus, model, mode, workdir) -> tuple[list[str], dict]:
   out = sweep.run(_spec(corpus, model, mode), grid, 1,
                   os.path.join(workdir, 'select', mode, corpus, model),
                   _overrides(corpus, mode))
-  valid = {}
-  for row in out['rows']:
-    valid.setdefault(row['cell'], []).append(row['valid_weighted_f1'])
-  best = max(valid, key=lambda c: np.mean(valid[c]))
-  row = next(r for r in out['rows'] if r['cell'] == best)
-  keys = [g.partition('=')[0] for g in grid]
-  return [f'{k}={row[k]}' for k in keys], {c: float(np.mean(v)) for c, v in valid.items()}
+  return sweep.best_cell(out['rows'], grid, 'weighted_f1', 'max')
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 from affectjax import hardware
 from affectjax import sweep
@@ -43,13 +42,7 @@ def select(model: str, workdir: str, seeds: int) -> tuple[list[str], dict]:
   """Stage 1: returns the winning overrides and the validation MAE of every cell."""
   spec = os.path.join(REPO, 'configs', f'mosi_{model}.py')
   out = sweep.run(spec, SELECTION_GRID[model], seeds, os.path.join(workdir, 'select', model))
-  valid = {}
-  for row in out['rows']:
-    valid.setdefault(row['cell'], []).append(row['valid_mae'])
-  best = min(valid, key=lambda c: np.mean(valid[c]))
-  row = next(r for r in out['rows'] if r['cell'] == best)
-  keys = [g.partition('=')[0] for g in SELECTION_GRID[model]]
-  return [f'{k}={row[k]}' for k in keys], {c: float(np.mean(v)) for c, v in valid.items()}
+  return sweep.best_cell(out['rows'], SELECTION_GRID[model], 'mae', 'min')
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,44 @@
+"""What every TFDS-backed dataset shares: where raw and prepared data live, and building once.
+
+Raw files are read from the data directory (`config.data.dir`, else
+$AFFECTJAX_DATA_DIR); prepared ArrayRecord data and derived caches live under
+`~/.cache/affectjax` unless the config names another place.
+"""
+
+from __future__ import annotations
+
+import os
+
+from affectjax import config as config_lib
+from affectjax.data import base
+
+
+def tfds():
+  import tensorflow_datasets  # Imported lazily: the synthetic path does not need it.
+  return tensorflow_datasets
+
+
+def cache_dir() -> str:
+  return os.path.join(os.path.expanduser('~'), '.cache', 'affectjax')
+
+
+def tfds_dir(config) -> str:
+  """`config.data.tfds_dir`, default ~/.cache/affectjax/tfds."""
+  return config.data.get('tfds_dir', '') or os.path.join(cache_dir(), 'tfds')
+
+
+def data_dir(config, holds: str) -> str:
+  """The raw-data directory, or a one-line error saying what it should hold."""
+  directory = config_lib.data_dir(config)
+  if not directory:
+    raise base.DataError('config.data.dir: not set and $AFFECTJAX_DATA_DIR is empty; point '
+                         f'it at the folder that holds {holds}')
+  return directory
+
+
+def build_once(builder, manual_dir: str):
+  """Prepares `builder` from the raw files in `manual_dir` unless it is already prepared."""
+  if not builder.is_prepared():
+    builder.download_and_prepare(
+        download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
+  return builder
