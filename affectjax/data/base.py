@@ -34,6 +34,10 @@ class ArraySource:
   def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v[indices] for k, v in self.arrays.items()}
 
+  def element_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-example shape and dtype of every field `get_batch` returns."""
+    return {k: (v.shape[1:], v.dtype) for k, v in self.arrays.items()}
+
 
 @dataclasses.dataclass
 class Dataset:
@@ -58,8 +62,7 @@ class Dataset:
 
   def element_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Per-example shape and dtype of every field (without the batch axis)."""
-    arrays = self.splits['train'].arrays
-    return {k: (v.shape[1:], v.dtype) for k, v in arrays.items()}
+    return self.splits['train'].element_spec()
 
 
 def validate(arrays: Mapping[str, np.ndarray], modalities, num_classes, where: str) -> None:

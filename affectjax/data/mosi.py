@@ -230,14 +230,15 @@ def read_prepared(builder) -> dict[str, dict[str, np.ndarray]]:
   return out
 
 
-def to_contextual(arrays: dict[str, np.ndarray], fields) -> dict[str, np.ndarray]:
-  """One example per video: utterances in segment order, padded; `label_mask` marks real ones."""
+def to_contextual(arrays: dict[str, np.ndarray], fields, max_len: int = 0) -> dict[str, np.ndarray]:
+  """One example per video: utterances in segment order, padded to `max_len` (0: the
+  longest video); `label_mask` marks real ones."""
   videos, starts = np.unique(arrays['video_id'], return_index=True)
   order = np.argsort(starts)
   videos = videos[order]
   groups = [np.flatnonzero(arrays['video_id'] == v) for v in videos]
   groups = [g[np.argsort(arrays['segment'][g], kind='stable')] for g in groups]
-  max_len = max(len(g) for g in groups)
+  max_len = max(max_len, max(len(g) for g in groups))
   out = {'video_id': videos, 'label_mask': np.zeros((len(groups), max_len), np.float32)}
   for k in fields:
     v = arrays[k]
@@ -262,7 +263,10 @@ def load(config) -> base.Dataset:
   extra = tuple(f'{m}_lengths' for m in modalities if f'{m}_lengths' in splits['train'])
   if d.mode == 'contextual':
     fields = (*modalities, *extra, 'label')
-    splits = {k: to_contextual(v, fields) for k, v in splits.items()}
+    # One padded length for every split, so one compiled step serves them all.
+    longest = max(np.unique(v['video_id'], return_counts=True)[1].max()
+                  for v in splits.values())
+    splits = {k: to_contextual(v, fields, -(-longest // 8) * 8) for k, v in splits.items()}
     extra = (*extra, 'label_mask')
   elif d.mode != 'utterance':
     raise base.DataError(f'config.data.mode: unknown {d.mode!r} (utterance | contextual)')

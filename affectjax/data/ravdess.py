@@ -1,0 +1,272 @@
+"""RAVDESS speech for frame-level speech emotion recognition, with EmoDB for cross-corpus tests.
+
+Reads the audio files themselves (`<data dir>/ravdess/speech_16k/Actor_XX/*.flac`,
+`<data dir>/emodb/wav/*.wav`; any rate, resampled to 16 kHz), trims leading and
+trailing silence, and keeps the waveforms in memory. Log-mel frames are computed in
+the grain pipeline, batch by batch, by `LogMelSource.get_batch` (25 ms Hann windows,
+10 ms hop, 64 HTK-mel bands, log, per-clip mean/variance normalisation over real
+frames); `frame_mask` marks the real frames of each clip.
+
+Splits are speaker-independent: `config.data.fold` (1-6) picks the test actors of
+`ravdess/actor_folds.json` (the six folds used by HiCMAE); the first two actors of the
+next fold are validation; the other 18 train. RAVDESS file names are
+modality-channel-emotion-intensity-statement-repetition-actor; emotions 01-08 are
+neutral, calm, happy, sad, angry, fearful, disgust, surprised.
+
+EmoDB (`emodb_source`) keeps the six emotions it shares with RAVDESS (boredom has no
+counterpart; calm and surprised have none in EmoDB), labelled with RAVDESS indices.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+
+from affectjax.data import base, prepared
+
+EMOTIONS = ('neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised')
+# EmoDB emotion letter (character 6 of the file name) -> RAVDESS class index.
+EMODB_TO_RAVDESS = {'N': 0, 'F': 2, 'T': 3, 'W': 4, 'A': 5, 'E': 6}
+SHARED_CLASSES = tuple(sorted(EMODB_TO_RAVDESS.values()))
+SAMPLE_RATE = 16000
+
+
+def parse_ravdess_name(path: str) -> tuple[int, int]:
+  """(emotion class 0-7, actor 1-24) from a RAVDESS audio file name."""
+  parts = os.path.splitext(os.path.basename(path))[0].split('-')
+  try:
+    if len(parts) != 7:
+      raise ValueError
+    modality, emotion, actor = int(parts[0]), int(parts[2]), int(parts[6])
+  except ValueError:
+    raise base.DataError(f'{path}: not a RAVDESS name (modality-channel-emotion-intensity-'
+                         'statement-repetition-actor)') from None
+  if modality != 3 or not 1 <= emotion <= 8 or not 1 <= actor <= 24:
+    raise base.DataError(f'{path}: field emotion/actor/modality out of range '
+                         f'(modality {modality}, emotion {emotion}, actor {actor})')
+  return emotion - 1, actor
+
+
+def read_audio(path: str, rate: int = SAMPLE_RATE) -> np.ndarray:
+  """Mono float32 samples at `rate`, or a DataError naming the file."""
+  import soundfile
+  from scipy import signal
+  try:
+    x, sr = soundfile.read(path, dtype='float32', always_2d=True)
+  except Exception as e:  # soundfile raises its own error types for corrupt files.
+    raise base.DataError(f'{path}: cannot decode audio ({e})') from None
+  x = x.mean(axis=1)
+  if not len(x):
+    raise base.DataError(f'{path}: audio has no samples')
+  if not np.all(np.isfinite(x)):
+    raise base.DataError(f'{path}: audio has NaN/inf samples')
+  if sr != rate:
+    g = math.gcd(sr, rate)
+    x = signal.resample_poly(x, rate // g, sr // g).astype(np.float32)
+  return x
+
+
+def trim_silence(x: np.ndarray, top_db: float = 40.0, frame: int = 400, hop: int = 160):
+  """Drops leading and trailing frames more than `top_db` below the loudest frame."""
+  if len(x) < frame:
+    return x
+  n = 1 + (len(x) - frame) // hop
+  idx = np.arange(frame)[None] + hop * np.arange(n)[:, None]
+  energy = 10 * np.log10(np.mean(x[idx] ** 2, axis=1) + 1e-10)
+  loud = np.flatnonzero(energy > energy.max() - top_db)
+  return x[loud[0] * hop:loud[-1] * hop + frame]
+
+
+def mel_filterbank(rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+  """Triangular filters on the HTK mel scale, (n_fft // 2 + 1, n_mels)."""
+  mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+  hz = lambda m: 700.0 * (10 ** (m / 2595.0) - 1.0)  # noqa: E731
+  edges = hz(np.linspace(mel(0.0), mel(rate / 2), n_mels + 2))
+  freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
+  lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
+  up = (freqs[:, None] - lower) / (center - lower)
+  down = (upper - freqs[:, None]) / (upper - center)
+  return np.maximum(0.0, np.minimum(up, down)).astype(np.float32)
+
+
+def log_mel(waves: np.ndarray, lengths: np.ndarray, *, rate: int = SAMPLE_RATE,
+            window_ms: float = 25.0, hop_ms: float = 10.0, n_mels: int = 64):
+  """Log-mel frames of a batch of padded waveforms.
+
+  Args:
+    waves: (B, S) float samples, zero past `lengths`.
+    lengths: (B,) samples per clip.
+  Returns:
+    (features (B, F, n_mels) float32, frame_mask (B, F) float32); features are
+    normalised per clip over its real frames and zero at padded frames.
+  """
+  n_fft = int(rate * window_ms / 1000)
+  hop = int(rate * hop_ms / 1000)
+  num = 1 + (waves.shape[1] - n_fft) // hop
+  idx = np.arange(n_fft)[None] + hop * np.arange(num)[:, None]
+  frames = waves[:, idx] * np.hanning(n_fft + 1)[:-1].astype(np.float32)
+  power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+  feats = np.log(power.astype(np.float32) @ mel_filterbank(rate, n_fft, n_mels) + 1e-6)
+  real = 1 + np.maximum(lengths - n_fft, 0) // hop
+  mask = (np.arange(num)[None] < real[:, None]).astype(np.float32)
+  w = mask[..., None]
+  mean = (feats * w).sum(1, keepdims=True) / w.sum(1, keepdims=True)
+  var = (((feats - mean) * w) ** 2).sum(1, keepdims=True) / w.sum(1, keepdims=True)
+  return ((feats - mean) / np.sqrt(var + 1e-5) * w).astype(np.float32), mask
+
+
+class LogMelSource(base.ArraySource):
+  """Waveforms in memory; `get_batch` returns log-mel frames (`audio`), `frame_mask`
+  and `label`, so the features are computed inside the grain pipeline."""
+
+  def __init__(self, waves: np.ndarray, lengths: np.ndarray, labels: np.ndarray,
+               feature_kwargs: dict):
+    super().__init__({'wave': waves, 'length': lengths, 'label': labels})
+    self.feature_kwargs = dict(feature_kwargs)
+
+  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    waves = self.arrays['wave'][indices].astype(np.float32) / 32767.0
+    feats, mask = log_mel(waves, self.arrays['length'][indices], **self.feature_kwargs)
+    return {'audio': feats, 'frame_mask': mask, 'label': self.arrays['label'][indices]}
+
+  def __getitem__(self, i):
+    return {k: v[0] for k, v in self.get_batch(np.array([i])).items()}
+
+  def element_spec(self) -> dict:
+    return {k: (v.shape[1:], v.dtype) for k, v in self.get_batch(np.array([0])).items()}
+
+
+def _pad(clips: list[np.ndarray], max_samples: int) -> tuple[np.ndarray, np.ndarray]:
+  waves = np.zeros((len(clips), max_samples), np.int16)
+  lengths = np.zeros(len(clips), np.int32)
+  for i, x in enumerate(clips):
+    x = x[:max_samples]
+    waves[i, :len(x)] = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+    lengths[i] = len(x)
+  return waves, lengths
+
+
+def _decoded(files: list[str], top_db: float) -> list[np.ndarray]:
+  """Decoded, resampled, trimmed clips; cached as one .npz (written atomically) keyed by
+  the file list, sizes and modification times."""
+  key = hashlib.sha256(json.dumps([top_db] + [
+      (os.path.abspath(f), os.path.getsize(f), os.path.getmtime(f)) for f in files]).encode())
+  path = os.path.join(prepared.cache_dir(), 'audio', f'{key.hexdigest()[:20]}.npz')
+  if os.path.exists(path):
+    with np.load(path) as z:
+      flat, offsets = z['samples'], z['offsets']
+    return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+  clips = [trim_silence(read_audio(f), top_db) for f in files]
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.tmp{os.getpid()}.npz'
+  np.savez(tmp, samples=np.concatenate(clips),
+           offsets=np.cumsum([0] + [len(c) for c in clips]))
+  os.replace(tmp, path)
+  return clips
+
+
+def read_folds(path: str) -> dict[int, list[int]]:
+  """Test actors per fold (1-6) from actor_folds.json."""
+  try:
+    with open(path) as f:
+      raw = json.load(f)['test_actors_per_fold']
+    folds = {int(k.replace('split', '')): [int(a) for a in v] for k, v in raw.items()}
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    raise base.DataError(f'{path}: field test_actors_per_fold unreadable ({e})') from None
+  return dict(sorted(folds.items()))
+
+
+def fold_actors(folds: dict[int, list[int]], fold: int) -> dict[str, list[int]]:
+  """Train / valid / test actors: test = the fold's actors, valid = the first two actors
+  of the next fold (so validation speakers are never tested on), train = the rest."""
+  if fold not in folds:
+    raise base.DataError(f'config.data.fold: {fold} is not one of {sorted(folds)}')
+  keys = sorted(folds)
+  test = folds[fold]
+  valid = folds[keys[(keys.index(fold) + 1) % len(keys)]][:2]
+  train = [a for a in range(1, 25) if a not in test and a not in valid]
+  return {'train': train, 'valid': valid, 'test': test}
+
+
+def _features(d) -> dict:
+  return {'window_ms': d.window_ms, 'hop_ms': d.hop_ms, 'n_mels': d.n_mels}
+
+
+def load(config) -> base.Dataset:
+  d = config.data
+  root = os.path.join(prepared.data_dir(config, 'ravdess/speech_16k/Actor_XX/*.flac'),
+                      'ravdess')
+  files = sorted(glob.glob(os.path.join(root, 'speech_16k', 'Actor_*', '*.*')))
+  if not files:
+    raise base.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
+  labels, actors = zip(*(parse_ravdess_name(f) for f in files))
+  labels, actors = np.asarray(labels, np.int32), np.asarray(actors)
+  split_actors = fold_actors(read_folds(os.path.join(root, 'actor_folds.json')), d.fold)
+  waves, lengths = _pad(_decoded(files, d.top_db), int(d.max_seconds * SAMPLE_RATE))
+  splits = {}
+  for split, who in split_actors.items():
+    idx = np.flatnonzero(np.isin(actors, who))
+    splits[split] = LogMelSource(waves[idx], lengths[idx], labels[idx], _features(d))
+  return base.Dataset(splits, ('audio',), len(EMOTIONS), f'{root}/speech_16k fold {d.fold}',
+                      EMOTIONS)
+
+
+def emodb_source(config) -> LogMelSource:
+  """EmoDB clips of the emotions shared with RAVDESS, labelled with RAVDESS indices."""
+  d = config.data
+  root = os.path.join(prepared.data_dir(config, 'emodb/wav/*.wav'), 'emodb', 'wav')
+  files = sorted(glob.glob(os.path.join(root, '*.wav')))
+  if not files:
+    raise base.DataError(f'{root}: no .wav files')
+  keep, labels = [], []
+  for f in files:
+    name = os.path.basename(f)
+    if len(name) < 7:
+      raise base.DataError(f'{f}: not an EmoDB name (emotion is character 6)')
+    if name[5] in EMODB_TO_RAVDESS:
+      keep.append(f)
+      labels.append(EMODB_TO_RAVDESS[name[5]])
+  waves, lengths = _pad(_decoded(keep, d.top_db), int(d.max_seconds * SAMPLE_RATE))
+  return LogMelSource(waves, lengths, np.asarray(labels, np.int32), _features(d))
+
+
+def configure(config, arg: str | None = None):
+  """Adds the RAVDESS fields and the 8-class task to `config`.
+
+  `arg`: comma-separated variants: `fold<k>` (k = 1..6), `smoke`.
+  """
+  with config.unlocked():
+    d = config.data
+    d.name = 'ravdess'
+    d.modalities = ('audio',)
+    d.fold = 1
+    d.max_seconds = 4.0
+    d.top_db = 40.0
+    d.window_ms = 25.0
+    d.hop_ms = 10.0
+    d.n_mels = 64
+    t = config.task
+    t.name, t.loss, t.metrics, t.num_classes = ('classification', 'cross_entropy',
+                                                'classification', len(EMOTIONS))
+    tr = config.train
+    tr.select_metric, tr.select_mode = 'accuracy', 'max'
+    tr.batch_size, tr.eval_batch_size = 32, 64
+    tr.num_steps, tr.eval_every, tr.log_every = 1500, 100, 50
+    config.optim.learning_rate = 1e-3
+    config.optim.warmup_steps = 100
+    config.optim.weight_decay = 0.05
+    for item in filter(None, (arg or '').split(',')):
+      if item.startswith('fold') and item[4:].isdigit():
+        d.fold = int(item[4:])
+      elif item == 'smoke':
+        d.max_seconds, d.hop_ms = 1.0, 20.0
+        tr.num_steps, tr.eval_every, tr.log_every = 4, 2, 2
+        tr.batch_size, tr.eval_batch_size = 16, 128
+      else:
+        raise ValueError(f'unknown config variant {item!r} (fold1..fold6, smoke)')
+  return config

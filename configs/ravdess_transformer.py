@@ -1,0 +1,20 @@
+r"""SpeechTransformer: frame-level speech emotion recognition on RAVDESS speech (8 emotions,
+log-mel frames computed in the input pipeline, speaker-independent actor folds).
+
+  AFFECTJAX_DATA_DIR=../shared/data affectjax train --config configs/ravdess_transformer.py:fold1 --workdir /tmp/affectjax/ravdess_transformer_fold1
+
+Variants after a colon, comma-separated: fold1 .. fold6 (test actors from
+ravdess/actor_folds.json), smoke. The checkpoint is chosen on validation accuracy
+(two actors of the next fold). experiments/ssm/run.py also scores it on EmoDB's
+shared emotions.
+"""
+
+from affectjax import config as config_lib
+from affectjax.data import ravdess
+from affectjax.models import ssm
+
+
+def get_config(arg=None):
+  c = config_lib.base_config()
+  c.model = ssm.default_config('SpeechTransformer')
+  return ravdess.configure(c, arg).lock()
