@@ -15,7 +15,7 @@ from affectjax import sharding, train
 from affectjax.data import DataError, erc, get_dataset, pipeline, safe_pickle
 from conftest import config_path
 
-MODELS = ['dialoguegcn', 'mmgcn', 'cogmen']
+MODELS = ['dialoguegcn', 'mmgcn', 'cogmen', 'broadmamba']
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
 
 
@@ -50,8 +50,13 @@ def tiny_erc(tmp_path):
           'train.batch_size=8', 'train.eval_batch_size=8']
 
 
+# Smaller than the defaults where compiling the full model dominates a test's time.
+SMALL = {'broadmamba': ['model.num_layers=1', 'model.width=32']}
+
+
 def _load(name, overrides, variant='iemocap_features,tav'):
-  return config_lib.load(config_path(f'iemocap_{name}.py') + ':' + variant, overrides)
+  return config_lib.load(config_path(f'iemocap_{name}.py') + ':' + variant,
+                         [*overrides, *SMALL.get(name, [])])
 
 
 def test_dataset_pads_dialogues_with_masks_and_speakers(tiny_erc):
@@ -144,7 +149,7 @@ def test_cli_train_writes_results_and_confusion_png(name, tiny_erc, tmp_path, ca
   workdir = tmp_path / 'run'
   code = main_lib.main(['train', '--config', config_path(f'iemocap_{name}.py') +
                         ':iemocap_features,tav', '--workdir', str(workdir),
-                        *[f'--config.{o}' for o in tiny_erc]])
+                        *[f'--config.{o}' for o in [*tiny_erc, *SMALL.get(name, [])]]])
   assert code == 0, capsys.readouterr().err
   results = json.loads((workdir / 'results.json').read_text())
   assert set(results['test']['per_class_f1']) == set(erc.CORPORA['iemocap'][2]['labels'])
@@ -158,10 +163,11 @@ def test_cli_train_writes_results_and_confusion_png(name, tiny_erc, tmp_path, ca
   assert png[:8] == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.parametrize('name', ['mmgcn', 'broadmamba'])
 @pytest.mark.parametrize('variant', ['iemocap_features,t', 'iemocap_features,a',
                                      'iemocap_features,av'])
-def test_mmgcn_runs_with_any_modality_subset(variant, tiny_erc):
-  dataset, exp = _experiment(_load('mmgcn', tiny_erc, variant))
+def test_runs_with_any_modality_subset(name, variant, tiny_erc):
+  dataset, exp = _experiment(_load(name, tiny_erc, variant))
   params = exp.init_state(0).params
   batch = {k: jnp.asarray(v) for k, v in dataset.splits['valid'].get_batch(np.arange(1)).items()}
   out = exp.model.apply({'params': params}, batch, train=False)
