@@ -95,7 +95,8 @@ def mel_filterbank(rate: int, n_fft: int, n_mels: int) -> np.ndarray:
 
 
 def log_mel(waves: np.ndarray, lengths: np.ndarray, *, rate: int = SAMPLE_RATE,
-            window_ms: float = 25.0, hop_ms: float = 10.0, n_mels: int = 64):
+            window_ms: float = 25.0, hop_ms: float = 10.0, n_mels: int = 64,
+            normalize: bool = True):
   """Log-mel frames of a batch of padded waveforms.
 
   Args:
@@ -103,7 +104,8 @@ def log_mel(waves: np.ndarray, lengths: np.ndarray, *, rate: int = SAMPLE_RATE,
     lengths: (B,) samples per clip.
   Returns:
     (features (B, F, n_mels) float32, frame_mask (B, F) float32); features are
-    normalised per clip over its real frames and zero at padded frames.
+    zero at padded frames and, with `normalize`, have zero mean and unit variance
+    per clip and band over the clip's real frames.
   """
   n_fft = int(rate * window_ms / 1000)
   hop = int(rate * hop_ms / 1000)
@@ -115,6 +117,8 @@ def log_mel(waves: np.ndarray, lengths: np.ndarray, *, rate: int = SAMPLE_RATE,
   real = 1 + np.maximum(lengths - n_fft, 0) // hop
   mask = (np.arange(num)[None] < real[:, None]).astype(np.float32)
   w = mask[..., None]
+  if not normalize:
+    return (feats * w).astype(np.float32), mask
   mean = (feats * w).sum(1, keepdims=True) / w.sum(1, keepdims=True)
   var = (((feats - mean) * w) ** 2).sum(1, keepdims=True) / w.sum(1, keepdims=True)
   return ((feats - mean) / np.sqrt(var + 1e-5) * w).astype(np.float32), mask

@@ -1,0 +1,219 @@
+"""State-space models: contextual MOSI models, speech emotion recognition on RAVDESS-layout
+audio (log-mel in the pipeline, actor folds, EmoDB), TPU compiles and CLI runs."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from affectjax import config as config_lib
+from affectjax import main as main_lib
+from affectjax import sharding, train
+from affectjax.data import DataError, get_dataset, ravdess
+from conftest import config_path
+
+DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
+needs_data = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(DATA, 'mosi')),
+    reason='real data absent: set AFFECTJAX_DATA_DIR to ../shared/data')
+needs_libtpu = pytest.mark.skipif(
+    __import__('importlib').util.find_spec('libtpu') is None,
+    reason="libtpu is not installed (pip install -e '.[tpu]')")
+
+
+def write_ravdess(directory, seconds=0.6, seed=0):
+  """A RAVDESS-layout folder of FLAC tones (pitch set by the emotion) for all 24 actors,
+  two clips per actor, plus actor_folds.json; and an EmoDB-layout folder of WAVs."""
+  import soundfile
+  rng = np.random.default_rng(seed)
+  root = os.path.join(directory, 'ravdess')
+  t = np.arange(int(16000 * seconds)) / 16000
+  for actor in range(1, 25):
+    os.makedirs(os.path.join(root, 'speech_16k', f'Actor_{actor:02d}'), exist_ok=True)
+    for rep in (1, 2):
+      emotion = 1 + (actor + rep) % 8
+      x = 0.3 * np.sin(2 * np.pi * 150 * emotion * t) + 0.01 * rng.normal(size=t.shape)
+      x = np.concatenate([np.zeros(1600), x, np.zeros(800)])  # Silence to trim.
+      name = f'03-01-{emotion:02d}-01-01-{rep:02d}-{actor:02d}.flac'
+      soundfile.write(os.path.join(root, 'speech_16k', f'Actor_{actor:02d}', name), x, 16000)
+  folds = {f'split0{k}': list(range(4 * k - 3, 4 * k + 1)) for k in range(1, 7)}
+  with open(os.path.join(root, 'actor_folds.json'), 'w') as f:
+    json.dump({'test_actors_per_fold': folds}, f)
+  emodb = os.path.join(directory, 'emodb', 'wav')
+  os.makedirs(emodb, exist_ok=True)
+  t22 = np.arange(int(22050 * seconds)) / 22050
+  for i, letter in enumerate('WLEAFTN'):
+    x = (0.3 * np.sin(2 * np.pi * 440 * t22) * 32767).astype(np.int16)
+    soundfile.write(os.path.join(emodb, f'03a0{i}{letter}a.wav'), x, 22050)
+  return root
+
+
+@pytest.fixture
+def tiny_ravdess(tmp_path, monkeypatch):
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))  # A fresh decoded-audio cache.
+  write_ravdess(tmp_path / 'data')
+  return [f'data.dir={tmp_path / "data"}', 'train.batch_size=8', 'train.eval_batch_size=8',
+          'model.width=16', 'model.num_layers=1']
+
+
+def test_log_mel_frames_masks_and_filterbank():
+  fb = ravdess.mel_filterbank(16000, 400, 64)
+  assert fb.shape == (201, 64) and (fb >= 0).all() and (fb.max(axis=0) > 0.25).all()
+  peaks = fb.argmax(axis=0)
+  assert np.all(np.diff(peaks) >= 0)  # Bands rise in frequency.
+  t = np.arange(16000) / 16000
+  waves = np.zeros((2, 16000), np.float32)
+  waves[0] = np.sin(2 * np.pi * 1000 * t)
+  waves[1, :8000] = np.sin(2 * np.pi * 300 * t[:8000])
+  feats, mask = ravdess.log_mel(waves, np.array([16000, 8000]))
+  assert feats.shape == (2, 98, 64)
+  # 1 + (len - 400) // 160 real frames.
+  np.testing.assert_array_equal(mask.sum(1), [98, 48])
+  assert np.all(feats[1, 48:] == 0)
+  # The loudest band is the one whose filter peaks nearest each tone.
+  raw, _ = ravdess.log_mel(waves, np.array([16000, 8000]), normalize=False)
+  for i, hz in ((0, 1000), (1, 300)):
+    band = np.argmax(raw[i, :int(mask[i].sum())].mean(0))
+    assert abs(peaks[band] * 40 - hz) <= 80
+  # Normalised per clip over real frames.
+  np.testing.assert_allclose(feats[1, :48].mean(0), 0, atol=1e-2)
+
+
+def test_trim_silence_and_resampling(tmp_path):
+  import soundfile
+  x = np.concatenate([np.zeros(8000), 0.5 * np.ones(4000), np.zeros(8000)]).astype(np.float32)
+  trimmed = ravdess.trim_silence(x)
+  assert 4000 <= len(trimmed) <= 4000 + 2 * 400
+  path = str(tmp_path / 'a.wav')
+  soundfile.write(path, np.zeros(22050, np.float32), 22050)
+  assert len(ravdess.read_audio(path)) == 16000
+
+
+def test_folds_are_speaker_independent(tiny_ravdess):
+  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3', tiny_ravdess)
+  dataset = get_dataset(config)
+  assert {k: len(v) for k, v in dataset.splits.items()} == {'train': 36, 'valid': 4, 'test': 8}
+  root = os.path.join(tiny_ravdess[0].split('=', 1)[1], 'ravdess')
+  split = ravdess.fold_actors(ravdess.read_folds(os.path.join(root, 'actor_folds.json')), 3)
+  assert split['test'] == [9, 10, 11, 12] and split['valid'] == [13, 14]
+  assert not set(split['train']) & (set(split['test']) | set(split['valid']))
+  assert len(split['train']) == 18
+  batch = dataset.splits['test'].get_batch(np.arange(8))
+  assert batch['audio'].shape[1:] == (398, 64) and batch['frame_mask'].sum(1).min() > 40
+  emodb = ravdess.emodb_source(config)  # Boredom (L) is dropped; labels are RAVDESS indices.
+  assert sorted(emodb.arrays['label']) == sorted(ravdess.EMODB_TO_RAVDESS.values())
+
+
+def test_bad_audio_inputs_are_one_line_errors(tiny_ravdess, tmp_path):
+  root = tmp_path / 'data' / 'ravdess'
+  bad = root / 'speech_16k' / 'Actor_01' / '03-01-01-01-01-03-01.flac'
+  bad.write_bytes(b'not a flac file')
+  config = config_lib.load(config_path('ravdess_ssm.py'), tiny_ravdess)
+  with pytest.raises(DataError, match=r'03-01-01-01-01-03-01\.flac: cannot decode audio'):
+    get_dataset(config)
+  bad.unlink()
+  (root / 'speech_16k' / 'Actor_01' / '03-01-09-01-01-01-01.flac').write_bytes(b'')
+  with pytest.raises(DataError, match=r'03-01-09-01-01-01-01\.flac: field emotion'):
+    get_dataset(config)
+  (root / 'speech_16k' / 'Actor_01' / '03-01-09-01-01-01-01.flac').unlink()
+  config = config_lib.load(config_path('ravdess_ssm.py'), [*tiny_ravdess, 'data.fold=7'])
+  with pytest.raises(DataError, match=r'config\.data\.fold: 7'):
+    get_dataset(config)
+  (root / 'actor_folds.json').write_text('{"folds": 1}')
+  with pytest.raises(DataError, match=r'actor_folds\.json: field test_actors_per_fold'):
+    get_dataset(config_lib.load(config_path('ravdess_ssm.py'), tiny_ravdess))
+
+
+@pytest.mark.parametrize('name, overrides', [
+    ('ravdess_ssm', ['model.ssm=s5']), ('ravdess_ssm', ['model.ssm=mamba']),
+    ('ravdess_transformer', [])])
+def test_speech_models_pad_invariant_and_train_from_cli(name, overrides, tiny_ravdess,
+                                                        tmp_path, capsys):
+  config = config_lib.load(config_path(f'{name}.py'), [*tiny_ravdess, *overrides])
+  dataset = get_dataset(config)
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
+                         dataset.num_classes)
+  params = exp.init_state(0).params
+  batch = dataset.splits['train'].get_batch(np.arange(4))
+  apply = jax.jit(lambda b: exp.model.apply({'params': params}, b, train=False))
+  base = np.asarray(apply(batch))
+  noisy = dict(batch, audio=np.where(batch['frame_mask'][..., None] > 0, batch['audio'], 50.0))
+  np.testing.assert_allclose(np.asarray(apply(noisy)), base, rtol=1e-4, atol=1e-4)
+  workdir = tmp_path / 'run'
+  code = main_lib.main(['train', '--config', config_path(f'{name}.py') + ':smoke',
+                        '--workdir', str(workdir),
+                        *[f'--config.{o}' for o in [*tiny_ravdess, *overrides]]])
+  assert code == 0, capsys.readouterr().err
+  results = json.loads((workdir / 'results.json').read_text())
+  assert set(results['test']['per_class_f1']) == set(ravdess.EMOTIONS)
+  assert sum(map(sum, results['test']['confusion'])) == 8
+
+
+@needs_data
+@pytest.mark.parametrize('name, overrides', [('mosi_ssm', ['model.ssm=mamba']),
+                                             ('mosi_ssm', ['model.ssm=s5']),
+                                             ('mosi_bclstm', [])])
+def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides, tmp_path,
+                                                                 capsys):
+  small = ['model.width=16'] if name == 'mosi_ssm' else ['model.hidden=16',
+                                                         'model.fusion_hidden=16']
+  config = config_lib.load(config_path(f'{name}.py'), [*overrides, *small])
+  dataset = get_dataset(config)
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
+  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities, None)
+  params = exp.init_state(0).params
+  batch = dataset.splits['test'].get_batch(np.arange(5))
+  real = batch['label_mask'] > 0
+  assert batch['text'].shape[1] % 8 == 0 and not real.all()
+  apply = jax.jit(lambda b: exp.model.apply({'params': params}, b, train=False))
+  base = np.asarray(apply(batch))
+  noisy = {k: v.copy() for k, v in batch.items()}
+  for m in ('text', 'audio', 'vision'):
+    noisy[m][~real] = 1e3
+  np.testing.assert_allclose(np.asarray(apply(noisy))[real], base[real], rtol=1e-4, atol=1e-4)
+  code = main_lib.main(['train', '--config', config_path(f'{name}.py') + ':smoke',
+                        '--workdir', str(tmp_path / 'run'),
+                        *[f'--config.{o}' for o in [*overrides, *small]]])
+  assert code == 0, capsys.readouterr().err
+  results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  assert 0.4 <= results['test']['acc2'] <= 1.0
+
+
+@needs_libtpu
+def test_aot_tpu_compile_of_speech_configs(tiny_ravdess):
+  from affectjax import compile as compile_lib
+  for name, extra in (('ravdess_ssm', ['model.ssm=s5']), ('ravdess_ssm', []),
+                      ('ravdess_transformer', [])):
+    config = config_lib.load(config_path(f'{name}.py'), [*tiny_ravdess, *extra,
+                                                         'mesh.model=2'])
+    report = compile_lib.compile_for_topology(config, 'v5e:2x4')
+    assert report['num_devices'] == 8 and report['mesh'] == {'data': 4, 'model': 2}
+    assert report['flops_per_step'] > 0
+
+
+@needs_libtpu
+@needs_data
+def test_aot_tpu_compile_of_mosi_configs():
+  from affectjax import compile as compile_lib
+  for name, small in (('mosi_ssm', ['model.width=16']), ('mosi_bclstm', ['model.hidden=16'])):
+    report = compile_lib.compile_for_topology(
+        config_lib.load(config_path(f'{name}.py'), ['mesh.model=2', *small]), 'v5e:2x4')
+    assert report['num_devices'] == 8 and report['flops_per_step'] > 0
+
+
+@needs_data
+def test_real_ravdess_folds_and_emodb():
+  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold2', [])
+  dataset = get_dataset(config)
+  assert {k: len(v) for k, v in dataset.splits.items()} == {'train': 1080, 'valid': 120,
+                                                            'test': 240}
+  labels = dataset.splits['test'].arrays['label']
+  assert np.bincount(labels).tolist() == [16, 32, 32, 32, 32, 32, 32, 32]
+  emodb = ravdess.emodb_source(config)
+  assert len(emodb) == 535 - 81  # All but the 81 boredom clips.
+  batch = emodb.get_batch(np.arange(4))
+  assert batch['audio'].shape[1:] == (398, 64) and np.isfinite(batch['audio']).all()
