@@ -67,3 +67,52 @@ def test_erc_benchmark_dialogues_and_affectjax_epoch(monkeypatch):
       np.array([0, 1, 0, 1, 1]), np.zeros(9, np.int32), np.array([1, 0, 0])]))
   out = bench.bench_affectjax('dialoguegcn', epochs=1)
   assert out['dialogues'] == 3 and out['epoch_s'] > 0 and out['peak_mb'] > 0
+
+
+def test_ssm_scan_sweep_runs_and_mirror_has_affectjax_sizes():
+  bench = _script('ssm_scan')
+  rows = bench.sweep_lengths([64, 256], max_run_gib=1.0, repeats=1)
+  assert {r['kind'] for r in rows} == set(bench.KINDS)
+  assert all(r['tokens_per_s'] > 0 for r in rows)
+  for kind in bench.KINDS:  # A longer sequence needs more memory.
+    small, big = [r['bytes'] for r in rows if r['kind'] == kind]
+    assert big > small
+  out = bench.bench_affectjax(length=32, batch=2, steps=1)
+  assert out['tokens_per_s'] > 0
+  pytest.importorskip('torch', reason="PyTorch is a benchmark-only extra ('.[bench]')")
+  mirror = bench.torch_mirror()
+  assert sum(p.numel() for p in mirror.parameters()) == out['params']
+  import torch
+  y = mirror(torch.randn(2, 11, bench.WIDTH))
+  assert y.shape == (2, 11, bench.WIDTH) and torch.isfinite(y).all()
+
+
+def test_ssm_mirror_computes_the_affectjax_block():
+  """With affectjax's weights copied in, the PyTorch mirror gives the same outputs."""
+  torch = pytest.importorskip('torch', reason="PyTorch is a benchmark-only extra ('.[bench]')")
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  bench = _script('ssm_scan')
+  block = bench._block('mamba')
+  x = np.random.default_rng(0).normal(size=(2, 13, bench.WIDTH)).astype(np.float32)
+  mask = np.ones((2, 13), np.float32)
+  params = nn.unbox(block.init(jax.random.key(0), jnp.asarray(x), mask, train=False))
+  p = jax.tree.map(lambda v: torch.tensor(np.asarray(v)), params['params'])
+  m = bench.torch_mirror()
+  f = p['forward']
+  with torch.no_grad():
+    m.norm.weight.copy_(p['norm']['scale'])
+    m.in_proj.weight.copy_(f['in_proj']['kernel'].T)
+    m.conv1d.weight.copy_(f['conv_kernel'].T[:, None, :])
+    m.conv1d.bias.copy_(f['conv_bias'])
+    m.x_proj.weight.copy_(f['x_proj']['kernel'].T)
+    m.dt_proj.weight.copy_(f['dt_proj']['kernel'].T)
+    m.dt_proj.bias.copy_(f['dt_proj']['bias'])
+    m.A_log.copy_(f['A_log'])
+    m.D.copy_(f['D'])
+    m.out_proj.weight.copy_(f['out_proj']['kernel'].T)
+    m.norm.eps = 1e-6  # flax's RMSNorm epsilon.
+    expected = m(torch.tensor(x)).numpy()
+  got = np.asarray(block.apply(params, x, mask, train=False))
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -4,7 +4,7 @@ Reads the audio files themselves (`<data dir>/ravdess/speech_16k/Actor_XX/*.flac
 `<data dir>/emodb/wav/*.wav`; any rate, resampled to 16 kHz), trims leading and
 trailing silence, and keeps the waveforms in memory. Log-mel frames are computed in
 the grain pipeline, batch by batch, by `LogMelSource.get_batch` (25 ms Hann windows,
-10 ms hop, 64 HTK-mel bands, log, per-clip mean/variance normalisation over real
+20 ms hop by default, 64 HTK-mel bands, log, per-clip mean/variance normalisation over real
 frames); `frame_mask` marks the real frames of each clip.
 
 Splits are speaker-independent: `config.data.fold` (1-6) picks the test actors of
@@ -252,7 +252,7 @@ def configure(config, arg: str | None = None):
     d.max_seconds = 4.0
     d.top_db = 40.0
     d.window_ms = 25.0
-    d.hop_ms = 10.0
+    d.hop_ms = 20.0  # 50 frames/s: about 200 frames per trimmed clip.
     d.n_mels = 64
     t = config.task
     t.name, t.loss, t.metrics, t.num_classes = ('classification', 'cross_entropy',
@@ -260,7 +260,7 @@ def configure(config, arg: str | None = None):
     tr = config.train
     tr.select_metric, tr.select_mode = 'accuracy', 'max'
     tr.batch_size, tr.eval_batch_size = 32, 64
-    tr.num_steps, tr.eval_every, tr.log_every = 1500, 100, 50
+    tr.num_steps, tr.eval_every, tr.log_every = 600, 50, 50
     config.optim.learning_rate = 1e-3
     config.optim.warmup_steps = 100
     config.optim.weight_decay = 0.05

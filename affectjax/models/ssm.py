@@ -161,12 +161,14 @@ def _masked_mean(x, mask):
 
 class SpeechSSM(nn.Module):
   """Frame-level speech emotion recognition: SSM encoder over log-mel frames, mean
-  over real frames, linear classifier."""
+  over real frames, linear classifier. S5 by default: on a CPU its scan over P/2
+  complex states is about 5x faster per step here than the selective scan's
+  (length, channels, 16) states."""
   modalities: Sequence[str]
   out_dim: int
-  ssm: str = 'mamba'  # mamba | s5
-  width: int = 96
-  num_layers: int = 4
+  ssm: str = 's5'  # s5 | mamba
+  width: int = 64
+  num_layers: int = 2
   bidirectional: bool = True
   state_size: int = 0
   dropout: float = 0.1
@@ -195,8 +197,8 @@ class SpeechTransformer(nn.Module):
   layers with sinusoidal positions, mean over real frames, linear classifier."""
   modalities: Sequence[str]
   out_dim: int
-  width: int = 96
-  num_layers: int = 4
+  width: int = 64
+  num_layers: int = 2
   num_heads: int = 4
   mlp_ratio: int = 2
   dropout: float = 0.1

@@ -1,0 +1,302 @@
+r"""State-space scans against attention, and the selective scan against a PyTorch mirror.
+
+  python -m pip install -e '.[bench]'     # PyTorch: a benchmark-only extra
+  python experiments/benchmarks/ssm_scan.py --readme
+
+Part 1, length sweep (256 to 65,536 steps, batch 1, width 64): one training step
+(forward, backward) of an S5 block, a selective-SSM (Mamba) block and a transformer
+encoder layer of the same width (4 heads, MLP 128). Throughput is measured by running
+the compiled step; memory is the compiled step's own account (arguments + outputs +
+temporaries, `memory_analysis()`), so lengths too big to run are still reported. A
+step is run only when that account is under --max-run-gib. Plot: ssm_scan.png.
+
+Part 2, 4,096 steps: the affectjax selective-SSM block (jitted train step with Adam)
+against a PyTorch mirror of the minimal reference Mamba implementations (same sizes:
+in/out projections, causal depthwise conv of 4, x/dt projections, A = -exp(A_log),
+D skip, SiLU gate; the scan is the reference's sequential loop over time steps), both
+in fresh subprocesses, side by side in one invocation; the ratio of training
+throughputs is printed. With --readme the tables replace the marked section of
+experiments/benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+WIDTH, STATE, CONV, EXPAND = 64, 16, 4, 2
+LENGTHS = (256, 1024, 4096, 16384, 65536)
+KINDS = {'s5': 'S5 block', 'mamba': 'selective SSM block', 'attention': 'attention layer'}
+START, END = '<!-- ssm-scan:start -->', '<!-- ssm-scan:end -->'
+
+
+def _block(kind: str):
+  from affectjax.layers import ssm
+  from affectjax.layers.attention import TransformerEncoderLayer
+  if kind == 'attention':
+    return TransformerEncoderLayer(num_heads=4, mlp_dim=2 * WIDTH, dropout=0.0)
+  return ssm.SSMBlock(kind, bidirectional=False)
+
+
+def compiled_step(kind: str, length: int, batch: int = 1):
+  """(compiled train step, params, inputs) of one block: loss = mean square output."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  block = _block(kind)
+  x = jax.ShapeDtypeStruct((batch, length, WIDTH), jnp.float32)
+  mask = jax.ShapeDtypeStruct((batch, length), jnp.float32)
+  small = jnp.zeros((batch, 16, WIDTH)), jnp.ones((batch, 16))
+  params = block.init(jax.random.key(0), *small, train=False)
+  tx = optax.adam(1e-3)
+  opt = tx.init(params)
+
+  def step(params, opt, x, mask):
+    loss, grads = jax.value_and_grad(
+        lambda p: jnp.mean(block.apply(p, x, mask, train=False) ** 2))(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), opt, loss
+
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, opt, x, mask).compile()
+  return compiled, params, opt
+
+
+def _bytes(compiled) -> int:
+  m = compiled.memory_analysis()
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes -
+             m.alias_size_in_bytes)
+
+
+def sweep_lengths(lengths, max_run_gib: float, repeats: int) -> list[dict]:
+  import jax
+  import jax.numpy as jnp
+  rows = []
+  for kind in KINDS:
+    for length in lengths:
+      compiled, params, opt = compiled_step(kind, length)
+      row = {'kind': kind, 'length': length, 'bytes': _bytes(compiled), 'tokens_per_s': None}
+      if row['bytes'] <= max_run_gib * 2 ** 30:
+        x = jax.random.normal(jax.random.key(1), (1, length, WIDTH))
+        mask = jnp.ones((1, length))
+        params, opt, loss = compiled(params, opt, x, mask)
+        loss.block_until_ready()
+        start = time.perf_counter()
+        for _ in range(repeats):
+          params, opt, loss = compiled(params, opt, x, mask)
+        loss.block_until_ready()
+        row['tokens_per_s'] = repeats * length / (time.perf_counter() - start)
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+  return rows
+
+
+def plot(rows, path: str) -> None:
+  from affectjax.plots import new_figure
+  fig = new_figure((10, 4))
+  ax1, ax2 = fig.subplots(1, 2)
+  for kind, label in KINDS.items():
+    r = [x for x in rows if x['kind'] == kind]
+    run = [x for x in r if x['tokens_per_s']]
+    ax1.plot([x['length'] for x in run], [x['tokens_per_s'] for x in run], 'o-', label=label)
+    ax2.plot([x['length'] for x in r], [x['bytes'] / 2 ** 20 for x in r], 'o-', label=label)
+  lengths = sorted({x['length'] for x in rows})
+  ref = [x for x in rows if x['kind'] == 'mamba']
+  ax2.plot(lengths, [ref[0]['bytes'] / 2 ** 20 * n / lengths[0] for n in lengths], 'k:',
+           label='linear in length')
+  for ax, title in ((ax1, 'training throughput (tokens/s)'),
+                    (ax2, 'compiled step memory (MiB)')):
+    ax.set_xscale('log', base=2)
+    ax.set_yscale('log')
+    ax.set_xlabel('sequence length')
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+  ax2.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def _rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_affectjax(length: int, batch: int, steps: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  compiled, params, opt = compiled_step('mamba', length, batch)
+  x = jax.random.normal(jax.random.key(1), (batch, length, WIDTH))
+  mask = jnp.ones((batch, length))
+  params, opt, loss = compiled(params, opt, x, mask)
+  loss.block_until_ready()
+  start = time.perf_counter()
+  for _ in range(steps):
+    params, opt, loss = compiled(params, opt, x, mask)
+  loss.block_until_ready()
+  seconds = (time.perf_counter() - start) / steps
+  n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+  return {'step_s': seconds, 'tokens_per_s': batch * length / seconds, 'params': n,
+          'rss_mb': _rss_mb()}
+
+
+def torch_mirror():
+  """The Mamba block of the minimal reference implementations, at WIDTH (PyTorch)."""
+  import torch
+  from torch import nn
+  import torch.nn.functional as F
+
+  class MambaMixer(nn.Module):
+    def __init__(self):
+      super().__init__()
+      inner, rank = EXPAND * WIDTH, math.ceil(WIDTH / 16)
+      self.inner, self.rank = inner, rank
+      self.norm = nn.RMSNorm(WIDTH)
+      self.in_proj = nn.Linear(WIDTH, 2 * inner, bias=False)
+      self.conv1d = nn.Conv1d(inner, inner, CONV, groups=inner, padding=CONV - 1)
+      self.x_proj = nn.Linear(inner, rank + 2 * STATE, bias=False)
+      self.dt_proj = nn.Linear(rank, inner)
+      self.A_log = nn.Parameter(torch.log(torch.arange(1, STATE + 1.0).repeat(inner, 1)))
+      self.D = nn.Parameter(torch.ones(inner))
+      self.out_proj = nn.Linear(inner, WIDTH, bias=False)
+
+    def scan(self, u, delta, A, B, C):
+      b, length, _ = u.shape
+      dA = torch.exp(torch.einsum('bld,dn->bldn', delta, A))
+      dBu = torch.einsum('bld,bln,bld->bldn', delta, B, u)
+      x = torch.zeros(b, self.inner, STATE)
+      ys = []
+      for i in range(length):  # The reference's sequential scan.
+        x = dA[:, i] * x + dBu[:, i]
+        ys.append(torch.einsum('bdn,bn->bd', x, C[:, i]))
+      return torch.stack(ys, dim=1) + u * self.D
+
+    def forward(self, h):
+      x = self.norm(h)
+      length = x.shape[1]
+      xi, z = self.in_proj(x).chunk(2, dim=-1)
+      xi = F.silu(self.conv1d(xi.transpose(1, 2))[:, :, :length].transpose(1, 2))
+      dt, B, C = self.x_proj(xi).split([self.rank, STATE, STATE], dim=-1)
+      delta = F.softplus(self.dt_proj(dt))
+      y = self.scan(xi, delta, -torch.exp(self.A_log), B, C) * F.silu(z)
+      return h + self.out_proj(y)
+
+  return MambaMixer()
+
+
+def bench_torch(length: int, batch: int, steps: int) -> dict:
+  import torch
+  torch.manual_seed(0)
+  model = torch_mirror()
+  opt = torch.optim.Adam(model.parameters(), 1e-3)
+  x = torch.randn(batch, length, WIDTH)
+
+  def step():
+    opt.zero_grad()
+    loss = (model(x) ** 2).mean()
+    loss.backward()
+    opt.step()
+
+  step()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  seconds = (time.perf_counter() - start) / steps
+  return {'step_s': seconds, 'tokens_per_s': batch * length / seconds,
+          'params': sum(p.numel() for p in model.parameters()), 'rss_mb': _rss_mb(),
+          'torch_threads': torch.get_num_threads()}
+
+
+def _measure(framework: str, length: int, batch: int, steps: int) -> dict:
+  out = subprocess.run([sys.executable, __file__, '--worker', framework, '--length',
+                        str(length), '--batch', str(batch), '--steps', str(steps)],
+                       capture_output=True, text=True, check=True,
+                       env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--lengths', default=','.join(map(str, LENGTHS)))
+  p.add_argument('--max-run-gib', type=float, default=4.0)
+  p.add_argument('--repeats', type=int, default=3)
+  p.add_argument('--mirror-length', type=int, default=4096)
+  p.add_argument('--batch', type=int, default=8)
+  p.add_argument('--steps', type=int, default=3)
+  p.add_argument('--readme', action='store_true')
+  p.add_argument('--worker', choices=['affectjax', 'torch'], help=argparse.SUPPRESS)
+  p.add_argument('--length', type=int, help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.worker:
+    fn = bench_affectjax if args.worker == 'affectjax' else bench_torch
+    print(json.dumps(fn(args.length, args.batch, args.steps)))
+    return 0
+  from affectjax import hardware
+  rows = sweep_lengths([int(n) for n in args.lengths.split(',')], args.max_run_gib,
+                       args.repeats)
+  png = os.path.join(HERE, 'ssm_scan.png')
+  plot(rows, png)
+  sweep_table = ['| block | ' + ' | '.join(str(r['length']) for r in rows
+                                          if r['kind'] == 's5') + ' |',
+                 '|---|' + '---|' * sum(r['kind'] == 's5' for r in rows)]
+  for kind, label in KINDS.items():
+    cells = []
+    for r in (x for x in rows if x['kind'] == kind):
+      speed = f"{r['tokens_per_s'] / 1e3:.1f}k tok/s" if r['tokens_per_s'] else 'not run'
+      cells.append(f"{speed}, {r['bytes'] / 2 ** 20:,.0f} MiB")
+    sweep_table.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+  mamba = [r for r in rows if r['kind'] == 'mamba']
+  growth = ', '.join(f"{b['length'] // a['length']}x length: {b['bytes'] / a['bytes']:.2f}x "
+                     'memory' for a, b in zip(mamba, mamba[1:]))
+  jx = _measure('affectjax', args.mirror_length, args.batch, args.steps)
+  th = _measure('torch', args.mirror_length, args.batch, args.steps)
+  ratio = jx['tokens_per_s'] / th['tokens_per_s']
+  command = ('python experiments/benchmarks/ssm_scan.py ' +
+             ' '.join(a for a in (argv if argv is not None else sys.argv[1:])))
+  block = f"""{START}
+Generated by `{command}` on {hardware.describe()}.
+
+Training step (forward, backward, Adam) of one block of width {WIDTH}, batch 1; each cell:
+throughput, compiled step memory (arguments + outputs + temporaries). Memory of the
+selective SSM block per length step: {growth}.
+
+{chr(10).join(sweep_table)}
+
+![throughput and memory against length](ssm_scan.png)
+
+Selective-SSM block at {args.mirror_length} steps, batch {args.batch}, {args.steps} timed
+steps after one warm-up, each framework in its own process:
+
+| framework | params | step (s) | tokens/s | peak RSS (MiB) |
+|---|---|---|---|---|
+| affectjax (chunked associative scan) | {jx['params']:,} | {jx['step_s']:.3f} | {jx['tokens_per_s']:,.0f} | {jx['rss_mb']:,.0f} |
+| PyTorch mirror (sequential scan, {th['torch_threads']} threads) | {th['params']:,} | {th['step_s']:.3f} | {th['tokens_per_s']:,.0f} | {th['rss_mb']:,.0f} |
+
+Training throughput ratio (affectjax / PyTorch): **{ratio:.1f}x** (target: at least 5x).
+{END}"""
+  print(block)
+  if args.readme:
+    path = os.path.join(HERE, 'README.md')
+    with open(path) as f:
+      readme = f.read()
+    if START in readme:
+      readme = re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: block, readme,
+                      flags=re.S)
+    else:
+      readme += f'\n## State-space scans: length sweep and the selective scan vs PyTorch\n\n{block}\n'
+    with open(path, 'w') as f:
+      f.write(readme)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
