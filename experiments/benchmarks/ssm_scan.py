@@ -72,6 +72,21 @@ def compiled_step(kind: str, length: int, batch: int = 1):
   return compiled, params, opt
 
 
+def _time_steps(compiled, params, opt, batch: int, length: int, steps: int):
+  """(seconds per step after one warm-up step, final params)."""
+  import jax
+  import jax.numpy as jnp
+  x = jax.random.normal(jax.random.key(1), (batch, length, WIDTH))
+  mask = jnp.ones((batch, length))
+  params, opt, loss = compiled(params, opt, x, mask)
+  loss.block_until_ready()
+  start = time.perf_counter()
+  for _ in range(steps):
+    params, opt, loss = compiled(params, opt, x, mask)
+  loss.block_until_ready()
+  return (time.perf_counter() - start) / steps, params
+
+
 def _bytes(compiled) -> int:
   m = compiled.memory_analysis()
   return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes -
@@ -79,23 +94,14 @@ def _bytes(compiled) -> int:
 
 
 def sweep_lengths(lengths, max_run_gib: float, repeats: int) -> list[dict]:
-  import jax
-  import jax.numpy as jnp
   rows = []
   for kind in KINDS:
     for length in lengths:
       compiled, params, opt = compiled_step(kind, length)
       row = {'kind': kind, 'length': length, 'bytes': _bytes(compiled), 'tokens_per_s': None}
       if row['bytes'] <= max_run_gib * 2 ** 30:
-        x = jax.random.normal(jax.random.key(1), (1, length, WIDTH))
-        mask = jnp.ones((1, length))
-        params, opt, loss = compiled(params, opt, x, mask)
-        loss.block_until_ready()
-        start = time.perf_counter()
-        for _ in range(repeats):
-          params, opt, loss = compiled(params, opt, x, mask)
-        loss.block_until_ready()
-        row['tokens_per_s'] = repeats * length / (time.perf_counter() - start)
+        seconds, _ = _time_steps(compiled, params, opt, 1, length, repeats)
+        row['tokens_per_s'] = length / seconds
       rows.append(row)
       print(json.dumps(row), flush=True)
   return rows
@@ -132,17 +138,8 @@ def _rss_mb() -> float:
 
 def bench_affectjax(length: int, batch: int, steps: int) -> dict:
   import jax
-  import jax.numpy as jnp
   compiled, params, opt = compiled_step('mamba', length, batch)
-  x = jax.random.normal(jax.random.key(1), (batch, length, WIDTH))
-  mask = jnp.ones((batch, length))
-  params, opt, loss = compiled(params, opt, x, mask)
-  loss.block_until_ready()
-  start = time.perf_counter()
-  for _ in range(steps):
-    params, opt, loss = compiled(params, opt, x, mask)
-  loss.block_until_ready()
-  seconds = (time.perf_counter() - start) / steps
+  seconds, params = _time_steps(compiled, params, opt, batch, length, steps)
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
   return {'step_s': seconds, 'tokens_per_s': batch * length / seconds, 'params': n,
           'rss_mb': _rss_mb()}
