@@ -74,11 +74,11 @@ def mosi_study(workdir: str, seeds: int, mamba_seeds: int) -> str:
   rows = ['| model | seeds | Acc-2 non-0 | F1 non-0 | Acc-2 has-0 | MAE | Corr | train s/run |',
           '|---|---|---|---|---|---|---|---|']
   for name, (config, overrides, label) in MOSI_MODELS.items():
-    seeds = mamba_seeds if name == 'ssm_mamba' else seeds
-    out = sweep.run(_spec(config), [], seeds, os.path.join(workdir, 'mosi', name), overrides)
+    n = mamba_seeds if name == 'ssm_mamba' else seeds
+    out = sweep.run(_spec(config), [], n, os.path.join(workdir, 'mosi', name), overrides)
     aggs = {m: sweep.aggregate(out['rows'], m)['base'] for m in MOSI_METRICS}
-    runs = [os.path.join(workdir, 'mosi', name, 'base', f'seed{s}') for s in range(seeds)]
-    rows.append(f'| {label} | {seeds} | {_cells(aggs, MOSI_METRICS, sweep.percent_scale)} '
+    runs = [os.path.join(workdir, 'mosi', name, 'base', f'seed{s}') for s in range(n)]
+    rows.append(f'| {label} | {n} | {_cells(aggs, MOSI_METRICS, sweep.percent_scale)} '
                 f'{_train_seconds(runs):.0f} |')
   return '\n'.join(rows)
 
