@@ -58,8 +58,10 @@ def _steps(n: int) -> list[str]:
 
 
 def _cells(aggs, metrics, scale) -> str:
-  return ' '.join(f'{scale(m) * aggs[m][0]:.2f} +- {scale(m) * aggs[m][1]:.2f} |'
-                  for m in metrics)
+  def cell(m):
+    digits = 2 if scale(m) == 100 else 3  # Percentages, or MAE / correlation.
+    return f'{scale(m) * aggs[m][0]:.{digits}f} +- {scale(m) * aggs[m][1]:.{digits}f} |'
+  return ' '.join(cell(m) for m in metrics)
 
 
 def _train_seconds(runs) -> float:
