@@ -133,6 +133,12 @@ def plot(rows, path: str) -> None:
 
 
 def _rss_mb() -> float:
+  """This process's peak resident memory. VmHWM starts afresh at exec; ru_maxrss would
+  carry over the parent's peak (the length sweep runs in the parent)."""
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) / 1024
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
