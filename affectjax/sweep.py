@@ -12,6 +12,7 @@ DIR/sweep.png (the selection metric per cell with std error bars).
 from __future__ import annotations
 
 import csv
+import json
 import itertools
 import logging
 import os
@@ -87,6 +88,15 @@ def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) ->
   plot_metric = select if select in metric_names else metric_names[0]
   plot(rows, keys, plot_metric, os.path.join(workdir, 'sweep.png'))
   return {'rows': rows, 'table': table, 'wall_s': time.time() - start}
+
+
+def mean_train_seconds(run_dirs) -> float:
+  """Mean seconds of the train loop over finished runs (their results.json timing)."""
+  seconds = []
+  for run in run_dirs:
+    with open(os.path.join(run, 'results.json')) as f:
+      seconds.append(json.load(f)['timing']['train_s'])
+  return float(np.mean(seconds))
 
 
 def best_cell(rows, grid_items, metric: str, mode: str) -> tuple[list[str], dict]:

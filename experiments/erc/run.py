@@ -21,7 +21,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 from affectjax import hardware
 from affectjax import sweep
@@ -103,7 +102,8 @@ def main(argv=None) -> int:
             ', '.join(f'{c}: {100 * v:.2f}' for c, v in valid.items()))
         runs = [os.path.join(args.workdir, 'final', mode, corpus, model, 'base', f'seed{s}')
                 for s in range(seeds)]
-        timing_lines.append(f'- {corpus} / {mode} / {MODELS[model]}: {_train_seconds(runs)}')
+        timing_lines.append(f'- {corpus} / {mode} / {MODELS[model]}: '
+                            f'{sweep.mean_train_seconds(runs):.0f} s')
   wall = time.time() - start
   argv_str = ' '.join(argv if argv is not None else sys.argv[1:])
   published = '\n'.join(f'- {CORPORA[c]}: {PUBLISHED[c]}' for c in args.corpora.split(','))
@@ -143,15 +143,6 @@ Training time per run (seconds of the train loop, mean over seeds):
     f.write(text)
   print(text)
   return 0
-
-
-def _train_seconds(runs) -> str:
-  import json
-  seconds = []
-  for run in runs:
-    with open(os.path.join(run, 'results.json')) as f:
-      seconds.append(json.load(f)['timing']['train_s'])
-  return f'{np.mean(seconds):.0f} s'
 
 
 if __name__ == '__main__':

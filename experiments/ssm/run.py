@@ -64,14 +64,6 @@ def _cells(aggs, metrics, scale) -> str:
   return ' '.join(cell(m) for m in metrics)
 
 
-def _train_seconds(runs) -> float:
-  seconds = []
-  for run in runs:
-    with open(os.path.join(run, 'results.json')) as f:
-      seconds.append(json.load(f)['timing']['train_s'])
-  return float(np.mean(seconds))
-
-
 def mosi_study(workdir: str, seeds: int, mamba_seeds: int) -> str:
   rows = ['| model | seeds | Acc-2 non-0 | F1 non-0 | Acc-2 has-0 | MAE | Corr | train s/run |',
           '|---|---|---|---|---|---|---|---|']
@@ -81,7 +73,7 @@ def mosi_study(workdir: str, seeds: int, mamba_seeds: int) -> str:
     aggs = {m: sweep.aggregate(out['rows'], m)['base'] for m in MOSI_METRICS}
     runs = [os.path.join(workdir, 'mosi', name, 'base', f'seed{s}') for s in range(n)]
     rows.append(f'| {label} | {n} | {_cells(aggs, MOSI_METRICS, sweep.percent_scale)} '
-                f'{_train_seconds(runs):.0f} |')
+                f'{sweep.mean_train_seconds(runs):.0f} |')
   return '\n'.join(rows)
 
 
@@ -94,7 +86,8 @@ def erc_study(workdir: str, seeds: int, corpora) -> str:
     aggs = {m: sweep.aggregate(out['rows'], m)['base'] for m in ERC_METRICS}
     runs = [os.path.join(workdir, 'erc', corpus, 'base', f'seed{s}') for s in range(seeds)]
     rows.append(f'| {corpus} | BroadMamba (text) | {seeds} | '
-                f'{_cells(aggs, ERC_METRICS, lambda m: 100)} {_train_seconds(runs):.0f} |')
+                f'{_cells(aggs, ERC_METRICS, lambda m: 100)} '
+                f'{sweep.mean_train_seconds(runs):.0f} |')
   return '\n'.join(rows)
 
 
