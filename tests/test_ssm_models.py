@@ -5,13 +5,14 @@ import json
 import os
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax import sharding, train
-from affectjax.data import DataError, get_dataset, ravdess
+from affectjax.data import DataError, get_dataset, pipeline, ravdess
 from conftest import config_path
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
@@ -216,3 +217,36 @@ def test_real_ravdess_folds_and_emodb():
   assert len(emodb) == 535 - 81  # All but the 81 boredom clips.
   batch = emodb.get_batch(np.arange(4))
   assert batch['audio'].shape[1:] == (199, 64) and np.isfinite(batch['audio']).all()
+
+
+def _losses_on_mesh(config, shape, steps=3):
+  mesh_config = config.mesh.to_dict()
+  mesh_config.update(data=shape[0], model=shape[1])
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(mesh_config),
+                            jax.devices()[:shape[0] * shape[1]])
+  dataset = get_dataset(config)
+  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
+                         dataset.num_classes)
+  state = exp.init_state(0)
+  step = exp.lower_train_step(config.train.batch_size).compile()
+  it = pipeline.train_dataset(dataset.splits['train'], config.train.batch_size, seed=0)
+  out = []
+  for _ in range(steps):
+    state, m = step(state, pipeline.to_global(next(it), exp.mesh, exp.rules))
+    out.append(float(m['loss']))
+  return np.array(out)
+
+
+@pytest.mark.parametrize('overrides', [['model.ssm=s5'], ['model.ssm=mamba']])
+def test_speech_ssm_one_device_equals_4x2_mesh(overrides, tiny_ravdess):
+  config = config_lib.load(config_path('ravdess_ssm.py'), [*tiny_ravdess, *overrides])
+  np.testing.assert_allclose(_losses_on_mesh(config, (1, 1)), _losses_on_mesh(config, (4, 2)),
+                             rtol=1e-4, atol=1e-5)
+
+
+@needs_data
+def test_contextual_ssm_one_device_equals_4x2_mesh():
+  config = config_lib.load(config_path('mosi_ssm.py'),
+                           ['model.ssm=mamba', 'model.width=16', 'train.batch_size=8'])
+  np.testing.assert_allclose(_losses_on_mesh(config, (1, 1)), _losses_on_mesh(config, (4, 2)),
+                             rtol=1e-4, atol=1e-5)
