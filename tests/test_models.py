@@ -117,3 +117,30 @@ def test_byte_dropout_keeps_expected_fraction_and_mean(rate):
   np.testing.assert_array_equal(ByteDropout(rate, deterministic=True).apply({}, x), x)
   other = ByteDropout(rate).apply({}, x, rngs={'dropout': jax.random.PRNGKey(1)})
   assert not np.array_equal(np.asarray(other) > 0, kept)
+
+
+def test_counter_bits_look_random():
+  """ByteDropout's hashed-counter bits: uniform bytes in every lane, no correlation
+  between neighbours or between keys, each bit fair."""
+  from affectjax.layers.dropout import counter_bits
+  words = 1 << 18
+  a = np.asarray(counter_bits(jax.random.PRNGKey(0), words))
+  b = np.asarray(counter_bits(jax.random.PRNGKey(1), words))
+  assert len(np.unique(a)) > 0.99 * words  # a bijection of the counter: no short cycles.
+  # Each of the four byte lanes is uniform over 256 values (chi-square, 255 dof; the
+  # 0.9999 quantile is about 346).
+  lanes = a.view(np.uint8).reshape(words, 4)
+  for lane in range(4):
+    counts = np.bincount(lanes[:, lane], minlength=256)
+    chi2 = ((counts - words / 256) ** 2 / (words / 256)).sum()
+    assert chi2 < 346, (lane, chi2)
+  # Every bit is set half the time (+-5 standard errors).
+  bits = np.unpackbits(a.view(np.uint8)).reshape(words, 32)
+  assert np.all(np.abs(bits.mean(0) - 0.5) < 5 * 0.5 / np.sqrt(words))
+  # Dropout-style keep masks at rate 0.3: neighbours (the next element, the next word)
+  # and the other key's mask are uncorrelated.
+  keep_a = lanes.reshape(-1) >= 77
+  keep_b = b.view(np.uint8) >= 77
+  tol = 5 / np.sqrt(keep_a.size)
+  for u, v in ((keep_a[:-1], keep_a[1:]), (keep_a[:-4], keep_a[4:]), (keep_a, keep_b)):
+    assert abs(np.corrcoef(u, v)[0, 1]) < tol

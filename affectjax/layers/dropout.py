@@ -7,13 +7,37 @@ import jax
 import jax.numpy as jnp
 
 
+def _mix32(x):
+  """A bijective 32-bit integer finaliser (xor-shift / multiply, 'lowbias32' constants)."""
+  x = x ^ (x >> 16)
+  x = x * jnp.uint32(0x21F0AAAD)
+  x = x ^ (x >> 15)
+  x = x * jnp.uint32(0xD35A2D97)
+  return x ^ (x >> 15)
+
+
+def counter_bits(key, words: int):
+  """`words` pseudo-random uint32 words: a counter hashed twice under a 64-bit seed.
+
+  The seed is two words from `jax.random.bits(key)` (threefry), so streams are as
+  independent as the keys; the expansion is a handful of integer operations per word,
+  where threefry's is 20 rounds. Statistically sound for dropout masks (tests check
+  rates, byte uniformity, neighbour and cross-key correlations), not for cryptography.
+  """
+  seed = jax.random.bits(key, (2,), jnp.uint32)
+  counter = jax.lax.iota(jnp.uint32, words)
+  x = _mix32(counter * jnp.uint32(0x9E3779B9) + seed[0])
+  return _mix32(x ^ seed[1])
+
+
 class ByteDropout(nn.Module):
   """Inverted dropout drawing 8 random bits per element instead of 32.
 
-  Each 32-bit random word yields four 8-bit draws, so the random-bit generator (the
-  costly part of dropout on a CPU, e.g. for TFN's (B, 140k) fused tensor) does a
-  quarter of the work. The rate is rounded to a multiple of 1/256 (0.5 is exact,
-  0.3 becomes 77/256 = 0.3008).
+  Each 32-bit random word yields four 8-bit draws, and the words come from
+  `counter_bits` (a hashed counter seeded by threefry) instead of threefry itself: on
+  a CPU the random bits are the costly part of dropout on TFN's (B, 140k) fused tensor,
+  and this makes them about an order of magnitude cheaper. The rate is rounded to a
+  multiple of 1/256 (0.5 is exact, 0.3 becomes 77/256 = 0.3008).
   """
   rate: float
   deterministic: bool = False
@@ -26,7 +50,7 @@ class ByteDropout(nn.Module):
     if threshold >= 256:
       return jnp.zeros_like(x)
     words = -(-x.size // 4)
-    bits = jax.random.bits(self.make_rng('dropout'), (words,), jnp.uint32)
+    bits = counter_bits(self.make_rng('dropout'), words)
     draws = jax.lax.bitcast_convert_type(bits, jnp.uint8).reshape(-1)[:x.size]
     keep = draws.reshape(x.shape) >= threshold
     return jnp.where(keep, x / (1 - threshold / 256), 0).astype(x.dtype)
