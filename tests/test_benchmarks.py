@@ -26,6 +26,18 @@ def _bench():
 def test_affectjax_side_runs(model):
   out = _bench().bench_affectjax(model, batch=8, steps=2, warmup=0)
   assert out['step_ms'] > 0 and np.isfinite(out['examples_per_s'])
+  # The roofline columns' FLOPs come from XLA's cost analysis of the compiled step (per
+  # device; the tests' batch is split over 8): at least the LSTM input projection's
+  # forward and weight-gradient GEMMs.
+  import jax
+  assert out['gflop'] * jax.device_count() >= 2 * 2 * 8 * 50 * 768 * 4 * 128 / 1e9
+
+
+def test_gemm_rate_is_measured_for_both_frameworks():
+  pytest.importorskip('torch', reason="PyTorch is a benchmark-only extra ('.[bench]')")
+  out = _bench().bench_gemm(repeats=1)
+  assert set(out['by_framework']) == {'jax', 'torch'}
+  assert out['gflops'] == max(out['by_framework'].values()) > 0
 
 
 @pytest.mark.parametrize('model', ['tfn', 'lmf'])

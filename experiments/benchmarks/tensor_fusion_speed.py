@@ -224,11 +224,48 @@ def bench_affectjax(model_name: str, batch: int, steps: int, warmup: int,
   jax.block_until_ready(m)
   elapsed = time.perf_counter() - start
   assert np.isfinite(float(m['loss']))
+  cost = step.cost_analysis()
+  cost = (cost[0] if isinstance(cost, list) else cost) or {}
   device = jax.devices()[0]
   stats = device.memory_stats() if device.platform == 'gpu' else None
   peak = stats['peak_bytes_in_use'] / 2**20 if stats else _rss_mb() - base
   return {'step_ms': 1e3 * elapsed / steps, 'examples_per_s': batch * steps / elapsed,
-          'compile_s': compile_s, 'peak_mb': peak, 'device': device.platform}
+          'compile_s': compile_s, 'peak_mb': peak, 'device': device.platform,
+          'gflop': cost.get('flops', 0.0) / 1e9}
+
+
+def bench_gemm(repeats: int = 10) -> dict:
+  """The machine's sustained fp32 matrix-multiply rate, best of jax and torch.
+
+  Shapes are the GEMMs that dominate both models' steps: the LSTM input projection at
+  batch 256 (forward, (12800, 768) x (768, 512)) and its weight gradient
+  ((768, 12800) x (12800, 512)), plus a square 2048 product. The best rate over shapes and
+  frameworks is an upper bound on what any implementation reaches on these steps.
+  """
+  import jax
+  import jax.numpy as jnp
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  shapes = [(12800, 768, 512), (768, 12800, 512), (2048, 2048, 2048)]
+  best = {}
+  rng = np.random.default_rng(0)
+  for m, k, n in shapes:
+    a = rng.normal(size=(m, k)).astype(np.float32)
+    b = rng.normal(size=(k, n)).astype(np.float32)
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    f = jax.jit(jnp.matmul)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    for name, run in (('jax', lambda: f(ja, jb).block_until_ready()),
+                      ('torch', lambda: torch.matmul(ta, tb))):
+      run()
+      times = []
+      for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+      rate = 2 * m * k * n / min(times) / 1e9
+      best[name] = max(best.get(name, 0.0), rate)
+  return {'gflops': max(best.values()), 'by_framework': best}
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -237,7 +274,9 @@ FRAMEWORKS = ('affectjax', 'torch', 'torch_compile')
 
 
 def _worker(args) -> None:
-  if args.framework == 'affectjax':
+  if args.framework == 'gemm':
+    out = bench_gemm()
+  elif args.framework == 'affectjax':
     out = bench_affectjax(args.model, args.batch, args.steps, args.warmup, args.dtype,
                           args.dropout_rng_bits)
   else:
@@ -266,7 +305,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
-  p.add_argument('--framework', choices=FRAMEWORKS, default='affectjax')
+  p.add_argument('--framework', choices=FRAMEWORKS + ('gemm',), default='affectjax')
   p.add_argument('--model', choices=tuple(SIZES), default='tfn')
   p.add_argument('--batch', type=int, default=32)
   p.add_argument('--models', default='tfn,lmf')
@@ -287,6 +326,8 @@ def main(argv=None) -> int:
   frameworks = args.frameworks.split(',')
   rows = []
   start = time.time()
+  gemm = _measure('gemm', 'tfn', 256, args)
+  print('gemm', json.dumps(gemm), flush=True)
   for model in args.models.split(','):
     for batch in [int(b) for b in args.batch_sizes.split(',')]:
       res = {fw: _measure(fw, model, batch, args) for fw in frameworks}
@@ -302,6 +343,9 @@ def main(argv=None) -> int:
     header += [f'{fw} ex/s', f'{fw} step ms', f'{fw} first step / compile s',
                f'{fw} peak MiB']
   ratios = [f'affectjax / {fw} throughput' for fw in frameworks if fw != 'affectjax']
+  bound = 'error' not in gemm and 'affectjax' in frameworks and 'torch' in frameworks
+  if bound:
+    ratios += ['step GFLOP', 'compute floor ms', 'largest possible / torch']
   lines = ['| ' + ' | '.join(header + ratios) + ' |', '|' + '---|' * (len(header) + len(ratios))]
   for model, batch, res in rows:
     cells = [model.upper(), str(batch)]
@@ -315,6 +359,13 @@ def main(argv=None) -> int:
       a, b = res.get('affectjax', {}), res[fw]
       ok = 'error' not in a and 'error' not in b
       cells.append(f'{a["examples_per_s"] / b["examples_per_s"]:.2f}x' if ok else 'n/a')
+    if bound:
+      a, t = res['affectjax'], res['torch']
+      if 'error' in a or 'error' in t or not a.get('gflop'):
+        cells += ['n/a'] * 3
+      else:
+        floor_ms = 1e3 * a['gflop'] / gemm['gflops']
+        cells += [f'{a["gflop"]:.2f}', f'{floor_ms:.1f}', f'{t["step_ms"] / floor_ms:.2f}x']
     lines.append('| ' + ' | '.join(cells) + ' |')
   errors = [f'- {m} batch {b} {fw}: {r["error"]}' for m, b, res in rows
             for fw, r in res.items() if 'error' in r]
@@ -328,6 +379,15 @@ def main(argv=None) -> int:
           'of the process maximum RSS over the pre-measurement baseline on CPU, peak device '
           'allocation on GPU. "first step / compile": affectjax lower+compile; torch: the '
           'first step (includes torch.compile\'s compilation).')
+  if bound:
+    by = ', '.join(f'{k} {v:.0f}' for k, v in gemm['by_framework'].items())
+    note += (f' Compute floor: the affectjax step\'s FLOPs (XLA cost analysis of the compiled '
+             f'step; loop bodies counted once, so a lower bound) divided by the best fp32 '
+             f'matrix-multiply rate measured on this machine in the same run, '
+             f'{gemm["gflops"]:.0f} GFLOP/s ({by}; the models\' own GEMM shapes and a '
+             f'square 2048 product). "largest possible / torch" = torch eager step time / '
+             f'compute floor: an fp32 step doing these FLOPs at the best measured rate would '
+             f'reach that ratio; real steps stay below it.')
   command = 'python experiments/benchmarks/tensor_fusion_speed.py ' + ' '.join(
       argv if argv is not None else sys.argv[1:])
   table = '\n'.join(lines)
