@@ -99,8 +99,10 @@ def test_ssm_scan_sweep_runs_and_mirror_has_affectjax_sizes():
   assert y.shape == (2, 11, bench.WIDTH) and torch.isfinite(y).all()
 
 
-def test_ssm_mirror_computes_the_affectjax_block():
-  """With affectjax's weights copied in, the PyTorch mirror gives the same outputs."""
+@pytest.mark.parametrize('unbind', [False, True])
+def test_ssm_mirror_computes_the_affectjax_block(unbind):
+  """With affectjax's weights copied in, the PyTorch mirror (either loop) gives the
+  same outputs."""
   torch = pytest.importorskip('torch', reason="PyTorch is a benchmark-only extra ('.[bench]')")
   import flax.linen as nn
   import jax
@@ -111,7 +113,7 @@ def test_ssm_mirror_computes_the_affectjax_block():
   mask = np.ones((2, 13), np.float32)
   params = nn.unbox(block.init(jax.random.key(0), jnp.asarray(x), mask, train=False))
   p = jax.tree.map(lambda v: torch.tensor(np.asarray(v)), params['params'])
-  m = bench.torch_mirror()
+  m = bench.torch_mirror(unbind)
   f = p['forward']
   with torch.no_grad():
     m.norm.weight.copy_(p['norm']['scale'])
