@@ -17,6 +17,29 @@ def config_path(name: str) -> str:
   return os.path.join(REPO, 'configs', name)
 
 
+def train_losses(config, mesh_shape, batch_size: int, num_steps: int):
+  """(losses, final state) of `num_steps` real train steps of `config` on a
+  (data, model) = `mesh_shape` mesh of the first devices: the 1-device vs 4x2 checks."""
+  import numpy as np
+  from affectjax import sharding, train
+  from affectjax.data import get_dataset, pipeline
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.mesh.data, config.mesh.model = mesh_shape
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:mesh_shape[0] * mesh_shape[1]])
+  dataset = get_dataset(config)
+  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
+                         dataset.num_classes)
+  state = exp.init_state(0)
+  step = exp.lower_train_step(batch_size).compile()
+  it = pipeline.train_dataset(dataset.splits['train'], batch_size, seed=0)
+  losses = []
+  for _ in range(num_steps):
+    state, m = step(state, pipeline.to_global(next(it), mesh, exp.rules))
+    losses.append(float(m['loss']))
+  return np.array(losses), state
+
+
 @pytest.fixture
 def tiny_overrides():
   """Overrides that shrink a synthetic config to a couple of seconds."""

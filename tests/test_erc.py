@@ -12,8 +12,8 @@ import pytest
 from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax import sharding, train
-from affectjax.data import DataError, erc, get_dataset, pipeline, safe_pickle
-from conftest import config_path
+from affectjax.data import DataError, erc, get_dataset, safe_pickle
+from conftest import config_path, train_losses
 
 MODELS = ['dialoguegcn', 'mmgcn', 'cogmen', 'broadmamba']
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
@@ -130,17 +130,8 @@ def test_padding_and_permutation_invariance(name, tiny_erc):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_one_device_equals_eight(name, tiny_erc):
-  losses = {}
-  for shape in ((1, 1), (4, 2)):
-    dataset, exp = _experiment(_load(name, tiny_erc), shape)
-    state = exp.init_state(0)
-    step = exp.lower_train_step(8).compile()
-    it = pipeline.train_dataset(dataset.splits['train'], 8, seed=0)
-    out = []
-    for _ in range(4):
-      state, m = step(state, pipeline.to_global(next(it), exp.mesh, exp.rules))
-      out.append(float(m['loss']))
-    losses[shape] = np.array(out)
+  losses = {shape: train_losses(_load(name, tiny_erc), shape, 8, 4)[0]
+            for shape in ((1, 1), (4, 2))}
   np.testing.assert_allclose(losses[(1, 1)], losses[(4, 2)], rtol=1e-4, atol=1e-5)
 
 

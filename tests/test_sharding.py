@@ -1,36 +1,16 @@
-import jax
 import numpy as np
 import pytest
 
 from affectjax import config as config_lib
-from affectjax import sharding, train
-from affectjax.data import get_dataset, pipeline
-from conftest import config_path
-
-
-def _losses(config, mesh_shape, num_steps=6):
-  with config.unlocked():
-    config.mesh.data, config.mesh.model = mesh_shape
-  devices = jax.devices()[:mesh_shape[0] * mesh_shape[1]]
-  mesh = sharding.make_mesh(config.mesh, devices)
-  dataset = get_dataset(config)
-  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                         dataset.num_classes)
-  state = exp.lower_init().compile()(jax.random.PRNGKey(0))
-  step = exp.lower_train_step(16).compile()
-  it = pipeline.train_dataset(dataset.splits['train'], 16, seed=0)
-  losses = []
-  for _ in range(num_steps):
-    state, m = step(state, pipeline.to_global(next(it), mesh, exp.rules))
-    losses.append(float(m['loss']))
-  return np.array(losses), state
+from affectjax import sharding
+from conftest import config_path, train_losses
 
 
 @pytest.mark.parametrize('name', ['synthetic_tfn.py', 'synthetic_lmf.py'])
 def test_one_device_equals_4x2_mesh(name):
   config = config_lib.load(config_path(name) + ':smoke')
-  single, _ = _losses(config, (1, 1))
-  sharded, state = _losses(config, (4, 2))
+  single, _ = train_losses(config, (1, 1), 16, 6)
+  sharded, state = train_losses(config, (4, 2), 16, 6)
   np.testing.assert_allclose(single, sharded, rtol=2e-5, atol=1e-6)
   # The fusion weights really are split over the model axis.
   params = state.params

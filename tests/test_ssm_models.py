@@ -5,15 +5,14 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax import sharding, train
-from affectjax.data import DataError, get_dataset, pipeline, ravdess
-from conftest import config_path
+from affectjax.data import DataError, get_dataset, ravdess
+from conftest import config_path, train_losses
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
 needs_data = pytest.mark.skipif(
@@ -220,21 +219,7 @@ def test_real_ravdess_folds_and_emodb():
 
 
 def _losses_on_mesh(config, shape, steps=3):
-  mesh_config = config.mesh.to_dict()
-  mesh_config.update(data=shape[0], model=shape[1])
-  mesh = sharding.make_mesh(ml_collections.ConfigDict(mesh_config),
-                            jax.devices()[:shape[0] * shape[1]])
-  dataset = get_dataset(config)
-  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                         dataset.num_classes)
-  state = exp.init_state(0)
-  step = exp.lower_train_step(config.train.batch_size).compile()
-  it = pipeline.train_dataset(dataset.splits['train'], config.train.batch_size, seed=0)
-  out = []
-  for _ in range(steps):
-    state, m = step(state, pipeline.to_global(next(it), exp.mesh, exp.rules))
-    out.append(float(m['loss']))
-  return np.array(out)
+  return train_losses(config, shape, config.train.batch_size, steps)[0]
 
 
 @pytest.mark.parametrize('overrides', [['model.ssm=s5'], ['model.ssm=mamba']])

@@ -18,8 +18,8 @@ in fresh subprocesses, side by side in one invocation; the ratio of training
 throughputs is printed. The mirror runs twice: as the references write the loop
 (`dA[:, i]` indexing, whose backward writes every step's gradient into a full-size zero
 tensor, so it grows quadratically with length), and with the per-step slices taken once
-by `unbind` (a linear backward): the second is the fairer baseline. With --readme the tables replace the marked section of
-experiments/benchmarks/README.md.
+by `unbind` (a linear backward): the second is the fairer baseline. With --readme the
+tables replace the marked section of experiments/benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ import os
 import sys
 import time
 
-
 from affectjax import hardware
 from affectjax import sweep
 
