@@ -90,13 +90,22 @@ def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) ->
   return {'rows': rows, 'table': table, 'wall_s': time.time() - start}
 
 
-def mean_train_seconds(run_dirs) -> float:
-  """Mean seconds of the train loop over finished runs (their results.json timing)."""
-  seconds = []
+def _finished(run_dirs) -> list[dict]:
+  out = []
   for run in run_dirs:
     with open(os.path.join(run, 'results.json')) as f:
-      seconds.append(json.load(f)['timing']['train_s'])
-  return float(np.mean(seconds))
+      out.append(json.load(f))
+  return out
+
+
+def mean_train_seconds(run_dirs) -> float:
+  """Mean seconds of the train loop over finished runs (their results.json timing)."""
+  return float(np.mean([r['timing']['train_s'] for r in _finished(run_dirs)]))
+
+
+def trained_on(run_dirs) -> str:
+  """The devices the finished runs trained on ('1 x cpu', '1 x NVIDIA H100 80GB HBM3')."""
+  return ', '.join(sorted({r.get('devices', '?') for r in _finished(run_dirs)}))
 
 
 def best_cell(rows, grid_items, metric: str, mode: str) -> tuple[list[str], dict]:
