@@ -20,6 +20,13 @@ throughputs is printed. The mirror runs twice: as the references write the loop
 tensor, so it grows quadratically with length), and with the per-step slices taken once
 by `unbind` (a linear backward): the second is the fairer baseline. With --readme the
 tables replace the marked section of experiments/benchmarks/README.md.
+
+`--platform gpu` runs both parts on the first GPU (JAX on CUDA, the mirrors on
+`cuda`, timed after a device synchronise) and keeps its own README section and plot.
+Each process then allocates GPU memory as it goes (no preallocation), so the workers can
+share the card with the sweep's process. On an 80 GB H100 the attention layer at 65,536
+steps fails to compile (the autotuner asks for 64 GiB), so the GPU section was run with
+`--lengths 256,1024,4096,16384`.
 """
 
 from __future__ import annotations
@@ -41,7 +48,11 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 WIDTH, STATE, CONV, EXPAND = 64, 16, 4, 2
 LENGTHS = (256, 1024, 4096, 16384, 65536)
 KINDS = {'s5': 'S5 block', 'mamba': 'selective SSM block', 'attention': 'attention layer'}
-START, END = '<!-- ssm-scan:start -->', '<!-- ssm-scan:end -->'
+
+
+def _markers(platform: str) -> tuple[str, str]:
+  tag = 'ssm-scan' if platform == 'cpu' else f'ssm-scan-{platform}'
+  return f'<!-- {tag}:start -->', f'<!-- {tag}:end -->'
 
 
 def _block(kind: str):
@@ -182,7 +193,7 @@ def torch_mirror(unbind: bool = False):
       b, length, _ = u.shape
       dA = torch.exp(torch.einsum('bld,dn->bldn', delta, A))
       dBu = torch.einsum('bld,bln,bld->bldn', delta, B, u)
-      x = torch.zeros(b, self.inner, STATE)
+      x = torch.zeros(b, self.inner, STATE, device=u.device)
       ys = []
       if unbind:
         steps = zip(dA.unbind(1), dBu.unbind(1), C.unbind(1))
@@ -206,12 +217,15 @@ def torch_mirror(unbind: bool = False):
   return MambaMixer()
 
 
-def bench_torch(length: int, batch: int, steps: int, unbind: bool = False) -> dict:
+def bench_torch(length: int, batch: int, steps: int, unbind: bool = False,
+                platform: str = 'cpu') -> dict:
   import torch
   torch.manual_seed(0)
-  model = torch_mirror(unbind)
+  device = 'cuda' if platform == 'gpu' else 'cpu'
+  model = torch_mirror(unbind).to(device)
   opt = torch.optim.Adam(model.parameters(), 1e-3)
-  x = torch.randn(batch, length, WIDTH)
+  x = torch.randn(batch, length, WIDTH, device=device)
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
 
   def step():
     opt.zero_grad()
@@ -220,20 +234,23 @@ def bench_torch(length: int, batch: int, steps: int, unbind: bool = False) -> di
     opt.step()
 
   step()
+  sync()
   start = time.perf_counter()
   for _ in range(steps):
     step()
+  sync()
   seconds = (time.perf_counter() - start) / steps
   return {'step_s': seconds, 'tokens_per_s': batch * length / seconds,
           'params': sum(p.numel() for p in model.parameters()), 'rss_mb': _rss_mb(),
           'torch_threads': torch.get_num_threads()}
 
 
-def _measure(framework: str, length: int, batch: int, steps: int) -> dict:
+def _measure(framework: str, length: int, batch: int, steps: int, platform: str) -> dict:
   out = subprocess.run([sys.executable, __file__, '--worker', framework, '--length',
-                        str(length), '--batch', str(batch), '--steps', str(steps)],
+                        str(length), '--batch', str(batch), '--steps', str(steps),
+                        '--platform', platform],
                        capture_output=True, text=True, check=True,
-                       env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+                       env={**os.environ, 'JAX_PLATFORMS': 'cpu' if platform == 'cpu' else 'cuda'})
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -247,6 +264,7 @@ def main(argv=None) -> int:
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--steps', type=int, default=3)
   p.add_argument('--readme', action='store_true')
+  p.add_argument('--platform', choices=['cpu', 'gpu'], default='cpu')
   p.add_argument('--worker', choices=['affectjax', 'torch', 'torch_unbind'],
                  help=argparse.SUPPRESS)
   p.add_argument('--length', type=int, help=argparse.SUPPRESS)
@@ -255,13 +273,20 @@ def main(argv=None) -> int:
     if args.worker == 'affectjax':
       out = bench_affectjax(args.length, args.batch, args.steps)
     else:
-      out = bench_torch(args.length, args.batch, args.steps, args.worker == 'torch_unbind')
+      out = bench_torch(args.length, args.batch, args.steps, args.worker == 'torch_unbind',
+                        args.platform)
     print(json.dumps(out))
     return 0
+  if args.platform == 'gpu':
+    os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'  # Inherited by the workers.
+  import jax
+  jax.config.update('jax_platforms', 'cpu' if args.platform == 'cpu' else 'cuda')
   from affectjax import hardware
+  start_marker, end_marker = _markers(args.platform)
+  suffix = '' if args.platform == 'cpu' else f'_{args.platform}'
   rows = sweep_lengths([int(n) for n in args.lengths.split(',')], args.max_run_gib,
                        args.repeats)
-  png = os.path.join(HERE, 'ssm_scan.png')
+  png = os.path.join(HERE, f'ssm_scan{suffix}.png')
   plot(rows, png)
   sweep_table = ['| block | ' + ' | '.join(str(r['length']) for r in rows
                                           if r['kind'] == 's5') + ' |',
@@ -275,14 +300,14 @@ def main(argv=None) -> int:
   mamba = [r for r in rows if r['kind'] == 'mamba']
   growth = ', '.join(f"{b['length'] // a['length']}x length: {b['bytes'] / a['bytes']:.2f}x "
                      'memory' for a, b in zip(mamba, mamba[1:]))
-  jx = _measure('affectjax', args.mirror_length, args.batch, args.steps)
-  th = _measure('torch', args.mirror_length, args.batch, args.steps)
-  tu = _measure('torch_unbind', args.mirror_length, args.batch, args.steps)
+  jx = _measure('affectjax', args.mirror_length, args.batch, args.steps, args.platform)
+  th = _measure('torch', args.mirror_length, args.batch, args.steps, args.platform)
+  tu = _measure('torch_unbind', args.mirror_length, args.batch, args.steps, args.platform)
   ratio = jx['tokens_per_s'] / th['tokens_per_s']
   ratio_unbind = jx['tokens_per_s'] / tu['tokens_per_s']
   command = ('python experiments/benchmarks/ssm_scan.py ' +
              ' '.join(a for a in (argv if argv is not None else sys.argv[1:])))
-  block = f"""{START}
+  block = f"""{start_marker}
 Generated by `{command}` on {hardware.describe()}.
 
 Training step (forward, backward, Adam) of one block of width {WIDTH}, batch 1; each cell:
@@ -291,7 +316,7 @@ selective SSM block per length step: {growth}.
 
 {chr(10).join(sweep_table)}
 
-![throughput and memory against length](ssm_scan.png)
+![throughput and memory against length](ssm_scan{suffix}.png)
 
 Selective-SSM block at {args.mirror_length} steps, batch {args.batch}, {args.steps} timed
 steps after one warm-up, each framework in its own process:
@@ -304,17 +329,19 @@ steps after one warm-up, each framework in its own process:
 
 Training throughput ratio (affectjax / PyTorch): **{ratio:.1f}x** against the references'
 loop, **{ratio_unbind:.1f}x** against the `unbind` loop (target: at least 5x).
-{END}"""
+{end_marker}"""
   print(block)
   if args.readme:
     path = os.path.join(HERE, 'README.md')
     with open(path) as f:
       readme = f.read()
-    if START in readme:
-      readme = re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: block, readme,
+    if start_marker in readme:
+      readme = re.sub(re.escape(start_marker) + '.*?' + re.escape(end_marker), lambda _: block,
+                      readme,
                       flags=re.S)
     else:
-      readme += f'\n## State-space scans: length sweep and the selective scan vs PyTorch\n\n{block}\n'
+      title = 'State-space scans: length sweep and the selective scan vs PyTorch'
+      readme += f'\n## {title} ({args.platform.upper()})\n\n{block}\n'
     with open(path, 'w') as f:
       f.write(readme)
   return 0
