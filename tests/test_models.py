@@ -104,6 +104,26 @@ def test_lstm_matches_stepwise_reference_and_ignores_padding():
   np.testing.assert_array_equal(layer.apply({'params': params}, x2, lengths), out)
 
 
+def test_bilstm_joint_scan_equals_one_lstm_per_direction():
+  """BiLSTM runs both directions in one scan; each half must equal its own LSTM (the
+  backward one over each sequence reversed within its length)."""
+  from affectjax.layers.recurrent import LSTM, BiLSTM, reverse_valid
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(4, 9, 5)).astype(np.float32))
+  lengths = jnp.array([9, 2, 6, 1])
+  layer = BiLSTM(7, num_layers=2)
+  params = layer.init(jax.random.PRNGKey(1), x, lengths, train=False)['params']
+  out = np.asarray(layer.apply({'params': params}, x, lengths, train=False))
+  one = LSTM(7, return_sequences=True)
+  inp = x
+  for i in range(2):
+    fwd = one.apply({'params': params[f'forward_{i}']}, inp, lengths)
+    bwd = one.apply({'params': params[f'backward_{i}']}, reverse_valid(inp, lengths), lengths)
+    inp = jnp.concatenate([fwd, reverse_valid(bwd, lengths)], axis=-1)
+  np.testing.assert_allclose(out, np.asarray(inp), rtol=1e-5, atol=1e-6)
+  assert out.shape == (4, 9, 14) and np.all(out[1, 2:] == 0)
+
+
 @pytest.mark.parametrize('rate', [0.5, 0.3])
 def test_byte_dropout_keeps_expected_fraction_and_mean(rate):
   from affectjax.layers.dropout import ByteDropout

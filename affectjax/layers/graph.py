@@ -76,12 +76,15 @@ class RelationalGraphConv(nn.Module):
     bases = self.param('bases', nn.with_logical_partitioning(
         nn.initializers.lecun_normal(batch_axis=(0,)), (None, 'embed', 'hidden')),
         (k, d, self.features))
+    eye = jnp.eye(self.num_relations, dtype=h.dtype)
     if self.num_bases:
       comp = self.param('comp', nn.with_logical_partitioning(
           nn.initializers.lecun_normal(), (None, None)), (self.num_relations, k))
+      if self.num_relations < k:  # Fewer relation matrices than bases: form W_r first,
+        bases, comp = jnp.einsum('rk,kde->rde', comp, bases), eye  # (B, L, L, R) below.
     else:
-      comp = jnp.eye(self.num_relations, dtype=h.dtype)
-    coef = comp[relations] * weights[..., None]  # (B, L, L, K)
+      comp = eye
+    coef = comp[relations] * weights[..., None]  # (B, L, L, min(K, R))
     if self.aggregation == 'mean':
       onehot = jax.nn.one_hot(relations, self.num_relations, dtype=h.dtype)
       counts = jnp.einsum('bijr,bij->bir', onehot, (weights != 0).astype(h.dtype))

@@ -9,6 +9,30 @@ import jax.numpy as jnp
 from affectjax.layers.dense import dense
 
 
+def _recurrence(gates_x: jax.Array, w_h: jax.Array, lengths: jax.Array,
+                return_sequences: bool) -> jax.Array:
+  """The LSTM recurrence of S stacked directions in one `lax.scan`: gates_x (S, B, T, 4H)
+  (input projections), w_h (S, H, 4H). Returns the (S, B, T, H) states, zero at padded
+  steps, or the (S, B, H) states after each sequence's last valid step."""
+  s, b, t, four_h = gates_x.shape
+  valid = jnp.arange(t)[:, None] < lengths[None, :]  # (T, B)
+
+  def step(carry, inputs):
+    h, c = carry
+    gx, ok = inputs
+    z = gx + jnp.einsum('sbh,shk->sbk', h, w_h)
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+    h_new = nn.sigmoid(o) * jnp.tanh(c_new)
+    ok = ok[None, :, None]
+    h, c = jnp.where(ok, h_new, h), jnp.where(ok, c_new, c)
+    return (h, c), (jnp.where(ok, h, 0) if return_sequences else None)
+
+  zeros = jnp.zeros((s, b, four_h // 4), gates_x.dtype)
+  (h, _), hs = jax.lax.scan(step, (zeros, zeros), (jnp.moveaxis(gates_x, 2, 0), valid))
+  return jnp.moveaxis(hs, 0, 2) if return_sequences else h
+
+
 class LSTM(nn.Module):
   """A one-layer LSTM that returns the hidden state after each sequence's last valid step.
 
@@ -20,31 +44,18 @@ class LSTM(nn.Module):
   hidden: int
   dtype: str = 'float32'
   return_sequences: bool = False  # True: (B, T, H) states, zero at padded steps.
+  weights_only: bool = False  # True: return (input projections, W_h) for a joint scan.
 
   @nn.compact
-  def __call__(self, x: jax.Array, lengths: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, lengths: jax.Array):
     dtype = jnp.dtype(self.dtype)
-    b, t, _ = x.shape
     gates_x = dense(4 * self.hidden, ('embed', 'mlp'), dtype=dtype, name='input')(x)
     w_h = self.param('recurrent', nn.with_logical_partitioning(
         nn.initializers.orthogonal(), ('hidden', 'mlp')), (self.hidden, 4 * self.hidden))
     w_h = w_h.astype(dtype)
-    valid = jnp.arange(t)[:, None] < lengths[None, :]  # (T, B)
-
-    def step(carry, inputs):
-      h, c = carry
-      gx, ok = inputs
-      z = gx + h @ w_h
-      i, f, g, o = jnp.split(z, 4, axis=-1)
-      c_new = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-      h_new = nn.sigmoid(o) * jnp.tanh(c_new)
-      ok = ok[:, None]
-      h, c = jnp.where(ok, h_new, h), jnp.where(ok, c_new, c)
-      return (h, c), (jnp.where(ok, h, 0) if self.return_sequences else None)
-
-    zeros = jnp.zeros((b, self.hidden), dtype)
-    (h, _), hs = jax.lax.scan(step, (zeros, zeros), (jnp.swapaxes(gates_x, 0, 1), valid))
-    return jnp.swapaxes(hs, 0, 1) if self.return_sequences else h
+    if self.weights_only:
+      return gates_x, w_h
+    return _recurrence(gates_x[None], w_h[None], lengths, self.return_sequences)[0]
 
 
 def reverse_valid(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -70,8 +81,11 @@ class BiLSTM(nn.Module):
     for i in range(self.num_layers):
       if i:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-      fwd = LSTM(self.hidden, self.dtype, True, name=f'forward_{i}')(x, lengths)
-      bwd = LSTM(self.hidden, self.dtype, True, name=f'backward_{i}')(
+      fwd = LSTM(self.hidden, self.dtype, weights_only=True, name=f'forward_{i}')(x, lengths)
+      bwd = LSTM(self.hidden, self.dtype, weights_only=True, name=f'backward_{i}')(
           reverse_valid(x, lengths), lengths)
-      x = jnp.concatenate([fwd, reverse_valid(bwd, lengths)], axis=-1)
+      # Both directions advance in one scan: half the sequential steps of two scans.
+      hs = _recurrence(jnp.stack([fwd[0], bwd[0]]), jnp.stack([fwd[1], bwd[1]]), lengths,
+                       return_sequences=True)
+      x = jnp.concatenate([hs[0], reverse_valid(hs[1], lengths)], axis=-1)
     return x
