@@ -90,35 +90,3 @@ def test_normalized_adjacency_is_symmetric_and_ignores_padding():
   np.testing.assert_allclose(a, a.T, rtol=1e-6)
   assert not a[3].any() and not a[:, 3].any()
   assert (np.asarray(w)[0, :3, :3][~np.eye(3, dtype=bool)] > 0).all()
-
-
-@pytest.mark.parametrize('k', [1, 3])
-def test_multimodal_adjacency_blocks_equal_the_dense_mmgcn_graph(k):
-  """The block form equals the (kL, kL) graph built edge by edge: all pairs within a
-  modality, the same utterance across modalities, cosine-angle weights, self-loops,
-  symmetric normalisation; padded utterances have no edges."""
-  length, dim = 5, 4
-  x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (2, k, length, dim)))
-  mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], np.float32)
-  adj = graph.MultimodalAdjacency.build(jnp.asarray(x), jnp.asarray(mask))
-  for b in range(2):
-    nodes = [(m, i) for m in range(k) for i in range(length)]
-    a = np.zeros((k * length, k * length))
-    for p, (m, i) in enumerate(nodes):
-      for q, (n, j) in enumerate(nodes):
-        if not (mask[b, i] and mask[b, j]):
-          continue
-        if p == q:
-          a[p, q] = 1
-        elif m == n or i == j:
-          u, v = x[b, m, i], x[b, n, j]
-          cos = np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1 + 1e-6, 1 - 1e-6)
-          a[p, q] = 1 - np.arccos(cos) / np.pi
-    deg = a.sum(1)
-    inv = np.where(deg > 0, 1 / np.sqrt(np.maximum(deg, 1e-12)), 0)
-    expected = a * inv[:, None] * inv[None, :]
-    np.testing.assert_allclose(np.asarray(adj.dense())[b], expected, atol=1e-5)
-    h = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (k, length, 3)))
-    out = np.asarray(adj.propagate(jnp.asarray(h)[None].repeat(2, 0)))[b]
-    np.testing.assert_allclose(out.reshape(k * length, 3), expected @ h.reshape(-1, 3),
-                               atol=1e-5)

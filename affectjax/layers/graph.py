@@ -11,7 +11,6 @@ length. Padded utterances have no edges, so they never send or receive messages.
 
 from __future__ import annotations
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -128,12 +127,8 @@ class GCNIIConv(nn.Module):
 
   @nn.compact
   def __call__(self, h, h0, adjacency):
-    """`adjacency`: a dense (B, N, N) matrix for (B, N, D) nodes, or a
-    `MultimodalAdjacency` for (B, k, L, D) nodes."""
     beta = float(np.log(self.lam / self.layer + 1))
-    ah = (adjacency.propagate(h) if isinstance(adjacency, MultimodalAdjacency)
-          else jnp.einsum('bij,bjd->bid', adjacency, h))
-    support = (1 - self.alpha) * ah + self.alpha * h0
+    support = (1 - self.alpha) * jnp.einsum('bij,bjd->bid', adjacency, h) + self.alpha * h0
     return (1 - beta) * support + beta * dense(h.shape[-1], ('embed', 'hidden'),
                                                use_bias=False, name='weight')(support)
 
@@ -159,66 +154,8 @@ class GraphTransformerConv(nn.Module):
     return out + dense(width, name='root')(h)
 
 
-def _angular_similarity(cos: jax.Array) -> jax.Array:
-  return 1 - jnp.arccos(jnp.clip(cos, -1 + 1e-6, 1 - 1e-6)) / np.pi
-
-
-def _unit(x: jax.Array) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
-
-
 def cosine_edge_weights(x: jax.Array, edges: jax.Array) -> jax.Array:
   """MMGCN's edge weights 1 - arccos(cos(x_i, x_j)) / pi on the given edges."""
-  unit = _unit(x)
-  return jnp.where(edges, _angular_similarity(jnp.einsum('bid,bjd->bij', unit, unit)), 0)
-
-
-@flax.struct.dataclass
-class MultimodalAdjacency:
-  """MMGCN's normalised graph over k modalities x L utterances, kept in blocks.
-
-  Edges join every two real utterances of one modality, and one utterance's nodes across
-  modalities, weighted 1 - arccos(cos) / pi, plus self-loops, normalised D^-1/2 (A + I)
-  D^-1/2. As one dense (kL, kL) matrix the cross-modal blocks are diagonal; here they
-  are kept as their diagonals, so building and applying the graph costs k L^2 + k^2 L
-  per dialogue instead of (kL)^2.
-
-  Attributes:
-    intra: (B, k, L, L) normalised weights within each modality (zero diagonal).
-    cross: (B, k, k, L) normalised weights between modality m and n at each utterance.
-    self_loop: (B, k, L) normalised self-loop weights (0 at padding).
-  """
-  intra: jax.Array
-  cross: jax.Array
-  self_loop: jax.Array
-
-  @classmethod
-  def build(cls, x: jax.Array, mask: jax.Array) -> 'MultimodalAdjacency':
-    """From (B, k, L, D) node features and the (B, L) utterance mask."""
-    k, length = x.shape[1], x.shape[2]
-    unit = _unit(x)
-    real = (mask > 0)[:, None]  # (B, 1, L)
-    off_diag = ~jnp.eye(length, dtype=bool)
-    intra = jnp.where(real[..., :, None] & real[..., None, :] & off_diag,
-                      _angular_similarity(jnp.einsum('bmid,bmjd->bmij', unit, unit)), 0)
-    other = ~jnp.eye(k, dtype=bool)[None, :, :, None]
-    cross = jnp.where(real[:, None] & other,
-                      _angular_similarity(jnp.einsum('bmid,bnid->bmni', unit, unit)), 0)
-    loops = real.astype(x.dtype) * jnp.ones_like(x[..., 0])
-    deg = intra.sum(-1) + cross.sum(2) + loops
-    inv = jnp.where(deg > 0, jax.lax.rsqrt(jnp.maximum(deg, 1e-12)), 0)  # (B, k, L)
-    return cls(intra * inv[..., :, None] * inv[..., None, :],
-               cross * inv[:, :, None] * inv[:, None], loops * inv * inv)
-
-  def propagate(self, h: jax.Array) -> jax.Array:
-    """A h for (B, k, L, D) node states."""
-    return (jnp.einsum('bmij,bmjd->bmid', self.intra, h)
-            + jnp.einsum('bmni,bnid->bmid', self.cross, h) + self.self_loop[..., None] * h)
-
-  def dense(self) -> jax.Array:
-    """The same graph as one (B, kL, kL) matrix over modality-major nodes."""
-    b, k, length = self.self_loop.shape
-    eye = jnp.eye(length, dtype=self.intra.dtype)
-    blocks = self.cross[..., None] * eye + (jnp.eye(k)[None, :, :, None, None] *
-                                            (self.intra + self.self_loop[..., None] * eye)[:, :, None])
-    return blocks.transpose(0, 1, 3, 2, 4).reshape(b, k * length, k * length)
+  unit = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+  cos = jnp.clip(jnp.einsum('bid,bjd->bij', unit, unit), -1 + 1e-6, 1 - 1e-6)
+  return jnp.where(edges, 1 - jnp.arccos(cos) / np.pi, 0)

@@ -130,18 +130,26 @@ class MMGCN(_ConversationModel):
     for m, x in zip(self.modalities, feats):
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
       nodes.append(dense(self.hidden, name=f'{m}_in')(x) + speaker)
-    x0 = jnp.stack(nodes, axis=1)  # (B, k, L, H): one node per modality and utterance.
-    # Same modality: every pair of real utterances; across modalities: the same utterance
-    # (block form of the (kL, kL) graph: its cross-modal blocks are diagonal).
-    adjacency = graph.MultimodalAdjacency.build(x0, mask)
+    k = len(nodes)
+    x0 = jnp.concatenate(nodes, axis=1)  # (B, k*L, H): modality-major nodes.
+    node_mask = jnp.tile(mask, (1, k))
+    # Same modality: every pair of real utterances; across modalities: the same utterance.
+    modality = jnp.repeat(jnp.arange(k), length)
+    position = jnp.tile(jnp.arange(length), k)
+    same_modality = modality[:, None] == modality[None, :]
+    same_utterance = (position[:, None] == position[None, :]) & ~same_modality
+    real = node_mask > 0
+    edges = (same_modality | same_utterance)[None] & real[:, :, None] & real[:, None, :]
+    edges &= ~jnp.eye(k * length, dtype=bool)[None]  # Self-loops come with normalisation.
+    adjacency = graph.normalized_adjacency(graph.cosine_edge_weights(x0, edges), node_mask)
     h = nn.relu(dense(self.hidden, ('embed', 'hidden'), name='graph_in')(x0))
     h0 = h
     for layer in range(1, self.num_layers + 1):
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
       h = nn.relu(graph.GCNIIConv(layer, self.alpha, self.lam, name=f'gcn_{layer}')(
           h, h0, adjacency))
-    out = jnp.concatenate([x0, h], axis=-1)  # (B, k, L, 2H)
-    out = jnp.moveaxis(out, 1, 2).reshape(b, length, -1)  # (B, L, k*2H), modality-major.
+    out = jnp.concatenate([x0, h], axis=-1).reshape(b, k, length, -1)
+    out = jnp.concatenate([out[:, i] for i in range(k)], axis=-1)  # (B, L, k*2H)
     out = nn.Dropout(self.dropout, deterministic=not train)(out)
     return dense(self.out_dim, ('hidden', 'classes'), name='classifier')(out)
 
