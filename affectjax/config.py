@@ -21,6 +21,15 @@ class ConfigError(ValueError):
   """A one-line problem with a config file or an override."""
 
 
+# Config keys added after runs were recorded, with the value that reproduces the behaviour
+# from before each existed: a workdir whose config.json lacks one still matches a config
+# that holds it at this value (resume, and read-back of finished runs by the studies).
+ADDED_KEYS = {
+    'data.text_context': 0,
+    'optim.pretrained_learning_rate': 0.0,
+}
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Fields every experiment has; experiment files fill in `model` and `data`."""
   c = ml_collections.ConfigDict()

@@ -269,8 +269,16 @@ def _check_workdir_config(config, workdir: str) -> None:
     old = json.load(f)
   new = config_lib.to_dict(config)
   if old != new:
-    diff = sorted(_flat(old).items() ^ _flat(new).items())
-    key = diff[0][0] if diff else '?'
+    flat_old, flat_new = _flat(old), _flat(new)
+    # A run recorded before a key existed matches a config that leaves it at the value
+    # that reproduces the old behaviour.
+    for key, value in config_lib.ADDED_KEYS.items():
+      if key not in flat_old and flat_new.get(key) == json.dumps(value):
+        del flat_new[key]
+    diff = sorted(flat_old.items() ^ flat_new.items())
+    if not diff:
+      return
+    key = diff[0][0]
     raise config_lib.ConfigError(
         f'{path}: the workdir holds a run with a different config (first difference: '
         f'{key}); use a new --workdir or the same config')

@@ -41,3 +41,11 @@ def test_rerun_with_other_config_is_refused(tmp_path, capsys, tiny_overrides):
   assert main_lib.main(args + ['--config.seed=3']) == 2
   err = capsys.readouterr().err
   assert 'different config (first difference: seed)' in err
+  # A run recorded before optim.pretrained_learning_rate existed matches a config that
+  # leaves it at 0 (the old behaviour), and only such a config.
+  stored = json.loads((tmp_path / 'config.json').read_text())
+  del stored['optim']['pretrained_learning_rate']
+  (tmp_path / 'config.json').write_text(json.dumps(stored))
+  assert main_lib.main(args) == 0
+  assert main_lib.main(args + ['--config.optim.pretrained_learning_rate=1e-5']) == 2
+  assert 'first difference: optim.pretrained_learning_rate' in capsys.readouterr().err
