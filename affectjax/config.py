@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 ADDED_KEYS = {
     'data.text_context': 0,
     'optim.pretrained_learning_rate': 0.0,
+    'model.fusion': 'ssm',  # ContextualSSM.
 }
 
 

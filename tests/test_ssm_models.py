@@ -155,6 +155,7 @@ def test_speech_models_pad_invariant_and_train_from_cli(name, overrides, tiny_ra
 @needs_data
 @pytest.mark.parametrize('name, overrides', [('mosi_ssm', ['model.ssm=mamba']),
                                              ('mosi_ssm', ['model.ssm=s5']),
+                                             ('mosi_ssm', ['model.fusion=attention']),
                                              ('mosi_bclstm', [])])
 def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides, tmp_path,
                                                                  capsys):
@@ -174,6 +175,11 @@ def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides
   for m in ('text', 'audio', 'vision'):
     noisy[m][~real] = 1e3
   np.testing.assert_allclose(np.asarray(apply(noisy))[real], base[real], rtol=1e-4, atol=1e-4)
+  # Nor does more padding (8 more utterances per video).
+  longer = {k: (np.pad(v, [(0, 0), (0, 8)] + [(0, 0)] * (v.ndim - 2)) if v.ndim > 1 else v)
+            for k, v in batch.items()}
+  np.testing.assert_allclose(np.asarray(apply(longer))[:, :real.shape[1]][real], base[real],
+                             rtol=1e-4, atol=1e-4)
   code = main_lib.main(['train', '--config', config_path(f'{name}.py') + ':smoke',
                         '--workdir', str(tmp_path / 'run'),
                         *[f'--config.{o}' for o in [*overrides, *small]]])

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from affectjax.layers import graph
 from affectjax.layers.attention import TransformerEncoderLayer
 from affectjax.layers.dense import dense
 from affectjax.layers.recurrent import BiLSTM
@@ -41,10 +42,27 @@ def _mask(batch) -> jax.Array:
   return batch['label_mask']
 
 
+def _bimodal_attention(x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+  """Inter-modal attention of MMMU-BA (Ghosal et al. 2018) between two (B, L, W)
+  contextual sequences: each utterance of one modality attends over the other
+  modality's utterances of the video (padded ones masked out), and the attended vector
+  gates its own features; returns [att(x <- y) * x, att(y <- x) * y], (B, L, 2W)."""
+  keys = (mask > 0)[:, None, :] & (mask > 0)[:, :, None]
+  x_from_y = graph.masked_softmax(jnp.einsum('bid,bjd->bij', x, y), keys) @ y
+  y_from_x = graph.masked_softmax(jnp.einsum('bid,bjd->bij', y, x), keys) @ x
+  return jnp.concatenate([x_from_y * x, y_from_x * y], axis=-1)
+
+
 class ContextualSSM(nn.Module):
-  """Per-modality bidirectional SSM context encoders, concatenated per utterance, then
-  a shared bidirectional SSM over the fused sequence (the hierarchy of bc-LSTM with
-  the recurrences replaced by state-space layers)."""
+  """Per-modality bidirectional SSM context encoders, then a fusion over the utterances:
+
+  - `fusion='ssm'`: the contextual features concatenated per utterance and read by a
+    shared bidirectional SSM (the hierarchy of bc-LSTM, recurrences replaced by
+    state-space layers);
+  - `fusion='attention'`: inter-modal attention as in MMMU-BA (Ghosal et al. 2018) for
+    every pair of modalities, concatenated with the contextual features, then a dense
+    layer of `width`.
+  """
   modalities: Sequence[str]
   out_dim: int
   ssm: str = 's5'  # s5 | mamba
@@ -53,10 +71,13 @@ class ContextualSSM(nn.Module):
   fusion_layers: int = 1
   state_size: int = 0  # 0: the layer's default (64 for S5, 16 for the selective SSM).
   dropout: float = 0.3
+  fusion: str = 'ssm'  # ssm | attention
   dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, batch, *, train: bool):
+    if self.fusion not in ('ssm', 'attention'):
+      raise ValueError(f'config.model.fusion: unknown {self.fusion!r} (ssm | attention)')
     mask = _mask(batch)
     encoded = []
     for m in self.modalities:
@@ -64,10 +85,17 @@ class ContextualSSM(nn.Module):
       encoded.append(SSMEncoder(self.width, self.num_layers, self.ssm, True, self.state_size,
                                 self.dropout, dtype=self.dtype, name=f'{m}_context')(
                                     x, mask, train=train))
-    z = jnp.concatenate(encoded, axis=-1)
-    z = nn.Dropout(self.dropout, deterministic=not train)(z)
-    z = SSMEncoder(self.width, self.fusion_layers, self.ssm, True, self.state_size,
-                   self.dropout, dtype=self.dtype, name='fusion_context')(z, mask, train=train)
+    if self.fusion == 'attention':
+      pairs = [_bimodal_attention(encoded[i], encoded[j], mask)
+               for i in range(len(encoded)) for j in range(i + 1, len(encoded))]
+      z = jnp.concatenate([*pairs, *encoded], axis=-1)
+      z = nn.Dropout(self.dropout, deterministic=not train)(z)
+      z = nn.relu(dense(self.width, ('embed', 'hidden'), name='fusion_dense')(z))
+    else:
+      z = jnp.concatenate(encoded, axis=-1)
+      z = nn.Dropout(self.dropout, deterministic=not train)(z)
+      z = SSMEncoder(self.width, self.fusion_layers, self.ssm, True, self.state_size,
+                     self.dropout, dtype=self.dtype, name='fusion_context')(z, mask, train=train)
     z = nn.Dropout(self.dropout, deterministic=not train)(z)
     return dense(self.out_dim, ('hidden', 'classes'), name='out')(z)
 
