@@ -4,7 +4,8 @@ r"""State-space models on three affect problems; writes experiments/ssm/RESULTS.
 
 Studies (`--studies`, comma-separated):
 - mosi: contextual sentiment on CMU-MOSI (videos as utterance sequences): ContextualSSM
-  with S5 and with the selective scan, and the bc-LSTM baseline; config defaults, seeds
+  with S5 and with the selective scan, ContextualSSM (S5) with MMMU-BA's inter-modal
+  attention as its fusion, and the bc-LSTM baseline; config defaults, seeds
   0..N-1; checkpoint chosen on validation MAE; test Acc-2 etc.
 - erc: BroadMamba on IEMOCAP (frozen MiniLM text) and, with `--corpora iemocap,meld`,
   MELD; seeds 0..N-1; checkpoint chosen on validation weighted F1.
@@ -38,6 +39,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MOSI_MODELS = {  # name -> (config, overrides, label)
     'ssm_s5': ('mosi_ssm', ['model.ssm=s5'], 'ContextualSSM (S5)'),
     'ssm_mamba': ('mosi_ssm', ['model.ssm=mamba'], 'ContextualSSM (selective)'),
+    'ssm_s5_attention': ('mosi_ssm', ['model.ssm=s5', 'model.fusion=attention'],
+                         'ContextualSSM (S5, inter-modal attention fusion)'),
     'bclstm': ('mosi_bclstm', [], 'bc-LSTM'),
 }
 MOSI_METRICS = ('acc2', 'f1', 'acc2_has0', 'mae', 'corr')
