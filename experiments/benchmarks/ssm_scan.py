@@ -48,6 +48,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 WIDTH, STATE, CONV, EXPAND = 64, 16, 4, 2
 LENGTHS = (256, 1024, 4096, 16384, 65536)
 KINDS = {'s5': 'S5 block', 'mamba': 'selective SSM block', 'attention': 'attention layer'}
+JAX_PLATFORM = {'cpu': 'cpu', 'gpu': 'cuda'}  # --platform -> JAX_PLATFORMS.
 
 
 def _markers(platform: str) -> tuple[str, str]:
@@ -250,7 +251,7 @@ def _measure(framework: str, length: int, batch: int, steps: int, platform: str)
                         str(length), '--batch', str(batch), '--steps', str(steps),
                         '--platform', platform],
                        capture_output=True, text=True, check=True,
-                       env={**os.environ, 'JAX_PLATFORMS': 'cpu' if platform == 'cpu' else 'cuda'})
+                       env={**os.environ, 'JAX_PLATFORMS': JAX_PLATFORM[platform]})
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
   if args.platform == 'gpu':
     os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] = 'false'  # Inherited by the workers.
   import jax
-  jax.config.update('jax_platforms', 'cpu' if args.platform == 'cpu' else 'cuda')
+  jax.config.update('jax_platforms', JAX_PLATFORM[args.platform])
   from affectjax import hardware
   start_marker, end_marker = _markers(args.platform)
   suffix = '' if args.platform == 'cpu' else f'_{args.platform}'
@@ -337,8 +338,7 @@ loop, **{ratio_unbind:.1f}x** against the `unbind` loop (target: at least 5x).
       readme = f.read()
     if start_marker in readme:
       readme = re.sub(re.escape(start_marker) + '.*?' + re.escape(end_marker), lambda _: block,
-                      readme,
-                      flags=re.S)
+                      readme, flags=re.S)
     else:
       title = 'State-space scans: length sweep and the selective scan vs PyTorch'
       readme += f'\n## {title} ({args.platform.upper()})\n\n{block}\n'

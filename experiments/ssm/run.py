@@ -132,7 +132,7 @@ def ser_study(workdir: str, folds) -> str:
           '|---|---|---|---|---|---|---|---|---|']
   per_fold = []
   for name, (config_name, label) in SER_MODELS.items():
-    war, mf1, acc, uar, secs, params, runs = [], [], [], [], [], 0, []
+    war, mf1, acc, uar, params, runs = [], [], [], [], 0, []
     for fold in folds:
       run_dir = os.path.join(workdir, 'ser', name, f'fold{fold}')
       spec = _spec(config_name, f'fold{fold}')
@@ -147,13 +147,13 @@ def ser_study(workdir: str, folds) -> str:
       mf1.append(res['test']['macro_f1'])
       acc.append(emodb['accuracy'])
       uar.append(emodb['uar'])
-      secs.append(res['timing']['train_s'])
       params = res.get('num_params', params)
       per_fold.append(f'- {label}, fold {fold}: RAVDESS WAR {100 * war[-1]:.2f}, EmoDB '
                       f'accuracy {100 * acc[-1]:.2f}')
     cell = lambda v: f'{100 * np.mean(v):.2f} +- {100 * np.std(v):.2f}'  # noqa: E731
     rows.append(f'| {label} | {params:,} | {len(folds)} | {cell(war)} | {cell(mf1)} | '
-                f'{cell(acc)} | {cell(uar)} | {np.mean(secs):.0f} | {sweep.trained_on(runs)} |')
+                f'{cell(acc)} | {cell(uar)} | {sweep.mean_train_seconds(runs):.0f} | '
+                f'{sweep.trained_on(runs)} |')
   return '\n'.join(rows) + '\n\nPer fold:\n' + '\n'.join(per_fold)
 
 
