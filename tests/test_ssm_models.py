@@ -236,8 +236,10 @@ def test_speech_ssm_one_device_equals_4x2_mesh(overrides, tiny_ravdess):
 
 
 @needs_data
-def test_contextual_ssm_one_device_equals_4x2_mesh():
+@pytest.mark.parametrize('overrides', [['model.ssm=mamba'],
+                                       ['model.ssm=s5', 'model.fusion=attention']])
+def test_contextual_ssm_one_device_equals_4x2_mesh(overrides):
   config = config_lib.load(config_path('mosi_ssm.py'),
-                           ['model.ssm=mamba', 'model.width=16', 'train.batch_size=8'])
+                           [*overrides, 'model.width=16', 'train.batch_size=8'])
   np.testing.assert_allclose(_losses_on_mesh(config, (1, 1)), _losses_on_mesh(config, (4, 2)),
                              rtol=1e-4, atol=1e-5)
