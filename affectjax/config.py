@@ -28,6 +28,7 @@ ADDED_KEYS = {
     'data.text_context': 0,
     'optim.pretrained_learning_rate': 0.0,
     'model.fusion': 'ssm',  # ContextualSSM.
+    'data.unit': 'dialogue',  # ERC.
 }
 
 

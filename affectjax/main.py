@@ -5,6 +5,7 @@
   affectjax sweep   --config configs/NAME.py --grid a.b=1,2 [--grid ...] --seeds 5 --workdir DIR
   affectjax robustness --config configs/NAME.py[:ARG] --workdir DIR [--levels 0.5,1,2]
   affectjax extract-features --config configs/NAME.py[:ARG] [--out FILE.npz]
+  affectjax export-encoder --config configs/NAME.py:finetune --workdir DIR --out FOLDER
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
   ex.add_argument('--config', required=True, help='an ERC config, e.g. '
                   'configs/iemocap_dialoguegcn.py')
   ex.add_argument('--out', default='', help='also write the (texts, embeddings) npz here')
+  exp_enc = sub.add_parser('export-encoder', help='write the text encoder a finished '
+                           'fine-tuning run chose (its best checkpoint) as a Hugging Face '
+                           'folder, for frozen features through config.data.encoder')
+  exp_enc.add_argument('--config', required=True, help='the run\'s config, e.g. '
+                       'configs/iemocap_contextfree.py:finetune,utterance')
+  exp_enc.add_argument('--workdir', required=True)
+  exp_enc.add_argument('--out', required=True, help='new folder to write')
   return p
 
 
@@ -92,12 +100,21 @@ def main(argv=None) -> int:
         print(json.dumps({'cache': path, 'out': args.out or None,
                           'utterances': int(f['embeddings'].shape[0]),
                           'dim': int(f['embeddings'].shape[1])}))
+    elif args.command == 'export-encoder':
+      from affectjax import train
+      from affectjax.encoders import bert
+      if 'encoder' not in config.model or config.data.get('text') != 'tokens':
+        raise config_lib.ConfigError(f'export-encoder: {args.config} does not fine-tune a '
+                                     'text encoder (use an ERC config with :finetune)')
+      _, _, params, _ = train.load_trained(config, args.workdir)
+      out = bert.save_folder(jax_to_numpy(params['encoder']), config.model.encoder, args.out)
+      print(json.dumps({'encoder': out, 'from': args.workdir}))
     elif args.command == 'compile':
       from affectjax import compile as compile_lib
       report = compile_lib.compile_for_topology(config, args.topology, args.batch_size)
       print(compile_lib.format_report(report))
   except (config_lib.ConfigError, DataError, ValueError, FileNotFoundError,
-          pickle.UnpicklingError) as e:
+          FileExistsError, pickle.UnpicklingError) as e:
     print(f'affectjax: error: {_one_line(e)}', file=sys.stderr)
     return 2
   except RuntimeError as e:
@@ -107,6 +124,12 @@ def main(argv=None) -> int:
       return 1
     raise
   return 0
+
+
+def jax_to_numpy(tree):
+  import jax
+  import numpy as np
+  return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
 def _one_line(e: Exception) -> str:

@@ -50,3 +50,19 @@ def test_bad_folder_and_corrupt_weights(tmp_path):
   (tmp_path / 'model.safetensors').write_bytes(b'not safetensors at all')
   with pytest.raises(DataError, match='model.safetensors: not a readable safetensors'):
     bert.load_params(str(tmp_path))
+
+
+def test_state_dict_round_trip_is_exact():
+  """`to_state_dict` inverts `convert_state_dict`: every tensor of the file comes back
+  bit for bit (export-encoder writes what fine-tuning loaded, renamed back)."""
+  from safetensors.numpy import load_file
+  folder = bert.default_folder()
+  raw = {k.removeprefix('bert.'): v for k, v in
+         load_file(os.path.join(folder, 'model.safetensors')).items()}
+  config = bert.BertConfig.from_folder(folder)
+  back = bert.to_state_dict(bert.convert_state_dict(raw, config), config)
+  # Every learned tensor the encoder uses; not BERT's pooler nor the position-id buffer.
+  assert set(back) == set(raw) - {'pooler.dense.weight', 'pooler.dense.bias',
+                                  'embeddings.position_ids'}
+  for name, tensor in back.items():
+    np.testing.assert_array_equal(tensor, raw[name], err_msg=name)

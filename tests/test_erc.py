@@ -15,7 +15,7 @@ from affectjax import sharding, train
 from affectjax.data import DataError, erc, get_dataset, safe_pickle
 from conftest import config_path, train_losses
 
-MODELS = ['dialoguegcn', 'mmgcn', 'cogmen', 'broadmamba']
+MODELS = ['dialoguegcn', 'mmgcn', 'cogmen', 'broadmamba', 'contextfree']
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
 
 
@@ -74,6 +74,31 @@ def test_dataset_pads_dialogues_with_masks_and_speakers(tiny_erc):
   # Speakers by first appearance: F M M F M M ... -> 0 1 1 0 1 1.
   np.testing.assert_array_equal(test['speaker'][0, :6], [0, 1, 1, 0, 1, 1])
   np.testing.assert_array_equal(test['audio'][0, k:], 0)
+
+
+def test_utterance_unit_gives_each_utterance_alone_to_the_model(tiny_erc):
+  """`data.unit=utterance`: every real utterance becomes its own length-1 example, in
+  dialogue order, with its features and label; and ContextFree scores an utterance the
+  same whether it comes alone or inside its padded dialogue."""
+  dialogues = get_dataset(_load('contextfree', tiny_erc))
+  alone = get_dataset(_load('contextfree', tiny_erc, 'iemocap_features,tav,utterance'))
+  assert alone.modalities == dialogues.modalities
+  for split in ('train', 'valid', 'test'):
+    d, u = dialogues.splits[split].arrays, alone.splits[split].arrays
+    real = d['label_mask'] > 0
+    assert u['label_mask'].shape == (int(real.sum()), 1) and u['label_mask'].all()
+    np.testing.assert_array_equal(u['label'][:, 0], d['label'][real])
+    np.testing.assert_array_equal(u['speaker'], 0)
+    for m in ('text', 'audio', 'vision'):
+      np.testing.assert_array_equal(u[m][:, 0], d[m][real])
+  _, exp = _experiment(_load('contextfree', tiny_erc))
+  params = exp.init_state(0).params
+  d, u = dialogues.splits['test'].arrays, alone.splits['test'].arrays
+  run = lambda b: np.asarray(exp.model.apply(  # noqa: E731
+      {'params': params}, {k: jnp.asarray(v) for k, v in b.items()}, train=False))
+  np.testing.assert_allclose(run(u)[:, 0], run(d)[d['label_mask'] > 0], atol=1e-6)
+  with pytest.raises(DataError, match=r'config.data.unit: unknown .sentence.'):
+    get_dataset(_load('contextfree', tiny_erc + ['data.unit=sentence']))
 
 
 def test_bad_inputs_are_one_line_errors(tiny_erc, tmp_path):
@@ -250,6 +275,37 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
                             'data.max_tokens=8', 'optim.pretrained_learning_rate=2e-5']]])
   assert code == 0
   assert json.loads((workdir / 'results.json').read_text())['num_params'] > 22_000_000
+  # Encoder adaptation: fine-tune on utterances alone, export the chosen encoder as a
+  # Hugging Face folder, and use it for frozen features.
+  adapt = config_path('iemocap_contextfree.py') + ':finetune,utterance'
+  flags = [f'--config.{o}' for o in common + ['data.max_tokens=8', 'optim.learning_rate=1e-2']]
+  assert main_lib.main(['train', '--config', adapt, '--workdir', str(tmp_path / 'ad'), *flags]) == 0
+  out = tmp_path / 'encoders' / 'adapted'
+  export = ['export-encoder', '--config', adapt, '--workdir', str(tmp_path / 'ad'), '--out',
+            str(out), *flags]
+  assert main_lib.main(export) == 0
+  _, _, best, _ = train.load_trained(config_lib.load(adapt, common + [
+      'data.max_tokens=8', 'optim.learning_rate=1e-2']), str(tmp_path / 'ad'))
+  exported, original = bert.load_params(str(out)), bert.load_params('')
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)),
+               exported, best['encoder'])
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                                       exported, original))
+  assert max(moved) > 1e-4  # Trained weights, not a copy of the original file.
+  assert sorted(os.listdir(out)) == sorted(os.listdir(bert.check_folder('')))
+  adapted = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'),
+                                        common + [f'data.encoder={out}']))
+  np.testing.assert_allclose(
+      adapted.splits['train'].arrays['text'][0, 0],
+      bert.embed_texts([sentences[ids[0]][0]], str(out), max_tokens=128)[0], atol=1e-5)
+  assert np.abs(adapted.splits['train'].arrays['text'][0, 0] - expected[0]).max() > 1e-4
+  capsys.readouterr()
+  assert main_lib.main(export) == 2  # Never overwrites.
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'already exists' in err and str(out) in err
+  with pytest.raises(KeyError):  # A broken tree leaves neither `out` nor a temporary folder.
+    bert.save_folder({'layer_0': {}}, '', str(tmp_path / 'encoders' / 'broken'))
+  assert os.listdir(tmp_path / 'encoders') == ['adapted']
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(DATA, 'iemocap')),

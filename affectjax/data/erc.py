@@ -233,6 +233,23 @@ def pad_dialogues(dialogues, max_len: int, label_field: str, num_speakers: int,
   return out
 
 
+def split_utterances(dialogues, feats: dict[str, list[np.ndarray]]):
+  """Every utterance as a dialogue of its own (`config.data.unit=utterance`): no context
+  reaches the model (each is its dialogue's first speaker). Features are computed per
+  dialogue first, so `text_context` still reads the preceding utterances."""
+  out, out_feats = [], {name: [] for name in feats}
+  for i, dl in enumerate(dialogues):
+    n = len(dl['texts'])
+    for j in range(n):
+      one = {k: (v[j:j + 1] if isinstance(v, (list, np.ndarray)) and len(v) == n else v)
+             for k, v in dl.items()}
+      one['id'] = f'{dl["id"]}#{j}'
+      out.append(one)
+      for name, per_dialogue in feats.items():
+        out_feats[name].append(per_dialogue[i][j:j + 1])
+  return out, out_feats
+
+
 def _data_dir(config) -> str:
   return prepared.data_dir(config, 'iemocap/, meld/ or emorynlp/')
 
@@ -250,8 +267,11 @@ def load(config) -> base.Dataset:
     raise base.DataError(f'{builder.builder_config.path}: has no {d.label_field!r} labels')
   num_classes = len(label_names[d.label_field])
   longest = max(len(dl['texts']) for dialogues in splits.values() for dl in dialogues)
-  max_len = d.max_utterances or -(-longest // 8) * 8
-  if longest > max_len:
+  unit = d.get('unit', 'dialogue')
+  if unit not in ('dialogue', 'utterance'):
+    raise base.DataError(f'config.data.unit: unknown {unit!r} (dialogue | utterance)')
+  max_len = 1 if unit == 'utterance' else d.max_utterances or -(-longest // 8) * 8
+  if unit == 'dialogue' and longest > max_len:
     raise base.DataError(f'config.data.max_utterances={max_len}: {d.corpus} has a dialogue '
                          f'of {longest} utterances')
   modalities = tuple(d.modalities)
@@ -300,6 +320,8 @@ def load(config) -> base.Dataset:
         feats['text_ids_mask'] = [e[1] for e in enc]
       else:
         feats[m] = [np.asarray(dl[m], np.float32) for dl in dialogues]
+    if unit == 'utterance':
+      dialogues, feats = split_utterances(dialogues, feats)
     arrays[split] = pad_dialogues(dialogues, max_len, d.label_field, d.num_speakers, feats)
   if 'text' in modalities and d.text == 'tokens':
     modalities = tuple('text_ids' if m == 'text' else m for m in modalities)
@@ -322,7 +344,8 @@ def configure(config, arg: str | None = None, corpus: str = 'iemocap'):
 
   `arg`: comma-separated variants: a corpus (iemocap, iemocap_features, meld,
   meld_features, emorynlp), `sentiment` (MELD's 3 classes), `finetune` (token ids;
-  the model fine-tunes the encoder), a modality subset (t, ta, tav, ...), `smoke`.
+  the model fine-tunes the encoder), `utterance` (each utterance alone, 32 per batch),
+  a modality subset (t, ta, tav, ...), `smoke`.
   """
   items = [x for x in (arg or '').split(',') if x]
   for item in items:
@@ -338,6 +361,7 @@ def configure(config, arg: str | None = None, corpus: str = 'iemocap'):
     d.max_tokens = 128
     d.text_context = 0  # Preceding utterances appended to each utterance's text ([SEP]).
     d.max_utterances = 0  # 0: the longest dialogue, rounded up to a multiple of 8.
+    d.unit = 'dialogue'  # dialogue | utterance (each utterance alone: no context).
     d.num_speakers = _CORPUS_DEFAULTS[corpus]
     d.cache_dir = ''  # Frozen-feature cache; default ~/.cache/affectjax/features.
     d.tfds_dir = ''
@@ -365,13 +389,16 @@ def configure(config, arg: str | None = None, corpus: str = 'iemocap'):
         d.text = 'tokens'
         d.max_tokens = 48
         config.optim.learning_rate = 5e-5
+      elif item == 'utterance':
+        d.unit = 'utterance'
+        config.train.batch_size, config.train.eval_batch_size = 32, 256
       elif set(item) <= set(_SUBSETS) and len(set(item)) == len(item):
         d.modalities = tuple(_SUBSETS[c] for c in 'tav' if c in item)
       elif item == 'smoke':
         config.train.num_steps, config.train.eval_every, config.train.log_every = 20, 10, 5
       else:
         raise ValueError(f'unknown config variant {item!r} ({", ".join(CORPORA)}, sentiment, '
-                         'finetune, t, ta, tav, ..., smoke)')
+                         'finetune, utterance, t, ta, tav, ..., smoke)')
     if corpus.endswith('_features') and d.text == 'frozen':
       d.text = 'pickle'
     if 'num_speakers' in config.model:

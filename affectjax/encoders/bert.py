@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from typing import Any
 
 import flax.linen as nn
@@ -196,6 +197,56 @@ def convert_state_dict(tensors: dict[str, np.ndarray], config: BertConfig,
   return params
 
 
+def to_state_dict(params: dict[str, Any], config: BertConfig) -> dict[str, np.ndarray]:
+  """The inverse of `convert_state_dict`: Hugging Face names (no model prefix)."""
+  out = {}
+  for hf, ours in _EMBEDDINGS.items():
+    out[f'embeddings.{hf}.weight'] = params[ours]['embedding']
+  out['embeddings.LayerNorm.weight'] = params['embeddings_norm']['scale']
+  out['embeddings.LayerNorm.bias'] = params['embeddings_norm']['bias']
+  for i in range(config.num_hidden_layers):
+    for hf, ours in _LAYER.items():
+      p, prefix = params[f'layer_{i}'][ours], f'encoder.layer.{i}.{hf}'
+      if hf.endswith('LayerNorm'):
+        out[f'{prefix}.weight'], out[f'{prefix}.bias'] = p['scale'], p['bias']
+      else:
+        out[f'{prefix}.weight'], out[f'{prefix}.bias'] = np.asarray(p['kernel']).T, p['bias']
+  return {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in out.items()}
+
+
+def save_folder(params: dict[str, Any], source: str, out: str) -> str:
+  """Writes `params` (this module's tree) as a Hugging Face encoder folder `out`: the
+  weights as model.safetensors (with the source's tensors this module does not use, such
+  as BERT's pooler, carried over unchanged), every other file (config, tokenizer, pooling)
+  copied from the folder they were initialised from. Written beside `out` and renamed into
+  place, so `out` is either absent or complete; an existing `out` is an error."""
+  import shutil
+  from safetensors.numpy import save_file
+  source = check_folder(source)
+  out = os.path.abspath(out)
+  if os.path.exists(out):
+    raise FileExistsError(f'{out}: already exists; choose another --out or delete it')
+  parent = os.path.dirname(out)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(out)}.')
+  try:
+    for name in os.listdir(source):
+      path = os.path.join(source, name)
+      if name != 'model.safetensors':
+        (shutil.copytree if os.path.isdir(path) else shutil.copyfile)(
+            path, os.path.join(tmp, name))
+    from safetensors.numpy import load_file
+    tensors = to_state_dict(params, BertConfig.from_folder(source))
+    for name, value in load_file(os.path.join(source, 'model.safetensors')).items():
+      tensors.setdefault(_strip_prefix(name), value)
+    save_file(tensors, os.path.join(tmp, 'model.safetensors'), metadata={'format': 'pt'})
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out
+
+
 def load_params(folder: str, config: BertConfig | None = None) -> dict[str, Any]:
   from safetensors.numpy import load_file
   folder = check_folder(folder)
@@ -236,11 +287,16 @@ class Tokenizer:
 
 
 def fingerprint(folder: str) -> str:
-  """Identifies an encoder's weights (size and mtime of model.safetensors) for caches."""
+  """Identifies an encoder's weights for caches: the folder's name and a hash of its
+  model.safetensors (content, so two exported encoders never share a cache entry)."""
+  import hashlib
   folder = check_folder(folder)
-  st = os.stat(os.path.join(folder, 'model.safetensors'))
+  digest = hashlib.sha256()
+  with open(os.path.join(folder, 'model.safetensors'), 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      digest.update(block)
   name = os.path.basename(os.path.normpath(folder))
-  return f'{name}_{st.st_size}_{int(st.st_mtime)}'
+  return f'{name}_{digest.hexdigest()[:16]}'
 
 
 def embed_texts(texts, folder: str = '', max_tokens: int = 128, batch_size: int = 256,

@@ -35,9 +35,10 @@ from affectjax.layers.recurrent import BiLSTM
 
 
 def default_config(model: str) -> ml_collections.ConfigDict:
-  """Default `config.model` for `DialogueGCN`, `MMGCN` or `COGMEN`: the class's own
-  field defaults (stated once, on the class)."""
-  cls = {'DialogueGCN': DialogueGCN, 'MMGCN': MMGCN, 'COGMEN': COGMEN}[model]
+  """Default `config.model` for `DialogueGCN`, `MMGCN`, `COGMEN` or `ContextFree`: the
+  class's own field defaults (stated once, on the class)."""
+  cls = {'DialogueGCN': DialogueGCN, 'MMGCN': MMGCN, 'COGMEN': COGMEN,
+         'ContextFree': ContextFree}[model]
   fields = {f.name: f.default for f in dataclasses.fields(cls)
             if f.name not in ('modalities', 'out_dim', 'parent', 'name')}
   return ml_collections.ConfigDict(dict(name=f'dialog_graph.{model}', **fields))
@@ -190,3 +191,20 @@ class COGMEN(_ConversationModel):
     z = nn.relu(dense(self.hidden, name='classifier_hidden')(z))
     z = nn.Dropout(self.dropout, deterministic=not train)(z)
     return dense(self.out_dim, ('hidden', 'classes'), name='classifier')(z)
+
+
+class ContextFree(_ConversationModel):
+  """The no-context baseline: each utterance classified from its own features (one
+  hidden layer), blind to its neighbours and speakers. With `text_ids` it fine-tunes
+  the encoder on utterance labels alone; `affectjax export-encoder` then writes that
+  encoder as a Hugging Face folder for frozen features (`config.data.encoder`)."""
+  hidden: int = 100
+  dropout: float = 0.1
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool):
+    x = jnp.concatenate(self.utterance_features(batch, train=train), axis=-1)
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = nn.relu(dense(self.hidden, name='classifier_hidden')(x))
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return dense(self.out_dim, ('hidden', 'classes'), name='classifier')(x)
