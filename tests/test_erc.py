@@ -318,3 +318,29 @@ def test_real_iemocap_conversation_arrays(tmp_path):
   shapes = {s: ds.splits[s].arrays['text'].shape for s in ('train', 'valid', 'test')}
   assert shapes == {'train': (108, 112, 384), 'valid': (12, 112, 384), 'test': (31, 112, 384)}
   assert int(ds.splits['test'].arrays['label_mask'].sum()) == 1623
+
+
+def test_erc_study_configs_load_for_every_mode(tmp_path):
+  """Every config experiments/erc/run.py would train (adapter, each mode x model x grid
+  cell x corpus) loads: a typo in a grid fails here, not an hour into a study."""
+  import importlib.util
+  from affectjax import sweep
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      'experiments', 'erc', 'run.py')
+  spec = importlib.util.spec_from_file_location('erc_run', path)
+  study = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(study)
+  for corpus in study.CORPORA:
+    config_lib.load(study.os.path.join(study.REPO, 'configs', f'{corpus}_contextfree.py') +
+                    ':finetune,utterance', [*study._schedule(study.ADAPT_STEPS[corpus]),
+                                            *study.ADAPT_OVERRIDES])
+    for mode in study.MODES:
+      for model in study.MODELS:
+        grid = sweep.parse_grid(study.SELECTION_GRID[(mode, model)])
+        for key, values in grid:
+          for value in values:
+            config = config_lib.load(study._spec(corpus, model, mode), [
+                *study._overrides(corpus, mode, str(tmp_path)), f'{key}={value}'])
+            assert config.data.text == ('tokens' if mode.startswith('finetune') else 'frozen')
+            if mode == 'adapted':
+              assert config.data.encoder == str(tmp_path / 'adapt' / corpus / 'encoder')

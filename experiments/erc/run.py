@@ -4,8 +4,10 @@ r"""DialogueGCN, MMGCN and COGMEN on IEMOCAP and MELD from text, 5 seeds.
 
 Text features: frozen all-MiniLM-L6-v2 sentence embeddings (`frozen`), and with
 `--finetune` also the encoder fine-tuned end to end with the graph model (`finetune`,
-much slower on a CPU); `--modes` picks any of frozen, finetune and finetune_split (the
-graph model at learning rate 1e-3, the encoder at optim.pretrained_learning_rate).
+much slower on a CPU); `--modes` picks any of frozen, finetune, finetune_split (the
+graph model at learning rate 1e-3, the encoder at optim.pretrained_learning_rate) and
+adapted (the encoder first fine-tuned on utterances alone, exported, then frozen: the
+fine-tuning a CPU affords, as COSMIC's features are made).
 Stage 1 (model selection, validation only): for each corpus, model and text mode, the grid in SELECTION_GRID with seed 0; the highest
 validation weighted F1 wins. Stage 2: the chosen setting with seeds 0..N-1. Each run
 keeps its best-validation checkpoint; the table reports test metrics. Writes
@@ -21,6 +23,9 @@ import logging
 import os
 import sys
 import time
+
+import jax
+import numpy as np
 
 from affectjax import hardware
 from affectjax import sweep
@@ -39,7 +44,13 @@ SELECTION_GRID = {
     # The graph model at 1e-3, only the encoder's rate chosen (optim.pretrained_learning_rate).
     **{('finetune_split', m): ['optim.pretrained_learning_rate=2e-5,5e-5'] for m in MODELS},
 }
-MODES = ('frozen', 'finetune', 'finetune_split')
+SELECTION_GRID.update({('adapted', m): SELECTION_GRID[('frozen', m)] for m in MODELS})
+MODES = ('frozen', 'finetune', 'finetune_split', 'adapted')
+# `adapted`, stage 0: the encoder fine-tuned on utterances alone (ContextFree, 3 epochs of
+# 32 utterances, head 1e-3, encoder 5e-5; one setting, seed 0), its best-validation
+# checkpoint exported; the graph models then train on its frozen features like `frozen`.
+ADAPT_STEPS = {'iemocap': 480, 'meld': 940}
+ADAPT_OVERRIDES = ['optim.learning_rate=1e-3', 'optim.pretrained_learning_rate=5e-5']
 # Steps per run (batch 16 dialogues): IEMOCAP has 108 training dialogues, MELD 1038.
 # finetune_split trains as long as finetune.
 STEPS = {('iemocap', 'frozen'): 400, ('meld', 'frozen'): 600,
@@ -56,11 +67,37 @@ def _spec(corpus, model, mode):
       ':finetune' if mode.startswith('finetune') else '')
 
 
-def _overrides(corpus, mode):
-  steps = STEPS[(corpus, 'frozen' if mode == 'frozen' else 'finetune')]
-  split = ['optim.learning_rate=1e-3'] if mode == 'finetune_split' else []
+def _schedule(steps):
   return [f'train.num_steps={steps}', f'train.eval_every={max(steps // 16, 10)}',
-          f'train.log_every={max(steps // 16, 10)}', *split]
+          f'train.log_every={max(steps // 16, 10)}']
+
+
+def _overrides(corpus, mode, workdir):
+  steps = STEPS[(corpus, 'finetune' if mode.startswith('finetune') else 'frozen')]
+  extra = {'finetune_split': ['optim.learning_rate=1e-3'],
+           'adapted': [f'data.encoder={_adapted_encoder(corpus, workdir)}']}
+  return [*_schedule(steps), *extra.get(mode, [])]
+
+
+def _adapted_encoder(corpus, workdir):
+  return os.path.join(workdir, 'adapt', corpus, 'encoder')
+
+
+def adapt(corpus, workdir) -> dict:
+  """Stage 0 of `adapted`: fine-tunes the encoder on utterances alone and exports its
+  best-validation checkpoint (both skipped when already done); the adapter's metrics."""
+  from affectjax import config as config_lib
+  from affectjax import train
+  from affectjax.encoders import bert
+  spec = os.path.join(REPO, 'configs', f'{corpus}_contextfree.py') + ':finetune,utterance'
+  overrides = [*_schedule(ADAPT_STEPS[corpus]), *ADAPT_OVERRIDES]
+  out = sweep.run(spec, [], 1, os.path.join(workdir, 'adapt', corpus), overrides)
+  encoder = _adapted_encoder(corpus, workdir)
+  if not os.path.exists(encoder):
+    _, _, params, _ = train.load_trained(config_lib.load(spec, [*overrides, 'seed=0']),
+                                         os.path.join(workdir, 'adapt', corpus, 'base', 'seed0'))
+    bert.save_folder(jax.tree.map(np.asarray, jax.device_get(params['encoder'])), '', encoder)
+  return out['rows'][0]
 
 
 def select(corpus, model, mode, workdir) -> tuple[list[str], dict]:
@@ -68,7 +105,7 @@ def select(corpus, model, mode, workdir) -> tuple[list[str], dict]:
   grid = SELECTION_GRID[(mode, model)]
   out = sweep.run(_spec(corpus, model, mode), grid, 1,
                   os.path.join(workdir, 'select', mode, corpus, model),
-                  _overrides(corpus, mode))
+                  _overrides(corpus, mode, workdir))
   return sweep.best_cell(out['rows'], grid, 'weighted_f1', 'max')
 
 
@@ -96,14 +133,24 @@ def main(argv=None) -> int:
   table = ['| corpus | text | model | seeds | weighted F1 | accuracy | macro F1 | chosen |',
            '|---|---|---|---|---|---|---|---|']
   selection_lines, timing_lines = [], []
+  adapter_lines = []
   for corpus in args.corpora.split(','):
+    if 'adapted' in modes:
+      row = adapt(corpus, args.workdir)
+      run_dir = os.path.join(args.workdir, 'adapt', corpus, 'base', 'seed0')
+      adapter_lines.append(
+          f'- {corpus}: ContextFree fine-tuned on utterances alone, seed 0, '
+          f'{ADAPT_STEPS[corpus]} steps, `{" ".join(ADAPT_OVERRIDES)}`: valid weighted F1 '
+          f'{100 * row["valid_weighted_f1"]:.2f}, test weighted F1 '
+          f'{100 * row["test_weighted_f1"]:.2f} (no context; '
+          f'{sweep.mean_train_seconds([run_dir]):.0f} s on {sweep.trained_on([run_dir])})')
     for mode in modes:
-      seeds = args.seeds if mode == 'frozen' else args.finetune_seeds
+      seeds = args.finetune_seeds if mode.startswith('finetune') else args.seeds
       for model in args.models.split(','):
         chosen, valid = select(corpus, model, mode, args.workdir)
         out = sweep.run(_spec(corpus, model, mode), [], seeds,
                         os.path.join(args.workdir, 'final', mode, corpus, model),
-                        [*_overrides(corpus, mode), *chosen])
+                        [*_overrides(corpus, mode, args.workdir), *chosen])
         aggs = {m: sweep.aggregate(out['rows'], m)['base'] for m in METRICS}
         cells = ' '.join(f'{100 * aggs[m][0]:.2f} +- {100 * aggs[m][1]:.2f} |' for m in METRICS)
         table.append(f'| {CORPORA[corpus]} | {mode} | {MODELS[model]} | {seeds} | {cells} '
@@ -132,7 +179,8 @@ Data: IEMOCAP conversation pickle (108 train / 12 valid / 31 test dialogues; 6 c
 the official MELD CSVs (1038 / 114 / 280 dialogues; 7 emotions). Text only: every utterance
 is embedded by all-MiniLM-L6-v2 (mean pooling; `frozen`: embeddings computed once and
 cached; `finetune`: the encoder is trained with the graph model at one learning rate;
-`finetune_split`: the graph model at 1e-3 and the encoder at its own rate). Each run keeps the
+`finetune_split`: the graph model at 1e-3 and the encoder at its own rate; `adapted`: frozen
+embeddings from the encoder first fine-tuned on utterance labels alone, see below). Each run keeps the
 checkpoint with the best validation weighted F1; the table gives test metrics in %, mean
 +- std over seeds 0..N-1 (N in the table).
 
@@ -145,7 +193,9 @@ MMGCN and COGMEN):
 Floor on the same files (data README): frozen MiniLM + logistic regression without context
 46.6 on IEMOCAP; with a +-3 utterance mean-context window 57.3.
 
-Model selection (stage 1, seed 0, validation weighted F1 per grid cell):
+{('Encoder adaptation for `adapted` (stage 0; its seed-0 encoder serves every seed of the '
+  'graph models, so their std leaves out the adapter' + chr(39) + 's own seed):' + chr(10) +
+  chr(10).join(adapter_lines) + chr(10) + chr(10)) if adapter_lines else ''}Model selection (stage 1, seed 0, validation weighted F1 per grid cell):
 {chr(10).join(selection_lines)}
 
 Training time per run (seconds of the train loop, mean over seeds):
