@@ -50,7 +50,10 @@ def cell_name(assignment) -> str:
 
 
 def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) -> dict:
-  """Runs (or reads back) every cell x seed; writes the CSV, table and plot."""
+  """Runs (or reads back) every cell x seed; writes the CSV, table and plot.
+
+  `{seed}` in an override becomes each run's seed, for inputs made per seed (such as
+  `data.encoder=DIR/encoder_seed{seed}`)."""
   grid = parse_grid(grid_items)
   if seeds < 1:
     raise config_lib.ConfigError('--seeds must be >= 1')
@@ -61,7 +64,8 @@ def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) ->
   for cell in cells:
     for seed in range(seeds):
       configs[(cell_name(cell), seed)] = config_lib.load(
-          config_spec, [*overrides, *[f'{k}={v}' for k, v in cell], f'seed={seed}'])
+          config_spec, [*[o.replace('{seed}', str(seed)) for o in overrides],
+                        *[f'{k}={v}' for k, v in cell], f'seed={seed}'])
   rows, metric_names = [], None
   start = time.time()
   for cell in cells:

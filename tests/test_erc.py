@@ -343,4 +343,4 @@ def test_erc_study_configs_load_for_every_mode(tmp_path):
                 *study._overrides(corpus, mode, str(tmp_path)), f'{key}={value}'])
             assert config.data.text == ('tokens' if mode.startswith('finetune') else 'frozen')
             if mode == 'adapted':
-              assert config.data.encoder == str(tmp_path / 'adapt' / corpus / 'encoder')
+              assert config.data.encoder == str(tmp_path / 'adapt' / corpus / 'encoder_seed{seed}')

@@ -28,7 +28,7 @@ def test_aggregate_mean_and_sample_std():
 def test_sweep_cli_runs_cells_once_and_aggregates(tmp_path, capsys, tiny_overrides):
   args = ['sweep', '--config', config_path('synthetic_lmf.py'), '--grid', 'model.rank=2,3',
           '--grid', 'data.modalities=ta,tav', '--seeds', '2', '--workdir', str(tmp_path),
-          *[f'--config.{o}' for o in tiny_overrides]]
+          '--config.name=run{seed}', *[f'--config.{o}' for o in tiny_overrides]]
   assert main_lib.main(args) == 0
   with open(tmp_path / 'sweep.csv') as f:
     rows = list(csv.DictReader(f))
@@ -36,7 +36,7 @@ def test_sweep_cli_runs_cells_once_and_aggregates(tmp_path, capsys, tiny_overrid
   run_dir = tmp_path / 'model.rank=3,data.modalities=ta' / 'seed1'
   config = json.loads((run_dir / 'config.json').read_text())
   assert config['model']['rank'] == 3 and config['data']['modalities'] == ['text', 'audio']
-  assert config['seed'] == 1
+  assert config['seed'] == 1 and config['name'] == 'run1'  # `{seed}` filled in per run.
   table = (tmp_path / 'sweep.md').read_text()
   assert '| 3 | tav |' in table and '+-' in table
   assert (tmp_path / 'sweep.png').read_bytes()[:4] == b'\x89PNG'

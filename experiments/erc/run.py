@@ -47,8 +47,9 @@ SELECTION_GRID = {
 SELECTION_GRID.update({('adapted', m): SELECTION_GRID[('frozen', m)] for m in MODELS})
 MODES = ('frozen', 'finetune', 'finetune_split', 'adapted')
 # `adapted`, stage 0: the encoder fine-tuned on utterances alone (ContextFree, 3 epochs of
-# 32 utterances, head 1e-3, encoder 5e-5; one setting, seed 0), its best-validation
-# checkpoint exported; the graph models then train on its frozen features like `frozen`.
+# 32 utterances, head 1e-3, encoder 5e-5; one setting), one per seed, each exported from
+# its best-validation checkpoint; graph-model seed s then trains on the frozen features of
+# adapter seed s (selection: seed 0), so the std includes the adapter's own seed.
 ADAPT_STEPS = {'iemocap': 480, 'meld': 940}
 ADAPT_OVERRIDES = ['optim.learning_rate=1e-3', 'optim.pretrained_learning_rate=5e-5']
 # Steps per run (batch 16 dialogues): IEMOCAP has 108 training dialogues, MELD 1038.
@@ -79,25 +80,30 @@ def _overrides(corpus, mode, workdir):
   return [*_schedule(steps), *extra.get(mode, [])]
 
 
-def _adapted_encoder(corpus, workdir):
-  return os.path.join(workdir, 'adapt', corpus, 'encoder')
+def _adapted_encoder(corpus, workdir, seed='{seed}'):
+  """Adapter seed `seed`'s exported encoder (`{seed}`: each sweep run's own)."""
+  return os.path.join(workdir, 'adapt', corpus, f'encoder_seed{seed}')
 
 
-def adapt(corpus, workdir) -> dict:
-  """Stage 0 of `adapted`: fine-tunes the encoder on utterances alone and exports its
-  best-validation checkpoint (both skipped when already done); the adapter's metrics."""
+def adapt(corpus, workdir, seeds) -> list[dict]:
+  """Stage 0 of `adapted`: fine-tunes the encoder on utterances alone with seeds
+  0..seeds-1 and exports each best-validation checkpoint (skipped when done); the
+  adapters' sweep rows."""
   from affectjax import config as config_lib
   from affectjax import train
   from affectjax.encoders import bert
   spec = os.path.join(REPO, 'configs', f'{corpus}_contextfree.py') + ':finetune,utterance'
   overrides = [*_schedule(ADAPT_STEPS[corpus]), *ADAPT_OVERRIDES]
-  out = sweep.run(spec, [], 1, os.path.join(workdir, 'adapt', corpus), overrides)
-  encoder = _adapted_encoder(corpus, workdir)
-  if not os.path.exists(encoder):
-    _, _, params, _ = train.load_trained(config_lib.load(spec, [*overrides, 'seed=0']),
-                                         os.path.join(workdir, 'adapt', corpus, 'base', 'seed0'))
-    bert.save_folder(jax.tree.map(np.asarray, jax.device_get(params['encoder'])), '', encoder)
-  return out['rows'][0]
+  out = sweep.run(spec, [], seeds, os.path.join(workdir, 'adapt', corpus), overrides)
+  for seed in range(seeds):
+    encoder = _adapted_encoder(corpus, workdir, seed)
+    if not os.path.exists(encoder):
+      _, _, params, _ = train.load_trained(
+          config_lib.load(spec, [*overrides, f'seed={seed}']),
+          os.path.join(workdir, 'adapt', corpus, 'base', f'seed{seed}'))
+      bert.save_folder(jax.tree.map(np.asarray, jax.device_get(params['encoder'])), '',
+                       encoder)
+  return out['rows']
 
 
 def select(corpus, model, mode, workdir) -> tuple[list[str], dict]:
@@ -136,14 +142,17 @@ def main(argv=None) -> int:
   adapter_lines = []
   for corpus in args.corpora.split(','):
     if 'adapted' in modes:
-      row = adapt(corpus, args.workdir)
-      run_dir = os.path.join(args.workdir, 'adapt', corpus, 'base', 'seed0')
+      rows = adapt(corpus, args.workdir, args.seeds)
+      runs = [os.path.join(args.workdir, 'adapt', corpus, 'base', f'seed{s}')
+              for s in range(args.seeds)]
+      valid, test = ((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0) for v in (
+          [r[f'{split}_weighted_f1'] for r in rows] for split in ('valid', 'test')))
       adapter_lines.append(
-          f'- {corpus}: ContextFree fine-tuned on utterances alone, seed 0, '
+          f'- {corpus}: ContextFree fine-tuned on utterances alone, seeds 0..{args.seeds - 1}, '
           f'{ADAPT_STEPS[corpus]} steps, `{" ".join(ADAPT_OVERRIDES)}`: valid weighted F1 '
-          f'{100 * row["valid_weighted_f1"]:.2f}, test weighted F1 '
-          f'{100 * row["test_weighted_f1"]:.2f} (no context; '
-          f'{sweep.mean_train_seconds([run_dir]):.0f} s on {sweep.trained_on([run_dir])})')
+          f'{100 * valid[0]:.2f} +- {100 * valid[1]:.2f}, test weighted F1 '
+          f'{100 * test[0]:.2f} +- {100 * test[1]:.2f} (no context; '
+          f'{sweep.mean_train_seconds(runs):.0f} s per run on {sweep.trained_on(runs)})')
     for mode in modes:
       seeds = args.finetune_seeds if mode.startswith('finetune') else args.seeds
       for model in args.models.split(','):
@@ -193,8 +202,8 @@ MMGCN and COGMEN):
 Floor on the same files (data README): frozen MiniLM + logistic regression without context
 46.6 on IEMOCAP; with a +-3 utterance mean-context window 57.3.
 
-{('Encoder adaptation for `adapted` (stage 0; its seed-0 encoder serves every seed of the '
-  'graph models, so their std leaves out the adapter' + chr(39) + 's own seed):' + chr(10) +
+{('Encoder adaptation for `adapted` (stage 0; graph-model seed s reads the features of '
+  'adapter seed s, so the std above includes the adapter' + chr(39) + 's seed):' + chr(10) +
   chr(10).join(adapter_lines) + chr(10) + chr(10)) if adapter_lines else ''}Model selection (stage 1, seed 0, validation weighted F1 per grid cell):
 {chr(10).join(selection_lines)}
 
