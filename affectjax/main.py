@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         raise config_lib.ConfigError(f'export-encoder: {args.config} does not fine-tune a '
                                      'text encoder (use an ERC config with :finetune)')
       _, _, params, _ = train.load_trained(config, args.workdir)
-      out = bert.save_folder(jax_to_numpy(params['encoder']), config.model.encoder, args.out)
+      out = bert.save_folder(params['encoder'], config.model.encoder, args.out)
       print(json.dumps({'encoder': out, 'from': args.workdir}))
     elif args.command == 'compile':
       from affectjax import compile as compile_lib
@@ -124,12 +124,6 @@ def main(argv=None) -> int:
       return 1
     raise
   return 0
-
-
-def jax_to_numpy(tree):
-  import jax
-  import numpy as np
-  return jax.tree.map(np.asarray, jax.device_get(tree))
 
 
 def _one_line(e: Exception) -> str:

@@ -215,13 +215,13 @@ def to_state_dict(params: dict[str, Any], config: BertConfig) -> dict[str, np.nd
 
 
 def save_folder(params: dict[str, Any], source: str, out: str) -> str:
-  """Writes `params` (this module's tree) as a Hugging Face encoder folder `out`: the
+  """Writes `params` (this module's tree, numpy or device arrays) as a Hugging Face encoder folder `out`: the
   weights as model.safetensors (with the source's tensors this module does not use, such
   as BERT's pooler, carried over unchanged), every other file (config, tokenizer, pooling)
   copied from the folder they were initialised from. Written beside `out` and renamed into
   place, so `out` is either absent or complete; an existing `out` is an error."""
   import shutil
-  from safetensors.numpy import save_file
+  from safetensors.numpy import load_file, save_file
   source = check_folder(source)
   out = os.path.abspath(out)
   if os.path.exists(out):
@@ -235,7 +235,6 @@ def save_folder(params: dict[str, Any], source: str, out: str) -> str:
       if name != 'model.safetensors':
         (shutil.copytree if os.path.isdir(path) else shutil.copyfile)(
             path, os.path.join(tmp, name))
-    from safetensors.numpy import load_file
     tensors = to_state_dict(params, BertConfig.from_folder(source))
     for name, value in load_file(os.path.join(source, 'model.safetensors')).items():
       tensors.setdefault(_strip_prefix(name), value)

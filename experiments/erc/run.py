@@ -24,7 +24,6 @@ import os
 import sys
 import time
 
-import jax
 import numpy as np
 
 from affectjax import hardware
@@ -101,8 +100,7 @@ def adapt(corpus, workdir, seeds) -> list[dict]:
       _, _, params, _ = train.load_trained(
           config_lib.load(spec, [*overrides, f'seed={seed}']),
           os.path.join(workdir, 'adapt', corpus, 'base', f'seed{seed}'))
-      bert.save_folder(jax.tree.map(np.asarray, jax.device_get(params['encoder'])), '',
-                       encoder)
+      bert.save_folder(params['encoder'], '', encoder)
   return out['rows']
 
 
