@@ -101,13 +101,8 @@ def main(argv=None) -> int:
                           'utterances': int(f['embeddings'].shape[0]),
                           'dim': int(f['embeddings'].shape[1])}))
     elif args.command == 'export-encoder':
-      from affectjax import train
       from affectjax.encoders import bert
-      if 'encoder' not in config.model or config.data.get('text') != 'tokens':
-        raise config_lib.ConfigError(f'export-encoder: {args.config} does not fine-tune a '
-                                     'text encoder (use an ERC config with :finetune)')
-      _, _, params, _ = train.load_trained(config, args.workdir)
-      out = bert.save_folder(params['encoder'], config.model.encoder, args.out)
+      out = bert.export_from_run(config, args.workdir, args.out)
       print(json.dumps({'encoder': out, 'from': args.workdir}))
     elif args.command == 'compile':
       from affectjax import compile as compile_lib

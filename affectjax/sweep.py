@@ -140,11 +140,11 @@ def percent_scale(metric: str) -> float:
   return 1.0 if metric in ('mae', 'mse', 'corr') else 100.0
 
 
-def aggregate(rows, metric: str) -> dict[str, tuple[float, float, int]]:
-  """cell -> (mean, std (ddof=1; 0 for one seed), number of seeds) of `test_<metric>`."""
+def aggregate(rows, metric: str, split: str = 'test') -> dict[str, tuple[float, float, int]]:
+  """cell -> (mean, std (ddof=1; 0 for one seed), number of seeds) of `<split>_<metric>`."""
   out = {}
   for cell in dict.fromkeys(r['cell'] for r in rows):
-    vals = np.array([r[f'test_{metric}'] for r in rows if r['cell'] == cell], np.float64)
+    vals = np.array([r[f'{split}_{metric}'] for r in rows if r['cell'] == cell], np.float64)
     out[cell] = (vals.mean(), vals.std(ddof=1) if len(vals) > 1 else 0.0, len(vals))
   return out
 

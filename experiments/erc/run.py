@@ -24,8 +24,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 from affectjax import hardware
 from affectjax import sweep
 
@@ -84,24 +82,27 @@ def _adapted_encoder(corpus, workdir, seed='{seed}'):
   return os.path.join(workdir, 'adapt', corpus, f'encoder_seed{seed}')
 
 
-def adapt(corpus, workdir, seeds) -> list[dict]:
+def adapt(corpus, workdir, seeds) -> str:
   """Stage 0 of `adapted`: fine-tunes the encoder on utterances alone with seeds
-  0..seeds-1 and exports each best-validation checkpoint (skipped when done); the
-  adapters' sweep rows."""
+  0..seeds-1 and exports each best-validation checkpoint (skipped when done); returns
+  the adapters' line for RESULTS.md."""
   from affectjax import config as config_lib
-  from affectjax import train
   from affectjax.encoders import bert
   spec = os.path.join(REPO, 'configs', f'{corpus}_contextfree.py') + ':finetune,utterance'
   overrides = [*_schedule(ADAPT_STEPS[corpus]), *ADAPT_OVERRIDES]
   out = sweep.run(spec, [], seeds, os.path.join(workdir, 'adapt', corpus), overrides)
-  for seed in range(seeds):
+  runs = [os.path.join(workdir, 'adapt', corpus, 'base', f'seed{s}') for s in range(seeds)]
+  for seed, run_dir in enumerate(runs):
     encoder = _adapted_encoder(corpus, workdir, seed)
     if not os.path.exists(encoder):
-      _, _, params, _ = train.load_trained(
-          config_lib.load(spec, [*overrides, f'seed={seed}']),
-          os.path.join(workdir, 'adapt', corpus, 'base', f'seed{seed}'))
-      bert.save_folder(params['encoder'], '', encoder)
-  return out['rows']
+      bert.export_from_run(config_lib.load(spec, [*overrides, f'seed={seed}']), run_dir, encoder)
+  (valid, valid_std, _), (test, test_std, _) = (
+      sweep.aggregate(out['rows'], 'weighted_f1', split)['base'] for split in ('valid', 'test'))
+  return (f'- {corpus}: ContextFree fine-tuned on utterances alone, seeds 0..{seeds - 1}, '
+          f'{ADAPT_STEPS[corpus]} steps, `{" ".join(ADAPT_OVERRIDES)}`: valid weighted F1 '
+          f'{100 * valid:.2f} +- {100 * valid_std:.2f}, test weighted F1 '
+          f'{100 * test:.2f} +- {100 * test_std:.2f} (no context; '
+          f'{sweep.mean_train_seconds(runs):.0f} s per run on {sweep.trained_on(runs)})')
 
 
 def select(corpus, model, mode, workdir) -> tuple[list[str], dict]:
@@ -140,17 +141,7 @@ def main(argv=None) -> int:
   adapter_lines = []
   for corpus in args.corpora.split(','):
     if 'adapted' in modes:
-      rows = adapt(corpus, args.workdir, args.seeds)
-      runs = [os.path.join(args.workdir, 'adapt', corpus, 'base', f'seed{s}')
-              for s in range(args.seeds)]
-      valid, test = ((np.mean(v), np.std(v, ddof=1) if len(v) > 1 else 0.0) for v in (
-          [r[f'{split}_weighted_f1'] for r in rows] for split in ('valid', 'test')))
-      adapter_lines.append(
-          f'- {corpus}: ContextFree fine-tuned on utterances alone, seeds 0..{args.seeds - 1}, '
-          f'{ADAPT_STEPS[corpus]} steps, `{" ".join(ADAPT_OVERRIDES)}`: valid weighted F1 '
-          f'{100 * valid[0]:.2f} +- {100 * valid[1]:.2f}, test weighted F1 '
-          f'{100 * test[0]:.2f} +- {100 * test[1]:.2f} (no context; '
-          f'{sweep.mean_train_seconds(runs):.0f} s per run on {sweep.trained_on(runs)})')
+      adapter_lines.append(adapt(corpus, args.workdir, args.seeds))
     for mode in modes:
       seeds = args.finetune_seeds if mode.startswith('finetune') else args.seeds
       for model in args.models.split(','):
@@ -171,6 +162,9 @@ def main(argv=None) -> int:
                             f'{sweep.mean_train_seconds(runs):.0f} s on {sweep.trained_on(runs)}')
   wall = time.time() - start
   argv_str = ' '.join(argv if argv is not None else sys.argv[1:])
+  adapters = ('Encoder adaptation for `adapted` (stage 0; graph-model seed s reads the '
+              "features of adapter seed s, so the std above includes the adapter's seed):\n" +
+              '\n'.join(adapter_lines) + '\n\n') if adapter_lines else ''
   published = '\n'.join(f'- {CORPORA[c]}: {PUBLISHED[c]}' for c in args.corpora.split(','))
   text = f"""# Emotion recognition in conversation: graph models from text
 
@@ -200,9 +194,7 @@ MMGCN and COGMEN):
 Floor on the same files (data README): frozen MiniLM + logistic regression without context
 46.6 on IEMOCAP; with a +-3 utterance mean-context window 57.3.
 
-{('Encoder adaptation for `adapted` (stage 0; graph-model seed s reads the features of '
-  'adapter seed s, so the std above includes the adapter' + chr(39) + 's seed):' + chr(10) +
-  chr(10).join(adapter_lines) + chr(10) + chr(10)) if adapter_lines else ''}Model selection (stage 1, seed 0, validation weighted F1 per grid cell):
+{adapters}Model selection (stage 1, seed 0, validation weighted F1 per grid cell):
 {chr(10).join(selection_lines)}
 
 Training time per run (seconds of the train loop, mean over seeds):
