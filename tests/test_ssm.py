@@ -34,8 +34,9 @@ def test_linear_recurrence_equals_loop(chunk):
   np.testing.assert_allclose(np.asarray(got), np.stack(expected, 1), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('method', ssm.SCAN_METHODS)
 @pytest.mark.parametrize('chunk', [1, 5, 256])
-def test_selective_scan_equals_step_by_step_recurrence(chunk):
+def test_selective_scan_equals_step_by_step_recurrence(chunk, method):
   rng = np.random.default_rng(2)
   b_, length, d, n = 2, 11, 3, 5
   u = rng.normal(size=(b_, length, d))
@@ -50,8 +51,60 @@ def test_selective_scan_equals_step_by_step_recurrence(chunk):
                                                                                        None]
     ys.append(np.einsum('bdn,bn->bd', h, cc[:, t]) + dd * u[:, t])
   got = ssm.selective_scan(*(jnp.asarray(v, jnp.float32) for v in (u, delta, a, bb, cc, dd)),
-                           chunk=chunk)
+                           chunk=chunk, method=method)
   np.testing.assert_allclose(np.asarray(got), np.stack(ys, 1), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('chunk', [1, 4, 13, 0])
+def test_sequential_scan_gradients_equal_the_parallel_scans(chunk):
+  # The sequential form's hand-written backward against autodiff of the parallel form,
+  # for every input, under a mask, with chunks that do and do not divide the length.
+  rng = np.random.default_rng(3)
+  b_, length, d, n = 3, 13, 7, 5
+  args = [jnp.asarray(v, jnp.float32) for v in (
+      rng.normal(size=(b_, length, d)), rng.uniform(0.01, 0.5, (b_, length, d)),
+      -rng.uniform(0.5, 4, (d, n)), rng.normal(size=(b_, length, n)),
+      rng.normal(size=(b_, length, n)), rng.normal(size=d))]
+  mask = jnp.asarray(np.arange(length)[None] < LENGTHS[:, None], jnp.float32)
+  weights = jnp.asarray(rng.normal(size=(b_, length, d)), jnp.float32)
+
+  def grads(method):
+    loss = lambda *x: jnp.sum(ssm.selective_scan(*x, mask, chunk, method) * weights)
+    return jax.grad(loss, argnums=tuple(range(6)))(*args)
+
+  for got, want in zip(grads('sequential'), grads('parallel')):
+    assert float(jnp.abs(want).max()) > 0
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_scan_is_the_sequential_form_on_cpu():
+  rng = np.random.default_rng(4)
+  args = [jnp.asarray(v, jnp.float32) for v in (
+      rng.normal(size=(2, 11, 3)), rng.uniform(0.01, 0.5, (2, 11, 3)),
+      -rng.uniform(0.5, 4, (3, 5)), rng.normal(size=(2, 11, 5)), rng.normal(size=(2, 11, 5)),
+      rng.normal(size=3))]
+  run = lambda m: np.asarray(jax.jit(lambda *x: ssm.selective_scan(*x, chunk=4, method=m))(
+      *args))
+  np.testing.assert_array_equal(run('auto'), run('sequential'))
+  with pytest.raises(ValueError, match='selective scan method'):
+    ssm.selective_scan(*args, method='fast')
+
+
+def test_auto_scan_lowers_to_the_parallel_form_for_gpu_and_tpu():
+  # The sequential form nests a loop over steps inside the loop over chunks; the parallel
+  # form has only the loop over chunks. Lowered from this CPU host for each platform.
+  args = [jnp.ones((2, 11, 3)), jnp.full((2, 11, 3), 0.1), -jnp.ones((3, 5)),
+          jnp.ones((2, 11, 5)), jnp.ones((2, 11, 5)), jnp.ones(3)]
+
+  def loops(method, platform):
+    fn = jax.jit(lambda *x: ssm.selective_scan(*x, chunk=4, method=method))
+    return fn.trace(*args).lower(lowering_platforms=(platform,)).as_text().count(
+        'stablehlo.while')
+
+  assert loops('sequential', 'cpu') == loops('parallel', 'cpu') + 1
+  assert loops('auto', 'cpu') == loops('sequential', 'cpu')
+  for platform in ('cuda', 'tpu'):
+    assert loops('auto', platform) == loops('parallel', platform)
 
 
 def test_s5_equals_its_discretised_recurrence():
@@ -143,12 +196,13 @@ def test_gradients_finite_on_long_sequences(kind):
   assert sum(float(jnp.abs(g).sum()) for g in leaves) > 0
 
 
-@pytest.mark.parametrize('kind', ['s5', 'mamba'])
-def test_one_device_equals_4x2_mesh(kind):
+@pytest.mark.parametrize('kind,scan', [('s5', 'auto'), ('mamba', 'auto'),
+                                       ('mamba', 'parallel')])
+def test_one_device_equals_4x2_mesh(kind, scan):
   x, mask = _inputs(width=6, length=13)
   x = np.concatenate([x, x[::-1] * 0.5, x[:2]], 0)  # 8 sequences: 4 per data shard... x2.
   mask = np.concatenate([mask, mask[::-1], mask[:2]], 0)
-  enc = ssm.SSMEncoder(8, num_layers=2, kind=kind, bidirectional=True, chunk=4)
+  enc = ssm.SSMEncoder(8, num_layers=2, kind=kind, bidirectional=True, chunk=4, scan=scan)
   boxed = enc.init(jax.random.key(0), jnp.asarray(x), mask, train=False)
   params = nn.unbox(boxed)
   single = np.asarray(jax.jit(lambda p, a, m: enc.apply(p, a, m, train=False))(params, x, mask))

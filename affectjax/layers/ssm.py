@@ -6,6 +6,11 @@ Both are linear recurrences h_t = a_t * h_{t-1} + b_t (elementwise a_t), solved 
 backward pass, so activation memory grows linearly with length and the large
 (length, channels, state) tensors of the selective scan exist one chunk at a time.
 
+The selective scan has a second, sequential form for CPUs (`selective_scan`'s `method`):
+one time step per loop iteration with the discretisation fused into the step, so the
+(length, channels, state) tensors are never formed; chosen by `jax.lax.platform_dependent`
+at lowering, so the same jitted step compiles the parallel form for GPU and TPU.
+
 Padding: at a masked step the transition is the identity (a = 1, b = 0), so the state
 passes through padding unchanged wherever it sits; inputs are zeroed there and
 outputs set to zero. The backward direction of the bidirectional wrapper flips the
@@ -18,6 +23,7 @@ Selective State Spaces".
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -94,13 +100,122 @@ def linear_recurrence(a: jax.Array, b: jax.Array, chunk: int = 1024) -> jax.Arra
   return chunked_scan((a, b), body, h0, chunk)
 
 
-def selective_scan(u, delta, a, b, c, d, mask=None, chunk: int = 256) -> jax.Array:
+def _time_major_chunks(x: jax.Array, chunk: int) -> jax.Array:
+  """(B, L, ...) -> (L'/chunk, chunk, B, ...), L zero-padded to L' = a multiple of chunk."""
+  length = -(-x.shape[1] // chunk) * chunk
+  x = _pad_time(x, length)
+  x = x.reshape(x.shape[0], length // chunk, chunk, *x.shape[2:])
+  return jnp.moveaxis(x, 0, 2)
+
+
+def _from_time_major_chunks(x: jax.Array, length: int) -> jax.Array:
+  x = jnp.moveaxis(x, 2, 0)
+  return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :length]
+
+
+def _selective_step(h, a, u_t, delta_t, b_t):
+  """One step of the recurrence: state (B, D, N), inputs (B, D), (B, D), (B, N)."""
+  return jnp.exp(delta_t[..., None] * a) * h + (delta_t * u_t)[..., None] * b_t[:, None, :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _sequential_selective_scan(u, delta, a, b, c, chunk):
+  """sum_n c_t,n h_t,n of the selective recurrence, one time step per loop iteration.
+
+  Hand-written backward: autodiff of the step loop reduces over channels and batch at
+  every step (the B, C and A gradients), which costs about ten forward passes on a CPU
+  and, with channels sharded over `model`, a collective per step. Here the reverse loop
+  only carries the state adjoint g_t = c_t dy_t + exp(delta_{t+1} a) g_{t+1}; every
+  reduction runs once per chunk over the chunk's recomputed states.
+  """
+  return _sequential_forward(u, delta, a, b, c, chunk)[0]
+
+
+def _sequential_forward(u, delta, a, b, c, chunk):
+  length = u.shape[1]
+  xs = tuple(_time_major_chunks(x, chunk) for x in (u, delta, b, c))
+  h0 = jnp.zeros((u.shape[0], u.shape[2], a.shape[1]), jnp.float32)
+
+  def chunk_fn(h, x):
+    u_c, delta_c, b_c, c_c = x
+
+    def step(h, x_t):
+      h = _selective_step(h, a, *x_t[:3])
+      return h, jnp.einsum('bdn,bn->bd', h, x_t[3])
+
+    h_next, y = jax.lax.scan(step, h, (u_c, delta_c, b_c, c_c))
+    return h_next, (y, h)
+
+  _, (y, h_starts) = jax.lax.scan(chunk_fn, h0, xs)
+  return _from_time_major_chunks(y, length), (xs, h_starts)
+
+
+def _sequential_fwd(u, delta, a, b, c, chunk):
+  y, (xs, h_starts) = _sequential_forward(u, delta, a, b, c, chunk)
+  return y, (xs, a, h_starts)
+
+
+def _sequential_bwd(chunk, res, dy):
+  (u, delta, b, c), a, h_starts = res
+  length = dy.shape[1]
+  dy = _time_major_chunks(dy, chunk)
+
+  def chunk_fn(q, x):
+    u_c, delta_c, b_c, c_c, dy_c, h_start = x
+    def state(h, x_t):
+      h = _selective_step(h, a, *x_t)
+      return h, h
+
+    _, hs = jax.lax.scan(state, h_start, (u_c, delta_c, b_c))  # Recomputed, (C, B, D, N).
+    da = jnp.exp(delta_c[..., None] * a)  # (C, B, D, N)
+
+    def step(q, x_t):
+      da_t, dy_t, c_t = x_t
+      g = dy_t[..., None] * c_t[:, None, :] + q
+      return da_t * g, g
+
+    q, g = jax.lax.scan(step, q, (da, dy_c, c_c), reverse=True)
+    h_prev = jnp.concatenate([h_start[None], hs[:-1]], 0)
+    g_b = jnp.einsum('cbdn,cbn->cbd', g, b_c)
+    g_decay = g * da * h_prev
+    return q, (g_b * delta_c,
+               jnp.einsum('cbdn,dn->cbd', g_decay, a) + g_b * u_c,
+               jnp.einsum('cbdn,cbd->dn', g_decay, delta_c),
+               jnp.einsum('cbdn,cbd->cbn', g, delta_c * u_c),
+               jnp.einsum('cbdn,cbd->cbn', hs, dy_c))
+
+  q0 = jnp.zeros_like(h_starts[0])
+  _, (du, ddelta, da, db, dc) = jax.lax.scan(chunk_fn, q0, (u, delta, b, c, dy, h_starts),
+                                             reverse=True)
+  unchunk = lambda x: _from_time_major_chunks(x, length)
+  return unchunk(du), unchunk(ddelta), da.sum(0), unchunk(db), unchunk(dc)
+
+
+_sequential_selective_scan.defvjp(_sequential_fwd, _sequential_bwd)
+
+
+SCAN_METHODS = ('auto', 'parallel', 'sequential')
+# Default chunk per form; the sequential one was the fastest of 32..256 on a 2-core CPU.
+SCAN_CHUNK = {'parallel': 256, 'sequential': 128}
+
+
+def selective_scan(u, delta, a, b, c, d, mask=None, chunk: int = 0,
+                   method: str = 'auto') -> jax.Array:
   """The selective state-space scan of Mamba (Gu and Dao 2023, Algorithm 2).
 
   For channel i and state n: h_t = exp(delta_t,i a_i,n) h_{t-1} + delta_t,i b_t,n u_t,i,
   y_t,i = sum_n c_t,n h_t,n + d_i u_t,i (zero-order hold for A, Euler for B, as the
-  reference implementation). The (B, L, D, N) transition and input tensors are formed
-  one chunk at a time.
+  reference implementation).
+
+  Two exact forms of the same recurrence, both rematerialised per chunk of `chunk` steps:
+  'parallel' forms the (B, chunk, D, N) transition and input tensors and runs an
+  associative scan over them (log-depth: what GPUs and TPUs want); 'sequential' takes one
+  time step per loop iteration with exp(delta a) and the input fused into the step, so
+  nothing larger than the (B, D, N) state exists. On a CPU the parallel form is bound by
+  memory traffic over those tensors and the sequential one is several times faster
+  (experiments/benchmarks/README.md). 'auto' picks sequential on CPU and parallel
+  elsewhere, at lowering time (`jax.lax.platform_dependent`), so an ahead-of-time compile
+  for TPU from a CPU host gets the parallel form.
 
   Args:
     u: inputs (B, L, D).
@@ -109,10 +224,13 @@ def selective_scan(u, delta, a, b, c, d, mask=None, chunk: int = 256) -> jax.Arr
     b, c: input-dependent projections (B, L, N).
     d: skip weights (D,).
     mask: (B, L), nonzero at real steps; masked steps are identity steps, output 0.
-    chunk: time steps per associative scan.
+    chunk: time steps per rematerialised chunk (0: SCAN_CHUNK of the form that runs).
+    method: 'auto', 'parallel' or 'sequential'.
   Returns:
     y: (B, L, D) in float32.
   """
+  if method not in SCAN_METHODS:
+    raise ValueError(f'selective scan method {method!r}: expected one of {SCAN_METHODS}')
   u, delta, b, c = (x.astype(jnp.float32) for x in (u, delta, b, c))
   if mask is not None:
     keep = (mask > 0)[..., None]
@@ -121,13 +239,25 @@ def selective_scan(u, delta, a, b, c, d, mask=None, chunk: int = 256) -> jax.Arr
   a = a.astype(jnp.float32)
   h0 = jnp.zeros((u.shape[0], u.shape[2], a.shape[1]), jnp.float32)
 
-  def body(h, u_c, delta_c, b_c, c_c):
+  def parallel_chunk(h, u_c, delta_c, b_c, c_c):
     da = jnp.exp(delta_c[..., None] * a)  # (B, C, D, N)
     dbu = (delta_c * u_c)[..., None] * b_c[:, :, None, :]
     hs = _chunk_scan(da, dbu, h)
     return hs[:, -1], jnp.einsum('bcdn,bcn->bcd', hs, c_c)
 
-  y = chunked_scan((u, delta, b, c), body, h0, chunk) + u * d.astype(jnp.float32)
+  def parallel(*xs):
+    return chunked_scan(xs, parallel_chunk, h0, chunk or SCAN_CHUNK['parallel'])
+
+  def sequential(u, delta, b, c):
+    steps = chunk or SCAN_CHUNK['sequential']
+    return _sequential_selective_scan(u, delta, a, b, c, max(1, min(steps, u.shape[1])))
+
+  xs = (u, delta, b, c)
+  if method == 'auto':
+    y = jax.lax.platform_dependent(*xs, cpu=sequential, default=parallel)
+  else:
+    y = (parallel if method == 'parallel' else sequential)(*xs)
+  y = y + u * d.astype(jnp.float32)
   if mask is not None:
     y = jnp.where(keep, y, 0.0)
   return y
@@ -241,7 +371,8 @@ class SelectiveSSM(nn.Module):
   dt_rank: int = 0  # 0: ceil(width / 16).
   dt_min: float = 0.001
   dt_max: float = 0.1
-  chunk: int = 256
+  chunk: int = 0  # 0: selective_scan's default for the form that runs.
+  scan: str = 'auto'  # selective_scan's method.
   dtype: str = 'float32'
 
   @nn.compact
@@ -287,7 +418,7 @@ class SelectiveSSM(nn.Module):
         (inner, self.state_size))
     d = self.param('D', nn.with_logical_partitioning(nn.initializers.ones_init(), ('mlp',)),
                    (inner,))
-    y = selective_scan(xi, delta, -jnp.exp(a_log), b, c, d, mask, self.chunk)
+    y = selective_scan(xi, delta, -jnp.exp(a_log), b, c, d, mask, self.chunk, self.scan)
     y = y.astype(dtype) * nn.silu(z)
     return dense(width, ('mlp', 'embed'), dtype=dtype, use_bias=False, name='out_proj')(y)
 
@@ -305,14 +436,15 @@ class SSMBlock(nn.Module):
   dropout: float = 0.0
   chunk: int = 0  # 0: the layer's default.
   dtype: str = 'float32'
+  scan: str = 'auto'  # The selective scan's method (selective_scan); S5 has one.
 
   def _mixer(self, name):
     extra = {'chunk': self.chunk} if self.chunk else {}
     if self.kind == 's5':
       return S5(state_size=self.state_size or 64, name=name, **extra)
     if self.kind == 'mamba':
-      return SelectiveSSM(state_size=self.state_size or 16, dtype=self.dtype, name=name,
-                          **extra)
+      return SelectiveSSM(state_size=self.state_size or 16, scan=self.scan, dtype=self.dtype,
+                          name=name, **extra)
     raise ValueError(f'config.model.ssm: unknown {self.kind!r} (s5 | mamba)')
 
   @nn.compact
@@ -342,6 +474,7 @@ class SSMEncoder(nn.Module):
   dropout: float = 0.0
   chunk: int = 0
   dtype: str = 'float32'
+  scan: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool) -> jax.Array:
@@ -349,6 +482,6 @@ class SSMEncoder(nn.Module):
               name='input')(x)
     for i in range(self.num_layers):
       x = SSMBlock(self.kind, self.bidirectional, self.state_size, self.dropout, self.chunk,
-                   self.dtype, name=f'block_{i}')(x, mask, train=train)
+                   self.dtype, self.scan, name=f'block_{i}')(x, mask, train=train)
     x = nn.LayerNorm(name='norm')(x.astype(jnp.float32))
     return jnp.where((mask > 0)[..., None], x, 0)
