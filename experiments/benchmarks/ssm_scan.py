@@ -18,8 +18,10 @@ in fresh subprocesses, side by side in one invocation; the ratio of training
 throughputs is printed. The mirror runs twice: as the references write the loop
 (`dA[:, i]` indexing, whose backward writes every step's gradient into a full-size zero
 tensor, so it grows quadratically with length), and with the per-step slices taken once
-by `unbind` (a linear backward): the second is the fairer baseline. With --readme the
-tables replace the marked section of experiments/benchmarks/README.md.
+by `unbind` (a linear backward): the second is the fairer baseline. affectjax runs twice
+too: with the selective scan's default form for the platform (sequential on CPU,
+parallel on GPU/TPU; the ratio is taken from this one) and with the other form. With
+--readme the tables replace the marked section of experiments/benchmarks/README.md.
 
 `--platform gpu` runs both parts on the first GPU (JAX on CUDA, the mirrors on
 `cuda`, timed after a device synchronise) and keeps its own README section and plot.
@@ -48,6 +50,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 WIDTH, STATE, CONV, EXPAND = 64, 16, 4, 2
 LENGTHS = (256, 1024, 4096, 16384, 65536)
 KINDS = {'s5': 'S5 block', 'mamba': 'selective SSM block', 'attention': 'attention layer'}
+# The selective scan's two forms (affectjax.layers.ssm.selective_scan): 'auto' runs the
+# first on CPU, the second on GPU and TPU.
+SCANS = {'sequential': 'sequential scan, fused discretisation, hand-written backward',
+         'parallel': 'chunked associative scan'}
 JAX_PLATFORM = {'cpu': 'cpu', 'gpu': 'cuda'}  # --platform -> JAX_PLATFORMS.
 
 
@@ -56,20 +62,20 @@ def _markers(platform: str) -> tuple[str, str]:
   return f'<!-- {tag}:start -->', f'<!-- {tag}:end -->'
 
 
-def _block(kind: str):
+def _block(kind: str, scan: str = 'auto'):
   from affectjax.layers import ssm
   from affectjax.layers.attention import TransformerEncoderLayer
   if kind == 'attention':
     return TransformerEncoderLayer(num_heads=4, mlp_dim=2 * WIDTH, dropout=0.0)
-  return ssm.SSMBlock(kind, bidirectional=False)
+  return ssm.SSMBlock(kind, bidirectional=False, scan=scan)
 
 
-def compiled_step(kind: str, length: int, batch: int = 1):
+def compiled_step(kind: str, length: int, batch: int = 1, scan: str = 'auto'):
   """(compiled train step, params, inputs) of one block: loss = mean square output."""
   import jax
   import jax.numpy as jnp
   import optax
-  block = _block(kind)
+  block = _block(kind, scan)
   x = jax.ShapeDtypeStruct((batch, length, WIDTH), jnp.float32)
   mask = jax.ShapeDtypeStruct((batch, length), jnp.float32)
   small = jnp.zeros((batch, 16, WIDTH)), jnp.ones((batch, 16))
@@ -157,9 +163,9 @@ def _rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_affectjax(length: int, batch: int, steps: int) -> dict:
+def bench_affectjax(length: int, batch: int, steps: int, scan: str = 'auto') -> dict:
   import jax
-  compiled, params, opt = compiled_step('mamba', length, batch)
+  compiled, params, opt = compiled_step('mamba', length, batch, scan)
   seconds, params = _time_steps(compiled, params, opt, batch, length, steps)
   n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
   return {'step_s': seconds, 'tokens_per_s': batch * length / seconds, 'params': n,
@@ -266,13 +272,15 @@ def main(argv=None) -> int:
   p.add_argument('--steps', type=int, default=3)
   p.add_argument('--readme', action='store_true')
   p.add_argument('--platform', choices=['cpu', 'gpu'], default='cpu')
-  p.add_argument('--worker', choices=['affectjax', 'torch', 'torch_unbind'],
+  p.add_argument('--worker', choices=['affectjax', *(f'affectjax_{m}' for m in SCANS),
+                                      'torch', 'torch_unbind'],
                  help=argparse.SUPPRESS)
   p.add_argument('--length', type=int, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.worker:
-    if args.worker == 'affectjax':
-      out = bench_affectjax(args.length, args.batch, args.steps)
+    if args.worker.startswith('affectjax'):
+      out = bench_affectjax(args.length, args.batch, args.steps,
+                            args.worker.partition('_')[2] or 'auto')
     else:
       out = bench_torch(args.length, args.batch, args.steps, args.worker == 'torch_unbind',
                         args.platform)
@@ -302,6 +310,10 @@ def main(argv=None) -> int:
   growth = ', '.join(f"{b['length'] // a['length']}x length: {b['bytes'] / a['bytes']:.2f}x "
                      'memory' for a, b in zip(mamba, mamba[1:]))
   jx = _measure('affectjax', args.mirror_length, args.batch, args.steps, args.platform)
+  default_scan = 'sequential' if args.platform == 'cpu' else 'parallel'  # What 'auto' picks.
+  (other_scan,) = set(SCANS) - {default_scan}
+  jo = _measure(f'affectjax_{other_scan}', args.mirror_length, args.batch, args.steps,
+                args.platform)
   th = _measure('torch', args.mirror_length, args.batch, args.steps, args.platform)
   tu = _measure('torch_unbind', args.mirror_length, args.batch, args.steps, args.platform)
   ratio = jx['tokens_per_s'] / th['tokens_per_s']
@@ -324,12 +336,14 @@ steps after one warm-up, each framework in its own process:
 
 | framework | params | step (s) | tokens/s | peak RSS (MiB) |
 |---|---|---|---|---|
-| affectjax (chunked associative scan) | {jx['params']:,} | {jx['step_s']:.3f} | {jx['tokens_per_s']:,.0f} | {jx['rss_mb']:,.0f} |
+| affectjax, {SCANS[default_scan]} (the default on {args.platform}) | {jx['params']:,} | {jx['step_s']:.3f} | {jx['tokens_per_s']:,.0f} | {jx['rss_mb']:,.0f} |
+| affectjax, {SCANS[other_scan]} | {jo['params']:,} | {jo['step_s']:.3f} | {jo['tokens_per_s']:,.0f} | {jo['rss_mb']:,.0f} |
 | PyTorch mirror (sequential scan, `dA[:, i]` as the references, {th['torch_threads']} threads) | {th['params']:,} | {th['step_s']:.3f} | {th['tokens_per_s']:,.0f} | {th['rss_mb']:,.0f} |
 | PyTorch mirror (sequential scan, `unbind` slices, {tu['torch_threads']} threads) | {tu['params']:,} | {tu['step_s']:.3f} | {tu['tokens_per_s']:,.0f} | {tu['rss_mb']:,.0f} |
 
-Training throughput ratio (affectjax / PyTorch): **{ratio:.1f}x** against the references'
-loop, **{ratio_unbind:.1f}x** against the `unbind` loop (target: at least 5x).
+Training throughput ratio (affectjax's default / PyTorch): **{ratio:.1f}x** against the
+references' loop, **{ratio_unbind:.1f}x** against the `unbind` loop (target: at least 5x).
+The default form is {jo['step_s'] / jx['step_s']:.1f}x faster than the other one here.
 {end_marker}"""
   print(block)
   if args.readme:
