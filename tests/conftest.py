@@ -1,5 +1,6 @@
 """Tests run on the CPU with 8 virtual devices, so a 4x2 mesh really shards."""
 
+import importlib.util
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
@@ -11,6 +12,15 @@ jax.config.update('jax_num_cpu_devices', 8)
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(*path: str):
+  """A script under experiments/ (e.g. 'benchmarks', 'ssm_scan.py'), imported as a module."""
+  name = os.path.splitext(path[-1])[0]
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'experiments', *path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def config_path(name: str) -> str:

@@ -1,21 +1,15 @@
 """The benchmark's models run, and the PyTorch mirror has the sizes affectjax has."""
 
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 
 def _script(name):
-  """A benchmark script under experiments/benchmarks/, imported as a module."""
-  path = os.path.join(REPO, 'experiments', 'benchmarks', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script('benchmarks', f'{name}.py')
 
 
 def _bench():

@@ -13,7 +13,7 @@ from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax import sharding, train
 from affectjax.data import DataError, erc, get_dataset, safe_pickle
-from conftest import config_path, train_losses
+from conftest import config_path, load_script, train_losses
 
 MODELS = ['dialoguegcn', 'mmgcn', 'cogmen', 'broadmamba', 'contextfree']
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
@@ -323,13 +323,8 @@ def test_real_iemocap_conversation_arrays(tmp_path):
 def test_erc_study_configs_load_for_every_mode(tmp_path):
   """Every config experiments/erc/run.py would train (adapter, each mode x model x grid
   cell x corpus) loads: a typo in a grid fails here, not an hour into a study."""
-  import importlib.util
   from affectjax import sweep
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      'experiments', 'erc', 'run.py')
-  spec = importlib.util.spec_from_file_location('erc_run', path)
-  study = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(study)
+  study = load_script('erc', 'run.py')
   for corpus in study.CORPORA:
     config_lib.load(study.os.path.join(study.REPO, 'configs', f'{corpus}_contextfree.py') +
                     ':finetune,utterance', [*study._schedule(study.ADAPT_STEPS[corpus]),

@@ -10,7 +10,7 @@ import pytest
 from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax.data import DataError, get_dataset, mosi, safe_pickle
-from conftest import config_path
+from conftest import config_path, load_script
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
 needs_mosi = pytest.mark.skipif(
@@ -157,3 +157,18 @@ def test_cli_trains_tfn_with_lstm_text_on_mmsa_pickle(tmp_path, tfds_dir, capsys
   assert code == 0, capsys.readouterr().err
   results = json.loads((workdir / 'results.json').read_text())
   assert {'acc2', 'f1', 'acc2_has0', 'acc7', 'mae', 'corr'} <= set(results['test'])
+
+
+def test_validation_probe_ridge_scores_signal_noise_and_skips_neutral():
+  probe = load_script('mosi', 'validation_probe.py')
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 7))
+  y = x @ rng.normal(size=7)
+  assert probe.ridge_acc2(x[:300], y[:300], x[300:], y[300:], 1.0) > 0.95
+  noise = rng.normal(size=(400, 7))
+  assert 0.3 < probe.ridge_acc2(noise[:300], y[:300], noise[300:], y[300:], 1.0) < 0.7
+  # Neutral (0) validation labels are left out of Acc-2 non-0, whatever is predicted.
+  y_valid = y[300:].copy()
+  y_valid[:40] = 0
+  assert probe.ridge_acc2(x[:300], y[:300], x[300:], y_valid, 1.0) == pytest.approx(
+      probe.ridge_acc2(x[:300], y[:300], x[340:], y[340:], 1.0))
