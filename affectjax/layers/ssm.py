@@ -162,6 +162,7 @@ def _sequential_bwd(chunk, res, dy):
 
   def chunk_fn(q, x):
     u_c, delta_c, b_c, c_c, dy_c, h_start = x
+
     def state(h, x_t):
       h = _selective_step(h, a, *x_t)
       return h, h
