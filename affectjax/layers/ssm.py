@@ -198,6 +198,8 @@ _sequential_selective_scan.defvjp(_sequential_fwd, _sequential_bwd)
 SCAN_METHODS = ('auto', 'parallel', 'sequential')
 # Default chunk per form; the sequential one was the fastest of 32..256 on a 2-core CPU.
 SCAN_CHUNK = {'parallel': 256, 'sequential': 128}
+# What method='auto' runs per platform (`jax.lax.platform_dependent`; 'default': the rest).
+AUTO_SCAN = {'cpu': 'sequential', 'default': 'parallel'}
 
 
 def selective_scan(u, delta, a, b, c, d, mask=None, chunk: int = 0,
@@ -254,10 +256,11 @@ def selective_scan(u, delta, a, b, c, d, mask=None, chunk: int = 0,
     return _sequential_selective_scan(u, delta, a, b, c, max(1, min(steps, u.shape[1])))
 
   xs = (u, delta, b, c)
+  forms = {'parallel': parallel, 'sequential': sequential}
   if method == 'auto':
-    y = jax.lax.platform_dependent(*xs, cpu=sequential, default=parallel)
+    y = jax.lax.platform_dependent(*xs, **{p: forms[m] for p, m in AUTO_SCAN.items()})
   else:
-    y = (parallel if method == 'parallel' else sequential)(*xs)
+    y = forms[method](*xs)
   y = y + u * d.astype(jnp.float32)
   if mask is not None:
     y = jnp.where(keep, y, 0.0)

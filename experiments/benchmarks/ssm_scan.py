@@ -50,8 +50,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 WIDTH, STATE, CONV, EXPAND = 64, 16, 4, 2
 LENGTHS = (256, 1024, 4096, 16384, 65536)
 KINDS = {'s5': 'S5 block', 'mamba': 'selective SSM block', 'attention': 'attention layer'}
-# The selective scan's two forms (affectjax.layers.ssm.selective_scan): 'auto' runs the
-# first on CPU, the second on GPU and TPU.
+# The selective scan's two forms (affectjax.layers.ssm.selective_scan; ssm.AUTO_SCAN says
+# which one 'auto' runs on each platform).
 SCANS = {'sequential': 'sequential scan, fused discretisation, hand-written backward',
          'parallel': 'chunked associative scan'}
 JAX_PLATFORM = {'cpu': 'cpu', 'gpu': 'cuda'}  # --platform -> JAX_PLATFORMS.
@@ -310,7 +310,8 @@ def main(argv=None) -> int:
   growth = ', '.join(f"{b['length'] // a['length']}x length: {b['bytes'] / a['bytes']:.2f}x "
                      'memory' for a, b in zip(mamba, mamba[1:]))
   jx = _measure('affectjax', args.mirror_length, args.batch, args.steps, args.platform)
-  default_scan = 'sequential' if args.platform == 'cpu' else 'parallel'  # What 'auto' picks.
+  from affectjax.layers import ssm
+  default_scan = ssm.AUTO_SCAN.get(JAX_PLATFORM[args.platform], ssm.AUTO_SCAN['default'])
   (other_scan,) = set(SCANS) - {default_scan}
   jo = _measure(f'affectjax_{other_scan}', args.mirror_length, args.batch, args.steps,
                 args.platform)
