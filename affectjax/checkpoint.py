@@ -1,78 +1,299 @@
-"""Checkpoints with orbax: the latest training state for resumption, and the best
-parameters on validation for the final test evaluation.
+"""Checkpoints that survive a kill at any instant, and say when they are corrupt.
 
 Layout under `WORKDIR/checkpoints/`:
-  latest/<step>/{state, data, meta}  train state (params, optimizer state, step,
-                                     RNG), the data iterator state, best-so-far
+  latest/<step>/{state, data, meta}  train state (params, optimizer state, step, RNG),
+                                     the data iterator state, and meta: best-so-far,
+                                     the training losses since the last validation,
+                                     and the digests below
   best/<step>/{params, meta}         parameters of the best validation evaluation
+  corrupt/                           checkpoints that failed verification, moved aside
 
-Saves are synchronous and orbax finalises each step directory atomically (a
-temporary directory renamed on completion), so a process killed at any moment
-leaves every earlier checkpoint readable.
+Each step is written by orbax into a temporary directory that is renamed to `<step>`
+only when complete, so a kill leaves either a whole checkpoint or a temporary.
+Every checkpoint's meta holds a SHA-256 digest of what it saved (every array's path,
+dtype, shape and bytes; the iterator state's JSON); a restore recomputes it, so a
+flipped byte or an edited iterator state is caught, not trained on. Only states whose
+parameters are all finite are saved, so the newest checkpoint is always a good one.
+
+The rule that makes the pieces consistent after a restart (`Checkpoints.recover`):
+the newest latest checkpoint that verifies, and whose recorded best checkpoint also
+verifies, is the one the run resumes from. Then
+  * temporaries (names that are not a step number) are deleted;
+  * newer latest checkpoints (they failed verification) are moved to corrupt/, with
+    one line each saying so;
+  * best checkpoints other than the recorded one are deleted (they were written
+    after the resumed step, by a run killed before its next latest save);
+  * the trainer keeps the metrics.jsonl records up to the resumed step only.
+With no such checkpoint the run starts afresh (and the same cleaning applies), so
+rerunning the same command after a kill at any instant gives the uninterrupted run.
+A best checkpoint is deleted only after a latest checkpoint that no longer refers to
+it has been written, which is what keeps the rule's checkpoint pair available.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
 import os
+import shutil
+from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from affectjax import faults
+from affectjax.errors import CheckpointError, NonFiniteLossError, one_line, write_error
+
+log = logging.getLogger('affectjax')
+
+
+def digest(tree) -> str:
+  """SHA-256 over every leaf's path, dtype, shape and bytes."""
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    a = _host(leaf)
+    h.update(jax.tree_util.keystr(path).encode())
+    h.update(f'{a.dtype}{a.shape}'.encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+def json_digest(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _host(x) -> np.ndarray:
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x)
+
+
+def all_finite(tree) -> bool:
+  return all(np.isfinite(a).all() for a in map(_host, jax.tree.leaves(tree))
+             if np.issubdtype(a.dtype, np.inexact))
+
+
+@dataclasses.dataclass
+class Resume:
+  """Where `recover` found the run: the step and everything saved with it."""
+  step: int
+  state: Any
+  data_state: dict
+  meta: dict
+
+
+class _Corrupt(Exception):
+  pass
+
+
+def _is_step(name: str) -> bool:
+  return name.isdigit() and str(int(name)) == name
 
 
 class Checkpoints:
-  """The two orbax CheckpointManagers of one run."""
+  """The latest and best checkpoints of one run (see the module docstring)."""
 
   def __init__(self, workdir: str, keep: int = 2):
-    root = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self.root = root
+    self.root = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.keep = max(1, keep)
+    self._ckpt = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    self._latest_step = None
 
-    def manager(name, max_to_keep):
-      return ocp.CheckpointManager(
-          os.path.join(root, name),
-          options=ocp.CheckpointManagerOptions(
-              max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False))
+  def _dir(self, kind: str, step: int | None = None) -> str:
+    path = os.path.join(self.root, kind)
+    return path if step is None else os.path.join(path, str(step))
 
-    self.latest = manager('latest', max(1, keep))
-    self.best = manager('best', 1)
+  def steps(self, kind: str) -> list[int]:
+    path = self._dir(kind)
+    if not os.path.isdir(path):
+      return []
+    return sorted(int(n) for n in os.listdir(path) if _is_step(n))
 
   def latest_step(self) -> int | None:
-    return self.latest.latest_step()
+    """The newest latest checkpoint this process saved or resumed from."""
+    return self._latest_step
+
+  # -- saving ----------------------------------------------------------------------------
 
   def save(self, step: int, state, data_state: dict, meta: dict) -> None:
-    self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state),
+    """Writes latest/<step>, then drops the latest checkpoints beyond `keep` and every
+    best checkpoint other than `meta['best_step']`."""
+    if not all_finite(state.params):
+      raise NonFiniteLossError(
+          f'non-finite parameters at step {step}; not saved. {self.last_good()}')
+    meta = dict(meta, digest={'state': digest(state), 'data': json_digest(data_state)})
+    self._write('latest', step, ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)))
-    self.latest.wait_until_finished()
-
-  def restore(self, abstract_state, step: int | None = None):
-    """Returns (state, data_state, meta) of `step` (default: the latest)."""
-    step = self.latest.latest_step() if step is None else step
-    restored = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore(),
-        meta=ocp.args.JsonRestore()))
-    return restored['state'], restored['data'], restored['meta']
+    self._latest_step = step
+    faults.point('latest_saved')
+    if jax.process_index() == 0:
+      for s in self.steps('latest')[:-self.keep]:
+        self._delete('latest', s)
+      for s in self.steps('best'):
+        if s != meta['best_step']:
+          self._delete('best', s)
+    _sync('affectjax_checkpoint_retention')
 
   def save_best(self, step: int, params, meta: dict) -> None:
-    self.best.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
-    self.best.wait_until_finished()
+    if not all_finite(params):
+      raise NonFiniteLossError(
+          f'non-finite parameters at step {step}; not saved. {self.last_good()}')
+    meta = dict(meta, digest={'params': digest(params)})
+    self._write('best', step, ocp.args.Composite(
+        params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))
+    faults.point('best_saved')
+
+  def _write(self, kind: str, step: int, args) -> None:
+    path = self._dir(kind, step)
+    try:
+      os.makedirs(self._dir(kind), exist_ok=True)
+      if os.path.exists(path):  # Left by a run whose recover() did not see it: stale.
+        self._delete(kind, step)
+      self._ckpt.save(path, args=args)
+    except Exception as e:  # orbax and TensorStore raise many types for a failed write.
+      self._remove_temporaries(kind)
+      raise write_error(path, f'the {kind} checkpoint of step {step}', e) from None
+
+  def last_good(self) -> str:
+    if self._latest_step is None:
+      return ('No checkpoint was saved before it; a rerun starts from step 0 (lower '
+              'config.optim.learning_rate, or check the data).')
+    return f'Last good checkpoint: step {self._latest_step} in {self._dir("latest")}'
+
+  # -- restoring ---------------------------------------------------------------------------
+
+  def recover(self, abstract_state, abstract_params) -> Resume | None:
+    """Applies the restart rule of the module docstring; the resume point or None."""
+    if jax.process_index() == 0:
+      for kind in ('latest', 'best'):
+        self._remove_temporaries(kind)
+    _sync('affectjax_checkpoint_temporaries')
+    found, blocked = None, []
+    for step in reversed(self.steps('latest')):
+      try:
+        resume = self._restore_latest(step, abstract_state)
+      except _Corrupt as e:
+        self._move_aside('latest', step, str(e))
+        continue
+      best = resume.meta.get('best_step')
+      if best is not None:
+        try:
+          self._restore_best(best, abstract_params)
+        except _Corrupt as e:
+          self._move_aside('best', best, str(e))
+          blocked.append(step)
+          continue
+      found = resume
+      break
+    if found is None and blocked:
+      raise CheckpointError(
+          f'{self._dir("latest")}: steps {blocked} verify but the best checkpoint they '
+          'refer to is corrupt, so the run cannot finish as it would have; start it again '
+          'in a new --workdir (or delete this checkpoints folder)')
+    keep_best = found.meta.get('best_step') if found else None
+    if jax.process_index() == 0:
+      for s in self.steps('latest'):
+        if found is None or s > found.step:
+          self._delete('latest', s)
+      for s in self.steps('best'):
+        if s != keep_best:
+          self._delete('best', s)
+    _sync('affectjax_checkpoint_recover')
+    self._latest_step = found.step if found else None
+    return found
+
+  def _restore_latest(self, step: int, abstract_state) -> Resume:
+    path = self._dir('latest', step)
+    out = self._restore(path, ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore()))
+    meta = out['meta']
+    self._verify(path, meta, {'state': lambda: digest(out['state']),
+                              'data': lambda: json_digest(out['data'])})
+    if int(np.asarray(out['state'].step)) != step:
+      raise _Corrupt(f'holds the state of step {int(np.asarray(out["state"].step))}')
+    return Resume(step, out['state'], out['data'], meta)
+
+  def _restore_best(self, step: int, abstract_params):
+    path = self._dir('best', step)
+    out = self._restore(path, ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
+    self._verify(path, out['meta'], {'params': lambda: digest(out['params'])})
+    return out['params']
+
+  def _restore(self, path: str, args):
+    if not os.path.isdir(path):
+      raise _Corrupt('is missing')
+    try:
+      return self._ckpt.restore(path, args=args)
+    except Exception as e:  # A corrupt file surfaces as almost any exception type.
+      raise _Corrupt(f'unreadable ({type(e).__name__}: {one_line(e)[:160]})') from None
+
+  @staticmethod
+  def _verify(path: str, meta, digests: dict) -> None:
+    if not isinstance(meta, dict):
+      raise _Corrupt('meta is not a JSON object')
+    saved = meta.get('digest')
+    if saved is None:
+      log.warning('%s: written before checkpoints carried digests; restored unverified', path)
+      return
+    for item, compute in digests.items():
+      if not isinstance(saved, dict) or saved.get(item) != compute():
+        raise _Corrupt(f'{item} does not match the digest saved with it')
 
   def restore_best(self, abstract_params):
-    step = self.best.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'{self.root}/best: no best checkpoint')
-    return self.best.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))['params']
+    """The best parameters, verified; a one-line CheckpointError if they are not there."""
+    steps = self.steps('best')
+    if not steps:
+      raise CheckpointError(f'{self._dir("best")}: no best checkpoint')
+    try:
+      return self._restore_best(steps[-1], abstract_params)
+    except _Corrupt as e:
+      raise CheckpointError(f'{self._dir("best", steps[-1])}: {e}') from None
 
-  def forget_best_after(self, step: int) -> None:
-    """Drops best checkpoints newer than `step` (written after the checkpoint we
-    resume from, by a run that was killed before its next latest save)."""
-    for s in self.best.all_steps():
-      if s > step:
-        self.best.delete(s)
-    self.best.reload()
+  # -- files -------------------------------------------------------------------------------
+
+  def _remove_temporaries(self, kind: str) -> None:
+    path = self._dir(kind)
+    if not os.path.isdir(path):
+      return
+    for name in os.listdir(path):
+      if not _is_step(name):
+        shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+        with contextlib.suppress(OSError):
+          os.remove(os.path.join(path, name))
+
+  def _delete(self, kind: str, step: int) -> None:
+    # Renamed first, so a kill half-way through leaves a temporary, not a broken step.
+    path = self._dir(kind, step)
+    doomed = os.path.join(self._dir(kind), f'.deleting-{step}')
+    shutil.rmtree(doomed, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+      os.rename(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+  def _move_aside(self, kind: str, step: int, reason: str) -> None:
+    path = self._dir(kind, step)
+    dest = os.path.join(self.root, 'corrupt', f'{kind}-{step}')
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(dest), exist_ok=True)
+      n = 1
+      while os.path.exists(dest):
+        n += 1
+        dest = os.path.join(self.root, 'corrupt', f'{kind}-{step}.{n}')
+      os.rename(path, dest)
+    log.warning('%s: %s; moved to %s, falling back to an older checkpoint', path, reason, dest)
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    self._ckpt.close()
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

@@ -16,9 +16,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-  """A one-line problem with a config file or an override."""
+from affectjax.errors import ConfigError
 
 
 # Config keys added after runs were recorded, with the value that reproduces the behaviour
@@ -135,7 +133,12 @@ def _load_file(spec: str) -> ml_collections.ConfigDict:
     raise ConfigError(f'{path}: failed to import: {type(e).__name__}: {e}') from e
   if not hasattr(module, 'get_config'):
     raise ConfigError(f'{path}: has no get_config()')
-  config = module.get_config(arg) if arg else module.get_config()
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except ConfigError:
+    raise
+  except Exception as e:  # User code again: an unknown variant, a typo in a field.
+    raise ConfigError(f'{spec}: get_config() failed: {type(e).__name__}: {e}') from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f'{path}: get_config() must return a ConfigDict')
   with config.unlocked():
@@ -193,11 +196,9 @@ def data_dir(config: ml_collections.ConfigDict) -> str:
 
 def save(config: ml_collections.ConfigDict, path: str) -> None:
   """Writes the resolved config as JSON, atomically."""
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    f.write('\n')
-  os.replace(tmp, path)
+  from affectjax import workdir
+  text = config.to_json_best_effort(indent=2, sort_keys=True) + '\n'
+  workdir.write_atomic(path, 'the config', lambda f: f.write(text))
 
 
 def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:

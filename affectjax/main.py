@@ -18,9 +18,9 @@ import sys
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog='affectjax', description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  sub = p.add_subparsers(dest='command', required=True)
+  p = _Parser(prog='affectjax', description=__doc__,
+              formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
   train = sub.add_parser('train', help='train (or resume) one run in --workdir')
   train.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
   train.add_argument('--workdir', required=True)
@@ -60,69 +60,99 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  """Runs one command; an expected error is one line on stderr and a status from
+  `affectjax.errors` (2: bad input, 1: diverged, 3: interrupted, checkpoint saved).
+  An unexpected error is a bug, and keeps its traceback."""
   argv = sys.argv[1:] if argv is None else list(argv)
   logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(message)s',
                       datefmt='%H:%M:%S')
   logging.getLogger('affectjax').setLevel(logging.INFO)
-  from affectjax import config as config_lib
-  from affectjax.data import DataError
+  from affectjax import errors
   try:
-    rest, overrides = config_lib.split_cli_overrides(argv)
-    args = _parser().parse_args(rest)
-    if args.command == 'sweep':
-      from affectjax import sweep
-      print(sweep.run(args.config, args.grid, args.seeds, args.workdir, overrides)['table'])
-      return 0
-    config = config_lib.load(args.config, overrides)
-    if args.command == 'robustness':
-      from affectjax import robustness
-      levels = tuple(float(x) for x in args.levels.split(',') if x)
-      print(robustness.evaluate_robustness(config, args.workdir, levels)['table'])
-    elif args.command == 'train':
-      if args.distributed:
-        import jax
-        jax.distributed.initialize()
-      from affectjax import train
-      results = train.train_and_evaluate(config, args.workdir)
-      print(json.dumps({'valid': _headline(results['valid']),
-                        'test': _headline(results['test'])}))
-    elif args.command == 'extract-features':
-      from affectjax.data import erc
-      if config.data.name != 'erc':
-        raise config_lib.ConfigError(f'extract-features: {args.config} is not an ERC config '
-                                     f'(config.data.name={config.data.name!r})')
-      path = erc.extract_features(config, progress=sys.stdout.isatty())
-      if args.out:
-        import shutil
-        shutil.copyfile(path, args.out)
-      import numpy as np
-      with np.load(path) as f:
-        print(json.dumps({'cache': path, 'out': args.out or None,
-                          'utterances': int(f['embeddings'].shape[0]),
-                          'dim': int(f['embeddings'].shape[1])}))
-    elif args.command == 'export-encoder':
-      from affectjax.encoders import bert
-      out = bert.export_from_run(config, args.workdir, args.out)
-      print(json.dumps({'encoder': out, 'from': args.workdir}))
-    elif args.command == 'compile':
-      from affectjax import compile as compile_lib
-      report = compile_lib.compile_for_topology(config, args.topology, args.batch_size)
-      print(compile_lib.format_report(report))
-  except (config_lib.ConfigError, DataError, ValueError, FileNotFoundError,
-          FileExistsError, pickle.UnpicklingError) as e:
-    print(f'affectjax: error: {_one_line(e)}', file=sys.stderr)
-    return 2
-  except RuntimeError as e:
-    from affectjax.train import NonFiniteLossError
-    if isinstance(e, NonFiniteLossError):
-      print(f'affectjax: error: {_one_line(e)}', file=sys.stderr)
-      return 1
-    raise
+    _run(argv)
+  except errors.Interrupted as e:
+    print(f'affectjax: stopped: {errors.one_line(e)}', file=sys.stderr)
+    return errors.EXIT_INTERRUPTED
+  except errors.NonFiniteLossError as e:
+    print(f'affectjax: error: {errors.one_line(e)}', file=sys.stderr)
+    return errors.EXIT_DIVERGED
+  except KeyboardInterrupt:
+    print('affectjax: stopped: interrupted', file=sys.stderr)
+    return errors.EXIT_INTERRUPTED
+  except (errors.ExpectedError, ValueError, OSError, pickle.UnpicklingError) as e:
+    print(f'affectjax: error: {errors.one_line(e)}', file=sys.stderr)
+    return errors.EXIT_ERROR
+  except (MemoryError, RuntimeError) as e:
+    if not errors.is_out_of_memory(e):
+      raise
+    print(f'affectjax: error: out of memory ({type(e).__name__}); use smaller batches',
+          file=sys.stderr)
+    return errors.EXIT_ERROR
   return 0
 
 
-def _one_line(e: Exception) -> str:
-  return ' '.join(str(e).split())
+def _run(argv) -> None:
+  from affectjax import config as config_lib
+  rest, overrides = config_lib.split_cli_overrides(argv)
+  args = _parse(rest)
+  if args.command == 'sweep':
+    from affectjax import sweep
+    print(sweep.run(args.config, args.grid, args.seeds, args.workdir, overrides)['table'])
+    return
+  config = config_lib.load(args.config, overrides)
+  if args.command == 'robustness':
+    from affectjax import robustness
+    try:
+      levels = tuple(float(x) for x in args.levels.split(',') if x)
+    except ValueError:
+      raise config_lib.ConfigError(f'--levels {args.levels}: expected numbers, e.g. '
+                                   '0.5,1,2') from None
+    print(robustness.evaluate_robustness(config, args.workdir, levels)['table'])
+  elif args.command == 'train':
+    if args.distributed:
+      import jax
+      jax.distributed.initialize()
+    from affectjax import train
+    results = train.train_and_evaluate(config, args.workdir)
+    print(json.dumps({'valid': _headline(results['valid']),
+                      'test': _headline(results['test'])}))
+  elif args.command == 'extract-features':
+    from affectjax.data import erc
+    if config.data.name != 'erc':
+      raise config_lib.ConfigError(f'extract-features: {args.config} is not an ERC config '
+                                   f'(config.data.name={config.data.name!r})')
+    path = erc.extract_features(config, progress=sys.stdout.isatty())
+    if args.out:
+      import shutil
+      shutil.copyfile(path, args.out)
+    import numpy as np
+    with np.load(path) as f:
+      print(json.dumps({'cache': path, 'out': args.out or None,
+                        'utterances': int(f['embeddings'].shape[0]),
+                        'dim': int(f['embeddings'].shape[1])}))
+  elif args.command == 'export-encoder':
+    from affectjax.encoders import bert
+    out = bert.export_from_run(config, args.workdir, args.out)
+    print(json.dumps({'encoder': out, 'from': args.workdir}))
+  elif args.command == 'compile':
+    from affectjax import compile as compile_lib
+    report = compile_lib.compile_for_topology(config, args.topology, args.batch_size)
+    print(compile_lib.format_report(report))
+
+
+class _ArgumentError(ValueError):
+  pass
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse that raises (one line, status 2 from main) instead of exiting."""
+
+  def error(self, message):
+    raise _ArgumentError(f'{self.prog}: {message}')
+
+
+def _parse(rest):
+  return _parser().parse_args(rest)
 
 
 def _headline(metrics: dict) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -41,8 +39,7 @@ def confusion_matrix_png(confusion, class_names: Sequence[str] | None, path: str
   ax.set_title(title)
   fig.colorbar(im, ax=ax, fraction=0.046, label='fraction of true class')
   fig.tight_layout()
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', suffix='.png')
-  os.close(fd)
-  fig.savefig(tmp, dpi=110)
-  os.replace(tmp, path)
+  from affectjax import workdir
+  workdir.write_atomic(path, 'the confusion-matrix figure',
+                       lambda f: fig.savefig(f, format='png', dpi=110), mode='wb')
   return path

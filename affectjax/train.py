@@ -29,17 +29,20 @@ from jax.experimental import multihost_utils
 from affectjax import checkpoint as checkpoint_lib
 from affectjax import config as config_lib
 from affectjax import data as data_lib
+from affectjax import errors
+from affectjax import faults
 from affectjax import models
+from affectjax import preemption
 from affectjax import sharding as sharding_lib
 from affectjax import tasks
+from affectjax import workdir as workdir_lib
 from affectjax.data import pipeline
 
 
 log = logging.getLogger('affectjax')
 
 
-class NonFiniteLossError(RuntimeError):
-  """Training produced a NaN/inf loss or gradient."""
+NonFiniteLossError = errors.NonFiniteLossError
 
 
 @flax.struct.dataclass
@@ -225,6 +228,7 @@ def evaluate(exp: Experiment, eval_step, params, source, batch_size: int) -> dic
     preds.append(_gather(p)[mask])
     losses.append(_gather(l)[mask])
     labels.append(_gather(batch['label'])[mask])
+    faults.point('evaluating')
   preds, losses, labels = map(np.concatenate, (preds, losses, labels))
   result = exp.task.metrics(labels, preds)
   result['loss'] = float(losses.mean())
@@ -241,32 +245,63 @@ def _better(value: float, best: float | None, mode: str) -> bool:
   return value > best if mode == 'max' else value < best
 
 
-def _write_json(path: str, obj) -> None:
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
-
-
 def _truncate_metrics(path: str, last_step: int) -> None:
-  """Keeps the metrics.jsonl records up to `last_step` (a resumed run rewrites the rest)."""
+  """Keeps the metrics.jsonl records up to `last_step` (a resumed run rewrites the rest).
+  A line a kill or a full disk left half-written is dropped with them."""
   if not os.path.exists(path):
     return
+  keep = []
   with open(path) as f:
-    keep = [line for line in f if line.strip() and json.loads(line)['step'] <= last_step]
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.writelines(keep)
-  os.replace(tmp, path)
+    for line in f:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(record, dict) and record.get('step', math.inf) <= last_step:
+        keep.append(json.dumps(record) + '\n')
+  if not keep:
+    os.remove(path)
+    return
+  workdir_lib.write_atomic(path, 'the metrics log', lambda f: f.writelines(keep))
+
+
+def _append_metrics(path: str, record: dict) -> None:
+  line = json.dumps(record) + '\n'
+  try:
+    with open(path, 'a') as f:
+      half = len(line) // 2
+      f.write(line[:half])
+      f.flush()
+      faults.point('metrics_half_written')
+      f.write(line[half:])
+      f.flush()
+      os.fsync(f.fileno())
+  except OSError as e:
+    raise errors.write_error(path, f'the metrics record of step {record["step"]}', e) from None
+
+
+def _has_progress(workdir: str) -> bool:
+  """Whether the workdir holds a run worth protecting: a checkpoint or results."""
+  latest = os.path.join(workdir, 'checkpoints', 'latest')
+  return os.path.exists(os.path.join(workdir, 'results.json')) or (
+      os.path.isdir(latest) and any(n.isdigit() for n in os.listdir(latest)))
 
 
 def _check_workdir_config(config, workdir: str) -> None:
+  """Refuses a config that differs from the one the workdir's run was made with. A
+  workdir without a checkpoint or results holds no progress (a run that failed before
+  its first checkpoint), and its config.json is simply replaced."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    old = json.load(f)
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    if not _has_progress(workdir):
+      return
+    raise config_lib.ConfigError(f'{path}: unreadable ({errors.one_line(e)}); the workdir '
+                                 'holds a run whose config cannot be checked') from None
   new = config_lib.to_dict(config)
   if old != new:
     flat_old, flat_new = _flat(old), _flat(new)
@@ -276,7 +311,7 @@ def _check_workdir_config(config, workdir: str) -> None:
       if key not in flat_old and flat_new.get(key) == json.dumps(value):
         del flat_new[key]
     diff = sorted(flat_old.items() ^ flat_new.items())
-    if not diff:
+    if not diff or not _has_progress(workdir):
       return
     key = diff[0][0]
     raise config_lib.ConfigError(
@@ -296,17 +331,44 @@ def _flat(d: dict, prefix: str = '') -> dict:
 
 def _validate(config) -> None:
   t = config.train
-  for field in ('batch_size', 'num_steps', 'eval_every', 'log_every', 'eval_batch_size'):
-    if t[field] <= 0:
+  for field in ('batch_size', 'num_steps', 'eval_every', 'log_every', 'eval_batch_size',
+                'keep_checkpoints'):
+    if not isinstance(t[field], int) or t[field] <= 0:
       raise config_lib.ConfigError(f'config.train.{field}: must be positive, got {t[field]}')
   if t.select_mode not in ('max', 'min'):
     raise config_lib.ConfigError(f'config.train.select_mode: {t.select_mode!r} (max | min)')
+  if not isinstance(config.seed, int) or not 0 <= config.seed < 2 ** 32:
+    raise config_lib.ConfigError(f'config.seed: must be an integer in [0, 2**32), got '
+                                 f'{config.seed!r}')
+  o = config.optim
+  for field, low, strict in (('learning_rate', 0.0, True), ('weight_decay', 0.0, False),
+                             ('grad_clip', 0.0, False),
+                             ('pretrained_learning_rate', 0.0, False)):
+    value = o.get(field, 0.0)
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or (
+        value <= low if strict else value < low):
+      raise config_lib.ConfigError(
+          f'config.optim.{field}: must be a finite number {">" if strict else ">="} {low}, '
+          f'got {value!r}')
+  if not isinstance(o.warmup_steps, int) or o.warmup_steps < 0:
+    raise config_lib.ConfigError(f'config.optim.warmup_steps: must be >= 0, got '
+                                 f'{o.warmup_steps!r}')
+  if o.warmup_steps and o.schedule == 'constant':
+    raise config_lib.ConfigError(f'config.optim.warmup_steps={o.warmup_steps}: the constant '
+                                 'schedule has no warmup (use cosine or linear, or 0)')
+  if o.warmup_steps >= t.num_steps:
+    raise config_lib.ConfigError(
+        f'config.optim.warmup_steps={o.warmup_steps}: must be shorter than the run '
+        f'(config.train.num_steps={t.num_steps})')
 
 
 def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
   """Dataset and Experiment on the config's mesh, with the batch sizes and the
   selection metric checked against them."""
   dataset = data_lib.get_dataset(config)
+  for split in ('train', 'valid', 'test'):
+    if split not in dataset.splits or not len(dataset.splits[split]):
+      raise data_lib.DataError(f'{dataset.where}: split {split!r} is empty')
   mesh = sharding_lib.make_mesh(config.mesh)
   exp = Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
                    dataset.num_classes, dataset.class_names)
@@ -322,100 +384,175 @@ def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
   return dataset, exp
 
 
+@contextlib.contextmanager
+def _memory(what: str):
+  """Turns an out-of-memory failure of `what` into a one-line ResourceError."""
+  try:
+    yield
+  except (MemoryError, RuntimeError) as e:
+    if not errors.is_out_of_memory(e):
+      raise
+    raise errors.ResourceError(f'out of memory {what}') from None
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (or resumes) the run in `workdir`; returns the results.json content."""
+  """Trains (or resumes) the run in `workdir`; returns the results.json content.
+
+  Every check that can fail on the config or the data (including compiling both steps
+  and one evaluation batch) passes before anything is written to the workdir. The
+  workdir is then locked for this process. SIGTERM/SIGINT/SIGHUP stop the run at the
+  next step boundary with a checkpoint of that step (`errors.Interrupted`)."""
   _validate(config)
   results_path = os.path.join(workdir, 'results.json')
   _check_workdir_config(config, workdir)
   if os.path.exists(results_path):
     log.info('%s exists: this run has finished', results_path)
-    with open(results_path) as f:
+    return _read_results(results_path)
+  with preemption.signals() as stop:
+    dataset, exp = _setup(config)
+    t = config.train
+    train_iter = pipeline.train_dataset(dataset.splits['train'], t.batch_size, config.seed)
+    compile_start = time.time()
+    with _memory(f'compiling the train step (config.train.batch_size={t.batch_size})'):
+      train_step = exp.lower_train_step(t.batch_size).compile()
+    with _memory(f'evaluating (config.train.eval_batch_size={t.eval_batch_size})'):
+      eval_step = exp.lower_eval_step(t.eval_batch_size).compile()
+      _first_eval_batch(exp, eval_step, dataset.splits['valid'], t.eval_batch_size)
+    compile_s = time.time() - compile_start
+    faults.point('compiled')
+
+    workdir_lib.create(workdir)
+    with workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+      # Checked again under the lock: another process may have finished it meanwhile.
+      _check_workdir_config(config, workdir)
+      if os.path.exists(results_path):
+        return _read_results(results_path)
+      return _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_step,
+                           compile_s, stop)
+
+
+def _read_results(path: str) -> dict:
+  try:
+    with open(path) as f:
       return json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.WorkdirError(f'{path}: unreadable results ({errors.one_line(e)}); delete it '
+                              'to evaluate the best checkpoint again') from None
 
-  # Everything that can fail on bad input happens before the workdir is written.
-  dataset, exp = _setup(config)
+
+def _first_eval_batch(exp, eval_step, source, batch_size: int) -> None:
+  """One real evaluation batch with zero parameters: an eval batch too large for host or
+  device memory fails here, before the workdir is written, not after the first steps."""
+  local = next(iter(pipeline.eval_batches(source, batch_size)))
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype, device=s.sharding),
+                        exp.abstract_state.params)
+  jax.block_until_ready(eval_step(params, pipeline.to_global(local, exp.mesh, exp.rules)))
+
+
+def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_step, compile_s,
+                  stop) -> dict:
   mesh, t = exp.mesh, config.train
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    config_lib.save(config, os.path.join(workdir, 'config.json'))
-  compile_start = time.time()
-  train_step = exp.lower_train_step(t.batch_size).compile()
-  eval_step = exp.lower_eval_step(t.eval_batch_size).compile()
-  compile_s = time.time() - compile_start
-
-  ckpt = checkpoint_lib.Checkpoints(workdir, t.keep_checkpoints)
+  lead = jax.process_index() == 0
+  results_path = os.path.join(workdir, 'results.json')
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  train_iter = pipeline.train_dataset(dataset.splits['train'], t.batch_size, config.seed)
-  best_value, best_step = None, None
-  start = ckpt.latest_step()
-  if start is not None:
-    state, data_state, meta = ckpt.restore(exp.abstract_state, start)
-    train_iter.set_state(data_state)
-    best_value, best_step = meta['best_value'], meta['best_step']
-    ckpt.forget_best_after(start)
-    if jax.process_index() == 0:
-      _truncate_metrics(metrics_path, start)
+  if lead:
+    workdir_lib.remove_stale_temporaries(workdir)
+  ckpt = checkpoint_lib.Checkpoints(workdir, t.keep_checkpoints)
+  best_value, best_step, train_losses = None, None, []
+  stop.deferring = True  # From here a signal waits for a step boundary.
+  resume = ckpt.recover(exp.abstract_state, exp.abstract_state.params)
+  if resume is not None:
+    state, start = resume.state, resume.step
+    train_iter.set_state(resume.data_state)
+    best_value, best_step = resume.meta['best_value'], resume.meta['best_step']
+    train_losses = list(resume.meta.get('train_losses', []))
     log.info('resumed from %s at step %d', ckpt.root, start)
   else:
-    state = exp.init_state(config.seed)
-    start = 0
+    state, start = exp.init_state(config.seed), 0
+  if lead:
+    _truncate_metrics(metrics_path, start)
+    try:
+      config_lib.save(config, os.path.join(workdir, 'config.json'))
+    except OSError as e:
+      raise errors.write_error(os.path.join(workdir, 'config.json'), 'the config', e) from None
 
   writer = None
-  if jax.process_index() == 0:
+  if lead:
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
   from tqdm import tqdm
   bar = tqdm(total=t.num_steps, initial=start, unit='step', dynamic_ncols=True,
-             disable=not sys.stderr.isatty() or jax.process_index() != 0)
+             disable=not sys.stderr.isatty() or not lead)
 
-  step, pending, train_losses = start, [], []
+  def meta():
+    return {'best_value': best_value, 'best_step': best_step,
+            'train_losses': [float(x) for x in train_losses]}
+
+  def check(pending):
+    for s, m in jax.device_get(pending):
+      if not (math.isfinite(m['loss']) and math.isfinite(m['grad_norm'])):
+        raise NonFiniteLossError(
+            f'non-finite training loss {m["loss"]} (grad norm {m["grad_norm"]}) at step '
+            f'{s}; stopped. {ckpt.last_good()}')
+      train_losses.append(m['loss'])
+      if writer:
+        writer.add_scalar('train/loss', m['loss'], s)
+        writer.add_scalar('train/grad_norm', m['grad_norm'], s)
+
+  step, pending = start, []
   loop_start = time.time()
   try:
-    while step < t.num_steps:
-      batch = pipeline.to_global(next(train_iter), mesh, exp.rules)
-      state, step_metrics = train_step(state, batch)
-      step += 1
-      pending.append((step, step_metrics))
-      if len(pending) > 1:
-        # At most two steps in flight: deep async queues can starve XLA:CPU's
-        # collective rendezvous when many virtual devices share few cores.
-        pending[-2][1]['loss'].block_until_ready()
-      bar.update(1)
-      is_eval = step % t.eval_every == 0 or step == t.num_steps
-      if not (is_eval or step % t.log_every == 0):
-        continue
-      for s, m in jax.device_get(pending):
-        if not (math.isfinite(m['loss']) and math.isfinite(m['grad_norm'])):
+    with _memory(f'training (config.train.batch_size={t.batch_size})'):
+      while step < t.num_steps:
+        if stop.requested():
+          check(pending)
+          pending = []
+          if ckpt.latest_step() != step and step > 0:
+            ckpt.save(step, state, train_iter.get_state(), meta())
+          raise errors.Interrupted(
+              f'{stop.name()} at step {step}: '
+              + (f'saved a checkpoint of step {step}' if step else 'nothing to save yet')
+              + '; rerun the same command to resume', stop.signum or 0, step)
+        batch = pipeline.to_global(next(train_iter), mesh, exp.rules)
+        state, step_metrics = train_step(state, batch)
+        step += 1
+        pending.append((step, step_metrics))
+        if len(pending) > 1:
+          # At most two steps in flight: deep async queues can starve XLA:CPU's
+          # collective rendezvous when many virtual devices share few cores.
+          pending[-2][1]['loss'].block_until_ready()
+        faults.point('step')
+        bar.update(1)
+        is_eval = step % t.eval_every == 0 or step == t.num_steps
+        if not (is_eval or step % t.log_every == 0):
+          continue
+        check(pending)
+        pending = []
+        bar.set_postfix(loss=f'{train_losses[-1]:.4f}')
+        if not is_eval:
+          continue
+        with _memory(f'evaluating (config.train.eval_batch_size={t.eval_batch_size})'):
+          valid = evaluate(exp, eval_step, state.params, dataset.splits['valid'],
+                           t.eval_batch_size)
+        value = valid[t.select_metric]
+        if not math.isfinite(valid['loss']):
           raise NonFiniteLossError(
-              f'non-finite training loss {m["loss"]} (grad norm {m["grad_norm"]}) at step '
-              f'{s}; stopped. Last good checkpoint: step {ckpt.latest_step()} in '
-              f'{ckpt.root}/latest')
-        train_losses.append(m['loss'])
-        if writer:
-          writer.add_scalar('train/loss', m['loss'], s)
-          writer.add_scalar('train/grad_norm', m['grad_norm'], s)
-      pending = []
-      bar.set_postfix(loss=f'{train_losses[-1]:.4f}')
-      if not is_eval:
-        continue
-      valid = evaluate(exp, eval_step, state.params, dataset.splits['valid'],
-                       t.eval_batch_size)
-      value = valid[t.select_metric]
-      record = {'step': step, 'train_loss': float(np.mean(train_losses)), 'valid': valid}
-      train_losses = []
-      if jax.process_index() == 0:
-        with open(metrics_path, 'a') as f:
-          f.write(json.dumps(record) + '\n')
-        for k, v in _scalars(valid, 'valid').items():
-          writer.add_scalar(k, v, step)
-        writer.flush()
-      log.info('step %d: train loss %.4f, valid %s %.4f', step, record['train_loss'],
-                   t.select_metric, value)
-      if _better(value, best_value, t.select_mode):
-        best_value, best_step = value, step
-        ckpt.save_best(step, state.params, {'step': step, t.select_metric: value})
-      ckpt.save(step, state, train_iter.get_state(),
-                {'best_value': best_value, 'best_step': best_step})
+              f'non-finite validation metrics at step {step} (loss {valid["loss"]}); '
+              f'stopped. {ckpt.last_good()}')
+        record = {'step': step, 'train_loss': float(np.mean(train_losses)), 'valid': valid}
+        train_losses = []
+        if lead:
+          _append_metrics(metrics_path, record)
+          faults.point('metrics_written')
+          for k, v in _scalars(valid, 'valid').items():
+            writer.add_scalar(k, v, step)
+          writer.flush()
+        log.info('step %d: train loss %.4f, valid %s %.4f', step, record['train_loss'],
+                 t.select_metric, value)
+        if _better(value, best_value, t.select_mode):
+          best_value, best_step = value, step
+          ckpt.save_best(step, state.params, {'step': step, t.select_metric: value})
+        ckpt.save(step, state, train_iter.get_state(), meta())
   finally:
     bar.close()
     if writer:
@@ -423,26 +560,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_s = time.time() - loop_start
 
   params = ckpt.restore_best(exp.abstract_state.params)
-  results = {
-      'config': config.name,
-      'seed': config.seed,
-      'best_step': best_step,
-      'select_metric': t.select_metric,
-      'num_params': exp.num_params,
-      'valid': evaluate(exp, eval_step, params, dataset.splits['valid'], t.eval_batch_size),
-      'test': evaluate(exp, eval_step, params, dataset.splits['test'], t.eval_batch_size),
-      'timing': {'compile_s': compile_s, 'train_s': train_s,
-                 'steps_this_invocation': t.num_steps - start},
-      'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-  }
+  with _memory(f'evaluating (config.train.eval_batch_size={t.eval_batch_size})'):
+    results = {
+        'config': config.name,
+        'seed': config.seed,
+        'best_step': best_step,
+        'select_metric': t.select_metric,
+        'num_params': exp.num_params,
+        'valid': evaluate(exp, eval_step, params, dataset.splits['valid'], t.eval_batch_size),
+        'test': evaluate(exp, eval_step, params, dataset.splits['test'], t.eval_batch_size),
+        'timing': {'compile_s': compile_s, 'train_s': train_s,
+                   'steps_this_invocation': t.num_steps - start},
+        'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+    }
   ckpt.close()
-  if jax.process_index() == 0:
+  if lead:
     if 'confusion' in results['test']:
       from affectjax import plots
       plots.confusion_matrix_png(results['test']['confusion'], dataset.class_names,
                                  os.path.join(workdir, 'confusion_test.png'),
                                  f'{config.name}, seed {config.seed}: test')
-    _write_json(results_path, results)
+    def write(f):
+      json.dump(results, f, indent=2, sort_keys=True)
+      f.write('\n')
+      f.flush()
+      faults.point('results_tmp_written')
+    workdir_lib.write_atomic(results_path, 'the results', write)
   return results
 
 

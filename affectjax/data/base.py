@@ -7,11 +7,9 @@ from typing import Mapping
 
 import numpy as np
 
+from affectjax.errors import DataError
+
 SPLITS = ('train', 'valid', 'test')
-
-
-class DataError(ValueError):
-  """A one-line problem with input data that names the file (or split) and field."""
 
 
 class ArraySource:

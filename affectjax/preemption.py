@@ -1,0 +1,73 @@
+"""SIGTERM, SIGINT and SIGHUP: stop at a step boundary with a checkpoint, not mid-write.
+
+Cloud TPU and GPU preemption sends SIGTERM and allows some seconds; Ctrl-C sends SIGINT.
+Inside `signals()` the first such signal is recorded; while the trainer is `deferring`
+(the training loop, its evaluations and checkpoint writes) it acts on it at the next
+step boundary (it saves that step and raises `Interrupted`); before that (reading
+data, compiling) nothing is at stake and `Interrupted` is raised at once. A second
+signal ends the process immediately (exit 128 + signal number), which is safe because
+every checkpoint write survives a kill. On several processes the flag is combined
+over all of them at each boundary, so every host stops, and saves, at the same step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from affectjax.errors import Interrupted
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Signals:
+  """What the handlers saw; read by the training loop."""
+
+  def __init__(self):
+    self.signum: int | None = None
+    self.deferring = False
+
+  def requested(self) -> bool:
+    """Whether any process got a stop signal (a collective on several processes)."""
+    local = self.signum is not None
+    if jax.process_count() == 1:
+      return local
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.int32(local))
+    return bool(np.asarray(flags).max())
+
+  def name(self) -> str:
+    return signal.Signals(self.signum).name if self.signum else 'a stop signal on another host'
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:
+      os.write(2, f'affectjax: second {signal.Signals(signum).name}: aborted at once, '
+               'without saving (the last checkpoint stays valid)\n'.encode())
+      os._exit(128 + signum)
+    self.signum = signum
+    if not self.deferring:
+      raise Interrupted(f'{signal.Signals(signum).name} before training started; nothing '
+                        'to save, rerun the same command to start', signum)
+
+
+@contextlib.contextmanager
+def signals() -> Iterator[Signals]:
+  """Installs the handlers for the body (only on the main thread, where Python runs
+  signal handlers); restores the previous ones after."""
+  state = Signals()
+  if threading.current_thread() is not threading.main_thread():
+    yield state
+    return
+  previous = {s: signal.signal(s, state._handle) for s in SIGNALS}
+  try:
+    yield state
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
