@@ -14,12 +14,18 @@ def get_dataset(config) -> Dataset:
   directory = config.data.get('dir', '')
   if directory and not os.path.isdir(directory):
     raise DataError(f'config.data.dir: no such directory: {directory}')
+  if not isinstance(name, str) or not name.isidentifier():
+    raise DataError(f'config.data.name: {name!r} is not a dataset module name')
   try:
     module = importlib.import_module(f'affectjax.data.{name}')
   except ModuleNotFoundError as e:
     if e.name == f'affectjax.data.{name}':
       raise DataError(f'config.data.name: no dataset module affectjax/data/{name}.py') from None
     raise
+  if not callable(getattr(module, 'load', None)) or not callable(
+      getattr(module, 'configure', None)):
+    raise DataError(f'config.data.name: affectjax/data/{name}.py is not a dataset module '
+                    '(it has no load(config) and configure(config))')
   return module.load(config)
 
 

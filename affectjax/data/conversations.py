@@ -23,10 +23,10 @@ conversation builders and graph models build on.
 
 from __future__ import annotations
 
-import ast
 import csv
 import io
 import os
+import re
 from typing import Sequence
 
 import numpy as np
@@ -47,6 +47,23 @@ _FEATURES_WHAT = ('IEMOCAP_features.pkl (videoIDs, videoSpeakers, videoLabels, v
 _MELD_WHAT = 'the MELD CSVs; published with https://github.com/declare-lab/MELD'
 _MELD_FEATURES_WHAT = ('MELD_features_raw.pkl (the IEMOCAP_features.pkl layout plus a tenth '
                        'element); published with https://github.com/declare-lab/conv-emotion')
+
+
+def _int_labels(values, path: str, dialogue, field: str = 'labels') -> list[int]:
+  """Class indices as ints; a string, float or missing label is a one-line error."""
+  try:
+    values = list(values)
+  except TypeError:
+    raise base.DataError(f'{path}: dialogue {str(dialogue)!r}: field {field!r} is not a list '
+                         f'of class indices') from None
+  out = []
+  for i, x in enumerate(values):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) and not (
+        isinstance(x, (float, np.floating)) and float(x).is_integer()):
+      raise base.DataError(f'{path}: dialogue {str(dialogue)!r}: field {field!r} has {x!r} '
+                           f'at utterance {i}, expected a class index')
+    out.append(int(x))
+  return out
 
 
 def _check_labels(dialogue: dict, num_classes: int, where: str) -> None:
@@ -78,7 +95,8 @@ def read_iemocap_conversations(path: str) -> dict[str, list[dict]]:
         if vid not in table:
           raise base.DataError(f'{path}: dialogue {vid!r} of split {split} has no {name}')
       d = {'id': str(vid), 'speakers': [str(s) for s in speakers[vid]],
-           'texts': [str(s) for s in sentences[vid]], 'labels': [int(x) for x in labels[vid]]}
+           'texts': [str(s) for s in sentences[vid]],
+           'labels': _int_labels(labels[vid], path, vid)}
       _check_lengths(d, ('speakers', 'texts'), path)
       _check_labels(d, len(IEMOCAP_LABELS), path)
       dialogues.append(d)
@@ -104,6 +122,10 @@ def read_features_pickle(path: str, num_classes: int, what: str) -> dict[str, li
   ids, speakers, labels, text, audio, visual, sentences, train_vid, test_vid = data[:9]
   extra = data[9] if len(data) == 10 and isinstance(data[9], dict) else None
   train_vid = sorted(map(str, train_vid))
+  if len(train_vid) < 2 or not len(test_vid):
+    raise base.DataError(f'{path}: field \'trainVid\' has {len(train_vid)} and \'testVid\' '
+                         f'{len(test_vid)} dialogues; need >= 2 training (validation is '
+                         'carved from them) and >= 1 test')
   rng = np.random.default_rng(VALID_SEED)
   n_valid = max(1, int(round(VALID_FRACTION * len(train_vid))))
   valid_vid = set(rng.choice(train_vid, n_valid, replace=False))
@@ -121,7 +143,8 @@ def read_features_pickle(path: str, num_classes: int, what: str) -> dict[str, li
         if key not in table:
           raise base.DataError(f'{path}: field {name!r} has no entry for dialogue {vid!r}')
       d = {'id': vid, 'speakers': [_speaker_name(s) for s in speakers[key]],
-           'texts': [str(s) for s in sentences[key]], 'labels': [int(x) for x in labels[key]]}
+           'texts': [str(s) for s in sentences[key]],
+           'labels': _int_labels(labels[key], path, vid)}
       for name, table in (('text', text), ('audio', audio), ('vision', visual)):
         feats = np.asarray(table[key], np.float32)
         if feats.ndim != 2 or not np.isfinite(feats).all():
@@ -129,7 +152,7 @@ def read_features_pickle(path: str, num_classes: int, what: str) -> dict[str, li
                                f'(utterances, features) values, got shape {feats.shape}')
         d[name] = feats
       if extra is not None and key in extra:
-        d['sentiments'] = [int(x) for x in extra[key]]
+        d['sentiments'] = _int_labels(extra[key], path, vid, 'sentiments')
       _check_lengths(d, ('speakers', 'texts', 'text', 'audio', 'vision'), path)
       _check_labels(d, num_classes, path)
       dialogues.append(d)
@@ -146,16 +169,58 @@ def read_meld_features(path: str) -> dict[str, list[dict]]:
   return read_features_pickle(path, len(MELD_EMOTIONS), _MELD_FEATURES_WHAT)
 
 
-def _read_csv(path: str, what: str) -> list[dict]:
+def _read_csv(path: str, what: str, columns: Sequence[str]) -> list[dict]:
+  """The rows of a CSV with (at least) `columns`, or a one-line error naming the file
+  and the line: binary or UTF-16 content, a malformed or over-long field, no rows."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: not found (expected {what})')
   with open(path, 'rb') as f:
     raw = f.read()
+  if b'\0' in raw:
+    raise base.DataError(f'{path}: holds NUL bytes: a binary or UTF-16 file, not the UTF-8 '
+                         f'(or cp1252) CSV expected ({what})')
   try:
     text = raw.decode('utf-8-sig')
   except UnicodeDecodeError:
     text = raw.decode('cp1252', errors='replace')  # Older releases: curly quotes as cp1252.
-  return list(csv.DictReader(io.StringIO(text)))
+  reader = csv.DictReader(io.StringIO(text))
+  try:
+    rows = list(reader)
+  except csv.Error as e:
+    raise base.DataError(f'{path}: line {reader.line_num}: malformed CSV ({e})') from None
+  header = reader.fieldnames or []
+  for column in columns:
+    if column not in header:
+      raise base.DataError(f'{path}: column {column!r} is missing ({what})')
+  if not rows:
+    raise base.DataError(f'{path}: has a header but no rows ({what})')
+  for i, r in enumerate(rows):
+    if None in r or any(r[c] is None for c in columns):
+      raise base.DataError(f'{path}: row {i + 1}: has {len(r) - (None in r)} fields, the '
+                           f'header {len(header)}')
+  return rows
+
+
+def _int_cell(row: dict, column: str, path: str, index: int) -> int:
+  try:
+    return int(row[column])
+  except (TypeError, ValueError):
+    raise base.DataError(f'{path}: row {index + 1}: column {column!r} is {row[column]!r}, '
+                         'expected an integer') from None
+
+
+def parse_speakers(cell: str) -> list[str]:
+  """EmoryNLP's Speaker cell: a Python list literal of quoted names ("['Monica Geller']")
+  or a bare name. Parsed with a regular expression, never evaluated (a crafted cell could
+  make `ast.literal_eval` exhaust memory or the stack)."""
+  cell = cell.strip()
+  if cell.startswith('[') and cell.endswith(']'):
+    names = [a if a else b for a, b in _QUOTED.findall(cell[1:-1])]
+    return names or [cell]
+  return [cell]
+
+
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"")
 
 
 def _group(rows, key, order, path, label_fields) -> list[dict]:
@@ -184,14 +249,13 @@ def read_meld(directory: str) -> dict[str, list[dict]]:
   out = {}
   for split, name in (('train', 'train'), ('valid', 'dev'), ('test', 'test')):
     path = os.path.join(directory, f'{name}_sent_emo.csv')
-    rows = _read_csv(path, _MELD_WHAT)
-    for column in ('Utterance', 'Speaker', 'Emotion', 'Sentiment', 'Dialogue_ID',
-                   'Utterance_ID'):
-      if rows and column not in rows[0]:
-        raise base.DataError(f'{path}: column {column!r} is missing ({_MELD_WHAT})')
-    for r in rows:
+    rows = _read_csv(path, _MELD_WHAT, ('Utterance', 'Speaker', 'Emotion', 'Sentiment',
+                                        'Dialogue_ID', 'Utterance_ID'))
+    for i, r in enumerate(rows):
       r['_speaker'], r['_text'] = r['Speaker'], r['Utterance']
-    out[split] = _group(rows, lambda r: r['Dialogue_ID'], lambda r: int(r['Utterance_ID']),
+      r['_order'] = _int_cell(r, 'Utterance_ID', path, i)
+      r['Dialogue_ID'] = str(_int_cell(r, 'Dialogue_ID', path, i))
+    out[split] = _group(rows, lambda r: r['Dialogue_ID'], lambda r: r['_order'],
                         path, {'labels': ('Emotion', MELD_EMOTIONS),
                                'sentiments': ('Sentiment', MELD_SENTIMENTS)})
   return out
@@ -203,15 +267,14 @@ def read_emorynlp(directory: str) -> dict[str, list[dict]]:
   for split, name in (('train', 'train'), ('valid', 'dev'), ('test', 'test')):
     path = os.path.join(directory, f'emorynlp_{name}_final.csv')
     rows = _read_csv(path, 'the EmoryNLP CSVs; published with '
-                     'https://github.com/emorynlp/emotion-detection')
-    for r in rows:
-      try:
-        names = ast.literal_eval(r['Speaker'])  # A list literal, e.g. "['Monica Geller']".
-      except (ValueError, SyntaxError):
-        names = [r['Speaker']]
-      r['_speaker'] = ' & '.join(map(str, names)) if isinstance(names, list) else str(names)
+                     'https://github.com/emorynlp/emotion-detection',
+                     ('Utterance', 'Speaker', 'Emotion', 'Season', 'Episode', 'Scene_ID',
+                      'Utterance_ID'))
+    for i, r in enumerate(rows):
+      r['_speaker'] = ' & '.join(parse_speakers(r['Speaker']))
       r['_text'] = r['Utterance']
+      r['_order'] = _int_cell(r, 'Utterance_ID', path, i)
     out[split] = _group(
         rows, lambda r: f'{r["Season"]}_{r["Episode"]}_{r["Scene_ID"]}',
-        lambda r: int(r['Utterance_ID']), path, {'labels': ('Emotion', EMORYNLP_EMOTIONS)})
+        lambda r: r['_order'], path, {'labels': ('Emotion', EMORYNLP_EMOTIONS)})
   return out

@@ -23,7 +23,6 @@ Audio and vision come only from the features pickles (`config.data.modalities`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import tempfile
 
@@ -111,18 +110,35 @@ def prepare(corpus: str, data_dir: str, tfds_dir: str):
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: not found (expected the {corpus} files under the data '
                             'directory; see affectjax/data/conversations.py for the layout)')
-  # The builder config's name carries the sources' sizes and mtimes: a replaced file is rebuilt.
-  files = sorted(os.path.join(path, f) for f in os.listdir(path)) if os.path.isdir(path) \
-      else [path]
-  stamp = hashlib.sha1(repr([(os.path.basename(f), os.stat(f).st_size,
-                              int(os.stat(f).st_mtime)) for f in files]).encode()).hexdigest()
+  # The builder config's name carries a hash of the sources' content (the CSVs of a corpus
+  # folder): a replaced file is rebuilt.
+  files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith('.csv')) \
+      if os.path.isdir(path) else [path]
+  stamp = prepared.content_hash(files)
   features = FEATURE_MODALITIES if corpus.endswith('_features') else ()
   ErcConversations, ErcConfig = _builders()
   builder = ErcConversations(
       data_dir=tfds_dir, file_format='array_record',
       config=ErcConfig(name=f'{corpus}_{stamp[:12]}', corpus=corpus, path=path,
                        features=features, label_fields=tuple(label_names)))
-  return prepared.build_once(builder, data_dir)
+  return prepared.build_once(builder, data_dir, check=lambda: _check_source(corpus, path))
+
+
+def _check_source(corpus: str, path: str) -> None:
+  """Reads the corpus once before TFDS builds it: every split non-empty, and each
+  feature array as wide as the first one of its modality."""
+  splits = CORPORA[corpus][0](path)
+  widths = {}
+  for split, dialogues in splits.items():
+    if not dialogues:
+      raise base.DataError(f'{path}: split {split!r} has no dialogues')
+    for d in dialogues:
+      for m in FEATURE_MODALITIES:
+        if m in d:
+          width = widths.setdefault(m, d[m].shape[1])
+          if d[m].shape[1] != width:
+            raise base.DataError(f'{path}: dialogue {d["id"]!r}: field {m!r} has '
+                                 f'{d[m].shape[1]} features per utterance, the others {width}')
 
 
 def _text(x) -> str:

@@ -34,6 +34,10 @@ from affectjax.data import base, prepared, safe_pickle
 VALID_VIDEOS = 10
 VALID_SEED = 0
 MODALITIES = ('text', 'audio', 'vision')
+# Sentiment is annotated on a 7-point scale from -3 (highly negative) to +3 (highly
+# positive) in both CMU-MOSI (Zadeh et al. 2016) and CMU-MOSEI (Zadeh et al. 2018).
+LABEL_RANGE = (-3.0, 3.0)
+_PORIA_WIDTHS = {'text_feat': 100, 'audio_feat': 73, 'video_feat': 100}
 _NPZ_FIELDS = {'id': 1, 'video_id': 1, 'segment': 1, 'sentiment': 1, 'split': 1,
                'text_feat': 2, 'audio_feat': 2, 'video_feat': 2}
 _NPZ_WHAT = ('the MOSI utterance features (fields id, video_id, segment, sentiment, split, '
@@ -62,7 +66,30 @@ def read_poria_npz(path: str) -> dict[str, dict[str, np.ndarray]]:
     if raw[field].ndim != ndim:
       raise base.DataError(f'{path}: field {field!r} has shape {raw[field].shape}, '
                            f'expected {ndim} dimension(s)')
+    if len(raw[field]) != len(raw['id']):
+      raise base.DataError(f'{path}: field {field!r} has {len(raw[field])} rows but \'id\' '
+                           f'has {len(raw["id"])}')
+  for field, width in _PORIA_WIDTHS.items():
+    if raw[field].shape[1] != width:
+      raise base.DataError(f'{path}: field {field!r} has {raw[field].shape[1]} features per '
+                           f'utterance, expected {width} (Poria et al. 2017)')
+    if not np.issubdtype(raw[field].dtype, np.number):
+      raise base.DataError(f'{path}: field {field!r} has dtype {raw[field].dtype}, '
+                           'expected numbers')
+  if not np.issubdtype(raw['sentiment'].dtype, np.number):
+    raise base.DataError(f'{path}: field \'sentiment\' has dtype {raw["sentiment"].dtype}, '
+                         'expected numbers')
+  check_label_range(raw['sentiment'], f'{path}: field \'sentiment\'')
+  unknown = sorted(set(map(str, raw['split'])) - {'train', 'test'})
+  if unknown:
+    raise base.DataError(f'{path}: field \'split\' has {unknown[0]!r} (expected train or '
+                         'test)')
   train_videos = sorted(set(raw['video_id'][raw['split'] == 'train']))
+  if len(train_videos) <= VALID_VIDEOS:
+    raise base.DataError(f'{path}: field \'split\' has {len(train_videos)} training videos; '
+                         f'need more than the {VALID_VIDEOS} that validation takes')
+  if not (raw['split'] == 'test').any():
+    raise base.DataError(f'{path}: field \'split\' has no test utterances')
   rng = np.random.default_rng(VALID_SEED)
   valid_videos = set(rng.choice(train_videos, VALID_VIDEOS, replace=False))
   split = raw['split'].astype(object)
@@ -79,6 +106,17 @@ def read_poria_npz(path: str) -> dict[str, dict[str, np.ndarray]]:
         'label': raw['sentiment'][sel].astype(np.float32),
     }
   return out
+
+
+def check_label_range(label: np.ndarray, where: str) -> None:
+  """Sentiment labels must lie in LABEL_RANGE (and be finite)."""
+  label = np.asarray(label, np.float64)
+  low, high = LABEL_RANGE
+  bad = ~np.isfinite(label) | (label < low) | (label > high)
+  if bad.any():
+    first = int(np.argmax(bad))
+    raise base.DataError(f'{where} has {int(bad.sum())} values outside [{low:g}, {high:g}] '
+                         f'(first: {label[first]!r} in row {first})')
 
 
 def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
@@ -101,10 +139,24 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
       v, _, clip = i.rpartition('$_$') if '$_$' in i else (i, '', '0')
       video.append(v)
       segment.append(int(clip) if clip.isdigit() else 0)
+    try:
+      label = np.asarray(d['regression_labels'], np.float32).reshape(-1)
+    except (TypeError, ValueError):
+      raise base.DataError(f'{path}: {name}: field \'regression_labels\' is not numeric') \
+          from None
+    if not len(label):
+      raise base.DataError(f'{path}: split {name!r} is empty')
+    check_label_range(label, f'{path}: {name}: field \'regression_labels\'')
     arrays = {'id': ids, 'video_id': np.asarray(video), 'segment': np.asarray(segment, np.int32),
-              'label': np.asarray(d['regression_labels'], np.float32).reshape(-1)}
+              'label': label}
     for m in MODALITIES:
-      x = np.asarray(d[m], np.float32)
+      try:
+        x = np.asarray(d[m], np.float32)
+      except (TypeError, ValueError):
+        raise base.DataError(f'{path}: {name}: field {m!r} is not a numeric array') from None
+      if len(x) != len(label):
+        raise base.DataError(f'{path}: {name}: field {m!r} has {len(x)} rows but '
+                             f'\'regression_labels\' has {len(label)}')
       if x.ndim != 3:
         raise base.DataError(f'{path}: {name}: field {m!r} has shape {x.shape}, expected '
                              '(N, T, D)')
@@ -134,7 +186,9 @@ def _builders():
 
   class MosiPoria(tfds.core.GeneratorBasedBuilder):
     """CMU-MOSI utterances with the features and split of Poria et al. (2017)."""
-    VERSION = tfds.core.Version('1.0.0')
+    VERSION = tfds.core.Version('1.1.0')
+    RELEASE_NOTES = {'1.1.0': 'One builder config per source file content.'}
+    BUILDER_CONFIGS = []
     MANUAL_DOWNLOAD_INSTRUCTIONS = f'Place mosi/mosi_utterances.npz in the manual dir: {_NPZ_WHAT}'
 
     def _info(self):
@@ -156,7 +210,7 @@ def _builders():
         yield str(key), {k: v[i] for k, v in arrays.items()}
 
   @dataclasses.dataclass
-  class MmsaConfig(tfds.core.BuilderConfig):
+  class SourceConfig(tfds.core.BuilderConfig):
     file: str = ''
 
   class MmsaSentiment(tfds.core.GeneratorBasedBuilder):
@@ -184,30 +238,35 @@ def _builders():
       for i, key in enumerate(arrays['id']):
         yield f'{i}:{key}', {k: v[i] for k, v in arrays.items()}
 
-  _BUILDERS = (MosiPoria, MmsaSentiment, MmsaConfig)
+  _BUILDERS = (MosiPoria, MmsaSentiment, SourceConfig)
   return _BUILDERS
 
 
 def prepare(source: str, data_dir: str, tfds_dir: str, file: str = ''):
   """Builds (once) and returns the TFDS builder for `source` over the raw files in `data_dir`."""
-  MosiPoria, MmsaSentiment, MmsaConfig = _builders()
+  MosiPoria, MmsaSentiment, SourceConfig = _builders()
   if source == 'poria':
-    builder = MosiPoria(data_dir=tfds_dir, file_format='array_record')
+    path = os.path.join(data_dir, 'mosi', 'mosi_utterances.npz')
+    stem, reader, what = 'poria', read_poria_npz, _NPZ_WHAT
   elif source == 'mmsa':
     if not file:
       raise base.DataError('config.data.file: name the MMSA pickle (relative to the data dir)')
     stem = ''.join(c if c.isalnum() else '_' for c in file).strip('_').lower()
-    # The config name carries the file's size and mtime, so a replaced file is rebuilt.
     path = os.path.join(data_dir, file)
-    if not os.path.isfile(path):
-      raise FileNotFoundError(f'{path}: not found (expected {_MMSA_WHAT})')
-    st = os.stat(path)
-    name = f'{stem}_{st.st_size}_{int(st.st_mtime)}'
-    builder = MmsaSentiment(data_dir=tfds_dir, file_format='array_record',
-                            config=MmsaConfig(name=name, file=file))
+    reader, what = read_mmsa_pickle, _MMSA_WHAT
   else:
     raise base.DataError(f'config.data.source: unknown {source!r} (poria | mmsa)')
-  return prepared.build_once(builder, data_dir)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: not found (expected {what})')
+  # The config name carries a hash of the file's content: a replaced file is rebuilt.
+  name = f'{stem}_{prepared.content_hash([path])}'
+  if source == 'poria':
+    builder = MosiPoria(data_dir=tfds_dir, file_format='array_record',
+                        config=SourceConfig(name=name, file=os.path.relpath(path, data_dir)))
+  else:
+    builder = MmsaSentiment(data_dir=tfds_dir, file_format='array_record',
+                            config=SourceConfig(name=name, file=file))
+  return prepared.build_once(builder, data_dir, check=lambda: reader(path))
 
 
 def read_prepared(builder) -> dict[str, dict[str, np.ndarray]]:

@@ -7,6 +7,7 @@ $AFFECTJAX_DATA_DIR); prepared ArrayRecord data and derived caches live under
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from affectjax import config as config_lib
@@ -36,9 +37,26 @@ def data_dir(config, holds: str) -> str:
   return directory
 
 
-def build_once(builder, manual_dir: str):
-  """Prepares `builder` from the raw files in `manual_dir` unless it is already prepared."""
+def content_hash(paths) -> str:
+  """A short hash of the files' names and bytes: prepared data is keyed by it, so a
+  source file replaced under a prepared cache is read again, whatever its mtime."""
+  digest = hashlib.blake2b(digest_size=8)
+  for path in sorted(paths):
+    digest.update(os.path.basename(path).encode() + b'\0')
+    with open(path, 'rb') as f:
+      for block in iter(lambda: f.read(1 << 22), b''):
+        digest.update(block)
+  return digest.hexdigest()
+
+
+def build_once(builder, manual_dir: str, check=None):
+  """Prepares `builder` from the raw files in `manual_dir` unless it is already prepared.
+
+  `check()` reads and validates the raw files first, so bad input ends in the reader's
+  one-line error and leaves nothing half-built in the TFDS directory."""
   if not builder.is_prepared():
+    if check is not None:
+      check()
     builder.download_and_prepare(
         download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
   return builder

@@ -70,6 +70,14 @@ def generate(variant: str, regression: bool, num_classes: int, dims, sizes: dict
     raise ValueError(f'config.data.unique_modality: {unique_modality} is not in 0..2')
   if not regression and num_classes < 2:
     raise ValueError(f'config.task.num_classes: need >= 2, got {num_classes}')
+  if not np.isfinite(noise) or noise < 0:
+    raise ValueError(f'config.data.noise: must be a finite number >= 0, got {noise!r}')
+  for d in dims:
+    if not isinstance(d, int) or d <= 0:
+      raise ValueError(f'config.data.dims: sizes must be positive integers, got {tuple(dims)}')
+  for split, n in sizes.items():
+    if not isinstance(n, int) or n <= 0:
+      raise ValueError(f'config.data.num_{split}: must be a positive integer, got {n!r}')
   codes = _codes(seed, dims, 1 if regression else num_classes)
   split_seeds = np.random.SeedSequence(seed).spawn(1 + len(sizes))[1:]
 

@@ -44,8 +44,13 @@ class BertConfig:
   @classmethod
   def from_folder(cls, folder: str) -> 'BertConfig':
     path = os.path.join(folder, 'config.json')
-    with open(path) as f:
-      raw = json.load(f)
+    try:
+      with open(path, 'rb') as f:
+        raw = json.loads(f.read().decode('utf-8'))
+    except (ValueError, UnicodeDecodeError) as e:
+      raise DataError(f'{path}: not a readable JSON config ({e})') from None
+    if not isinstance(raw, dict):
+      raise DataError(f'{path}: expected a JSON object, got {type(raw).__name__}')
     if raw.get('hidden_act', 'gelu') != 'gelu':
       raise DataError(f'{path}: field \'hidden_act\' is {raw["hidden_act"]!r}; only '
                       'the exact (erf) gelu of BERT-family models is implemented')
@@ -55,6 +60,16 @@ class BertConfig:
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {k: v for k, v in raw.items() if k in fields}
     kwargs['model_type'] = 'roberta' if 'roberta' in raw.get('model_type', '') else 'bert'
+    for f in dataclasses.fields(cls):
+      if f.name not in kwargs and f.default is dataclasses.MISSING:
+        raise DataError(f'{path}: field {f.name!r} is missing')
+      kind = float if f.type in ('float', float) else int if f.type in ('int', int) else None
+      value = kwargs.get(f.name)
+      if kind is not None and value is not None and (
+          isinstance(value, bool) or not isinstance(value, (int, float)) or
+          (kind is int and not isinstance(value, int)) or value < 0):
+        raise DataError(f'{path}: field {f.name!r} must be a non-negative {kind.__name__}, '
+                        f'got {value!r}')
     return cls(**kwargs)
 
 
