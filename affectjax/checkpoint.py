@@ -280,6 +280,9 @@ class Checkpoints:
 
   def _move_aside(self, kind: str, step: int, reason: str) -> None:
     path = self._dir(kind, step)
+    if not os.path.lexists(path):
+      log.warning('%s: %s; falling back to an older checkpoint', path, reason)
+      return
     dest = os.path.join(self.root, 'corrupt', f'{kind}-{step}')
     if jax.process_index() == 0:
       os.makedirs(os.path.dirname(dest), exist_ok=True)

@@ -1,7 +1,7 @@
 """Named instants at which the kill-and-resume tests stop the trainer.
 
-`AFFECTJAX_FAULT=POINT[@N][=SIGNAL]` sends SIGNAL (default SIGKILL) to this process the
-N-th time (default 1) the trainer passes `point(POINT)`. The points are the instants a
+`AFFECTJAX_FAULT=POINT[@N][=SIGNAL[*K]]` sends SIGNAL (default SIGKILL; K times in a row,
+default once) to this process the N-th time (default 1) the trainer passes `point(POINT)`. The points are the instants a
 kill can leave a different workdir behind: after compiling, after a training step,
 inside an evaluation, around the metrics record, the best and the latest checkpoint,
 and results.json. Unset (always, outside tests) a point costs one dict lookup.
@@ -29,7 +29,8 @@ def _plan():
       name, _, count = where.partition('@')
       if name not in POINTS:
         raise ValueError(f'AFFECTJAX_FAULT: unknown point {name!r} ({", ".join(POINTS)})')
-      _PLAN = (name, int(count or 1), getattr(signal, sig or 'SIGKILL'))
+      sig, _, times = sig.partition('*')
+      _PLAN = (name, int(count or 1), getattr(signal, sig or 'SIGKILL'), int(times or 1))
   return _PLAN
 
 
@@ -39,4 +40,5 @@ def point(name: str) -> None:
     return
   _SEEN[name] = _SEEN.get(name, 0) + 1
   if _SEEN[name] == plan[1]:
-    os.kill(os.getpid(), plan[2])
+    for _ in range(plan[3]):
+      os.kill(os.getpid(), plan[2])

@@ -494,7 +494,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
         raise NonFiniteLossError(
             f'non-finite training loss {m["loss"]} (grad norm {m["grad_norm"]}) at step '
             f'{s}; stopped. {ckpt.last_good()}')
-      train_losses.append(m['loss'])
+      train_losses.append(float(m['loss']))  # float64, as resumed from a checkpoint.
       if writer:
         writer.add_scalar('train/loss', m['loss'], s)
         writer.add_scalar('train/grad_norm', m['grad_norm'], s)

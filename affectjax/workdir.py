@@ -92,6 +92,7 @@ def write_atomic(path: str, what: str, write: Callable, mode: str = 'w') -> None
   try:
     fd, tmp = tempfile.mkstemp(dir=directory,
                                prefix=f'{_TMP_PREFIX}{os.path.basename(path)}.')
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are for sharing.
     with os.fdopen(fd, mode) as f:
       write(f)
       f.flush()
@@ -104,6 +105,12 @@ def write_atomic(path: str, what: str, write: Callable, mode: str = 'w') -> None
     if tmp is not None:
       with contextlib.suppress(OSError):
         os.remove(tmp)
+
+
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def remove_stale_temporaries(workdir: str) -> None:

@@ -5,9 +5,20 @@ import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
+import tempfile  # noqa: E402
+
+# One persistent compilation cache for the session, shared with the CLI subprocesses the
+# tests start: the same small steps are compiled by many tests (and by every resumed run
+# of the kill harness), and a cache hit is the identical executable.
+_CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                               tempfile.mkdtemp(prefix='affectjax-test-xla-cache-'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+
 import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 8)
+jax.config.update('jax_compilation_cache_dir', _CACHE)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 
 import pytest  # noqa: E402
 
