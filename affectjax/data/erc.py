@@ -270,8 +270,26 @@ def _data_dir(config) -> str:
   return prepared.data_dir(config, 'iemocap/, meld/ or emorynlp/')
 
 
+def _check_fields(config) -> None:
+  """The data fields that need no file to be checked, checked before any file is read."""
+  d = config.data
+  if d.corpus in CORPORA and d.label_field not in CORPORA[d.corpus][2]:
+    raise base.DataError(f'config.data.label_field: {d.label_field!r} is not a label of '
+                         f'{d.corpus} (have {", ".join(CORPORA[d.corpus][2])})')
+  if d.text not in ('frozen', 'tokens', 'pickle'):
+    raise base.DataError(f'config.data.text: unknown {d.text!r} (frozen | tokens | pickle)')
+  context = d.get('text_context', 0)
+  if not isinstance(context, int) or context < 0:
+    raise base.DataError(f'config.data.text_context={context!r}: must be an integer >= 0')
+  if d.get('unit', 'dialogue') not in ('dialogue', 'utterance'):
+    raise base.DataError(f'config.data.unit: unknown {d.unit!r} (dialogue | utterance)')
+  if d.max_utterances < 0:
+    raise base.DataError(f'config.data.max_utterances={d.max_utterances}: must be >= 0')
+
+
 def load(config) -> base.Dataset:
   d = config.data
+  _check_fields(config)
   builder = prepare(d.corpus, _data_dir(config), prepared.tfds_dir(config))
   splits = read_prepared(builder)
   label_names = CORPORA[d.corpus][2]

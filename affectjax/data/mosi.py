@@ -312,6 +312,8 @@ def to_contextual(arrays: dict[str, np.ndarray], fields, max_len: int = 0) -> di
 
 def load(config) -> base.Dataset:
   d = config.data
+  if d.mode not in ('utterance', 'contextual'):
+    raise base.DataError(f'config.data.mode: unknown {d.mode!r} (utterance | contextual)')
   builder = prepare(d.source, prepared.data_dir(config, 'mosi/ (or the MMSA pickle)'),
                     prepared.tfds_dir(config), d.get('file', ''))
   splits = read_prepared(builder)

@@ -57,6 +57,9 @@ def build_once(builder, manual_dir: str, check=None):
   if not builder.is_prepared():
     if check is not None:
       check()
+    import sys
+    if not sys.stderr.isatty():  # Progress bars are for terminals, not logs and pipes.
+      tfds().disable_progress_bar()
     builder.download_and_prepare(
         download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
   return builder
