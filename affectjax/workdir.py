@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -58,6 +59,12 @@ def lock(workdir: str) -> Iterator[None]:
       holder = _read_holder(fd)
       raise WorkdirError(f'{workdir}: in use by another run ({holder}); wait for it to end '
                          'or use another --workdir') from None
+    except OSError as e:
+      if e.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+        raise WorkdirError(f'{path}: cannot lock the workdir: {describe_os_error(e)}') \
+            from None
+      log.warning('%s: this file system has no locks; running unlocked (start one run '
+                  'per workdir)', workdir)
     previous = _read_holder(fd)
     if previous:
       log.warning('%s: taking over the lock left by %s, which is no longer running',

@@ -169,31 +169,23 @@ def _mosi_case(mutate, fragment):
   return build
 
 
-def _mmsa_case(mutate, fragment):
-  def build(c):
-    data = mmsa_data()
-    mutate(data)
-    c.pickle('mosei/x.pkl', data)
-    return c.mosi('data.source=mmsa', 'data.file=mosei/x.pkl'), fragment
-  return build
+def _pickled(make, rel, command):
+  """Cases over one pickled input: `make()` builds it valid, a case's `mutate` breaks it."""
+  def case(mutate, fragment):
+    def build(c):
+      data = make()
+      mutate(data)
+      c.pickle(rel, data)
+      return command(c), fragment
+    return build
+  return case
 
 
-def _iemocap_case(mutate, fragment):
-  def build(c):
-    data = iemocap_data()
-    mutate(data)
-    c.pickle('iemocap/iemocap_conversations.pkl', data)
-    return c.erc(), fragment
-  return build
-
-
-def _features_case(mutate, fragment):
-  def build(c):
-    data = features_data()
-    mutate(data)
-    c.pickle('iemocap/IEMOCAP_features.pkl', data)
-    return c.erc('iemocap_dialoguegcn.py:iemocap_features,smoke'), fragment
-  return build
+_mmsa_case = _pickled(mmsa_data, 'mosei/x.pkl',
+                      lambda c: c.mosi('data.source=mmsa', 'data.file=mosei/x.pkl'))
+_iemocap_case = _pickled(iemocap_data, 'iemocap/iemocap_conversations.pkl', lambda c: c.erc())
+_features_case = _pickled(features_data, 'iemocap/IEMOCAP_features.pkl',
+                          lambda c: c.erc('iemocap_dialoguegcn.py:iemocap_features,smoke'))
 
 
 def _meld_case(files, fragment, *overrides):
