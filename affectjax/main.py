@@ -64,9 +64,7 @@ def main(argv=None) -> int:
   `affectjax.errors` (2: bad input, 1: diverged, 3: interrupted, checkpoint saved).
   An unexpected error is a bug, and keeps its traceback."""
   argv = sys.argv[1:] if argv is None else list(argv)
-  logging.basicConfig(level=logging.WARNING, format='%(asctime)s %(message)s',
-                      datefmt='%H:%M:%S')
-  logging.getLogger('affectjax').setLevel(logging.INFO)
+  _quiet_libraries()
   from affectjax import errors
   try:
     _run(argv)
@@ -89,6 +87,27 @@ def main(argv=None) -> int:
           file=sys.stderr)
     return errors.EXIT_ERROR
   return 0
+
+
+def _quiet_libraries() -> None:
+  """affectjax's own log lines at INFO; the libraries' (orbax, absl, asyncio) only with
+  AFFECTJAX_LIBRARY_LOGS=1. A failed checkpoint write (a full disk) otherwise buries the
+  one-line error under pages of orbax and asyncio task tracebacks, and the background
+  threads it leaves report 'Event loop is closed' as unraisable exceptions."""
+  import os
+  loud = os.environ.get('AFFECTJAX_LIBRARY_LOGS', '') not in ('', '0')
+  logging.basicConfig(level=logging.WARNING if loud else logging.CRITICAL,
+                      format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
+  logging.getLogger('affectjax').setLevel(logging.INFO)
+  if loud:
+    return
+  for name in ('absl', 'asyncio', 'orbax'):
+    logging.getLogger(name).setLevel(logging.CRITICAL)
+  log = logging.getLogger('affectjax.library')
+
+  def unraisable(info):
+    log.debug('ignored in %r: %r', info.object, info.exc_value)
+  sys.unraisablehook = unraisable
 
 
 def _run(argv) -> None:
