@@ -95,6 +95,12 @@ def _is_step(name: str) -> bool:
   return name.isdigit() and str(int(name)) == name
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a finished latest checkpoint directory (verified or not)."""
+  latest = os.path.join(os.path.abspath(workdir), 'checkpoints', 'latest')
+  return os.path.isdir(latest) and any(_is_step(n) for n in os.listdir(latest))
+
+
 class Checkpoints:
   """The latest and best checkpoints of one run (see the module docstring)."""
 
@@ -123,10 +129,11 @@ class Checkpoints:
   def save(self, step: int, state, data_state: dict, meta: dict) -> None:
     """Writes latest/<step>, then drops the latest checkpoints beyond `keep` and every
     best checkpoint other than `meta['best_step']`."""
-    if not all_finite(state.params):
+    host = jax.tree.map(_host, state)  # One device-to-host copy for both checks.
+    if not all_finite(host.params):
       raise NonFiniteLossError(
           f'non-finite parameters at step {step}; not saved. {self.last_good()}')
-    meta = dict(meta, digest={'state': digest(state), 'data': json_digest(data_state)})
+    meta = dict(meta, digest={'state': digest(host), 'data': json_digest(data_state)})
     self._write('latest', step, ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)))
@@ -141,10 +148,11 @@ class Checkpoints:
     _sync('affectjax_checkpoint_retention')
 
   def save_best(self, step: int, params, meta: dict) -> None:
-    if not all_finite(params):
+    host = jax.tree.map(_host, params)
+    if not all_finite(host):
       raise NonFiniteLossError(
           f'non-finite parameters at step {step}; not saved. {self.last_good()}')
-    meta = dict(meta, digest={'params': digest(params)})
+    meta = dict(meta, digest={'params': digest(host)})
     self._write('best', step, ocp.args.Composite(
         params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))
     faults.point('best_saved')

@@ -46,12 +46,7 @@ class NonFiniteLossError(ExpectedError, RuntimeError):
 
 
 class Interrupted(ExpectedError):
-  """A signal stopped the run; `saved_step` is the checkpoint it can resume from."""
-
-  def __init__(self, message: str, signum: int, saved_step: int | None = None):
-    super().__init__(message)
-    self.signum = signum
-    self.saved_step = saved_step
+  """A signal stopped the run (the message says which, and what was saved)."""
 
 
 def describe_os_error(e: OSError) -> str:

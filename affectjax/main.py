@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pickle
 import sys
 
@@ -94,7 +95,6 @@ def _quiet_libraries() -> None:
   AFFECTJAX_LIBRARY_LOGS=1. A failed checkpoint write (a full disk) otherwise buries the
   one-line error under pages of orbax and asyncio task tracebacks, and the background
   threads it leaves report 'Event loop is closed' as unraisable exceptions."""
-  import os
   loud = os.environ.get('AFFECTJAX_LIBRARY_LOGS', '') not in ('', '0')
   logging.basicConfig(level=logging.WARNING if loud else logging.CRITICAL,
                       format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
@@ -113,7 +113,7 @@ def _quiet_libraries() -> None:
 def _run(argv) -> None:
   from affectjax import config as config_lib
   rest, overrides = config_lib.split_cli_overrides(argv)
-  args = _parse(rest)
+  args = _parser().parse_args(rest)
   if args.command == 'sweep':
     from affectjax import sweep
     print(sweep.run(args.config, args.grid, args.seeds, args.workdir, overrides)['table'])
@@ -168,10 +168,6 @@ class _Parser(argparse.ArgumentParser):
 
   def error(self, message):
     raise _ArgumentError(f'{self.prog}: {message}')
-
-
-def _parse(rest):
-  return _parser().parse_args(rest)
 
 
 def _headline(metrics: dict) -> dict:

@@ -54,7 +54,7 @@ class Signals:
     self.signum = signum
     if not self.deferring:
       raise Interrupted(f'{signal.Signals(signum).name} before training started; nothing '
-                        'to save, rerun the same command to start', signum)
+                        'to save, rerun the same command to start')
 
 
 @contextlib.contextmanager

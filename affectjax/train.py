@@ -282,9 +282,8 @@ def _append_metrics(path: str, record: dict) -> None:
 
 def _has_progress(workdir: str) -> bool:
   """Whether the workdir holds a run worth protecting: a checkpoint or results."""
-  latest = os.path.join(workdir, 'checkpoints', 'latest')
-  return os.path.exists(os.path.join(workdir, 'results.json')) or (
-      os.path.isdir(latest) and any(n.isdigit() for n in os.listdir(latest)))
+  return (os.path.exists(os.path.join(workdir, 'results.json')) or
+          checkpoint_lib.has_checkpoint(workdir))
 
 
 def _check_workdir_config(config, workdir: str) -> None:
@@ -512,7 +511,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
           raise errors.Interrupted(
               f'{stop.name()} at step {step}: '
               + (f'saved a checkpoint of step {step}' if step else 'nothing to save yet')
-              + '; rerun the same command to resume', stop.signum or 0, step)
+              + '; rerun the same command to resume')
         batch = pipeline.to_global(next(train_iter), mesh, exp.rules)
         state, step_metrics = train_step(state, batch)
         step += 1

@@ -281,6 +281,9 @@ def _check_fields(config) -> None:
   context = d.get('text_context', 0)
   if not isinstance(context, int) or context < 0:
     raise base.DataError(f'config.data.text_context={context!r}: must be an integer >= 0')
+  if context and d.text == 'pickle':
+    raise base.DataError('config.data.text_context: stored text features (text=pickle) '
+                         'have no text to add context to')
   if d.get('unit', 'dialogue') not in ('dialogue', 'utterance'):
     raise base.DataError(f'config.data.unit: unknown {d.unit!r} (dialogue | utterance)')
   if d.max_utterances < 0:
@@ -293,17 +296,12 @@ def load(config) -> base.Dataset:
   builder = prepare(d.corpus, _data_dir(config), prepared.tfds_dir(config))
   splits = read_prepared(builder)
   label_names = CORPORA[d.corpus][2]
-  if d.label_field not in label_names:
-    raise base.DataError(f'config.data.label_field: {d.label_field!r} is not a label of '
-                         f'{d.corpus} (have {", ".join(label_names)})')
   first = splits['train'][0]
   if len(first[d.label_field]) != len(first['texts']):  # Stored empty: the source lacks it.
     raise base.DataError(f'{builder.builder_config.path}: has no {d.label_field!r} labels')
   num_classes = len(label_names[d.label_field])
   longest = max(len(dl['texts']) for dialogues in splits.values() for dl in dialogues)
   unit = d.get('unit', 'dialogue')
-  if unit not in ('dialogue', 'utterance'):
-    raise base.DataError(f'config.data.unit: unknown {unit!r} (dialogue | utterance)')
   max_len = 1 if unit == 'utterance' else d.max_utterances or -(-longest // 8) * 8
   if unit == 'dialogue' and longest > max_len:
     raise base.DataError(f'config.data.max_utterances={max_len}: {d.corpus} has a dialogue '
@@ -315,14 +313,7 @@ def load(config) -> base.Dataset:
     if m != 'text' and m not in first:
       raise base.DataError(f'config.data.modalities: {d.corpus} has no {m} features (only '
                            'the *_features pickles do)')
-  if d.text not in ('frozen', 'tokens', 'pickle'):
-    raise base.DataError(f'config.data.text: unknown {d.text!r} (frozen | tokens | pickle)')
   context = d.get('text_context', 0)
-  if not isinstance(context, int) or context < 0:
-    raise base.DataError(f'config.data.text_context={context!r}: must be an integer >= 0')
-  if context and d.text == 'pickle':
-    raise base.DataError('config.data.text_context: stored text features (text=pickle) '
-                         'have no text to add context to')
   if d.text == 'pickle' and 'text' in modalities and 'text' not in first:
     raise base.DataError(f'config.data.text=pickle: {d.corpus} has no stored text features')
 

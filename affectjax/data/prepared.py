@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 
 from affectjax import config as config_lib
 from affectjax.data import base
@@ -57,7 +58,6 @@ def build_once(builder, manual_dir: str, check=None):
   if not builder.is_prepared():
     if check is not None:
       check()
-    import sys
     if not sys.stderr.isatty():  # Progress bars are for terminals, not logs and pipes.
       tfds().disable_progress_bar()
     builder.download_and_prepare(
