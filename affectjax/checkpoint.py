@@ -133,7 +133,10 @@ class Checkpoints:
     if not all_finite(host.params):
       raise NonFiniteLossError(
           f'non-finite parameters at step {step}; not saved. {self.last_good()}')
-    meta = dict(meta, digest={'state': digest(host), 'data': json_digest(data_state)})
+    # The parameters' own digest lets another run load them without this run's state
+    # structure (config.init from a latest checkpoint).
+    meta = dict(meta, digest={'state': digest(host), 'data': json_digest(data_state),
+                              'params': digest(host.params)})
     self._write('latest', step, ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)))
@@ -264,6 +267,39 @@ class Checkpoints:
       return self._restore_best(steps[-1], abstract_params)
     except _Corrupt as e:
       raise CheckpointError(f'{self._dir("best", steps[-1])}: {e}') from None
+
+  def load_params(self, kind: str = 'best') -> tuple[int, dict]:
+    """(step, parameters as numpy arrays) of the newest `kind` ('best' or 'latest')
+    checkpoint, read from the checkpoint's own metadata, so without this run's config,
+    and verified against its digest. Nothing is cleaned or moved: the run is another's."""
+    if kind not in ('best', 'latest'):
+      raise CheckpointError(f'config.init.checkpoint: {kind!r} (best | latest)')
+    steps = self.steps(kind)
+    if not steps:
+      raise CheckpointError(f'{self._dir(kind)}: no {kind} checkpoint to load from')
+    step = steps[-1]
+    path = self._dir(kind, step)
+    item = 'params' if kind == 'best' else 'state'
+    try:
+      meta_tree = self._ckpt.metadata(path).item_metadata[item]
+      meta_tree = getattr(meta_tree, 'tree', meta_tree)
+      target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), meta_tree)
+    except Exception as e:  # A corrupt checkpoint surfaces as almost any exception type.
+      raise CheckpointError(f'{path}: unreadable ({type(e).__name__}: '
+                            f'{one_line(e)[:160]})') from None
+    try:
+      out = self._restore(path, ocp.args.Composite(
+          **{item: ocp.args.StandardRestore(target)}, meta=ocp.args.JsonRestore()))
+      params = out[item] if kind == 'best' else out[item]['params']
+      saved = out['meta'].get('digest') if isinstance(out['meta'], dict) else None
+      if not isinstance(saved, dict) or 'params' not in saved:
+        raise _Corrupt('carries no parameter digest (written by an older affectjax; '
+                       'use config.init.checkpoint=best)')
+      if saved['params'] != digest(params):
+        raise _Corrupt('params do not match the digest saved with them')
+    except (_Corrupt, KeyError, TypeError) as e:
+      raise CheckpointError(f'{path}: {one_line(e)}') from None
+    return step, params
 
   # -- files -------------------------------------------------------------------------------
 

@@ -24,9 +24,19 @@ from affectjax.errors import ConfigError
 # that holds it at this value (resume, and read-back of finished runs by the studies).
 ADDED_KEYS = {
     'data.text_context': 0,
-    'optim.pretrained_learning_rate': 0.0,
     'model.fusion': 'ssm',  # ContextualSSM.
     'data.unit': 'dialogue',  # ERC.
+    'optim.groups': (),
+    'train.eval_splits': ('valid', 'test'),
+    'init.workdir': '',
+    'init.checkpoint': 'best',
+    'init.map': (),
+    'init.dont_load': (),
+    'init.hf': (),
+}
+# Keys removed since, with the value at which the old behaviour is the new default.
+REMOVED_KEYS = {
+    'optim.pretrained_learning_rate': 0.0,  # Now a config.optim.groups rule.
 }
 
 
@@ -60,9 +70,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'adamw'  # adam | adamw | sgd
   c.optim.learning_rate = 1e-3
-  # Learning rate of pretrained weights the model loads (a fine-tuned text encoder);
-  # 0: the same as learning_rate. Same schedule, scaled.
-  c.optim.pretrained_learning_rate = 0.0
+  # ((path regex, learning-rate scale), ...): the first rule matching a parameter path
+  # scales its updates (same schedule); scale 0 freezes it. See affectjax/optim.py.
+  c.optim.groups = ()
   c.optim.schedule = 'cosine'  # constant | cosine | linear
   c.optim.warmup_steps = 0
   c.optim.weight_decay = 1e-4
@@ -77,6 +87,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.select_metric = 'accuracy'  # Chosen on the validation split.
   c.train.select_mode = 'max'  # max | min
   c.train.keep_checkpoints = 2
+  c.train.eval_splits = ('valid', 'test')  # Evaluated at the end; valid also selects.
+
+  # Weights to start from after random init (affectjax/transfer.py): another run's
+  # checkpoint with a subtree map, and Hugging Face encoder folders.
+  c.init = ml_collections.ConfigDict()
+  c.init.workdir = ''
+  c.init.checkpoint = 'best'  # best | latest
+  c.init.map = ()  # ((source subtree, target subtree), ...); () = the whole tree.
+  c.init.dont_load = ()  # Regexes of target paths kept at their random init.
+  c.init.hf = ()  # ((target subtree, folder), ...); folder '' = all-MiniLM-L6-v2.
   return c
 
 

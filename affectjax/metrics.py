@@ -69,9 +69,20 @@ def accuracy(labels, preds) -> float:
   return float((labels == preds).mean()) if labels.size else 0.0
 
 
+def unweighted_average_recall(labels, preds, num_classes: int) -> float:
+  """UAR: recall per class, averaged over the classes present in `labels` (the speech
+  emotion literature's UAR; scikit-learn's balanced accuracy). WAR is `accuracy`."""
+  cm = confusion_matrix(labels, preds, num_classes)
+  support = cm.sum(axis=1)
+  present = support > 0
+  if not present.any():
+    return 0.0
+  return float((np.diag(cm)[present] / support[present]).mean())
+
+
 def classification_metrics(labels, logits_or_preds, num_classes: int,
                            class_names: Sequence[str] | None = None) -> dict:
-  """Accuracy, weighted/macro F1, per-class F1 and the confusion matrix.
+  """Accuracy (WAR), UAR, weighted/macro F1, per-class F1 and the confusion matrix.
 
   Args:
     labels: (N,) integer classes.
@@ -95,6 +106,7 @@ def classification_metrics(labels, logits_or_preds, num_classes: int,
       'accuracy': accuracy(labels, preds),
       'weighted_f1': weighted_f1(labels, preds, num_classes),
       'macro_f1': macro_f1(labels, preds, num_classes),
+      'uar': unweighted_average_recall(labels, preds, num_classes),
       'per_class_f1': dict(zip(names, map(float, _f1_from_confusion(cm)))),
       'confusion': cm.tolist(),
   }
@@ -148,3 +160,86 @@ def sentiment_metrics(labels, preds) -> dict:
   out['acc7'] = accuracy(np.round(np.clip(labels, -3, 3)), np.round(np.clip(preds, -3, 3)))
   out['acc5'] = accuracy(np.round(np.clip(labels, -2, 2)), np.round(np.clip(preds, -2, 2)))
   return out
+
+
+# -- contrastive evaluation -------------------------------------------------------------
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+  top = x.max(axis=axis, keepdims=True)
+  return (top + np.log(np.exp(x - top).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def clip_loss_np(a, b, scale: float) -> float:
+  """Symmetric InfoNCE (CLIP) of paired rows over a whole split, in float64 NumPy."""
+  logits = scale * np.asarray(a, np.float64) @ np.asarray(b, np.float64).T
+  diag = np.diag(logits)
+  return float(((_logsumexp(logits, 1) - diag).mean() + (_logsumexp(logits, 0) - diag).mean())
+               / 2)
+
+
+def sigmoid_loss_np(a, b, scale: float, bias: float) -> float:
+  """SigLIP's pairwise sigmoid loss over a whole split (sum over pairs / rows)."""
+  logits = scale * np.asarray(a, np.float64) @ np.asarray(b, np.float64).T + bias
+  z = 2 * np.eye(len(logits)) - 1
+  return float(np.logaddexp(0, -z * logits).sum() / len(logits))
+
+
+def retrieval_metrics(queries, keys) -> dict:
+  """Cross-modal retrieval of row i of `keys` from row i of `queries` (cosine scores of
+  normalised rows): recall at 1, 5 and 10 (fraction of queries whose true key ranks in
+  the top k) and the median rank (1 = first). Ties count against the query.
+
+  >>> retrieval_metrics(np.eye(3), np.eye(3))['r1']
+  1.0
+  """
+  q, k = np.asarray(queries, np.float64), np.asarray(keys, np.float64)
+  scores = q @ k.T
+  true = np.diag(scores)[:, None]
+  rank = 1 + (scores > true).sum(1) + ((scores == true).sum(1) - 1)
+  return {'r1': float((rank <= 1).mean()), 'r5': float((rank <= 5).mean()),
+          'r10': float((rank <= 10).mean()), 'median_rank': float(np.median(rank))}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  x = np.asarray(x, np.float64)
+  return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def knn_accuracy(train_x, train_y, x, y, k: int, num_classes: int) -> float:
+  """Accuracy of a majority vote of the `k` nearest train rows by cosine similarity
+  (ties to the nearer neighbours' class: votes are weighted 1 + 1e-6 * similarity)."""
+  sims = _unit(x) @ _unit(train_x).T
+  k = min(k, sims.shape[1])
+  top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+  votes = np.zeros((len(x), num_classes))
+  rows = np.arange(len(x))[:, None]
+  np.add.at(votes, (np.broadcast_to(rows, top.shape), np.asarray(train_y)[top]),
+            1 + 1e-6 * sims[rows, top])
+  return accuracy(y, votes.argmax(1))
+
+
+def linear_probe(train_x, train_y, x, num_classes: int, l2: float = 1e-2) -> np.ndarray:
+  """Predicted classes of `x` from a multinomial logistic regression fitted on
+  (`train_x`, `train_y`): features standardised with the train split's statistics, mean
+  cross-entropy plus `l2` * squared weights, L-BFGS (scipy) to convergence."""
+  from scipy import optimize
+  train_x = np.asarray(train_x, np.float64)
+  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+  xs, ts = (train_x - mean) / std, (np.asarray(x, np.float64) - mean) / std
+  y = np.asarray(train_y, np.int64)
+  n, d = xs.shape
+  onehot = np.eye(num_classes)[y]
+
+  def objective(flat):
+    w, b = flat[:d * num_classes].reshape(d, num_classes), flat[d * num_classes:]
+    logits = xs @ w + b
+    logp = logits - _logsumexp(logits, 1)[:, None]
+    grad_logits = (np.exp(logp) - onehot) / n
+    value = -(onehot * logp).sum() / n + l2 * (w ** 2).sum()
+    grad = np.concatenate([(xs.T @ grad_logits + 2 * l2 * w).ravel(), grad_logits.sum(0)])
+    return value, grad
+
+  res = optimize.minimize(objective, np.zeros(d * num_classes + num_classes), jac=True,
+                          method='L-BFGS-B', options={'maxiter': 500})
+  w, b = res.x[:d * num_classes].reshape(d, num_classes), res.x[d * num_classes:]
+  return (ts @ w + b).argmax(1)

@@ -37,7 +37,7 @@ def evaluate_robustness(config, workdir: str, levels=(0.5, 1.0, 2.0), seed: int 
   bs = config.train.eval_batch_size
   test = dataset.splits['test'].arrays
   train_arrays = dataset.splits['train'].arrays
-  metrics = sweep.HEADLINE[config.task.metrics]
+  metrics = exp.task.headline()
 
   def run(arrays):
     r = train_lib.evaluate(exp, eval_step, params, ArraySource(arrays), bs)

@@ -22,16 +22,10 @@ import time
 import numpy as np
 
 from affectjax import config as config_lib
+from affectjax import tasks
 from affectjax import train
 
 log = logging.getLogger('affectjax')
-
-HEADLINE = {
-    'sentiment': ('acc2', 'f1', 'acc2_has0', 'acc7', 'mae', 'corr'),
-    'classification': ('accuracy', 'weighted_f1', 'macro_f1'),
-    'regression': ('mae', 'mse', 'corr'),
-}
-
 
 def parse_grid(items) -> list[tuple[str, list[str]]]:
   """'a.b=1,2,3' -> ('a.b', ['1', '2', '3']); ';' separates values that hold commas."""
@@ -73,7 +67,7 @@ def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) ->
     for seed in range(seeds):
       config = configs[(name, seed)]
       results = train.train_and_evaluate(config, os.path.join(workdir, name, f'seed{seed}'))
-      metric_names = HEADLINE[config.task.metrics]
+      metric_names = tasks.get_task(config).headline()
       row = {'cell': name, **dict(cell), 'seed': seed}
       row.update({f'valid_{m}': results['valid'][m] for m in metric_names})
       row.update({f'test_{m}': results['test'][m] for m in metric_names})

@@ -1,84 +1,324 @@
-"""What differs per problem: output size, loss, predictions and metrics."""
+"""What differs per problem, as one protocol the trainer asks.
+
+A task declares the RNG streams its model draws from, whether it needs labels and which
+scalar metrics it reports; it computes the training loss over the global batch (so
+cross-example losses such as contrastive ones see every row), the per-example outputs an
+evaluation keeps, and the metrics over a whole split from those outputs. Tasks are looked
+up by `config.task.name`: the `name` of a `Task` subclass in this module or in a module
+(`classification`, `regression`, `contrastive`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from affectjax import losses
 from affectjax import metrics as metrics_lib
+from affectjax import sharding as sharding_lib
+from affectjax.errors import ConfigError
+
+
+class Task:
+  """The protocol. Subclasses set the class attributes and implement the methods."""
+  name: ClassVar[str] = ''
+  rng_streams: ClassVar[tuple[str, ...]] = ('dropout',)
+  needs_labels: ClassVar[bool] = True
+  # Train-split outputs passed to `metrics(..., reference=)` (k-NN, linear probes).
+  wants_reference: ClassVar[bool] = False
+
+  @property
+  def out_dim(self) -> int:
+    """Width of the model's output head (0: the model has none)."""
+    return 0
+
+  def metric_names(self) -> tuple[str, ...]:
+    """The scalar metrics `metrics` returns."""
+    raise NotImplementedError
+
+  def headline(self) -> tuple[str, ...]:
+    """The metrics sweeps and tables report, in order."""
+    return self.metric_names()
+
+  def loss(self, outputs, batch: dict, *, mesh=None, rules=()) -> tuple[jax.Array, dict]:
+    """(scalar loss over the global batch, aux scalars to log)."""
+    raise NotImplementedError
+
+  def eval_outputs(self, outputs, batch: dict) -> dict[str, jax.Array]:
+    """Per-example arrays to keep, plus `valid` (1 for real examples, 0 for padding)
+    with the leading axes every other array shares."""
+    raise NotImplementedError
+
+  def metrics(self, gathered: dict[str, np.ndarray], reference=None) -> dict:
+    """Metrics over a whole split from its concatenated, unpadded `eval_outputs`."""
+    raise NotImplementedError
+
+  def report(self, results: dict, workdir: str, title: str) -> None:
+    """Figures of a finished run (written by the lead process); default none."""
+
+
+def weights(batch: dict) -> jax.Array:
+  """Per-label weights: `mask` marks real examples (not batch padding); for padded
+  sequences of labelled utterances `label_mask` marks real utterances."""
+  mask = batch['mask']
+  if 'label_mask' in batch:
+    return mask[:, None] * batch['label_mask']
+  return mask
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
-  """Classification (`num_classes` logits) or regression (one score)."""
-  name: str
+class Supervised(Task):
+  """A labelled problem: per-example loss, weighted mean over real labels."""
   num_classes: int | None
   loss_name: str
   metrics_name: str
   class_names: tuple[str, ...] | None = None  # Keys of per-class metrics; default indices.
 
+  def per_example_loss(self, outputs: jax.Array, labels: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def predictions(self, outputs: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def loss(self, outputs, batch, *, mesh=None, rules=()):
+    """Weighted mean loss; padding (weight 0) contributes nothing."""
+    w = weights(batch)
+    per = self.per_example_loss(outputs, batch['label'])
+    return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0), {}
+
+  def eval_outputs(self, outputs, batch):
+    return {'prediction': self.predictions(outputs),
+            'loss': self.per_example_loss(outputs, batch['label']),
+            'label': batch['label'], 'valid': weights(batch)}
+
+  def metrics(self, gathered, reference=None) -> dict:
+    out = self.label_metrics(gathered['label'], gathered['prediction'])
+    out['loss'] = float(gathered['loss'].mean())
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification(Supervised):
+  """`num_classes` logits, softmax cross-entropy."""
+  name: ClassVar[str] = 'classification'
+
   @property
   def out_dim(self) -> int:
-    return self.num_classes if self.name == 'classification' else 1
+    return self.num_classes
 
-  def per_example_loss(self, outputs: jax.Array, labels: jax.Array) -> jax.Array:
-    outputs = outputs.astype(jnp.float32)
-    if self.loss_name == 'cross_entropy':
-      return optax.softmax_cross_entropy_with_integer_labels(outputs, labels)
-    pred = outputs[..., 0]
+  def per_example_loss(self, outputs, labels):
+    return optax.softmax_cross_entropy_with_integer_labels(outputs.astype(jnp.float32), labels)
+
+  def predictions(self, outputs):
+    return outputs.astype(jnp.float32)
+
+  def metric_names(self):
+    return ('accuracy', 'loss', 'macro_f1', 'uar', 'weighted_f1')
+
+  def headline(self):
+    return ('accuracy', 'weighted_f1', 'macro_f1')
+
+  def label_metrics(self, labels, preds) -> dict:
+    return metrics_lib.classification_metrics(labels, preds, self.num_classes,
+                                              self.class_names)
+
+  def report(self, results, workdir, title):
+    test = results.get('test', {})
+    if 'confusion' in test:
+      from affectjax import plots
+      plots.confusion_matrix_png(test['confusion'], self.class_names,
+                                 os.path.join(workdir, 'confusion_test.png'), f'{title}: test')
+
+
+@dataclasses.dataclass(frozen=True)
+class Regression(Supervised):
+  """One score; L1 or squared error; regression or MOSI sentiment metrics."""
+  name: ClassVar[str] = 'regression'
+
+  @property
+  def out_dim(self) -> int:
+    return 1
+
+  def per_example_loss(self, outputs, labels):
+    pred = outputs.astype(jnp.float32)[..., 0]
     if self.loss_name == 'l1':
       return jnp.abs(pred - labels)
     return jnp.square(pred - labels)
 
-  @staticmethod
-  def weights(batch: dict) -> jax.Array:
-    """Per-label weights: `mask` marks real examples (not batch padding); for
-    padded sequences of labelled utterances `label_mask` marks real utterances."""
-    mask = batch['mask']
-    if 'label_mask' in batch:
-      return mask[:, None] * batch['label_mask']
-    return mask
+  def predictions(self, outputs):
+    return outputs.astype(jnp.float32)[..., 0]
 
-  def loss(self, outputs: jax.Array, batch: dict) -> jax.Array:
-    """Weighted mean loss; padding (weight 0) contributes nothing."""
-    weights = self.weights(batch)
-    per = self.per_example_loss(outputs, batch['label'])
-    return jnp.sum(per * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+  def metric_names(self):
+    if self.metrics_name == 'sentiment':
+      return ('acc2', 'acc2_has0', 'acc5', 'acc7', 'corr', 'f1', 'f1_has0', 'loss', 'mae')
+    return ('corr', 'loss', 'mae', 'mse')
 
-  def predictions(self, outputs: jax.Array) -> jax.Array:
-    """What metrics need from the model output: logits, or the regression score."""
-    outputs = outputs.astype(jnp.float32)
-    return outputs if self.name == 'classification' else outputs[..., 0]
+  def headline(self):
+    if self.metrics_name == 'sentiment':
+      return ('acc2', 'f1', 'acc2_has0', 'acc7', 'mae', 'corr')
+    return ('mae', 'mse', 'corr')
 
-  def metric_names(self) -> list[str]:
-    """The scalar metrics `metrics` reports (plus the mean `loss` evaluation adds)."""
-    if self.name == 'classification':
-      out = self.metrics(np.arange(2) % self.num_classes, np.eye(2, self.num_classes))
-    else:
-      out = self.metrics(np.array([-1.0, 1.0]), np.array([-0.5, 0.5]))
-    return sorted([k for k, v in out.items() if isinstance(v, float)] + ['loss'])
-
-  def metrics(self, labels: np.ndarray, preds: np.ndarray) -> dict:
-    if self.metrics_name == 'classification':
-      return metrics_lib.classification_metrics(labels, preds, self.num_classes,
-                                                self.class_names)
+  def label_metrics(self, labels, preds) -> dict:
     if self.metrics_name == 'sentiment':
       return metrics_lib.sentiment_metrics(labels, preds)
     return metrics_lib.regression_metrics(labels, preds)
 
 
-def get_task(config) -> Task:
+@dataclasses.dataclass(frozen=True)
+class Contrastive(Task):
+  """Contrastive pretraining between every pair of modalities, without labels.
+
+  The model returns {'embeddings': {modality: (B, D) normalised}, 'scale', 'bias',
+  'features': {modality: (B, W)}} (`models/contrastive.py`). Loss: symmetric InfoNCE or
+  the sigmoid loss (`config.task.loss`), negatives from the whole global batch; with
+  `config.task.lean` the shard_map form (local x global logits per device).
+
+  Evaluation over a whole split: cross-modal retrieval in both directions of every pair
+  (R@1, R@5, R@10, median rank; `mean_r1` averages R@1 over them, a label-free selection
+  metric) and the loss over the split. When the dataset has labels, also k-NN accuracy
+  (cosine, `knn_k` neighbours from the train split) and a linear probe (multinomial
+  logistic regression fitted on the train split's frozen tower features) per modality.
+  """
+  name: ClassVar[str] = 'contrastive'
+  needs_labels: ClassVar[bool] = False
+  wants_reference: ClassVar[bool] = True
+  modalities: tuple[str, ...] = ()
+  loss_name: str = 'infonce'
+  lean: bool = True
+  num_classes: int | None = None
+  knn_k: int = 20
+  probe_l2: float = 1e-2
+
+  @classmethod
+  def from_config(cls, config, num_classes=None, class_names=None) -> 'Contrastive':
+    c = config.task
+    if c.get('loss') not in ('infonce', 'sigmoid'):
+      raise ConfigError(f'config.task.loss: {c.get("loss")!r} does not fit task '
+                        "'contrastive' (infonce | sigmoid)")
+    mods = tuple(config.data.modalities)
+    if len(mods) < 2:
+      raise ConfigError(f'config.data.modalities: contrastive pretraining needs two or more '
+                        f'modalities, got {mods}')
+    return cls(mods, c.loss, bool(c.get('lean', True)), num_classes,
+               int(c.get('knn_k', 20)), float(c.get('probe_l2', 1e-2)))
+
+  def _directions(self):
+    return [(a, b) for a, b in losses.pairs(self.modalities)] + [
+        (b, a) for a, b in losses.pairs(self.modalities)]
+
+  def metric_names(self):
+    names = ['loss', 'mean_r1']
+    for a, b in self._directions():
+      names += [f'{a}_to_{b}/{k}' for k in ('r1', 'r5', 'r10', 'median_rank')]
+    if self.num_classes:
+      for m in self.modalities:
+        names += [f'knn_{m}/accuracy', f'probe_{m}/accuracy', f'probe_{m}/uar']
+    return tuple(names)
+
+  def headline(self):
+    a, b = losses.pairs(self.modalities)[0]
+    out = ('mean_r1', f'{a}_to_{b}/r1', f'{a}_to_{b}/r5', f'{b}_to_{a}/r1', f'{b}_to_{a}/r5')
+    if self.num_classes:
+      out += tuple(f'probe_{m}/uar' for m in self.modalities)
+    return out
+
+  def loss(self, outputs, batch, *, mesh=None, rules=()):
+    axes = None
+    if self.lean and mesh is not None:
+      axes = sharding_lib.logical_sharding(mesh, rules, ('batch',)).spec[0]
+      if axes is None:
+        mesh = None  # The batch is not split: the global form is the local one.
+    total, per = losses.multimodal_loss(outputs['embeddings'], batch['mask'], self.loss_name,
+                                        outputs['scale'], outputs['bias'],
+                                        mesh=mesh if axes is not None else None, axes=axes)
+    aux = dict(per, scale=outputs['scale'])
+    if self.loss_name == 'sigmoid':
+      aux['bias'] = outputs['bias']
+    return total, aux
+
+  def eval_outputs(self, outputs, batch):
+    mask = batch['mask']
+    out = {'valid': mask,
+           'scale': jnp.broadcast_to(outputs['scale'], mask.shape),
+           'bias': jnp.broadcast_to(outputs['bias'], mask.shape)}
+    for m in self.modalities:
+      out[f'embedding/{m}'] = outputs['embeddings'][m]
+      out[f'feature/{m}'] = outputs['features'][m].astype(jnp.float32)
+    if 'label' in batch:
+      out['label'] = batch['label']
+    return out
+
+  def metrics(self, gathered, reference=None) -> dict:
+    emb = {m: gathered[f'embedding/{m}'] for m in self.modalities}
+    scale, bias = float(gathered['scale'][0]), float(gathered['bias'][0])
+    out = {}
+    pair_losses = []
+    for a, b in losses.pairs(self.modalities):
+      fn = metrics_lib.clip_loss_np if self.loss_name == 'infonce' else (
+          lambda x, y, s: metrics_lib.sigmoid_loss_np(x, y, s, bias))
+      pair_losses.append(fn(emb[a], emb[b], scale))
+    out['loss'] = float(np.mean(pair_losses))
+    r1 = []
+    for a, b in self._directions():
+      r = metrics_lib.retrieval_metrics(emb[a], emb[b])
+      out.update({f'{a}_to_{b}/{k}': v for k, v in r.items()})
+      r1.append(r['r1'])
+    out['mean_r1'] = float(np.mean(r1))
+    if self.num_classes and 'label' in gathered and reference is not None and (
+        'label' in reference):
+      for m in self.modalities:
+        x, rx = gathered[f'feature/{m}'], reference[f'feature/{m}']
+        out[f'knn_{m}/accuracy'] = metrics_lib.knn_accuracy(
+            rx, reference['label'], x, gathered['label'], self.knn_k, self.num_classes)
+        pred = metrics_lib.linear_probe(rx, reference['label'], x, self.num_classes,
+                                        self.probe_l2)
+        out[f'probe_{m}/accuracy'] = metrics_lib.accuracy(gathered['label'], pred)
+        out[f'probe_{m}/uar'] = metrics_lib.unweighted_average_recall(
+            gathered['label'], pred, self.num_classes)
+    return out
+
+
+def _task_classes() -> dict[str, type]:
+  found, todo = {}, [Task]
+  while todo:
+    cls = todo.pop()
+    todo.extend(cls.__subclasses__())
+    if cls.__dict__.get('name'):
+      found[cls.name] = cls
+  return found
+
+
+def get_task(config, num_classes: int | None = None, class_names=None) -> Task:
+  """The task named by `config.task.name`, built from `config.task`'s fields.
+
+  `num_classes`, `class_names`: the dataset's metadata (checked against the config)."""
   c = config.task
-  if c.name not in ('classification', 'regression'):
-    raise ValueError(f'config.task.name: unknown {c.name!r} (classification | regression)')
-  if c.loss not in ('cross_entropy', 'l1', 'mse'):
-    raise ValueError(f'config.task.loss: unknown {c.loss!r} (cross_entropy | l1 | mse)')
-  if (c.name == 'classification') != (c.loss == 'cross_entropy'):
-    raise ValueError(f'config.task.loss: {c.loss!r} does not fit task {c.name!r}')
-  if c.metrics not in ('classification', 'regression', 'sentiment'):
-    raise ValueError(f'config.task.metrics: unknown {c.metrics!r}')
-  return Task(c.name, c.num_classes if c.name == 'classification' else None, c.loss, c.metrics)
+  classes = _task_classes()
+  if c.name not in classes:
+    raise ConfigError(f'config.task.name: unknown {c.name!r} ({" | ".join(sorted(classes))})')
+  cls = classes[c.name]
+  if issubclass(cls, Supervised):
+    loss = c.get('loss', '')
+    if c.name == 'classification' and loss != 'cross_entropy':
+      raise ConfigError(f'config.task.loss: {loss!r} does not fit task {c.name!r} '
+                        '(cross_entropy)')
+    if c.name == 'regression' and loss not in ('l1', 'mse'):
+      raise ConfigError(f'config.task.loss: {loss!r} does not fit task {c.name!r} (l1 | mse)')
+    allowed = ('classification',) if c.name == 'classification' else ('regression',
+                                                                       'sentiment')
+    if c.get('metrics', '') not in allowed:
+      raise ConfigError(f'config.task.metrics: {c.get("metrics")!r} does not fit task '
+                        f'{c.name!r} ({" | ".join(allowed)})')
+    classes_ = c.num_classes if c.name == 'classification' else None
+    if classes_ is not None and num_classes is not None and classes_ != num_classes:
+      raise ConfigError(f'config.task.num_classes={classes_} but the dataset has '
+                        f'{num_classes} classes')
+    return cls(classes_, loss, c.metrics, tuple(class_names) if class_names else None)
+  return cls.from_config(config, num_classes=num_classes, class_names=class_names)
+

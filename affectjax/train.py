@@ -9,14 +9,13 @@ final test metrics in `WORKDIR/results.json`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -32,9 +31,11 @@ from affectjax import data as data_lib
 from affectjax import errors
 from affectjax import faults
 from affectjax import models
+from affectjax import optim
 from affectjax import preemption
 from affectjax import sharding as sharding_lib
 from affectjax import tasks
+from affectjax import transfer
 from affectjax import workdir as workdir_lib
 from affectjax.data import pipeline
 
@@ -53,44 +54,6 @@ class TrainState:
   rng: jax.Array  # Raw uint32[2] key; each step folds in the step number.
 
 
-def make_optimizer(config, pretrained: Sequence[str] = ()) -> optax.GradientTransformation:
-  """The configured optimizer; updates of the top-level parameter subtrees named in
-  `pretrained` are scaled to `optim.pretrained_learning_rate` when that is set."""
-  c = config.optim
-  steps = config.train.num_steps
-  if c.schedule == 'constant':
-    lr = optax.constant_schedule(c.learning_rate)
-  elif c.schedule == 'cosine' and c.warmup_steps == 0:
-    lr = optax.cosine_decay_schedule(c.learning_rate, steps)
-  elif c.schedule == 'cosine':
-    lr = optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, c.warmup_steps,
-                                            max(steps, c.warmup_steps + 1))
-  elif c.schedule == 'linear':
-    lr = optax.join_schedules([
-        optax.linear_schedule(0.0, c.learning_rate, c.warmup_steps),
-        optax.linear_schedule(c.learning_rate, 0.0, max(steps - c.warmup_steps, 1))],
-        [c.warmup_steps])
-  else:
-    raise ValueError(f'config.optim.schedule: unknown {c.schedule!r} (constant | cosine | linear)')
-  if c.name == 'adamw':
-    opt = optax.adamw(lr, weight_decay=c.weight_decay)
-  elif c.name == 'adam':
-    opt = optax.adam(lr)
-  elif c.name == 'sgd':
-    opt = optax.sgd(lr, momentum=0.9)
-  else:
-    raise ValueError(f'config.optim.name: unknown {c.name!r} (adam | adamw | sgd)')
-  rate = c.get('pretrained_learning_rate', 0.0)
-  if rate < 0:
-    raise ValueError(f'config.optim.pretrained_learning_rate: {rate} < 0')
-  if rate and pretrained:
-    names = set(pretrained)
-    opt = optax.chain(opt, optax.masked(
-        optax.scale(rate / c.learning_rate),
-        lambda params: {k: jax.tree.map(lambda _: k in names, v) for k, v in params.items()}))
-  return optax.chain(optax.clip_by_global_norm(c.grad_clip), opt) if c.grad_clip > 0 else opt
-
-
 class Experiment:
   """Model, task, optimizer and the jitted steps of one config on one mesh.
 
@@ -104,14 +67,15 @@ class Experiment:
     self.config = config
     self.mesh = mesh
     self.rules = sharding_lib.axis_rules(config)
-    self.task = dataclasses.replace(tasks.get_task(config), class_names=class_names)
-    if num_classes is not None and self.task.num_classes != num_classes:
-      raise ValueError(f'config.task.num_classes={self.task.num_classes} but the dataset '
-                       f'has {num_classes} classes')
+    self.task = tasks.get_task(config, num_classes, class_names)
     self.element_spec = dict(element_spec)
+    if self.task.needs_labels and 'label' not in self.element_spec:
+      raise errors.DataError(f'config.task.name={config.task.name!r} needs labels, but the '
+                             'dataset has none')
     self.model = models.get_model(config.model, modalities, self.task.out_dim)
-    names = getattr(self.model, 'pretrained_names', None)
-    self.tx = make_optimizer(config, names() if names else ())
+    with self._context():
+      abstract_params = jax.eval_shape(self._init_params, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    self.tx = optim.make_optimizer(config, nn.meta.unbox(abstract_params))
     with self._context():
       boxed = jax.eval_shape(self._init_boxed, jax.ShapeDtypeStruct((2,), jnp.uint32))
     self.state_shardings = sharding_lib.tree_shardings(mesh, self.rules, boxed)
@@ -132,11 +96,20 @@ class Experiment:
     batch['mask'] = jnp.ones((1,), jnp.float32)
     return batch
 
+  def _rngs(self, key) -> dict:
+    """One key per RNG stream the task declares: the first stream gets `key` itself (so
+    a dropout-only task draws what it always drew), the others keys folded from it."""
+    return {name: key if i == 0 else jax.random.fold_in(key, i)
+            for i, name in enumerate(self.task.rng_streams)}
+
+  def _init_params(self, rng):
+    params_rng, stream_rng, _ = jax.random.split(rng, 3)
+    return self.model.init({'params': params_rng, **self._rngs(stream_rng)},
+                           self._dummy_batch(), train=False)['params']
+
   def _init_boxed(self, rng):
-    params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
-    variables = self.model.init({'params': params_rng, 'dropout': dropout_rng},
-                                self._dummy_batch(), train=False)
-    params = variables['params']
+    params = self._init_params(rng)
+    _, _, state_rng = jax.random.split(rng, 3)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=self.tx.init(params), rng=state_rng)
 
@@ -147,19 +120,18 @@ class Experiment:
 
     def loss_fn(params):
       outputs = self.model.apply({'params': params}, batch, train=True,
-                                 rngs={'dropout': step_rng})
-      return self.task.loss(outputs, batch)
+                                 rngs=self._rngs(step_rng))
+      return self.task.loss(outputs, batch, mesh=self.mesh, rules=self.rules)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+    return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'aux': aux}
 
   def _eval_step(self, params, batch):
     outputs = self.model.apply({'params': params}, batch, train=False)
-    return (self.task.predictions(outputs),
-            self.task.per_example_loss(outputs, batch['label']))
+    return self.task.eval_outputs(outputs, batch)
 
   def batch_spec(self, batch_size: int) -> dict:
     return pipeline.batch_spec(self.element_spec, batch_size, self.mesh, self.rules)
@@ -168,21 +140,16 @@ class Experiment:
     return jax.tree.map(lambda s: s.sharding, self.batch_spec(batch_size))
 
   def init_state(self, seed: int) -> TrainState:
-    """A fresh state; pretrained weights a model names (`pretrained_params`, e.g. a text
-    encoder) replace their random initialisation, placed with the same shardings."""
+    """A fresh state: random initialisation, then the sources of `config.init` (another
+    run's checkpoint, Hugging Face folders) over it, with the same shardings. The
+    optimizer state is initialised from the loaded parameters."""
     state = self.lower_init().compile()(jax.random.PRNGKey(seed))
-    load = getattr(self.model, 'pretrained_params', None)
-    pretrained = load() if load else {}
-    if not pretrained:
+    params = transfer.apply(self.config, state.params)
+    if params is state.params:
       return state
-    params = dict(state.params)
-    for name, tree in pretrained.items():
-      def place(new, old, path=name):
-        if new.shape != old.shape:
-          raise ValueError(f'pretrained {path}: shape {new.shape} != model {old.shape}')
-        return jax.device_put(np.asarray(new, old.dtype), old.sharding)
-      params[name] = jax.tree.map(place, tree, params[name])
-    return state.replace(params=params)
+    with self._context():
+      opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
+    return state.replace(params=params, opt_state=opt_state)
 
   def lower_init(self):
     with self._context():
@@ -200,16 +167,19 @@ class Experiment:
       return step.lower(self.abstract_state, self.batch_spec(batch_size))
 
   def lower_eval_step(self, batch_size: int):
-    label_ndim = 1 + len(self.element_spec['label'][0])
-    loss_out = sharding_lib.batch_sharding(self.mesh, self.rules, label_ndim)
-    pred_out = sharding_lib.batch_sharding(
-        self.mesh, self.rules, label_ndim + (self.task.name == 'classification'))
+    """The eval step; each output keeps the batch sharding of its leading axis (derived
+    from the step's own output shapes)."""
+    spec = self.batch_spec(batch_size)
     with self._context():
+      shapes = jax.eval_shape(self._eval_step, self.abstract_state.params, spec)
+      out = jax.tree.map(
+          lambda x: sharding_lib.batch_sharding(self.mesh, self.rules, x.ndim)
+          if x.ndim else sharding_lib.replicated(self.mesh), shapes)
       step = jax.jit(self._eval_step,
                      in_shardings=(self.state_shardings.params,
                                    self._batch_shardings(batch_size)),
-                     out_shardings=(pred_out, loss_out))
-      return step.lower(self.abstract_state.params, self.batch_spec(batch_size))
+                     out_shardings=out)
+      return step.lower(self.abstract_state.params, spec)
 
 
 def _gather(x: jax.Array) -> np.ndarray:
@@ -218,21 +188,27 @@ def _gather(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def evaluate(exp: Experiment, eval_step, params, source, batch_size: int) -> dict:
-  """Task metrics plus mean loss over one split (padding removed)."""
-  preds, losses, labels = [], [], []
+def eval_outputs(exp: Experiment, eval_step, params, source, batch_size: int) -> dict:
+  """The task's per-example eval outputs over one split, in order, padding removed."""
+  parts = {}
   for local in pipeline.eval_batches(source, batch_size):
     batch = pipeline.to_global(local, exp.mesh, exp.rules)
-    p, l = eval_step(params, batch)
-    mask = _gather(exp.task.weights(batch)) > 0
-    preds.append(_gather(p)[mask])
-    losses.append(_gather(l)[mask])
-    labels.append(_gather(batch['label'])[mask])
+    out = {k: _gather(v) for k, v in eval_step(params, batch).items()}
+    valid = out.pop('valid') > 0
+    for k, v in out.items():
+      parts.setdefault(k, []).append(v[valid])
     faults.point('evaluating')
-  preds, losses, labels = map(np.concatenate, (preds, losses, labels))
-  result = exp.task.metrics(labels, preds)
-  result['loss'] = float(losses.mean())
-  return result
+  return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def evaluate(exp: Experiment, eval_step, params, source, batch_size: int,
+             reference=None) -> dict:
+  """The task's metrics over one split. `reference`: the train split's source, for tasks
+  that score a split against it (k-NN, linear probes on frozen embeddings)."""
+  ref = None
+  if exp.task.wants_reference and reference is not None:
+    ref = eval_outputs(exp, eval_step, params, reference, batch_size)
+  return exp.task.metrics(eval_outputs(exp, eval_step, params, source, batch_size), ref)
 
 
 def _scalars(metrics: dict, prefix: str) -> dict:
@@ -309,6 +285,9 @@ def _check_workdir_config(config, workdir: str) -> None:
     for key, value in config_lib.ADDED_KEYS.items():
       if key not in flat_old and flat_new.get(key) == json.dumps(value):
         del flat_new[key]
+    for key, value in config_lib.REMOVED_KEYS.items():
+      if key not in flat_new and flat_old.get(key) == json.dumps(value):
+        del flat_old[key]
     diff = sorted(flat_old.items() ^ flat_new.items())
     if not diff or not _has_progress(workdir):
       return
@@ -339,10 +318,16 @@ def _validate(config) -> None:
   if not isinstance(config.seed, int) or not 0 <= config.seed < 2 ** 32:
     raise config_lib.ConfigError(f'config.seed: must be an integer in [0, 2**32), got '
                                  f'{config.seed!r}')
+  splits = t.get('eval_splits', ('valid', 'test'))
+  if not isinstance(splits, (tuple, list)) or 'valid' not in splits or len(set(splits)) != len(
+      splits):
+    raise config_lib.ConfigError(f'config.train.eval_splits: must name distinct splits and '
+                                 f'include valid (selection), got {splits!r}')
   o = config.optim
+  optim.check_groups(o.get('groups', ()))
+  transfer.check(config)
   for field, low, strict in (('learning_rate', 0.0, True), ('weight_decay', 0.0, False),
-                             ('grad_clip', 0.0, False),
-                             ('pretrained_learning_rate', 0.0, False)):
+                             ('grad_clip', 0.0, False)):
     value = o.get(field, 0.0)
     if not isinstance(value, (int, float)) or not math.isfinite(value) or (
         value <= low if strict else value < low):
@@ -365,7 +350,7 @@ def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
   """Dataset and Experiment on the config's mesh, with the batch sizes and the
   selection metric checked against them."""
   dataset = data_lib.get_dataset(config)
-  for split in ('train', 'valid', 'test'):
+  for split in ('train', *_eval_splits(config)):
     if split not in dataset.splits or not len(dataset.splits[split]):
       raise data_lib.DataError(f'{dataset.where}: split {split!r} is empty')
   mesh = sharding_lib.make_mesh(config.mesh)
@@ -376,11 +361,15 @@ def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
     if bs % mesh.shape['data']:
       raise config_lib.ConfigError(f'config.train.{name}={bs} is not divisible by the '
                                    f'data axis ({mesh.shape["data"]} devices)')
-  names = exp.task.metric_names()
+  names = sorted(exp.task.metric_names())
   if t.select_metric not in names:
     raise config_lib.ConfigError(f'config.train.select_metric: {t.select_metric!r} is not a '
                                  f'validation metric of this task (have {", ".join(names)})')
   return dataset, exp
+
+
+def _eval_splits(config) -> tuple[str, ...]:
+  return tuple(config.train.get('eval_splits', ('valid', 'test')))
 
 
 @contextlib.contextmanager
@@ -457,7 +446,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
   if lead:
     workdir_lib.remove_stale_temporaries(workdir)
   ckpt = checkpoint_lib.Checkpoints(workdir, t.keep_checkpoints)
-  best_value, best_step, train_losses = None, None, []
+  best_value, best_step, train_losses, train_aux = None, None, [], {}
   stop.deferring = True  # From here a signal waits for a step boundary.
   resume = ckpt.recover(exp.abstract_state, exp.abstract_state.params)
   if resume is not None:
@@ -465,6 +454,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
     train_iter.set_state(resume.data_state)
     best_value, best_step = resume.meta['best_value'], resume.meta['best_step']
     train_losses = list(resume.meta.get('train_losses', []))
+    train_aux = {k: list(v) for k, v in resume.meta.get('train_aux', {}).items()}
     log.info('resumed from %s at step %d', ckpt.root, start)
   else:
     state, start = exp.init_state(config.seed), 0
@@ -485,7 +475,8 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
 
   def meta():
     return {'best_value': best_value, 'best_step': best_step,
-            'train_losses': [float(x) for x in train_losses]}
+            'train_losses': [float(x) for x in train_losses],
+            'train_aux': {k: [float(x) for x in v] for k, v in train_aux.items()}}
 
   def check(pending):
     for s, m in jax.device_get(pending):
@@ -494,9 +485,13 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
             f'non-finite training loss {m["loss"]} (grad norm {m["grad_norm"]}) at step '
             f'{s}; stopped. {ckpt.last_good()}')
       train_losses.append(float(m['loss']))  # float64, as resumed from a checkpoint.
+      for k, v in m['aux'].items():
+        train_aux.setdefault(k, []).append(float(v))
       if writer:
         writer.add_scalar('train/loss', m['loss'], s)
         writer.add_scalar('train/grad_norm', m['grad_norm'], s)
+        for k, v in m['aux'].items():
+          writer.add_scalar(f'train/{k}', v, s)
 
   step, pending = start, []
   loop_start = time.time()
@@ -532,14 +527,16 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
           continue
         with _memory(f'evaluating (config.train.eval_batch_size={t.eval_batch_size})'):
           valid = evaluate(exp, eval_step, state.params, dataset.splits['valid'],
-                           t.eval_batch_size)
+                           t.eval_batch_size, dataset.splits['train'])
         value = valid[t.select_metric]
-        if not math.isfinite(valid['loss']):
+        if not math.isfinite(valid.get('loss', value)):
           raise NonFiniteLossError(
-              f'non-finite validation metrics at step {step} (loss {valid["loss"]}); '
-              f'stopped. {ckpt.last_good()}')
+              f'non-finite validation metrics at step {step} (loss '
+              f'{valid.get("loss", value)}); stopped. {ckpt.last_good()}')
         record = {'step': step, 'train_loss': float(np.mean(train_losses)), 'valid': valid}
-        train_losses = []
+        if train_aux:
+          record['train_aux'] = {k: float(np.mean(v)) for k, v in sorted(train_aux.items())}
+        train_losses, train_aux = [], {}
         if lead:
           _append_metrics(metrics_path, record)
           faults.point('metrics_written')
@@ -566,19 +563,16 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
         'best_step': best_step,
         'select_metric': t.select_metric,
         'num_params': exp.num_params,
-        'valid': evaluate(exp, eval_step, params, dataset.splits['valid'], t.eval_batch_size),
-        'test': evaluate(exp, eval_step, params, dataset.splits['test'], t.eval_batch_size),
+        **{split: evaluate(exp, eval_step, params, dataset.splits[split], t.eval_batch_size,
+                           dataset.splits['train'])
+           for split in _eval_splits(config)},
         'timing': {'compile_s': compile_s, 'train_s': train_s,
                    'steps_this_invocation': t.num_steps - start},
         'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
     }
   ckpt.close()
   if lead:
-    if 'confusion' in results['test']:
-      from affectjax import plots
-      plots.confusion_matrix_png(results['test']['confusion'], dataset.class_names,
-                                 os.path.join(workdir, 'confusion_test.png'),
-                                 f'{config.name}, seed {config.seed}: test')
+    exp.task.report(results, workdir, f'{config.name}, seed {config.seed}')
     def write(f):
       json.dump(results, f, indent=2, sort_keys=True)
       f.write('\n')

@@ -41,11 +41,17 @@ def test_rerun_with_other_config_is_refused(tmp_path, capsys, tiny_overrides):
   assert main_lib.main(args + ['--config.seed=3']) == 2
   err = capsys.readouterr().err
   assert 'different config (first difference: seed)' in err
-  # A run recorded before optim.pretrained_learning_rate existed matches a config that
-  # leaves it at 0 (the old behaviour), and only such a config.
+  # A run recorded before optim.groups existed matches a config that leaves it empty (the
+  # old behaviour), and only such a config; one recorded with the since removed
+  # optim.pretrained_learning_rate at 0 matches too.
   stored = json.loads((tmp_path / 'config.json').read_text())
-  del stored['optim']['pretrained_learning_rate']
+  del stored['optim']['groups']
+  stored['optim']['pretrained_learning_rate'] = 0.0
   (tmp_path / 'config.json').write_text(json.dumps(stored))
   assert main_lib.main(args) == 0
-  assert main_lib.main(args + ['--config.optim.pretrained_learning_rate=1e-5']) == 2
+  assert main_lib.main(args + ['--config.optim.groups=(("tfn/.*",0.5),)']) == 2
+  assert 'first difference: optim.groups' in capsys.readouterr().err
+  stored['optim']['pretrained_learning_rate'] = 1e-5
+  (tmp_path / 'config.json').write_text(json.dumps(stored))
+  assert main_lib.main(args) == 2
   assert 'first difference: optim.pretrained_learning_rate' in capsys.readouterr().err

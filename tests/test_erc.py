@@ -11,7 +11,7 @@ import pytest
 
 from affectjax import config as config_lib
 from affectjax import main as main_lib
-from affectjax import sharding, train
+from affectjax import optim, sharding, train
 from affectjax.data import DataError, erc, get_dataset, safe_pickle
 from conftest import config_path, load_script, train_losses
 
@@ -209,22 +209,25 @@ def test_utterance_texts_put_the_utterance_first_then_older_context():
       'a', 'b [SEP] a', 'c [SEP] b [SEP] a', 'd [SEP] c [SEP] b']
 
 
-def test_pretrained_learning_rate_scales_only_the_pretrained_subtrees():
-  config = config_lib.load(config_path('iemocap_dialoguegcn.py'), [
-      'optim.name=adam', 'optim.schedule=constant', 'optim.learning_rate=1e-3',
-      'optim.pretrained_learning_rate=5e-5', 'optim.grad_clip=1.0'])
+def test_group_rules_scale_or_freeze_only_their_subtrees():
   params = {'encoder': {'w': jnp.ones(3)}, 'classifier': {'w': jnp.ones(3)}}
   grads = {'encoder': {'w': jnp.full(3, 0.01)}, 'classifier': {'w': jnp.full(3, 0.01)}}
-  for pretrained, ratio in ((('encoder',), 0.05), ((), 1.0)):
-    tx = train.make_optimizer(config, pretrained)
+  for groups, ratio in (('(("encoder/.*",0.05),)', 0.05), ('()', 1.0),
+                        ('(("encoder/.*",0.0),)', 0.0)):
+    config = config_lib.load(config_path('iemocap_dialoguegcn.py'), [
+        'optim.name=adam', 'optim.schedule=constant', 'optim.learning_rate=1e-3',
+        f'optim.groups={groups}', 'optim.grad_clip=1.0'])
+    tx = optim.make_optimizer(config, params)
     updates, _ = tx.update(grads, tx.init(params), params)
     head = np.asarray(updates['classifier']['w'])
     np.testing.assert_allclose(head, -1e-3, rtol=1e-4)  # Adam's first step: -lr * sign(g).
     np.testing.assert_allclose(np.asarray(updates['encoder']['w']), ratio * head, rtol=1e-5)
-  bad = config_lib.load(config_path('iemocap_dialoguegcn.py'),
-                        ['optim.pretrained_learning_rate=-1.0'])
-  with pytest.raises(ValueError, match='pretrained_learning_rate: -1.0 < 0'):
-    train.make_optimizer(bad, ('encoder',))
+  for groups, fragment in (('(("encoder/.*",-1.0),)', 'scale must be a finite number'),
+                           ('(("nothing/.*",0.5),)', 'matches no parameter'),
+                           ('(("(",0.5),)', 'bad pattern')):
+    bad = config_lib.load(config_path('iemocap_dialoguegcn.py'), [f'optim.groups={groups}'])
+    with pytest.raises(config_lib.ConfigError, match=r'config\.optim\.groups\[0\]: .*' + fragment):
+      optim.make_optimizer(bad, params)
 
 
 def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
@@ -272,7 +275,7 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   code = main_lib.main(['train', '--config', config_path('iemocap_dialoguegcn.py') +
                         ':finetune', '--workdir', str(workdir),
                         *[f'--config.{o}' for o in common + [
-                            'data.max_tokens=8', 'optim.pretrained_learning_rate=2e-5']]])
+                            'data.max_tokens=8', 'optim.groups=(("encoder/.*",0.4),)']]])
   assert code == 0
   assert json.loads((workdir / 'results.json').read_text())['num_params'] > 22_000_000
   # Encoder adaptation: fine-tune on utterances alone, export the chosen encoder as a

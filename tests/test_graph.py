@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from affectjax.layers import graph
+from affectjax.layers import attention, graph
 
 
 def test_window_edges_and_relations_match_a_hand_built_dialogue():
@@ -74,11 +74,11 @@ def test_relational_graph_conv_equals_edge_loop(aggregation, k):
 def test_masked_softmax_rows_without_edges_are_zero_and_grads_finite():
   scores = jnp.array([[[1.0, 2.0, 3.0], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0]]])
   edges = jnp.array([[[True, True, False], [False, False, False], [True, True, True]]])
-  p = np.asarray(graph.masked_softmax(scores, edges))
+  p = np.asarray(attention.masked_softmax(scores, edges))
   np.testing.assert_allclose(p[0, 0], [np.exp(1) / (np.exp(1) + np.exp(2)),
                                        np.exp(2) / (np.exp(1) + np.exp(2)), 0], rtol=1e-6)
   np.testing.assert_array_equal(p[0, 1], 0)
-  g = jax.grad(lambda s: graph.masked_softmax(s, edges)[0, 0, 0])(scores)
+  g = jax.grad(lambda s: attention.masked_softmax(s, edges)[0, 0, 0])(scores)
   assert np.isfinite(np.asarray(g)).all()
 
 

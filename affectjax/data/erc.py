@@ -324,6 +324,10 @@ def load(config) -> base.Dataset:
   if d.text == 'tokens' and model.get('encoder', d.encoder) != d.encoder:
     raise base.DataError(f'config.model.encoder={model.encoder!r} differs from '
                          f'config.data.encoder={d.encoder!r} (the tokenizer must match)')
+  for subtree, folder in config.init.get('hf', ()) if d.text == 'tokens' else ():
+    if folder != d.encoder:
+      raise base.DataError(f'config.init.hf: {subtree!r} loads {folder!r} but '
+                           f'config.data.encoder={d.encoder!r} (the tokenizer must match)')
   embeddings = None
   if 'text' in modalities and d.text == 'frozen':
     embeddings = _load_cached(extract_features(config, builder, splits))
@@ -414,6 +418,8 @@ def configure(config, arg: str | None = None, corpus: str = 'iemocap'):
         d.text = 'tokens'
         d.max_tokens = 48
         config.optim.learning_rate = 5e-5
+        # The model's `encoder` subtree starts from the folder the tokenizer comes from.
+        config.init.hf = (('encoder', d.encoder),)
       elif item == 'utterance':
         d.unit = 'utterance'
         config.train.batch_size, config.train.eval_batch_size = 32, 256

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from affectjax.data.base import DataError
+from affectjax.errors import DataError
+from affectjax.layers.pooling import masked_mean
 
 _REQUIRED = ('config.json', 'model.safetensors', 'tokenizer.json')
 
@@ -164,8 +165,7 @@ class BertEncoder(nn.Module):
 
 def mean_pool(hidden, mask):
   """Mean of `hidden` (N, T, H) over positions where `mask` (N, T) is 1."""
-  m = mask.astype(hidden.dtype)[..., None]
-  return jnp.sum(hidden * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1e-9)
+  return masked_mean(hidden, mask)
 
 
 # -- Hugging Face weights -------------------------------------------------------------------

@@ -7,7 +7,14 @@ import jax
 import jax.numpy as jnp
 
 from affectjax.layers.dense import dense
-from affectjax.layers.graph import masked_softmax
+
+
+def masked_softmax(scores: jax.Array, edges: jax.Array, axis: int = -1) -> jax.Array:
+  """Softmax over the entries where `edges` is true; rows without edges give zeros."""
+  scores = jnp.where(edges, scores, -jnp.inf)
+  top = jnp.max(scores, axis=axis, keepdims=True)
+  e = jnp.where(edges, jnp.exp(scores - jnp.where(jnp.isfinite(top), top, 0)), 0)
+  return e / jnp.maximum(jnp.sum(e, axis=axis, keepdims=True), 1e-30)
 
 
 class TransformerEncoderLayer(nn.Module):

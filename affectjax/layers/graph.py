@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from affectjax.layers.attention import masked_softmax
 from affectjax.layers.dense import dense
 
 
@@ -46,14 +47,6 @@ def relation_types(speaker: jax.Array, num_speakers: int) -> jax.Array:
   dst = speaker[:, :, None]
   after = (jnp.arange(speaker.shape[1])[None, :] > jnp.arange(speaker.shape[1])[:, None])
   return (src * num_speakers + dst) * 2 + after[None].astype(speaker.dtype)
-
-
-def masked_softmax(scores: jax.Array, edges: jax.Array, axis: int = -1) -> jax.Array:
-  """Softmax over the entries where `edges` is true; rows without edges give zeros."""
-  scores = jnp.where(edges, scores, -jnp.inf)
-  top = jnp.max(scores, axis=axis, keepdims=True)
-  e = jnp.where(edges, jnp.exp(scores - jnp.where(jnp.isfinite(top), top, 0)), 0)
-  return e / jnp.maximum(jnp.sum(e, axis=axis, keepdims=True), 1e-30)
 
 
 class RelationalGraphConv(nn.Module):

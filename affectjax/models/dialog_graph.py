@@ -20,18 +20,16 @@ mean aggregation, graph transformer convolution.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 
-from affectjax.encoders import bert
 from affectjax.layers import graph
-from affectjax.layers.attention import TransformerEncoderLayer
+from affectjax.layers.attention import TransformerEncoderLayer, masked_softmax
 from affectjax.layers.dense import dense
 from affectjax.layers.recurrent import BiLSTM
+from affectjax.models.conversation import ConversationModel
 
 
 def default_config(model: str) -> ml_collections.ConfigDict:
@@ -44,44 +42,7 @@ def default_config(model: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(name=f'dialog_graph.{model}', **fields))
 
 
-class _ConversationModel(nn.Module):
-  """Shared fields and inputs: per-modality utterance features, mask, lengths, speakers."""
-  modalities: Sequence[str]
-  out_dim: int
-  num_speakers: int = 2
-  encoder: str = ''  # Hugging Face folder of the fine-tuned encoder ('' = all-MiniLM-L6-v2).
-  dtype: str = 'float32'
-
-  def utterance_features(self, batch, *, train: bool) -> list[jax.Array]:
-    feats = []
-    for m in self.modalities:
-      if m == 'text_ids':  # Fine-tuning: the encoder runs inside the model.
-        ids, tok_mask = batch['text_ids'], batch['text_ids_mask']
-        b, length, t = ids.shape
-        folder = bert.check_folder(self.encoder)
-        enc = bert.BertEncoder(bert.BertConfig.from_folder(folder), name='encoder')
-        hidden = enc(ids.reshape(b * length, t), tok_mask.reshape(b * length, t), train=train)
-        feats.append(bert.mean_pool(hidden, tok_mask.reshape(b * length, t))
-                     .reshape(b, length, -1))
-      else:
-        feats.append(batch[m].astype(jnp.dtype(self.dtype)))
-    return feats
-
-  def pretrained_names(self) -> tuple[str, ...]:
-    """Top-level parameter subtrees `pretrained_params` fills (cheap: loads nothing)."""
-    return ('encoder',) if 'text_ids' in self.modalities else ()
-
-  def pretrained_params(self) -> dict:
-    """Weights to put over the random initialisation: the encoder when fine-tuning."""
-    return {name: bert.load_params(self.encoder) for name in self.pretrained_names()}
-
-  @staticmethod
-  def mask_and_lengths(batch):
-    mask = batch['label_mask']
-    return mask, jnp.sum(mask > 0, axis=1).astype(jnp.int32)
-
-
-class DialogueGCN(_ConversationModel):
+class DialogueGCN(ConversationModel):
   context_hidden: int = 100
   context_layers: int = 2
   graph_hidden: int = 100
@@ -102,7 +63,7 @@ class DialogueGCN(_ConversationModel):
     # Edge attention: each utterance weighs its window neighbours (softmax over j).
     scores = jnp.einsum('bid,bjd->bij', dense(g.shape[-1], name='edge_attention',
                                               use_bias=False)(g), g)
-    alpha = graph.masked_softmax(scores, edges)
+    alpha = masked_softmax(scores, edges)
     relations = graph.relation_types(batch['speaker'], self.num_speakers)
     h = graph.RelationalGraphConv(self.graph_hidden, 2 * self.num_speakers ** 2,
                                   self.num_bases, 'sum', name='rgcn')(g, alpha, relations)
@@ -113,7 +74,7 @@ class DialogueGCN(_ConversationModel):
     return dense(self.out_dim, ('hidden', 'classes'), name='classifier')(z)
 
 
-class MMGCN(_ConversationModel):
+class MMGCN(ConversationModel):
   """Runs with any subset of modalities: each present modality contributes one node
   per utterance; a single modality gives a one-layer graph of the dialogue."""
   hidden: int = 128
@@ -157,7 +118,7 @@ class MMGCN(_ConversationModel):
     return dense(self.out_dim, ('hidden', 'classes'), name='classifier')(out)
 
 
-class COGMEN(_ConversationModel):
+class COGMEN(ConversationModel):
   hidden: int = 100
   context_layers: int = 2
   context_heads: int = 4
@@ -193,7 +154,7 @@ class COGMEN(_ConversationModel):
     return dense(self.out_dim, ('hidden', 'classes'), name='classifier')(z)
 
 
-class ContextFree(_ConversationModel):
+class ContextFree(ConversationModel):
   """The no-context baseline: each utterance classified from its own features (one
   hidden layer), blind to its neighbours and speakers. With `text_ids` it fine-tunes
   the encoder on utterance labels alone; `affectjax export-encoder` then writes that

@@ -14,7 +14,6 @@ Padded utterances and frames never change real outputs (see `affectjax/layers/ss
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -22,12 +21,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from affectjax.layers import graph
-from affectjax.layers.attention import TransformerEncoderLayer
+from affectjax.layers.attention import TransformerEncoderLayer, masked_softmax
 from affectjax.layers.dense import dense
+from affectjax.layers.pooling import masked_mean
+from affectjax.layers.positions import sinusoidal_positions
 from affectjax.layers.recurrent import BiLSTM
 from affectjax.layers.ssm import SSMEncoder
-from affectjax.models.dialog_graph import _ConversationModel
+from affectjax.models.conversation import ConversationModel
 
 
 def default_config(model: str) -> ml_collections.ConfigDict:
@@ -48,8 +48,8 @@ def _bimodal_attention(x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array
   modality's utterances of the video (padded ones masked out), and the attended vector
   gates its own features; returns [att(x <- y) * x, att(y <- x) * y], (B, L, 2W)."""
   keys = (mask > 0)[:, None, :] & (mask > 0)[:, :, None]
-  x_from_y = graph.masked_softmax(jnp.einsum('bid,bjd->bij', x, y), keys) @ y
-  y_from_x = graph.masked_softmax(jnp.einsum('bid,bjd->bij', y, x), keys) @ x
+  x_from_y = masked_softmax(jnp.einsum('bid,bjd->bij', x, y), keys) @ y
+  y_from_x = masked_softmax(jnp.einsum('bid,bjd->bij', y, x), keys) @ x
   return jnp.concatenate([x_from_y * x, y_from_x * y], axis=-1)
 
 
@@ -132,7 +132,7 @@ class BcLSTM(nn.Module):
     return out * mask[..., None].astype(out.dtype)
 
 
-class BroadMamba(_ConversationModel):
+class BroadMamba(ConversationModel):
   """Broad-Mamba-style ERC model (after Shou et al. 2024, "Revisiting Multi-modal
   Emotion Learning with Broad State Space Models and Probability-guidance Fusion").
 
@@ -182,11 +182,6 @@ def _frames(batch):
   return batch['audio'].astype(jnp.float32), batch['frame_mask']
 
 
-def _masked_mean(x, mask):
-  w = mask[..., None].astype(x.dtype)
-  return jnp.sum(x * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
-
-
 class SpeechSSM(nn.Module):
   """Frame-level speech emotion recognition: SSM encoder over log-mel frames, mean
   over real frames, linear classifier. S5 by default: on a CPU its scan over P/2
@@ -207,17 +202,8 @@ class SpeechSSM(nn.Module):
     x, mask = _frames(batch)
     h = SSMEncoder(self.width, self.num_layers, self.ssm, self.bidirectional, self.state_size,
                    self.dropout, dtype=self.dtype, name='encoder')(x, mask, train=train)
-    h = nn.Dropout(self.dropout, deterministic=not train)(_masked_mean(h, mask))
+    h = nn.Dropout(self.dropout, deterministic=not train)(masked_mean(h, mask))
     return dense(self.out_dim, ('hidden', 'classes'), name='out')(h)
-
-
-def sinusoidal_positions(length: int, width: int) -> jax.Array:
-  """Vaswani et al. 2017 position encodings, (length, width)."""
-  pos = jnp.arange(length, dtype=jnp.float32)[:, None]
-  freq = jnp.exp(-math.log(10000.0) * jnp.arange(0, width, 2, dtype=jnp.float32) / width)
-  enc = jnp.zeros((length, width), jnp.float32)
-  enc = enc.at[:, 0::2].set(jnp.sin(pos * freq))
-  return enc.at[:, 1::2].set(jnp.cos(pos * freq[:width // 2]))
 
 
 class SpeechTransformer(nn.Module):
@@ -239,5 +225,5 @@ class SpeechTransformer(nn.Module):
     for i in range(self.num_layers):
       h = TransformerEncoderLayer(self.num_heads, self.mlp_ratio * self.width, self.dropout,
                                   name=f'layer_{i}')(h, mask, train=train)
-    h = nn.Dropout(self.dropout, deterministic=not train)(_masked_mean(h, mask))
+    h = nn.Dropout(self.dropout, deterministic=not train)(masked_mean(h, mask))
     return dense(self.out_dim, ('hidden', 'classes'), name='out')(h)

@@ -5,7 +5,7 @@ r"""DialogueGCN, MMGCN and COGMEN on IEMOCAP and MELD from text, 5 seeds.
 Text features: frozen all-MiniLM-L6-v2 sentence embeddings (`frozen`), and with
 `--finetune` also the encoder fine-tuned end to end with the graph model (`finetune`,
 much slower on a CPU); `--modes` picks any of frozen, finetune, finetune_split (the
-graph model at learning rate 1e-3, the encoder at optim.pretrained_learning_rate) and
+graph model at learning rate 1e-3, the encoder's updates scaled by an optim.groups rule) and
 adapted (the encoder first fine-tuned on utterances alone, exported, then frozen: the
 fine-tuning a CPU affords, as COSMIC's features are made).
 Stage 1 (model selection, validation only): for each corpus, model and text mode, the grid in SELECTION_GRID with seed 0; the highest
@@ -38,8 +38,10 @@ SELECTION_GRID = {
     ('finetune', 'dialoguegcn'): ['optim.learning_rate=2e-5,5e-5'],
     ('finetune', 'mmgcn'): ['optim.learning_rate=2e-5,5e-5'],
     ('finetune', 'cogmen'): ['optim.learning_rate=2e-5,5e-5'],
-    # The graph model at 1e-3, only the encoder's rate chosen (optim.pretrained_learning_rate).
-    **{('finetune_split', m): ['optim.pretrained_learning_rate=2e-5,5e-5'] for m in MODELS},
+    # The graph model at 1e-3, only the encoder's rate chosen: its updates scaled by 0.02 or
+    # 0.05 (2e-5 or 5e-5) through an optim.groups rule.
+    **{('finetune_split', m): ['optim.groups=(("encoder/.*",0.02),);(("encoder/.*",0.05),)']
+       for m in MODELS},
 }
 SELECTION_GRID.update({('adapted', m): SELECTION_GRID[('frozen', m)] for m in MODELS})
 MODES = ('frozen', 'finetune', 'finetune_split', 'adapted')
@@ -48,7 +50,7 @@ MODES = ('frozen', 'finetune', 'finetune_split', 'adapted')
 # its best-validation checkpoint; graph-model seed s then trains on the frozen features of
 # adapter seed s (selection: seed 0), so the std includes the adapter's own seed.
 ADAPT_STEPS = {'iemocap': 480, 'meld': 940}
-ADAPT_OVERRIDES = ['optim.learning_rate=1e-3', 'optim.pretrained_learning_rate=5e-5']
+ADAPT_OVERRIDES = ['optim.learning_rate=1e-3', 'optim.groups=(("encoder/.*",0.05),)']
 # Steps per run (batch 16 dialogues): IEMOCAP has 108 training dialogues, MELD 1038.
 # finetune_split trains as long as finetune.
 STEPS = {('iemocap', 'frozen'): 400, ('meld', 'frozen'): 600,

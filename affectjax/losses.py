@@ -1,0 +1,212 @@
+"""Contrastive losses as pure functions over the global batch.
+
+Every loss takes L2-normalised embeddings (N, D) and a `mask` (N,) marking real rows:
+a padded row is never a positive, a negative or an anchor. Each loss is written once, over
+a block of rows scored against all columns (`_*_rows`), so the two forms share it:
+
+- the global form (`clip_loss`, `sigmoid_loss`, `supervised_contrastive_loss`) scores
+  every row against every column (N x N logits; under `jax.jit` with a sharded batch XLA
+  gathers the columns where it needs them);
+- the memory-lean form (`sharded(...)`) runs inside `jax.shard_map`: each device scores
+  its own rows against columns all-gathered over the batch axes (`jax.lax.all_gather`),
+  so the per-device logits are local x global, and the partial sums are added with
+  `jax.lax.psum`. Both forms give the same value and gradients (tests/test_contrastive.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+_NEG = -1e9  # Logit of an excluded column: exp underflows to exactly 0 in float32.
+
+
+def _clip_rows(rows, cols, row_index, row_valid, col_valid, scale):
+  """Sum over `rows` of -log softmax(scale * rows @ cols.T)[row_index]."""
+  logits = scale * jnp.einsum('rd,cd->rc', rows.astype(jnp.float32), cols.astype(jnp.float32))
+  logits = jnp.where(col_valid[None, :] > 0, logits, _NEG)
+  lse = jax.nn.logsumexp(logits, axis=1)
+  positive = jnp.take_along_axis(logits, row_index[:, None], axis=1)[:, 0]
+  return jnp.sum((lse - positive) * row_valid)
+
+
+def _sigmoid_rows(rows, cols, row_index, row_valid, col_valid, scale, bias):
+  """Sum over every (row, column) pair of -log sigmoid(z * (scale * <r, c> + bias)),
+  z = +1 for the row's own column and -1 otherwise."""
+  logits = scale * jnp.einsum('rd,cd->rc', rows.astype(jnp.float32),
+                              cols.astype(jnp.float32)) + bias
+  z = jnp.where(row_index[:, None] == jnp.arange(cols.shape[0])[None, :], 1.0, -1.0)
+  pair = (row_valid[:, None] > 0) & (col_valid[None, :] > 0)
+  return jnp.sum(jnp.where(pair, -jax.nn.log_sigmoid(z * logits), 0.0))
+
+
+def _supcon_rows(rows, cols, row_index, row_valid, col_valid, row_labels, col_labels,
+                 temperature):
+  """Sum over anchors of the mean -log p(positive) (Khosla et al.'s L_out)."""
+  logits = jnp.einsum('rd,cd->rc', rows.astype(jnp.float32),
+                      cols.astype(jnp.float32)) / temperature
+  not_self = row_index[:, None] != jnp.arange(cols.shape[0])[None, :]
+  keep = not_self & (col_valid[None, :] > 0)
+  logits = jnp.where(keep, logits, _NEG)
+  log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
+  positive = keep & (row_labels[:, None] == col_labels[None, :])
+  count = jnp.sum(positive, axis=1)
+  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1) / jnp.maximum(count, 1)
+  # An anchor without any positive in the batch contributes nothing.
+  return jnp.sum(per_anchor * row_valid * (count > 0)), jnp.sum(row_valid * (count > 0))
+
+
+def _ones(x):
+  return jnp.ones(x.shape[0], jnp.float32)
+
+
+def clip_loss(a: jax.Array, b: jax.Array, scale: jax.Array, mask: jax.Array | None = None):
+  """Symmetric InfoNCE between paired embeddings (CLIP).
+
+  Row i of `a` and row i of `b` are a positive pair; every other real row of the other
+  modality is a negative. The loss averages the a->b and b->a cross-entropies.
+
+  Args:
+    a: (N, D) normalised embeddings of one modality.
+    b: (N, D) normalised embeddings of the other, row-aligned with `a`.
+    scale: scalar logit scale (the inverse temperature, e.g. exp of a learnt log-scale).
+    mask: (N,) 1 for real rows, 0 for padding; default all real.
+
+  Returns:
+    A scalar: mean over real rows and both directions.
+
+  Example:
+    >>> a = jnp.eye(3); clip_loss(a, a, 10.0) < clip_loss(a, a[::-1], 10.0)
+    Array(True, dtype=bool)
+
+  Reference: Radford et al., "Learning Transferable Visual Models From Natural Language
+  Supervision", ICML 2021.
+  """
+  mask = _ones(a) if mask is None else mask.astype(jnp.float32)
+  idx = jnp.arange(a.shape[0])
+  total = (_clip_rows(a, b, idx, mask, mask, scale) + _clip_rows(b, a, idx, mask, mask, scale))
+  return total / (2.0 * jnp.maximum(jnp.sum(mask), 1.0))
+
+
+def sigmoid_loss(a: jax.Array, b: jax.Array, scale: jax.Array, bias: jax.Array,
+                 mask: jax.Array | None = None):
+  """Pairwise sigmoid loss (SigLIP): every (i, j) pair is an independent binary problem,
+  positive when i == j.
+
+  Args:
+    a, b: (N, D) normalised, row-aligned embeddings.
+    scale: scalar logit scale (SigLIP initialises log-scale at log 10).
+    bias: scalar logit bias (SigLIP initialises it at -10).
+    mask: (N,) 1 for real rows; pairs with a padded row are left out.
+
+  Returns:
+    A scalar: the sum over real pairs divided by the number of real rows, as in the paper.
+
+  Example:
+    >>> a = jnp.eye(3); sigmoid_loss(a, a, 10.0, -5.0) < sigmoid_loss(a, a[::-1], 10.0, -5.0)
+    Array(True, dtype=bool)
+
+  Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023.
+  """
+  mask = _ones(a) if mask is None else mask.astype(jnp.float32)
+  idx = jnp.arange(a.shape[0])
+  return _sigmoid_rows(a, b, idx, mask, mask, scale, bias) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def supervised_contrastive_loss(x: jax.Array, labels: jax.Array, temperature: float = 0.1,
+                                mask: jax.Array | None = None):
+  """Supervised contrastive loss (SupCon, L_out): every other row with the same label is a
+  positive of an anchor, all other real rows are negatives. Several views of an example
+  (e.g. its modalities) are stacked as separate rows with the same label.
+
+  Args:
+    x: (N, D) normalised embeddings.
+    labels: (N,) integer classes.
+    temperature: tau (0.1 in the paper).
+    mask: (N,) 1 for real rows.
+
+  Returns:
+    A scalar: the mean over anchors that have at least one positive.
+
+  Example:
+    >>> x = jnp.array([[1., 0.], [1., 0.], [0., 1.], [0., 1.]])
+    >>> supervised_contrastive_loss(x, jnp.array([0, 0, 1, 1])) < 0.01
+    Array(True, dtype=bool)
+
+  Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
+  """
+  mask = _ones(x) if mask is None else mask.astype(jnp.float32)
+  idx = jnp.arange(x.shape[0])
+  total, anchors = _supcon_rows(x, x, idx, mask, mask, labels, labels, temperature)
+  return total / jnp.maximum(anchors, 1.0)
+
+
+def pairs(modalities) -> list[tuple[str, str]]:
+  """Every unordered pair of modalities, in a fixed order."""
+  return list(itertools.combinations(sorted(modalities), 2))
+
+
+def multimodal_loss(embeddings: Mapping[str, jax.Array], mask, loss: str, scale, bias=0.0,
+                    *, mesh=None, axes=None) -> tuple[jax.Array, dict]:
+  """Mean over every pair of modalities of `loss` ('infonce' | 'sigmoid'); with `mesh`
+  and `axes` (the mesh axes of the batch), the memory-lean shard_map form.
+
+  Returns (scalar, {'loss/<a>_<b>': per-pair value})."""
+  per = {}
+  for m1, m2 in pairs(embeddings):
+    a, b = embeddings[m1], embeddings[m2]
+    if loss == 'infonce':
+      fn = clip_loss if mesh is None else sharded(clip_loss, mesh, axes)
+      per[f'loss/{m1}_{m2}'] = fn(a, b, scale, mask)
+    elif loss == 'sigmoid':
+      fn = sigmoid_loss if mesh is None else sharded(sigmoid_loss, mesh, axes)
+      per[f'loss/{m1}_{m2}'] = fn(a, b, scale, bias, mask)
+    else:
+      raise ValueError(f'config.task.loss: unknown {loss!r} (infonce | sigmoid)')
+  return sum(per.values()) / len(per), per
+
+
+# -- the memory-lean form ------------------------------------------------------------------
+
+def sharded(loss_fn: Callable, mesh, axes) -> Callable:
+  """The shard_map form of `clip_loss` or `sigmoid_loss` over `mesh`, with the batch
+  split over the mesh axes `axes` (a name or a tuple of names): the same signature and
+  value, with local x global logits per device."""
+  axes = axes if isinstance(axes, tuple) else (axes,)
+  spec = P(axes)
+
+  def gather(x):
+    return jax.lax.all_gather(x, axes, axis=0, tiled=True)
+
+  def local(a, b, mask, *scalars):
+    rows = a.shape[0]
+    index = jax.lax.axis_index(axes) * rows + jnp.arange(rows)
+    a_all, b_all, m_all = gather(a), gather(b), gather(mask)
+    if loss_fn is clip_loss:
+      (scale,) = scalars
+      part = (_clip_rows(a, b_all, index, mask, m_all, scale) +
+              _clip_rows(b, a_all, index, mask, m_all, scale))
+      denom = 2.0 * jnp.maximum(jnp.sum(m_all), 1.0)
+    elif loss_fn is sigmoid_loss:
+      scale, bias = scalars
+      part = _sigmoid_rows(a, b_all, index, mask, m_all, scale, bias)
+      denom = jnp.maximum(jnp.sum(m_all), 1.0)
+    else:
+      raise ValueError(f'sharded: no shard_map form of {loss_fn.__name__}')
+    return jax.lax.psum(part, axes) / denom
+
+  @functools.wraps(loss_fn)
+  def wrapped(a, b, *args):
+    *scalars, mask = args
+    mask = _ones(a) if mask is None else mask.astype(jnp.float32)
+    scalars = [jnp.asarray(s, jnp.float32) for s in scalars]
+    fn = jax.shard_map(local, mesh=mesh,
+                       in_specs=(spec, spec, spec) + (P(),) * len(scalars), out_specs=P())
+    return fn(a, b, mask, *scalars)
+
+  return wrapped

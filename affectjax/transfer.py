@@ -1,0 +1,161 @@
+"""Starting a run from other weights: `config.init`, applied after random initialisation.
+
+  config.init.workdir     another affectjax run (its config need not equal this one)
+  config.init.checkpoint  'best' (the validation-selected parameters) or 'latest'
+  config.init.map         ((source_subtree, target_subtree), ...): which parts of the
+                          source go where; () loads the whole tree onto the whole model
+  config.init.dont_load   regular expressions of target paths left at their random
+                          initialisation (e.g. a new classifier head)
+  config.init.hf          ((target_subtree, folder), ...): Hugging Face encoder folders
+                          (BERT-style safetensors; '' = all-MiniLM-L6-v2), applied after
+                          the workdir, in order
+
+Paths are '/'-joined parameter names (`towers/audio/dense_0/kernel`); a subtree is a path
+prefix ('' is the root). Within each mapped pair the two subtrees must hold the same
+parameters (after `dont_load`) with the same shapes: anything else is a one-line error
+naming both paths. Everything loaded keeps the model's shardings and dtypes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import jax
+import numpy as np
+
+from affectjax.errors import ConfigError
+from affectjax.optim import path_str
+
+log = logging.getLogger('affectjax')
+
+
+def _flat(tree) -> dict[str, object]:
+  return {path_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _under(path: str, subtree: str) -> str | None:
+  """`path` relative to `subtree`, or None when it is not inside it."""
+  if not subtree:
+    return path
+  if path == subtree:
+    return ''
+  return path[len(subtree) + 1:] if path.startswith(subtree + '/') else None
+
+
+def _join(subtree: str, rest: str) -> str:
+  return '/'.join(p for p in (subtree, rest) if p)
+
+
+def _pairs(value, field: str) -> list[tuple[str, str]]:
+  out = []
+  for i, item in enumerate(value or ()):
+    if not isinstance(item, (tuple, list)) or len(item) != 2 or not all(
+        isinstance(x, str) for x in item):
+      raise ConfigError(f'config.init.{field}[{i}]: expected a pair of strings, got {item!r}')
+    out.append((item[0].strip('/'), item[1].strip('/') if field == 'map' else item[1]))
+  return out
+
+
+def _dont_load(patterns) -> list[re.Pattern]:
+  out = []
+  for i, p in enumerate(patterns or ()):
+    try:
+      out.append(re.compile(str(p)))
+    except re.error as e:
+      raise ConfigError(f'config.init.dont_load[{i}]: bad pattern {p!r} ({e})') from None
+  return out
+
+
+def check(config) -> None:
+  """The config-only checks, before anything is built or read."""
+  c = config.get('init')
+  if c is None:
+    return
+  _pairs(c.get('map', ()), 'map')
+  _pairs(c.get('hf', ()), 'hf')
+  _dont_load(c.get('dont_load', ()))
+  if c.get('workdir'):
+    if c.get('checkpoint', 'best') not in ('best', 'latest'):
+      raise ConfigError(f'config.init.checkpoint: {c.checkpoint!r} (best | latest)')
+    if not os.path.isdir(c.workdir):
+      raise ConfigError(f'config.init.workdir: no such directory: {c.workdir}')
+  elif c.get('map') or c.get('dont_load'):
+    raise ConfigError('config.init.map / dont_load: set config.init.workdir to load from')
+
+
+def _place(target: dict, loaded: dict, new: dict, where: str, source_of: dict) -> None:
+  for path, value in new.items():
+    old = target[path]
+    value = np.asarray(value)
+    if value.shape != tuple(old.shape):
+      raise ConfigError(f'config.init: {where} {source_of[path]} has shape {value.shape} but '
+                        f'this model\'s {path} has {tuple(old.shape)}')
+    loaded[path] = jax.device_put(value.astype(old.dtype), old.sharding)
+
+
+def apply(config, params):
+  """`params` (this model's fresh parameters, sharded) with `config.init`'s sources put
+  over them; returns the new tree (same structure, shardings and dtypes)."""
+  check(config)
+  c = config.get('init')
+  if c is None or not (c.get('workdir') or c.get('hf')):
+    return params
+  target = _flat(params)
+  loaded: dict[str, object] = {}
+  skip = _dont_load(c.get('dont_load', ()))
+  if c.get('workdir'):
+    from affectjax import checkpoint as checkpoint_lib
+    kind = c.get('checkpoint', 'best')
+    ckpt = checkpoint_lib.Checkpoints(c.workdir)
+    try:
+      step, source = ckpt.load_params(kind)
+    finally:
+      ckpt.close()
+    source = _flat(source)
+    where = f'{c.workdir} ({kind} step {step})'
+    new, source_of = {}, {}
+    for src_sub, dst_sub in _pairs(c.get('map', ()), 'map') or [('', '')]:
+      src = {rest: v for p, v in source.items() if (rest := _under(p, src_sub)) is not None}
+      dst = {rest for p in target if (rest := _under(p, dst_sub)) is not None
+             and not any(r.fullmatch(p) for r in skip)}
+      if not src:
+        raise ConfigError(f'config.init.map: {where} has no parameters under '
+                          f'{src_sub or "the root"!r}')
+      if not dst:
+        raise ConfigError(f'config.init.map: this model has no parameters to load under '
+                          f'{dst_sub or "the root"!r}')
+      for rest in sorted(dst):
+        if rest not in src:
+          raise ConfigError(f'config.init: this model\'s {_join(dst_sub, rest)} has no '
+                            f'counterpart {_join(src_sub, rest)} in {where}')
+      extra = sorted(set(src) - dst - {_under(p, dst_sub) for p in target
+                                       if any(r.fullmatch(p) for r in skip)})
+      if extra:
+        raise ConfigError(f'config.init: {where} {_join(src_sub, extra[0])} has no '
+                          f'counterpart {_join(dst_sub, extra[0])} in this model (leave it '
+                          'out of config.init.map, or add it to dont_load)')
+      for rest in dst:
+        new[_join(dst_sub, rest)] = src[rest]
+        source_of[_join(dst_sub, rest)] = _join(src_sub, rest)
+    _place(target, loaded, new, where, source_of)
+    log.info('init: %d arrays from %s; %d left at their initialisation', len(new), where,
+             len(target) - len(new))
+  for dst_sub, folder in _pairs(c.get('hf', ()), 'hf'):
+    from affectjax.encoders import bert
+    tree = _flat(bert.load_params(folder))
+    paths = {p for p in target if _under(p, dst_sub) is not None}
+    if not paths:
+      raise ConfigError(f'config.init.hf: this model has no parameters under {dst_sub!r}')
+    new, source_of = {}, {}
+    for p in paths:
+      rest = _under(p, dst_sub)
+      if rest not in tree:
+        raise ConfigError(f'config.init.hf: this model\'s {p} has no counterpart {rest} in '
+                          f'{bert.check_folder(folder)}')
+      new[p], source_of[p] = tree[rest], rest
+    _place(target, loaded, new, bert.check_folder(folder), source_of)
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  return jax.tree_util.tree_unflatten(
+      treedef, [loaded.get(path_str(p), x) for p, x in leaves])
