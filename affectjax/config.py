@@ -12,6 +12,7 @@ import ast
 import importlib.util
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import ml_collections
@@ -147,10 +148,14 @@ def _load_file(spec: str) -> ml_collections.ConfigDict:
   name = os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(f'_affectjax_config_{name}', path)
   module = importlib.util.module_from_spec(module_spec)
+  # A config may import shared helpers beside it (configs/common.py).
+  sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
   try:
     module_spec.loader.exec_module(module)
   except Exception as e:  # A config file is user code; report where it broke.
     raise ConfigError(f'{path}: failed to import: {type(e).__name__}: {e}') from e
+  finally:
+    sys.path.pop(0)
   if not hasattr(module, 'get_config'):
     raise ConfigError(f'{path}: has no get_config()')
   try:

@@ -80,6 +80,11 @@ def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
 
 def tree_shardings(mesh: Mesh, rules, abstract_tree):
   """NamedShardings for a pytree that may hold `nn.Partitioned` boxes."""
+  # Frozen parameter groups leave boxes around optax's empty MaskedNode in the optimizer
+  # state: they hold no array, so they get no sharding.
+  abstract_tree = jax.tree.map(
+      lambda x: x.value if isinstance(x, nn.Partitioned) and not jax.tree.leaves(x.value)
+      else x, abstract_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   specs = nn.get_partition_spec(abstract_tree)
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 

@@ -86,7 +86,7 @@ def check(config) -> None:
 
 
 def _place(target: dict, loaded: dict, new: dict, where: str, source_of: dict) -> None:
-  for path, value in new.items():
+  for path, value in sorted(new.items()):
     old = target[path]
     value = np.asarray(value)
     if value.shape != tuple(old.shape):
