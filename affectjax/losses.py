@@ -2,15 +2,17 @@
 
 Every loss takes L2-normalised embeddings (N, D) and a `mask` (N,) marking real rows:
 a padded row is never a positive, a negative or an anchor. Each loss is written once, over
-a block of rows scored against all columns (`_*_rows`), so the two forms share it:
+a block of rows scored against columns (`_*_rows`), so the two forms share it:
 
 - the global form (`clip_loss`, `sigmoid_loss`, `supervised_contrastive_loss`) scores
   every row against every column (N x N logits; under `jax.jit` with a sharded batch XLA
   gathers the columns where it needs them);
 - the memory-lean form (`sharded(...)`) runs inside `jax.shard_map`: each device scores
   its own rows against columns all-gathered over the batch axes (`jax.lax.all_gather`),
-  so the per-device logits are local x global, and the partial sums are added with
-  `jax.lax.psum`. Both forms give the same value and gradients (tests/test_contrastive.py).
+  local x global logits, computed `BLOCK` columns at a time (online log-sum-exp, scores
+  recomputed in the backward pass) so per-device memory grows linearly in the global
+  batch; the partial sums are added with `jax.lax.psum`. Both forms give the same value
+  and gradients (tests/test_contrastive.py).
 """
 
 from __future__ import annotations
@@ -24,25 +26,62 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 _NEG = -1e9  # Logit of an excluded column: exp underflows to exactly 0 in float32.
+BLOCK = 1024  # Columns scored at once by the lean form.
 
 
-def _clip_rows(rows, cols, row_index, row_valid, col_valid, scale):
-  """Sum over `rows` of -log softmax(scale * rows @ cols.T)[row_index]."""
-  logits = scale * jnp.einsum('rd,cd->rc', rows.astype(jnp.float32), cols.astype(jnp.float32))
-  logits = jnp.where(col_valid[None, :] > 0, logits, _NEG)
-  lse = jax.nn.logsumexp(logits, axis=1)
-  positive = jnp.take_along_axis(logits, row_index[:, None], axis=1)[:, 0]
-  return jnp.sum((lse - positive) * row_valid)
+def _scores(rows, cols, scale, bias=0.0):
+  return scale * jnp.einsum('rd,cd->rc', rows.astype(jnp.float32),
+                            cols.astype(jnp.float32)) + bias
 
 
-def _sigmoid_rows(rows, cols, row_index, row_valid, col_valid, scale, bias):
-  """Sum over every (row, column) pair of -log sigmoid(z * (scale * <r, c> + bias)),
-  z = +1 for the row's own column and -1 otherwise."""
-  logits = scale * jnp.einsum('rd,cd->rc', rows.astype(jnp.float32),
-                              cols.astype(jnp.float32)) + bias
-  z = jnp.where(row_index[:, None] == jnp.arange(cols.shape[0])[None, :], 1.0, -1.0)
-  pair = (row_valid[:, None] > 0) & (col_valid[None, :] > 0)
-  return jnp.sum(jnp.where(pair, -jax.nn.log_sigmoid(z * logits), 0.0))
+def _over_blocks(rows, cols, col_valid, block, fn, init):
+  """Reduces `fn(carry, scores_block, valid_block)` over column blocks of `block`
+  columns (all at once when `block` is None). Each block's scores are recomputed in the
+  backward pass (jax.checkpoint), so memory holds one rows x block tile at a time."""
+  if block is None or cols.shape[0] <= block:
+    return fn(init, rows, cols, col_valid)
+  n = cols.shape[0]
+  pad = -n % block
+  cols = jnp.pad(cols, ((0, pad), (0, 0))).reshape(-1, block, cols.shape[1])
+  valid = jnp.pad(col_valid, (0, pad)).reshape(-1, block)
+
+  @jax.checkpoint
+  def body(carry, xs):
+    return fn(carry, rows, *xs), None
+  return jax.lax.scan(body, init, (cols, valid))[0]
+
+
+def _zero_per_row(rows):
+  # Derived from `rows` so that inside shard_map the scan carry varies like the rows do.
+  return rows[:, 0].astype(jnp.float32) * 0.0
+
+
+def _clip_rows(rows, cols, own, row_valid, col_valid, scale, block=None):
+  """Sum over `rows` of -log softmax(scale * rows @ cols.T) at the row's own pair;
+  `own` (r, D) are the rows' own partners (row i's positive column)."""
+  def step(carry, r, c, v):
+    top, total = carry
+    s = jnp.where(v[None, :] > 0, _scores(r, c, scale), _NEG)
+    new_top = jnp.maximum(top, s.max(axis=1))
+    total = total * jnp.exp(top - new_top) + jnp.exp(s - new_top[:, None]).sum(axis=1)
+    return new_top, total
+  zero = _zero_per_row(rows)
+  top, total = _over_blocks(rows, cols, col_valid, block, step, (zero + _NEG, zero))
+  positive = scale * jnp.sum(rows.astype(jnp.float32) * own.astype(jnp.float32), axis=1)
+  return jnp.sum((top + jnp.log(total) - positive) * row_valid)
+
+
+def _sigmoid_rows(rows, cols, own, row_valid, col_valid, scale, bias, block=None):
+  """Sum over every real (row, column) pair of -log sigmoid(z * (scale <r, c> + bias)),
+  z = +1 for the row's own pair and -1 otherwise: every pair counted as a negative,
+  softplus(l), then the own pair corrected to softplus(-l)."""
+  def step(total, r, c, v):
+    s = _scores(r, c, scale, bias)
+    return total + jnp.sum(jnp.where(v[None, :] > 0, jax.nn.softplus(s), 0.0), axis=1)
+  negatives = _over_blocks(rows, cols, col_valid, block, step, _zero_per_row(rows))
+  l_own = scale * jnp.sum(rows.astype(jnp.float32) * own.astype(jnp.float32), axis=1) + bias
+  per_row = negatives + jax.nn.softplus(-l_own) - jax.nn.softplus(l_own)
+  return jnp.sum(per_row * row_valid)
 
 
 def _supcon_rows(rows, cols, row_index, row_valid, col_valid, row_labels, col_labels,
@@ -88,8 +127,7 @@ def clip_loss(a: jax.Array, b: jax.Array, scale: jax.Array, mask: jax.Array | No
   Supervision", ICML 2021.
   """
   mask = _ones(a) if mask is None else mask.astype(jnp.float32)
-  idx = jnp.arange(a.shape[0])
-  total = (_clip_rows(a, b, idx, mask, mask, scale) + _clip_rows(b, a, idx, mask, mask, scale))
+  total = _clip_rows(a, b, b, mask, mask, scale) + _clip_rows(b, a, a, mask, mask, scale)
   return total / (2.0 * jnp.maximum(jnp.sum(mask), 1.0))
 
 
@@ -114,8 +152,7 @@ def sigmoid_loss(a: jax.Array, b: jax.Array, scale: jax.Array, bias: jax.Array,
   Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023.
   """
   mask = _ones(a) if mask is None else mask.astype(jnp.float32)
-  idx = jnp.arange(a.shape[0])
-  return _sigmoid_rows(a, b, idx, mask, mask, scale, bias) / jnp.maximum(jnp.sum(mask), 1.0)
+  return _sigmoid_rows(a, b, b, mask, mask, scale, bias) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def supervised_contrastive_loss(x: jax.Array, labels: jax.Array, temperature: float = 0.1,
@@ -173,10 +210,12 @@ def multimodal_loss(embeddings: Mapping[str, jax.Array], mask, loss: str, scale,
 
 # -- the memory-lean form ------------------------------------------------------------------
 
-def sharded(loss_fn: Callable, mesh, axes) -> Callable:
+def sharded(loss_fn: Callable, mesh, axes, block: int | None = BLOCK) -> Callable:
   """The shard_map form of `clip_loss` or `sigmoid_loss` over `mesh`, with the batch
   split over the mesh axes `axes` (a name or a tuple of names): the same signature and
-  value, with local x global logits per device."""
+  value. Each device scores its own rows against the all-gathered columns, `block`
+  columns at a time with the scores recomputed in the backward pass, so its memory
+  holds (rows / devices) x block scores: linear, not quadratic, in the global batch."""
   axes = axes if isinstance(axes, tuple) else (axes,)
   spec = P(axes)
 
@@ -184,18 +223,17 @@ def sharded(loss_fn: Callable, mesh, axes) -> Callable:
     return jax.lax.all_gather(x, axes, axis=0, tiled=True)
 
   def local(a, b, mask, *scalars):
-    rows = a.shape[0]
-    index = jax.lax.axis_index(axes) * rows + jnp.arange(rows)
     a_all, b_all, m_all = gather(a), gather(b), gather(mask)
+    n = jax.lax.psum(jnp.sum(mask), axes)
     if loss_fn is clip_loss:
       (scale,) = scalars
-      part = (_clip_rows(a, b_all, index, mask, m_all, scale) +
-              _clip_rows(b, a_all, index, mask, m_all, scale))
-      denom = 2.0 * jnp.maximum(jnp.sum(m_all), 1.0)
+      part = (_clip_rows(a, b_all, b, mask, m_all, scale, block) +
+              _clip_rows(b, a_all, a, mask, m_all, scale, block))
+      denom = 2.0 * jnp.maximum(n, 1.0)
     elif loss_fn is sigmoid_loss:
       scale, bias = scalars
-      part = _sigmoid_rows(a, b_all, index, mask, m_all, scale, bias)
-      denom = jnp.maximum(jnp.sum(m_all), 1.0)
+      part = _sigmoid_rows(a, b_all, b, mask, m_all, scale, bias, block)
+      denom = jnp.maximum(n, 1.0)
     else:
       raise ValueError(f'sharded: no shard_map form of {loss_fn.__name__}')
     return jax.lax.psum(part, axes) / denom

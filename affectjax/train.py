@@ -142,14 +142,10 @@ class Experiment:
   def init_state(self, seed: int) -> TrainState:
     """A fresh state: random initialisation, then the sources of `config.init` (another
     run's checkpoint, Hugging Face folders) over it, with the same shardings. The
-    optimizer state is initialised from the loaded parameters."""
+    optimizer state stays as initialised: the optimizers here (adam, adamw, sgd with
+    momentum) start from zero moments whatever the parameter values."""
     state = self.lower_init().compile()(jax.random.PRNGKey(seed))
-    params = transfer.apply(self.config, state.params)
-    if params is state.params:
-      return state
-    with self._context():
-      opt_state = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)(params)
-    return state.replace(params=params, opt_state=opt_state)
+    return state.replace(params=transfer.apply(self.config, state.params))
 
   def lower_init(self):
     with self._context():
@@ -407,6 +403,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       eval_step = exp.lower_eval_step(t.eval_batch_size).compile()
       _first_eval_batch(exp, eval_step, dataset.splits['valid'], t.eval_batch_size)
     compile_s = time.time() - compile_start
+    # A fresh run builds its initial state (and so loads config.init's sources, with
+    # their errors) before anything is written.
+    initial = None if checkpoint_lib.has_checkpoint(workdir) else exp.init_state(config.seed)
     faults.point('compiled')
 
     workdir_lib.create(workdir)
@@ -416,7 +415,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if os.path.exists(results_path):
         return _read_results(results_path)
       return _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_step,
-                           compile_s, stop)
+                           compile_s, stop, initial)
 
 
 def _read_results(path: str) -> dict:
@@ -438,7 +437,7 @@ def _first_eval_batch(exp, eval_step, source, batch_size: int) -> None:
 
 
 def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_step, compile_s,
-                  stop) -> dict:
+                  stop, initial=None) -> dict:
   mesh, t = exp.mesh, config.train
   lead = jax.process_index() == 0
   results_path = os.path.join(workdir, 'results.json')
@@ -457,7 +456,8 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
     train_aux = {k: list(v) for k, v in resume.meta.get('train_aux', {}).items()}
     log.info('resumed from %s at step %d', ckpt.root, start)
   else:
-    state, start = exp.init_state(config.seed), 0
+    state = initial if initial is not None else exp.init_state(config.seed)
+    start = 0
   if lead:
     _truncate_metrics(metrics_path, start)
     try:

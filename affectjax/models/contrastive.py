@@ -12,8 +12,8 @@ and trains or freezes them with `config.optim.groups`.
 A tower is chosen per modality by `towers.<modality>.kind`:
 - `mlp`: a vector feature (B, D) through `num_layers` Dense+GELU layers of `width`;
 - `ssm` / `transformer`: a sequence (B, T, D) with its mask field (`mask`, e.g.
-  `frame_mask`), the codebase's SSM encoder or transformer encoder layers, mean over
-  real positions.
+  `frame_mask`), optionally `stride` consecutive frames stacked into one token, the
+  codebase's SSM encoder or transformer encoder layers, mean over real positions.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ class Tower(nn.Module):
   num_layers: int = 2
   dropout: float = 0.1
   mask: str = ''  # Sequence towers: the batch field marking real positions.
+  stride: int = 1  # Sequence towers: consecutive positions stacked into one token.
+  pool: str = 'mean'  # Sequence towers: mean | mean_std (statistics pooling).
+  # Sequence towers, training only: each token is dropped (masked out, SpecAugment-style)
+  # with this probability, drawn from the `dropout` stream.
+  token_drop: float = 0.0
   num_heads: int = 4
   mlp_ratio: int = 2
   ssm: str = 's5'
@@ -60,17 +65,31 @@ class Tower(nn.Module):
         if i == 0:
           h = nn.LayerNorm(name='norm_in')(h)
       return h
+    if self.stride > 1:  # (B, T, D) -> (B, T / s, s * D); a token is real if any frame is.
+      b, t, dim = x.shape
+      pad = -t % self.stride
+      x = jnp.pad(x, ((0, 0), (0, pad), (0, 0))).reshape(b, -1, self.stride * dim)
+      mask = jnp.pad(mask, ((0, 0), (0, pad))).reshape(b, -1, self.stride).max(-1)
+    if train and self.token_drop > 0:
+      keep = jax.random.bernoulli(self.make_rng('dropout'), 1 - self.token_drop, mask.shape)
+      # A clip keeps at least its first real token.
+      first = jnp.arange(mask.shape[1])[None] == jnp.argmax(mask > 0, axis=1)[:, None]
+      mask = mask * (keep | first)
     if self.kind == 'ssm':
       h = SSMEncoder(self.width, self.num_layers, self.ssm, self.bidirectional,
                      dropout=self.dropout, dtype=self.dtype, name='encoder')(x, mask,
                                                                             train=train)
-      return masked_mean(h, mask)
-    h = dense(self.width, name='input', dtype=dtype)(x)
-    h = h + sinusoidal_positions(x.shape[1], self.width).astype(dtype)
-    for i in range(self.num_layers):
-      h = TransformerEncoderLayer(self.num_heads, self.mlp_ratio * self.width, self.dropout,
-                                  name=f'layer_{i}')(h, mask, train=train)
-    return masked_mean(h, mask)
+    else:
+      h = dense(self.width, name='input', dtype=dtype)(x)
+      h = h + sinusoidal_positions(x.shape[1], self.width).astype(dtype)
+      for i in range(self.num_layers):
+        h = TransformerEncoderLayer(self.num_heads, self.mlp_ratio * self.width, self.dropout,
+                                    name=f'layer_{i}')(h, mask, train=train)
+    mean = masked_mean(h, mask)
+    if self.pool == 'mean':
+      return mean
+    var = masked_mean(jnp.square(h - mean[:, None]), mask)
+    return jnp.concatenate([mean, jnp.sqrt(var + 1e-6)], axis=-1)
 
 
 def check_towers(towers: Mapping[str, Mapping[str, Any]], modalities: Sequence[str]) -> None:
@@ -84,6 +103,8 @@ def check_towers(towers: Mapping[str, Mapping[str, Any]], modalities: Sequence[s
     if kind != 'mlp' and not towers[m].get('mask'):
       raise ValueError(f'config.model.towers.{m}.mask: a {kind} tower needs the name of its '
                        'mask field (e.g. frame_mask)')
+    if towers[m].get('pool', 'mean') not in ('mean', 'mean_std'):
+      raise ValueError(f'config.model.towers.{m}.pool: {towers[m]["pool"]!r} (mean | mean_std)')
 
 
 class Towers(nn.Module):
