@@ -126,17 +126,20 @@ def log_mel(waves: np.ndarray, lengths: np.ndarray, *, rate: int = SAMPLE_RATE,
 
 class LogMelSource(base.ArraySource):
   """Waveforms in memory; `get_batch` returns log-mel frames (`audio`), `frame_mask`
-  and `label`, so the features are computed inside the grain pipeline."""
+  and `label` (plus any `extra` per-clip arrays, e.g. the same clip's face features), so
+  the features are computed inside the grain pipeline."""
 
   def __init__(self, waves: np.ndarray, lengths: np.ndarray, labels: np.ndarray,
-               feature_kwargs: dict):
-    super().__init__({'wave': waves, 'length': lengths, 'label': labels})
+               feature_kwargs: dict, extra: dict[str, np.ndarray] | None = None):
+    self.extra = tuple(extra or ())
+    super().__init__({'wave': waves, 'length': lengths, 'label': labels, **(extra or {})})
     self.feature_kwargs = dict(feature_kwargs)
 
   def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     waves = self.arrays['wave'][indices].astype(np.float32) / 32767.0
     feats, mask = log_mel(waves, self.arrays['length'][indices], **self.feature_kwargs)
-    return {'audio': feats, 'frame_mask': mask, 'label': self.arrays['label'][indices]}
+    return {'audio': feats, 'frame_mask': mask, 'label': self.arrays['label'][indices],
+            **{k: self.arrays[k][indices] for k in self.extra}}
 
   def __getitem__(self, i):
     return {k: v[0] for k, v in self.get_batch(np.array([i])).items()}
@@ -185,14 +188,15 @@ def read_folds(path: str) -> dict[int, list[int]]:
   return dict(sorted(folds.items()))
 
 
-def fold_actors(folds: dict[int, list[int]], fold: int) -> dict[str, list[int]]:
-  """Train / valid / test actors: test = the fold's actors, valid = the first two actors
-  of the next fold (so validation speakers are never tested on), train = the rest."""
+def fold_actors(folds: dict[int, list[int]], fold: int,
+                num_valid: int = 2) -> dict[str, list[int]]:
+  """Train / valid / test actors: test = the fold's actors, valid = the first `num_valid`
+  actors of the next fold (so validation speakers are never tested on), train = the rest."""
   if fold not in folds:
     raise base.DataError(f'config.data.fold: {fold} is not one of {sorted(folds)}')
   keys = sorted(folds)
   test = folds[fold]
-  valid = folds[keys[(keys.index(fold) + 1) % len(keys)]][:2]
+  valid = folds[keys[(keys.index(fold) + 1) % len(keys)]][:num_valid]
   train = [a for a in range(1, 25) if a not in test and a not in valid]
   return {'train': train, 'valid': valid, 'test': test}
 

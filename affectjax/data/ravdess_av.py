@@ -1,0 +1,140 @@
+"""RAVDESS audio-visual pairs: each clip's face (35 OpenFace action units) with its speech.
+
+The face features are the first 35 values of `<data dir>/ravdess/au_mfcc.npz` (`clip`
+ids in the audio-visual naming, `01-...`; `features` (N, 294): 35 action units, then 259
+MFCC statistics that are not used: their first values repeat a constant, and the speech
+itself is here). The audio is the same clip's speech file,
+`ravdess/speech_16k/Actor_XX/03-...` (the ids differ only in the modality digit), turned
+into log-mel frames as `affectjax/data/ravdess.py` does (once, when loaded), standardised
+per band with the training actors' statistics (`audio_norm='train'`) or per clip.
+
+Fields: `audio` (T, n_mels) with `frame_mask` (T,), `face` (35,), `label` (8 emotions),
+`actor` (1-24; for per-actor analyses, never a model input).
+Splits are speaker-independent actor folds (`config.data.fold`, the test actors of
+`ravdess/actor_folds.json`); validation is the next fold's first `valid_actors` actors;
+the rest train. The action units are standardised with the training actors' mean and
+standard deviation, or, with `config.data.speaker_norm` (a speaker-normalisation
+technique that tables must name), with each actor's own statistics over all of that
+actor's clips (no labels are used).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+
+from affectjax.data import base, prepared, ravdess
+
+NUM_ACTION_UNITS = 35
+
+
+def read_action_units(path: str) -> dict[str, np.ndarray]:
+  """{speech clip id '03-...': (35,) float32} from au_mfcc.npz, or a DataError."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      clips, feats = z['clip'], z['features']
+  except FileNotFoundError:
+    raise base.DataError(f'{path}: no such file (RAVDESS face features)') from None
+  except (OSError, ValueError, KeyError) as e:
+    raise base.DataError(f'{path}: fields clip/features unreadable ({e})') from None
+  if feats.ndim != 2 or feats.shape[1] < NUM_ACTION_UNITS or len(clips) != len(feats):
+    raise base.DataError(f'{path}: field features has shape {feats.shape}, expected '
+                         f'({len(clips)}, >= {NUM_ACTION_UNITS})')
+  au = np.asarray(feats[:, :NUM_ACTION_UNITS], np.float32)
+  bad = ~np.isfinite(au)
+  if bad.any():
+    first = int(np.argwhere(bad.any(1))[0, 0])
+    raise base.DataError(f'{path}: field features has NaN/inf action units (first in clip '
+                         f'{clips[first]})')
+  out = {}
+  for clip, row in zip(clips, au):
+    parts = str(clip).split('-')
+    if len(parts) != 7 or not all(p.isdigit() for p in parts):
+      raise base.DataError(f'{path}: field clip has {clip!r}, not a RAVDESS id')
+    out['-'.join(['03'] + parts[1:])] = row
+  return out
+
+
+def load(config) -> base.Dataset:
+  d = config.data
+  modalities = tuple(d.modalities)
+  if not modalities or not set(modalities) <= {'audio', 'face'}:
+    raise base.DataError(f'config.data.modalities: {modalities} (audio and/or face)')
+  root = os.path.join(prepared.data_dir(config, 'ravdess/au_mfcc.npz and ravdess/speech_16k'),
+                      'ravdess')
+  faces = read_action_units(os.path.join(root, 'au_mfcc.npz'))
+  files = sorted(glob.glob(os.path.join(root, 'speech_16k', 'Actor_*', '*.*')))
+  if not files:
+    raise base.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
+  ids = [os.path.splitext(os.path.basename(f))[0] for f in files]
+  missing = [i for i in ids if i not in faces]
+  if missing:
+    raise base.DataError(f'{root}/au_mfcc.npz: field clip has no face features for '
+                         f'{len(missing)} speech clips (first: {missing[0]})')
+  labels, actors = zip(*(ravdess.parse_ravdess_name(f) for f in files))
+  labels, actors = np.asarray(labels, np.int32), np.asarray(actors)
+  face = np.stack([faces[i] for i in ids])
+  split_actors = ravdess.fold_actors(
+      ravdess.read_folds(os.path.join(root, 'actor_folds.json')), d.fold, d.valid_actors)
+  train = np.isin(actors, split_actors['train'])
+  if d.speaker_norm:
+    for a in np.unique(actors):
+      rows = actors == a
+      face[rows] = (face[rows] - face[rows].mean(0)) / (face[rows].std(0) + 1e-6)
+  else:
+    face = (face - face[train].mean(0)) / (face[train].std(0) + 1e-6)
+  waves, lengths = ravdess._pad(ravdess._decoded(files, d.top_db),
+                                int(d.max_seconds * ravdess.SAMPLE_RATE))
+  if d.audio_norm not in ('clip', 'train'):
+    raise base.DataError(f'config.data.audio_norm: {d.audio_norm!r} (clip | train)')
+  features = {'window_ms': d.window_ms, 'hop_ms': d.hop_ms, 'n_mels': d.n_mels,
+              'normalize': d.audio_norm == 'clip'}
+  splits = {}
+  for split, who in split_actors.items():
+    idx = np.flatnonzero(np.isin(actors, who))
+    source = ravdess.LogMelSource(waves[idx], lengths[idx], labels[idx], features,
+                                  extra={'face': face[idx].astype(np.float32),
+                                         'actor': actors[idx].astype(np.int32)})
+    # Computed once (about 50 kB a clip), not per batch: pretraining takes many epochs.
+    splits[split] = base.ArraySource(source.get_batch(np.arange(len(idx))))
+  if d.audio_norm == 'train':
+    # Per band, over the training actors' real frames: the clip's level and spectral
+    # shape (lost by per-clip normalisation) stay in the features.
+    train_frames = splits['train'].arrays['audio'][splits['train'].arrays['frame_mask'] > 0]
+    mean, std = train_frames.mean(0), train_frames.std(0) + 1e-5
+    for source in splits.values():
+      a, m = source.arrays['audio'], source.arrays['frame_mask'][..., None]
+      source.arrays['audio'] = ((a - mean) / std * m).astype(np.float32)
+  return base.Dataset(splits, modalities, len(ravdess.EMOTIONS),
+                      f'{root} (audio-visual) fold {d.fold}', ravdess.EMOTIONS)
+
+
+def configure(config, arg: str | None = None):
+  """Sets the data fields (only those) of the RAVDESS audio-visual pairs.
+
+  `arg`: comma-separated variants: `fold<k>` (k = 1..6), `smoke` (1 s clips)."""
+  with config.unlocked():
+    d = config.data
+    d.name = 'ravdess_av'
+    d.modalities = ('audio', 'face')
+    d.fold = 1
+    d.valid_actors = 4
+    d.speaker_norm = False
+    d.max_seconds = 4.0
+    d.top_db = 40.0
+    d.window_ms = 25.0
+    d.hop_ms = 20.0
+    d.n_mels = 64
+    # Log-mel standardisation: 'train' (per band, the training actors' statistics) or
+    # 'clip' (per clip and band, as affectjax/data/ravdess.py does).
+    d.audio_norm = 'train'
+    for item in filter(None, (arg or '').split(',')):
+      if item.startswith('fold') and item[4:].isdigit():
+        d.fold = int(item[4:])
+      elif item == 'smoke':
+        d.max_seconds = 1.0
+      else:
+        raise ValueError(f'unknown config variant {item!r} (fold1..fold6, smoke)')
+  return config
