@@ -38,3 +38,10 @@ def test_unknown_topology_is_one_line(capsys):
   err = capsys.readouterr().err.strip()
   assert code == 2 and err.startswith('affectjax: error: --topology v99:9x9')
   assert len(err.splitlines()) == 1
+
+
+def test_contrastive_pretraining_step_compiles_for_v5e_2x4(capsys):
+  code = main_lib.main(['compile', '--config', config_path('ravdess_contrastive.py:fold1'),
+                        '--topology', 'v5e:2x4'])
+  out = capsys.readouterr().out
+  assert code == 0 and "mesh {'data': 8, 'model': 1}" in out and 'TPU v5' in out
