@@ -210,7 +210,7 @@ def tables(summaries: list[dict]) -> str:
                f'{500 / size:.1f} | {100 / per_actor:.1f} | {100 / per_actor:.1f} | '
                f'{(size + 1) / 2:.1f} |')
   retrieval = '\n'.join(lines)
-  return emotion, retrieval, n
+  return emotion, retrieval, n, size, per_actor
 
 
 def main(argv=None) -> int:
@@ -223,10 +223,11 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s',
                       datefmt='%H:%M:%S')
+  logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's per-item restore notes
   folds = [int(f) for f in args.folds.split(',')]
   start = time.time()
   summaries = [run_fold(f, args.workdir, args.smoke) for f in folds]
-  emotion, retrieval, n = tables(summaries)
+  emotion, retrieval, n, size, per_actor = tables(summaries)
   steps = summaries[0]['steps']
   train_s = {k: np.mean([s['train_s'][k] for s in summaries]) for k in steps}
   command = ('AFFECTJAX_DATA_DIR=../shared/data python experiments/contrastive/run.py '
