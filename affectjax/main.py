@@ -150,8 +150,8 @@ def _run(argv) -> None:
                         'utterances': int(f['embeddings'].shape[0]),
                         'dim': int(f['embeddings'].shape[1])}))
   elif args.command == 'export-encoder':
-    from affectjax.encoders import bert
-    out = bert.export_from_run(config, args.workdir, args.out)
+    from affectjax import transfer
+    out = transfer.export_encoder(config, args.workdir, args.out)
     print(json.dumps({'encoder': out, 'from': args.workdir}))
   elif args.command == 'compile':
     from affectjax import compile as compile_lib

@@ -2,7 +2,6 @@
 and pretrain -> fine-tune through config.init and parameter groups."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp

@@ -261,18 +261,6 @@ def save_folder(params: dict[str, Any], source: str, out: str) -> str:
   return out
 
 
-def export_from_run(config, workdir: str, out: str) -> str:
-  """`save_folder` of the encoder that the finished fine-tuning run in `workdir` (trained
-  with `config`) kept as its best-validation checkpoint."""
-  from affectjax import config as config_lib
-  from affectjax import train
-  if 'encoder' not in config.model or config.data.get('text') != 'tokens':
-    raise config_lib.ConfigError(f'export-encoder: config {config.name!r} does not fine-tune '
-                                 'a text encoder (use an ERC config with :finetune)')
-  _, _, params, _ = train.load_trained(config, workdir)
-  return save_folder(params['encoder'], config.model.encoder, out)
-
-
 def load_params(folder: str, config: BertConfig | None = None) -> dict[str, Any]:
   from safetensors.numpy import load_file
   folder = check_folder(folder)

@@ -193,7 +193,6 @@ def bench_torch_step(n: int, steps: int) -> dict:
 def bench_gemm() -> dict:
   """Best sustained fp32 GEMM rate (GFLOP/s) of jax and torch on the loss's shape."""
   import jax
-  import jax.numpy as jnp
   import torch
   n = 4096
   a, b = _inputs(n, WIDTH)

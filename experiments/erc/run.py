@@ -89,7 +89,7 @@ def adapt(corpus, workdir, seeds) -> str:
   0..seeds-1 and exports each best-validation checkpoint (skipped when done); returns
   the adapters' line for RESULTS.md."""
   from affectjax import config as config_lib
-  from affectjax.encoders import bert
+  from affectjax import transfer
   spec = os.path.join(REPO, 'configs', f'{corpus}_contextfree.py') + ':finetune,utterance'
   overrides = [*_schedule(ADAPT_STEPS[corpus]), *ADAPT_OVERRIDES]
   out = sweep.run(spec, [], seeds, os.path.join(workdir, 'adapt', corpus), overrides)
@@ -97,7 +97,8 @@ def adapt(corpus, workdir, seeds) -> str:
   for seed, run_dir in enumerate(runs):
     encoder = _adapted_encoder(corpus, workdir, seed)
     if not os.path.exists(encoder):
-      bert.export_from_run(config_lib.load(spec, [*overrides, f'seed={seed}']), run_dir, encoder)
+      transfer.export_encoder(config_lib.load(spec, [*overrides, f'seed={seed}']), run_dir,
+                              encoder)
   (valid, valid_std, _), (test, test_std, _) = (
       sweep.aggregate(out['rows'], 'weighted_f1', split)['base'] for split in ('valid', 'test'))
   return (f'- {corpus}: ContextFree fine-tuned on utterances alone, seeds 0..{seeds - 1}, '
