@@ -31,6 +31,9 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ('time', None),
     ('vocab', None),
     ('classes', None),
+    # State-space layers: the SSM state dimension and the depthwise conv's taps.
+    ('state', None),
+    ('kernel', None),
 )
 
 

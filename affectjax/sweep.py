@@ -23,6 +23,7 @@ import numpy as np
 
 from affectjax import config as config_lib
 from affectjax import tasks
+from affectjax import workdir as workdir_lib
 from affectjax import train
 
 log = logging.getLogger('affectjax')
@@ -121,12 +122,12 @@ def best_cell(rows, grid_items, metric: str, mode: str) -> tuple[list[str], dict
 
 def _write_csv(path: str, rows) -> None:
   fields = list(dict.fromkeys(k for r in rows for k in r))
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w', newline='') as f:
+
+  def write(f):
     w = csv.DictWriter(f, fieldnames=fields)
     w.writeheader()
     w.writerows(rows)
-  os.replace(tmp, path)
+  workdir_lib.write_atomic(path, 'the sweep table', write)
 
 
 def percent_scale(metric: str) -> float:

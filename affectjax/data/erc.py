@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 
 import numpy as np
 
 from affectjax.data import base, conversations, prepared
+from affectjax import workdir
 
 CORPORA = {
     # corpus: (reader, file or folder under the data dir, label names per label field)
@@ -202,10 +202,8 @@ def extract_features(config, builder=None, splits=None, progress: bool = False) 
                   for t in utterance_texts(dl, context)})
   emb = bert.embed_texts(texts, d.encoder, d.max_tokens, progress=progress)
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.npz')
-  os.close(fd)
-  np.savez(tmp, texts=np.asarray(texts, dtype=object).astype(str), embeddings=emb)
-  os.replace(tmp, path)
+  workdir.write_atomic(path, 'the feature cache', lambda f: np.savez(
+      f, texts=np.asarray(texts, dtype=object).astype(str), embeddings=emb), mode='wb')
   return path
 
 

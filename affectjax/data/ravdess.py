@@ -28,6 +28,7 @@ import os
 import numpy as np
 
 from affectjax.data import base, prepared
+from affectjax import workdir
 
 EMOTIONS = ('neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised')
 # EmoDB emotion letter (character 6 of the file name) -> RAVDESS class index.
@@ -170,10 +171,9 @@ def _decoded(files: list[str], top_db: float) -> list[np.ndarray]:
     return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
   clips = [trim_silence(read_audio(f), top_db) for f in files]
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}.npz'
-  np.savez(tmp, samples=np.concatenate(clips),
-           offsets=np.cumsum([0] + [len(c) for c in clips]))
-  os.replace(tmp, path)
+  workdir.write_atomic(path, 'the decoded-audio cache', lambda f: np.savez(
+      f, samples=np.concatenate(clips), offsets=np.cumsum([0] + [len(c) for c in clips])),
+      mode='wb')
   return clips
 
 
