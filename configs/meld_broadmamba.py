@@ -12,10 +12,10 @@ weighted F1.
 
 from affectjax import config as config_lib
 from affectjax.data import erc
-from affectjax.models import ssm
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = ssm.default_config('BroadMamba')
+  c.model = models.default_config('ssm.BroadMamba')
   return erc.configure(c, arg, corpus='meld').lock()

@@ -17,10 +17,10 @@ Encoder adaptation (the first stage of `experiments/erc/run.py --modes adapted`)
 
 from affectjax import config as config_lib
 from affectjax.data import erc
-from affectjax.models import dialog_graph
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = dialog_graph.default_config('ContextFree')
+  c.model = models.default_config('dialog_graph.ContextFree')
   return erc.configure(c, arg, corpus='meld').lock()

@@ -11,10 +11,10 @@ The checkpoint is chosen on validation weighted F1.
 
 from affectjax import config as config_lib
 from affectjax.data import erc
-from affectjax.models import dialog_graph
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = dialog_graph.default_config('MMGCN')
+  c.model = models.default_config('dialog_graph.MMGCN')
   return erc.configure(c, arg, corpus='meld').lock()

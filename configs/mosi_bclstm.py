@@ -10,10 +10,10 @@ validation MAE; Acc-2 is reported both ways (non-0 and has-0).
 
 from affectjax import config as config_lib
 from affectjax.data import mosi
-from affectjax.models import ssm
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = ssm.default_config('BcLSTM')
+  c.model = models.default_config('ssm.BcLSTM')
   return mosi.configure(c, ','.join(['contextual', *filter(None, [arg])])).lock()

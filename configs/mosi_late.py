@@ -9,10 +9,10 @@ validation MAE.
 
 from affectjax import config as config_lib
 from affectjax.data import mosi
-from affectjax.models import tensor_fusion
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = tensor_fusion.default_config('LateFusion')
+  c.model = models.default_config('tensor_fusion.LateFusion')
   return mosi.configure(c, arg).lock()

@@ -11,10 +11,10 @@ shared emotions.
 
 from affectjax import config as config_lib
 from affectjax.data import ravdess
-from affectjax.models import ssm
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = ssm.default_config('SpeechSSM')
+  c.model = models.default_config('ssm.SpeechSSM')
   return ravdess.configure(c, arg).lock()

@@ -8,10 +8,10 @@ Variants after a colon as in synthetic_tfn.py.
 
 from affectjax import config as config_lib
 from affectjax.data import synthetic
-from affectjax.models import tensor_fusion
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = tensor_fusion.default_config('LateFusion')
+  c.model = models.default_config('tensor_fusion.LateFusion')
   return synthetic.configure(c, arg).lock()

@@ -7,10 +7,10 @@ Variants after a colon as in synthetic_tfn.py; the rank is `--config.model.rank=
 
 from affectjax import config as config_lib
 from affectjax.data import synthetic
-from affectjax.models import tensor_fusion
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = tensor_fusion.default_config('LMF')
+  c.model = models.default_config('tensor_fusion.LMF')
   return synthetic.configure(c, arg).lock()

@@ -10,10 +10,10 @@ regression, smoke. For example:
 
 from affectjax import config as config_lib
 from affectjax.data import synthetic
-from affectjax.models import tensor_fusion
+from affectjax import models
 
 
 def get_config(arg=None):
   c = config_lib.base_config()
-  c.model = tensor_fusion.default_config('TFN')
+  c.model = models.default_config('tensor_fusion.TFN')
   return synthetic.configure(c, arg).lock()

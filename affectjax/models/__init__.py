@@ -6,6 +6,29 @@ import dataclasses
 import importlib
 
 import flax.linen as nn
+import ml_collections
+
+
+def _model_class(name: str):
+  file, _, cls_name = name.rpartition('.')
+  try:
+    module = importlib.import_module(f'affectjax.models.{file}')
+    return getattr(module, cls_name)
+  except (ModuleNotFoundError, AttributeError, ValueError):
+    raise ValueError(f'config.model.name: unknown model {name!r} (expected '
+                     f'"<file>.<Class>" under affectjax/models/)') from None
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+  """Default `config.model` for `<file>.<Class>`: the class's own field defaults, so each
+  default is stated once, on the class; configs override fields."""
+  out = {'name': name}
+  for f in dataclasses.fields(_model_class(name)):
+    if f.name in ('modalities', 'out_dim', 'parent', 'name'):
+      continue
+    out[f.name] = (f.default_factory() if f.default is dataclasses.MISSING
+                   else f.default)
+  return ml_collections.ConfigDict(out)
 
 
 def get_model(model_config, modalities, out_dim: int) -> nn.Module:
@@ -15,13 +38,7 @@ def get_model(model_config, modalities, out_dim: int) -> nn.Module:
   module does not have is an error rather than silently ignored.
   """
   name = model_config.name
-  file, _, cls_name = name.rpartition('.')
-  try:
-    module = importlib.import_module(f'affectjax.models.{file}')
-    cls = getattr(module, cls_name)
-  except (ModuleNotFoundError, AttributeError, ValueError):
-    raise ValueError(f'config.model.name: unknown model {name!r} (expected '
-                     f'"<file>.<Class>" under affectjax/models/)') from None
+  cls = _model_class(name)
   fields = {f.name for f in dataclasses.fields(cls)}
   kwargs = {}
   for key, value in model_config.items():

@@ -19,27 +19,15 @@ mean aggregation, graph transformer convolution.
 
 from __future__ import annotations
 
-import dataclasses
 
 import flax.linen as nn
 import jax.numpy as jnp
-import ml_collections
 
 from affectjax.layers import graph
 from affectjax.layers.attention import TransformerEncoderLayer, masked_softmax
 from affectjax.layers.dense import dense
 from affectjax.layers.recurrent import BiLSTM
 from affectjax.models.conversation import ConversationModel
-
-
-def default_config(model: str) -> ml_collections.ConfigDict:
-  """Default `config.model` for `DialogueGCN`, `MMGCN`, `COGMEN` or `ContextFree`: the
-  class's own field defaults (stated once, on the class)."""
-  cls = {'DialogueGCN': DialogueGCN, 'MMGCN': MMGCN, 'COGMEN': COGMEN,
-         'ContextFree': ContextFree}[model]
-  fields = {f.name: f.default for f in dataclasses.fields(cls)
-            if f.name not in ('modalities', 'out_dim', 'parent', 'name')}
-  return ml_collections.ConfigDict(dict(name=f'dialog_graph.{model}', **fields))
 
 
 class DialogueGCN(ConversationModel):

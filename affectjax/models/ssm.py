@@ -13,13 +13,11 @@ Padded utterances and frames never change real outputs (see `affectjax/layers/ss
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from affectjax.layers.attention import TransformerEncoderLayer, masked_softmax
 from affectjax.layers.dense import dense
@@ -28,14 +26,6 @@ from affectjax.layers.positions import sinusoidal_positions
 from affectjax.layers.recurrent import BiLSTM
 from affectjax.layers.ssm import SSMEncoder
 from affectjax.models.conversation import ConversationModel
-
-
-def default_config(model: str) -> ml_collections.ConfigDict:
-  """Default `config.model` for a class of this file: its own field defaults."""
-  cls = globals()[model]
-  fields = {f.name: f.default for f in dataclasses.fields(cls)
-            if f.name not in ('modalities', 'out_dim', 'parent', 'name')}
-  return ml_collections.ConfigDict(dict(name=f'ssm.{model}', **fields))
 
 
 def _mask(batch) -> jax.Array:

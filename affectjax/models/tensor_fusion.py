@@ -7,12 +7,11 @@ so any subset of modalities runs from the same config.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-
-import ml_collections
 
 from affectjax.layers import fusion
 from affectjax.layers.dense import MLP, dense
@@ -20,26 +19,8 @@ from affectjax.layers.dropout import dropout
 from affectjax.layers.recurrent import LSTM
 
 
-def default_config(model: str) -> ml_collections.ConfigDict:
-  """Default `config.model` for `EarlyFusion`, `LateFusion`, `TFN` or `LMF`.
-
-  One definition shared by every experiment file (synthetic, MOSI, ...), so a model's
-  defaults are stated once; experiments override fields.
-  """
-  per_modality = lambda v: dict(text=v, audio=v, vision=v)  # noqa: E731
-  fields = {
-      'EarlyFusion': dict(mlp_hidden=(128, 128), dropout=0.1),
-      'LateFusion': dict(mlp_hidden=(64, 64), dropout=0.1),
-      'TFN': dict(hidden=per_modality(16), dropouts=per_modality(0.1), subnet_depth=2,
-                  # e.g. {'text': 32}: an LSTM text subnetwork for sequence features.
-                  lstm_out={}, post_fusion_dim=64, post_fusion_dropout=0.2,
-                  # 6.0: sigmoid-scaled output in [-3, 3], as in the TFN paper.
-                  output_range=0.0, dropout_rng_bits=32),
-      'LMF': dict(hidden=per_modality(16), dropouts=per_modality(0.1), subnet_depth=2,
-                  lstm_out={}, rank=8, fusion_dim=64, dropout_rng_bits=32),
-  }[model]
-  return ml_collections.ConfigDict(dict(name=f'tensor_fusion.{model}', **fields,
-                                        dtype='float32'))
+def _per_modality(value) -> dict:
+  return dict(text=value, audio=value, vision=value)
 
 
 def _get(mapping: Mapping[str, float], modality: str, field: str):
@@ -123,10 +104,12 @@ class _SubnetworkFusion(nn.Module):
   """Fields shared by TFN and LMF: per-modality subnetworks feeding a fusion."""
   modalities: Sequence[str]
   out_dim: int
-  hidden: Mapping[str, int] = None
-  dropouts: Mapping[str, float] = None
-  subnet_depth: int = 3
-  lstm_out: Mapping[str, int] = None  # Modalities encoded by an LSTM, and its output size.
+  hidden: Mapping[str, int] = dataclasses.field(default_factory=lambda: _per_modality(16))
+  dropouts: Mapping[str, float] = dataclasses.field(
+      default_factory=lambda: _per_modality(0.1))
+  subnet_depth: int = 2
+  # e.g. {'text': 32}: an LSTM text subnetwork for sequence features.
+  lstm_out: Mapping[str, int] = dataclasses.field(default_factory=dict)
   dtype: str = 'float32'
   # 32: Flax's dropout. 8: ByteDropout, a quarter of the random bits (layers/dropout.py).
   dropout_rng_bits: int = 32
@@ -174,7 +157,7 @@ class TFN(_SubnetworkFusion):
   the mesh's `model` axis.
   """
   post_fusion_dim: int = 64
-  post_fusion_dropout: float = 0.5
+  post_fusion_dropout: float = 0.2
   # > 0: regression output squashed to (-range/2, range/2) by a scaled sigmoid, as the
   # TFN authors do for MOSI's [-3, 3] sentiment (range 6). 0: unconstrained.
   output_range: float = 0.0
@@ -202,7 +185,7 @@ class LMF(_SubnetworkFusion):
   combined by `fusion.low_rank_fusion` -> linear output layer. The factors'
   output axis is annotated `fusion_out` (split over `model`).
   """
-  rank: int = 4
+  rank: int = 8
   fusion_dim: int = 64
 
   @nn.compact
