@@ -231,9 +231,11 @@ def test_finetuning_loads_the_towers_keeps_the_head_fresh_and_freezes_the_group(
   for k in towers:  # Frozen: not moved by 4 steps.
     np.testing.assert_array_equal(trained[k], source[k])
   assert any(not np.array_equal(trained[k], loaded[k]) for k in heads)
-  # Fine-tuning moves the towers (at 0.1x).
-  config = _classifier(pretrained, 'finetune', 'train.num_steps=4', 'train.eval_every=2')
-  train.train_and_evaluate(config, str(tmp_path / 'finetune'))
+  # Fine-tuning through the CLI, as the README runs it, moves the towers (at 0.1x).
+  assert main_lib.main([
+      'train', '--config', config_path('ravdess_av_classifier.py:fold1,smoke,finetune'),
+      f'--config.init.workdir={pretrained}', '--config.train.num_steps=4',
+      '--config.train.eval_every=2', '--workdir', str(tmp_path / 'finetune')]) == 0
   tuned = _flat(_params(tmp_path / 'finetune', 'latest')[1])
   assert any(not np.array_equal(tuned[k], source[k]) for k in towers)
 
