@@ -39,3 +39,11 @@ def ravdess_av_train(c, smoke: bool) -> None:
     t.batch_size, t.eval_batch_size = 32, 240
     t.num_steps, t.eval_every, t.log_every = 6, 3, 3
     c.optim.warmup_steps = 1
+
+
+def mosi_towers() -> ml_collections.ConfigDict:
+  """The towers of the MOSI contrastive family (utterance feature vectors: text 100,
+  audio 73, video 100 values), shared by pretraining and the fusion model."""
+  return ml_collections.ConfigDict({
+      m: {'kind': 'mlp', 'width': 64, 'num_layers': 2, 'dropout': 0.2}
+      for m in ('text', 'audio', 'vision')})

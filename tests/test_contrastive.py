@@ -2,6 +2,7 @@
 and pretrain -> fine-tune through config.init and parameter groups."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,14 @@ from affectjax import config as config_lib
 from affectjax import faults, losses, sharding, train
 from affectjax import main as main_lib
 from conftest import config_path
+
+DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
+needs_ravdess = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(DATA, 'ravdess', 'au_mfcc.npz')),
+    reason='real data absent: set AFFECTJAX_DATA_DIR to the folder holding ravdess/')
+needs_mosi = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(DATA, 'mosi', 'mosi_utterances.npz')),
+    reason='real data absent: set AFFECTJAX_DATA_DIR to the folder holding mosi/')
 
 N, D = 24, 7  # Divisible by the 8 devices; odd width.
 
@@ -135,6 +144,7 @@ def test_lean_form_memory_grows_linearly_in_the_global_batch():
   assert large < 8192 * 8192 * 4 / 8  # Below one device's share of the N x N logits.
 
 
+@needs_ravdess
 def test_one_device_and_4x2_mesh_pretraining_steps_agree():
   from conftest import train_losses
   config = config_lib.load(config_path('ravdess_contrastive.py:fold1,smoke'))
@@ -180,6 +190,7 @@ class _Kill(BaseException):
   """Stands for SIGKILL inside this process: nothing catches it."""
 
 
+@needs_ravdess
 def test_pretraining_run_reports_retrieval_and_resumes_exactly(pretrained, tmp_path,
                                                                 monkeypatch):
   results = json.loads((pretrained / 'results.json').read_text())
@@ -210,6 +221,7 @@ def test_pretraining_run_reports_retrieval_and_resumes_exactly(pretrained, tmp_p
       tmp_path / 'resumed' / 'metrics.jsonl').read_text()
 
 
+@needs_ravdess
 def test_finetuning_loads_the_towers_keeps_the_head_fresh_and_freezes_the_group(
     pretrained, tmp_path):
   _, source = _params(pretrained, 'best')
@@ -240,6 +252,7 @@ def test_finetuning_loads_the_towers_keeps_the_head_fresh_and_freezes_the_group(
   assert any(not np.array_equal(tuned[k], source[k]) for k in towers)
 
 
+@needs_ravdess
 def test_dont_load_and_bad_sources_are_one_line_errors(pretrained, tmp_path, capsys):
   config = _classifier(pretrained, 'finetune', 'init.dont_load=("towers/face/.*",)')
   _, exp = train._setup(config)
@@ -273,3 +286,27 @@ def test_dont_load_and_bad_sources_are_one_line_errors(pretrained, tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], (name, err)
     assert not (tmp_path / 'w').exists(), name
+
+
+@needs_mosi
+def test_mosi_three_tower_pretraining_then_fusion_through_the_cli(tmp_path):
+  pre, fused = tmp_path / 'pre', tmp_path / 'fused'
+  assert main_lib.main(['train', '--config', config_path('mosi_contrastive.py:smoke'),
+                        '--workdir', str(pre), '--config.train.num_steps=6',
+                        '--config.train.eval_every=3']) == 0
+  results = json.loads((pre / 'results.json').read_text())
+  for key in ('text_to_audio/r1', 'vision_to_text/r5', 'audio_to_vision/median_rank'):
+    assert key in results['test']
+  assert main_lib.main(['train', '--config', config_path('mosi_towers.py:finetune,smoke'),
+                        f'--config.init.workdir={pre}', '--workdir', str(fused),
+                        '--config.train.num_steps=4', '--config.train.eval_every=2']) == 0
+  assert np.isfinite(json.loads((fused / 'results.json').read_text())['test']['mae'])
+  # The fusion model's three towers start as the pretraining run's best towers.
+  config = config_lib.load(config_path('mosi_towers.py:finetune,smoke'),
+                           [f'init.workdir={pre}'])
+  _, exp = train._setup(config)
+  loaded, source = _flat(exp.init_state(0).params), _flat(_params(pre, 'best')[1])
+  towers = [k for k in loaded if k.startswith('towers/')]
+  assert {k.split('/')[1] for k in towers} == {'text', 'audio', 'vision'}
+  for k in towers:
+    np.testing.assert_array_equal(loaded[k], source[k])
