@@ -16,8 +16,8 @@ Encoder adaptation (the first stage of `experiments/erc/run.py --modes adapted`)
 """
 
 from affectjax import config as config_lib
-from affectjax.data import erc
 from affectjax import models
+from affectjax.data import erc
 
 
 def get_config(arg=None):

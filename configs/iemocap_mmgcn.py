@@ -10,8 +10,8 @@ The checkpoint is chosen on validation weighted F1.
 """
 
 from affectjax import config as config_lib
-from affectjax.data import erc
 from affectjax import models
+from affectjax.data import erc
 
 
 def get_config(arg=None):

@@ -9,8 +9,8 @@ validation MAE; Acc-2 is reported both ways (non-0 and has-0).
 """
 
 from affectjax import config as config_lib
-from affectjax.data import mosi
 from affectjax import models
+from affectjax.data import mosi
 
 
 def get_config(arg=None):

@@ -8,8 +8,8 @@ validation MAE.
 """
 
 from affectjax import config as config_lib
-from affectjax.data import mosi
 from affectjax import models
+from affectjax.data import mosi
 
 
 def get_config(arg=None):

@@ -10,8 +10,8 @@ shared emotions.
 """
 
 from affectjax import config as config_lib
-from affectjax.data import ravdess
 from affectjax import models
+from affectjax.data import ravdess
 
 
 def get_config(arg=None):

@@ -7,8 +7,8 @@ Variants after a colon as in synthetic_tfn.py.
 """
 
 from affectjax import config as config_lib
-from affectjax.data import synthetic
 from affectjax import models
+from affectjax.data import synthetic
 
 
 def get_config(arg=None):

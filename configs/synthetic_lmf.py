@@ -6,8 +6,8 @@ Variants after a colon as in synthetic_tfn.py; the rank is `--config.model.rank=
 """
 
 from affectjax import config as config_lib
-from affectjax.data import synthetic
 from affectjax import models
+from affectjax.data import synthetic
 
 
 def get_config(arg=None):

@@ -9,8 +9,8 @@ regression, smoke. For example:
 """
 
 from affectjax import config as config_lib
-from affectjax.data import synthetic
 from affectjax import models
+from affectjax.data import synthetic
 
 
 def get_config(arg=None):
