@@ -14,7 +14,7 @@ from affectjax import checkpoint as checkpoint_lib
 from affectjax import config as config_lib
 from affectjax import faults, losses, sharding, train
 from affectjax import main as main_lib
-from conftest import config_path
+from conftest import config_path, load_script
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
 needs_ravdess = pytest.mark.skipif(
@@ -310,3 +310,22 @@ def test_mosi_three_tower_pretraining_then_fusion_through_the_cli(tmp_path):
   assert {k.split('/')[1] for k in towers} == {'text', 'audio', 'vision'}
   for k in towers:
     np.testing.assert_array_equal(loaded[k], source[k])
+
+
+@pytest.mark.experiment  # About 2 minutes: ten smoke runs, each compiled.
+@needs_ravdess
+@needs_mosi
+def test_study_script_writes_its_tables_from_its_runs(tmp_path):
+  study = load_script('contrastive', 'run.py')
+  out = tmp_path / 'RESULTS.md'
+  assert study.main(['--workdir', str(tmp_path / 'w'), '--folds', '1', '--mosi-seeds', '1',
+                     '--smoke', '--out', str(out)]) == 0
+  text = out.read_text()
+  summary = json.loads((tmp_path / 'w' / 'fold1' / 'summary.json').read_text())
+  uar = 100 * summary['runs']['finetune']['test']['uar']
+  assert f'the fused fine-tuned model above 72 UAR: {uar:.1f}' in text
+  for row in ('logistic regression on action units + log-mel statistics',
+              'audio tower from scratch', 'InfoNCE-pretrained towers, fine-tuned',
+              '| sigmoid |', '| chance |', 'ridge regression on text+audio+video',
+              'towers + fusion head from scratch'):
+    assert row in text, row
