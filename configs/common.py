@@ -47,3 +47,74 @@ def mosi_towers() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       m: {'kind': 'mlp', 'width': 64, 'num_layers': 2, 'dropout': 0.2}
       for m in ('text', 'audio', 'vision')})
+
+
+# Task, loop and optimizer of each family. The data modules' configure() set only data
+# fields; what is trained, and how, is stated here once per family and applied by every
+# config file of that family (so the tables that compare its models share one setting).
+
+def erc_training(c, items) -> None:
+  """ERC (IEMOCAP, MELD, EmoryNLP): utterance classification selected on validation
+  weighted F1; `finetune` trains the text encoder (from the tokenizer's folder) at a
+  fine-tuning rate, `utterance` batches single utterances, `smoke` is seconds long."""
+  from affectjax.data import erc
+  with c.unlocked():
+    t = c.task
+    t.name, t.loss, t.metrics = 'classification', 'cross_entropy', 'classification'
+    t.num_classes = erc.num_classes(c.data)
+    c.train.select_metric, c.train.select_mode = 'weighted_f1', 'max'
+    c.train.batch_size, c.train.eval_batch_size = 16, 32
+    c.train.num_steps, c.train.eval_every, c.train.log_every = 600, 25, 25
+    c.optim.learning_rate, c.optim.weight_decay = 1e-3, 1e-4
+    if 'finetune' in items:
+      c.optim.learning_rate = 5e-5
+      # The model's `encoder` subtree starts from the folder the tokenizer comes from.
+      c.init.hf = (('encoder', c.data.encoder),)
+    if 'utterance' in items:
+      c.train.batch_size, c.train.eval_batch_size = 32, 256
+    if 'smoke' in items:
+      c.train.num_steps, c.train.eval_every, c.train.log_every = 20, 10, 5
+
+
+def mosi_training(c, items) -> None:
+  """CMU-MOSI: sentiment regression with an L1 loss, selected on validation MAE."""
+  with c.unlocked():
+    c.task.name, c.task.loss, c.task.metrics = 'regression', 'l1', 'sentiment'
+    c.train.select_metric, c.train.select_mode = 'mae', 'min'
+    c.train.batch_size, c.train.eval_batch_size = 32, 128
+    c.train.num_steps, c.train.eval_every, c.train.log_every = 600, 50, 50
+    c.optim.learning_rate = 1e-3
+    if 'smoke' in items:
+      c.train.num_steps, c.train.eval_every, c.train.log_every = 20, 10, 5
+
+
+def ravdess_speech_training(c, items) -> None:
+  """RAVDESS speech: 8 emotions, selected on validation accuracy; AdamW with warmup."""
+  from affectjax.data import ravdess
+  with c.unlocked():
+    t = c.task
+    t.name, t.loss, t.metrics = 'classification', 'cross_entropy', 'classification'
+    t.num_classes = len(ravdess.EMOTIONS)
+    c.train.select_metric, c.train.select_mode = 'accuracy', 'max'
+    c.train.batch_size, c.train.eval_batch_size = 32, 64
+    c.train.num_steps, c.train.eval_every, c.train.log_every = 600, 50, 50
+    c.optim.learning_rate, c.optim.warmup_steps, c.optim.weight_decay = 1e-3, 100, 0.05
+    if 'smoke' in items:
+      c.train.num_steps, c.train.eval_every, c.train.log_every = 4, 2, 2
+      c.train.batch_size, c.train.eval_batch_size = 16, 128
+      c.optim.warmup_steps = 1  # Shorter than the 4-step run.
+
+
+def synthetic_training(c, items) -> None:
+  """The synthetic benchmark: training defaults identical for every model it compares;
+  binary classification, or `regression` (MSE, selected on validation MSE)."""
+  with c.unlocked():
+    c.task.num_classes = 2
+    c.train.num_steps, c.train.batch_size, c.train.eval_every = 3000, 128, 500
+    c.optim.learning_rate = 2e-3
+    if 'regression' in items:
+      c.task.name, c.task.loss, c.task.metrics = 'regression', 'mse', 'regression'
+      c.train.select_metric, c.train.select_mode = 'mse', 'min'
+    if 'smoke' in items:
+      c.train.num_steps, c.train.eval_every, c.train.log_every = 40, 20, 10
+      c.train.batch_size, c.train.eval_batch_size = 32, 64

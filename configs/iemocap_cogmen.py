@@ -9,6 +9,8 @@ sentiment (MELD), a modality subset (t, ta, tav: features pickles only), smoke.
 The checkpoint is chosen on validation weighted F1.
 """
 
+from common import erc_training, variants
+
 from affectjax import config as config_lib
 from affectjax import models
 from affectjax.data import erc
@@ -17,4 +19,6 @@ from affectjax.data import erc
 def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('dialog_graph.COGMEN')
-  return erc.configure(c, arg, corpus='iemocap').lock()
+  erc.configure(c, arg, corpus='iemocap')
+  erc_training(c, variants(arg))
+  return c.lock()

@@ -15,6 +15,8 @@ Encoder adaptation (the first stage of `experiments/erc/run.py --modes adapted`)
   affectjax export-encoder --config configs/iemocap_contextfree.py:finetune,utterance --workdir W --out DIR
 """
 
+from common import erc_training, variants
+
 from affectjax import config as config_lib
 from affectjax import models
 from affectjax.data import erc
@@ -23,4 +25,6 @@ from affectjax.data import erc
 def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('dialog_graph.ContextFree')
-  return erc.configure(c, arg, corpus='iemocap').lock()
+  erc.configure(c, arg, corpus='iemocap')
+  erc_training(c, variants(arg))
+  return c.lock()

@@ -10,6 +10,8 @@ iemocap_features, meld, meld_features, emorynlp), sentiment (MELD), a modality s
 weighted F1.
 """
 
+from common import erc_training, variants
+
 from affectjax import config as config_lib
 from affectjax import models
 from affectjax.data import erc
@@ -18,4 +20,6 @@ from affectjax.data import erc
 def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('ssm.BroadMamba')
-  return erc.configure(c, arg, corpus='meld').lock()
+  erc.configure(c, arg, corpus='meld')
+  erc_training(c, variants(arg))
+  return c.lock()

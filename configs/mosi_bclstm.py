@@ -8,6 +8,8 @@ smoke. Sentiment regression per utterance (L1 loss); the checkpoint is chosen on
 validation MAE; Acc-2 is reported both ways (non-0 and has-0).
 """
 
+from common import mosi_training, variants
+
 from affectjax import config as config_lib
 from affectjax import models
 from affectjax.data import mosi
@@ -16,4 +18,6 @@ from affectjax.data import mosi
 def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('ssm.BcLSTM')
-  return mosi.configure(c, ','.join(['contextual', *filter(None, [arg])])).lock()
+  mosi.configure(c, ','.join(['contextual', *filter(None, [arg])]))
+  mosi_training(c, variants(arg))
+  return c.lock()

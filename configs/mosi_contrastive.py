@@ -11,7 +11,7 @@ Variants after a colon, comma-separated: sigmoid (the SigLIP loss), smoke. The c
 is chosen on validation retrieval (mean R@1 over the six directions; label-free).
 """
 
-from common import mosi_towers, split_variants
+from common import mosi_towers, mosi_training, split_variants, variants
 
 import ml_collections
 
@@ -23,6 +23,7 @@ def get_config(arg=None):
   own, data_arg = split_variants(arg, ('sigmoid',))
   c = config_lib.base_config()
   mosi.configure(c, data_arg)
+  mosi_training(c, variants(data_arg))
   sigmoid = 'sigmoid' in own
   c.task = ml_collections.ConfigDict({
       'name': 'contrastive',

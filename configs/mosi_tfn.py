@@ -7,6 +7,8 @@ contextual, smoke. Sentiment regression with an L1 loss; the checkpoint is chose
 validation MAE.
 """
 
+from common import mosi_training, variants
+
 from affectjax import config as config_lib
 from affectjax import models
 from affectjax.data import mosi
@@ -15,4 +17,6 @@ from affectjax.data import mosi
 def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('tensor_fusion.TFN')
-  return mosi.configure(c, arg).lock()
+  mosi.configure(c, arg)
+  mosi_training(c, variants(arg))
+  return c.lock()

@@ -10,7 +10,7 @@ config.init.workdir's best checkpoint; they train at 0.1x the head's rate), prob
 and freeze them), smoke. L1 loss; the checkpoint is chosen on validation MAE.
 """
 
-from common import mosi_towers, split_variants
+from common import mosi_towers, mosi_training, split_variants, variants
 
 import ml_collections
 
@@ -22,6 +22,7 @@ def get_config(arg=None):
   own, data_arg = split_variants(arg, ('finetune', 'probe'))
   c = config_lib.base_config()
   mosi.configure(c, data_arg)
+  mosi_training(c, variants(data_arg))
   c.model = ml_collections.ConfigDict({
       'name': 'contrastive.Classifier',
       'towers': mosi_towers(),

@@ -9,6 +9,8 @@ ravdess/actor_folds.json), smoke. The checkpoint is chosen on validation accurac
 shared emotions.
 """
 
+from common import ravdess_speech_training, variants
+
 from affectjax import config as config_lib
 from affectjax import models
 from affectjax.data import ravdess
@@ -17,4 +19,6 @@ from affectjax.data import ravdess
 def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('ssm.SpeechSSM')
-  return ravdess.configure(c, arg).lock()
+  ravdess.configure(c, arg)
+  ravdess_speech_training(c, variants(arg))
+  return c.lock()

@@ -6,6 +6,8 @@ interaction benchmark. Being additive, it cannot solve the synergy variant.
 Variants after a colon as in synthetic_tfn.py.
 """
 
+from common import synthetic_training, variants
+
 from affectjax import config as config_lib
 from affectjax import models
 from affectjax.data import synthetic
@@ -14,4 +16,6 @@ from affectjax.data import synthetic
 def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('tensor_fusion.LateFusion')
-  return synthetic.configure(c, arg).lock()
+  synthetic.configure(c, arg)
+  synthetic_training(c, variants(arg))
+  return c.lock()

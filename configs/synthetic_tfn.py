@@ -8,6 +8,8 @@ regression, smoke. For example:
   affectjax train --config configs/synthetic_tfn.py:unique,smoke --workdir /tmp/t
 """
 
+from common import synthetic_training, variants
+
 from affectjax import config as config_lib
 from affectjax import models
 from affectjax.data import synthetic
@@ -16,4 +18,6 @@ from affectjax.data import synthetic
 def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('tensor_fusion.TFN')
-  return synthetic.configure(c, arg).lock()
+  synthetic.configure(c, arg)
+  synthetic_training(c, variants(arg))
+  return c.lock()

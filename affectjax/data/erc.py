@@ -366,13 +366,19 @@ _CORPUS_DEFAULTS = {
 _SUBSETS = {'t': 'text', 'a': 'audio', 'v': 'vision'}
 
 
-def configure(config, arg: str | None = None, corpus: str = 'iemocap'):
-  """Adds the ERC data fields and the utterance-classification task to `config`.
+def num_classes(data) -> int:
+  """Classes of `config.data`'s corpus and label field (for `config.task.num_classes`)."""
+  return len(CORPORA[data.corpus][2].get(data.label_field, ()))
+
+
+def configure(config, arg: str | None = None, corpus: str = 'iemocap', own=('smoke',)):
+  """Sets the ERC data fields (only those) of `config`.
 
   `arg`: comma-separated variants: a corpus (iemocap, iemocap_features, meld,
   meld_features, emorynlp), `sentiment` (MELD's 3 classes), `finetune` (token ids;
-  the model fine-tunes the encoder), `utterance` (each utterance alone, 32 per batch),
-  a modality subset (t, ta, tav, ...), `smoke`.
+  the model fine-tunes the encoder), `utterance` (each utterance alone), a modality
+  subset (t, ta, tav, ...); `own`: the config file's variants, accepted here and
+  applied by it (task, training and optimizer fields live in the config files).
   """
   items = [x for x in (arg or '').split(',') if x]
   for item in items:
@@ -393,41 +399,23 @@ def configure(config, arg: str | None = None, corpus: str = 'iemocap'):
     d.cache_dir = ''  # Frozen-feature cache; default ~/.cache/affectjax/features.
     d.tfds_dir = ''
     d.modalities = ('text',)
-    t = config.task
-    t.name, t.loss, t.metrics = 'classification', 'cross_entropy', 'classification'
-    t.num_classes = len(CORPORA[corpus][2]['labels'])
-    config.train.select_metric, config.train.select_mode = 'weighted_f1', 'max'
-    config.train.batch_size = 16
-    config.train.eval_batch_size = 32
-    config.train.num_steps = 600
-    config.train.eval_every = 25
-    config.train.log_every = 25
-    config.optim.learning_rate = 1e-3
-    config.optim.weight_decay = 1e-4
     for item in items:
-      if item in CORPORA:
+      if item in CORPORA or item in own:
         continue
       if item == 'sentiment':
         d.label_field = 'sentiments'
-        t.num_classes = len(CORPORA[corpus][2].get('sentiments', ()))
-        if not t.num_classes:
+        if not num_classes(d):
           raise ValueError(f'config variant sentiment: {corpus} has no sentiment labels')
       elif item == 'finetune':
         d.text = 'tokens'
         d.max_tokens = 48
-        config.optim.learning_rate = 5e-5
-        # The model's `encoder` subtree starts from the folder the tokenizer comes from.
-        config.init.hf = (('encoder', d.encoder),)
       elif item == 'utterance':
         d.unit = 'utterance'
-        config.train.batch_size, config.train.eval_batch_size = 32, 256
       elif set(item) <= set(_SUBSETS) and len(set(item)) == len(item):
         d.modalities = tuple(_SUBSETS[c] for c in 'tav' if c in item)
-      elif item == 'smoke':
-        config.train.num_steps, config.train.eval_every, config.train.log_every = 20, 10, 5
       else:
         raise ValueError(f'unknown config variant {item!r} ({", ".join(CORPORA)}, sentiment, '
-                         'finetune, utterance, t, ta, tav, ..., smoke)')
+                         f'finetune, utterance, t, ta, tav, ..., {", ".join(own)})')
     if corpus.endswith('_features') and d.text == 'frozen':
       d.text = 'pickle'
     if 'num_speakers' in config.model:

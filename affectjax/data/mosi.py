@@ -339,11 +339,11 @@ def load(config) -> base.Dataset:
 _SUBSETS = {'t': 'text', 'a': 'audio', 'v': 'vision'}
 
 
-def configure(config, arg: str | None = None):
-  """Adds the MOSI data fields and the sentiment-regression task to `config`.
+def configure(config, arg: str | None = None, own=('smoke',)):
+  """Sets the MOSI data fields (only those) of `config`.
 
   `arg`: comma-separated variants: a modality subset (t, a, v, ta, tv, av, tav),
-  `contextual`, `smoke`.
+  `contextual`; `own`: the config file's variants, accepted here and applied by it.
   """
   with config.unlocked():
     d = config.data
@@ -353,23 +353,14 @@ def configure(config, arg: str | None = None):
     d.mode = 'utterance'  # utterance | contextual
     d.tfds_dir = ''  # Prepared TFDS data; default ~/.cache/affectjax/tfds.
     d.modalities = ('text', 'audio', 'vision')
-    t = config.task
-    t.name, t.loss, t.metrics = 'regression', 'l1', 'sentiment'
-    config.train.select_metric, config.train.select_mode = 'mae', 'min'
-    config.train.batch_size = 32
-    config.train.eval_batch_size = 128
-    config.train.num_steps = 600
-    config.train.eval_every = 50
-    config.train.log_every = 50
-    config.optim.learning_rate = 1e-3
     for item in filter(None, (arg or '').split(',')):
+      if item in own:
+        continue
       if set(item) <= set(_SUBSETS) and len(set(item)) == len(item):
         d.modalities = tuple(_SUBSETS[c] for c in 'tav' if c in item)
       elif item == 'contextual':
         d.mode = 'contextual'
-      elif item == 'smoke':
-        config.train.num_steps, config.train.eval_every, config.train.log_every = 20, 10, 5
       else:
         raise ValueError(f'unknown config variant {item!r} (t, a, v, ta, tv, av, tav, '
-                         'contextual, smoke)')
+                         f'contextual, {", ".join(own)})')
   return config

@@ -243,10 +243,11 @@ def emodb_source(config) -> LogMelSource:
   return LogMelSource(waves, lengths, np.asarray(labels, np.int32), _features(d))
 
 
-def configure(config, arg: str | None = None):
-  """Adds the RAVDESS fields and the 8-class task to `config`.
+def configure(config, arg: str | None = None, own=()):
+  """Sets the RAVDESS speech data fields (only those) of `config`.
 
-  `arg`: comma-separated variants: `fold<k>` (k = 1..6), `smoke`.
+  `arg`: comma-separated variants: `fold<k>` (k = 1..6), `smoke` (1 s clips); `own`: the
+  config file's variants, accepted here and applied by it.
   """
   with config.unlocked():
     d = config.data
@@ -258,24 +259,12 @@ def configure(config, arg: str | None = None):
     d.window_ms = 25.0
     d.hop_ms = 20.0  # 50 frames/s: about 200 frames per trimmed clip.
     d.n_mels = 64
-    t = config.task
-    t.name, t.loss, t.metrics, t.num_classes = ('classification', 'cross_entropy',
-                                                'classification', len(EMOTIONS))
-    tr = config.train
-    tr.select_metric, tr.select_mode = 'accuracy', 'max'
-    tr.batch_size, tr.eval_batch_size = 32, 64
-    tr.num_steps, tr.eval_every, tr.log_every = 600, 50, 50
-    config.optim.learning_rate = 1e-3
-    config.optim.warmup_steps = 100
-    config.optim.weight_decay = 0.05
     for item in filter(None, (arg or '').split(',')):
       if item.startswith('fold') and item[4:].isdigit():
         d.fold = int(item[4:])
       elif item == 'smoke':
         d.max_seconds, d.hop_ms = 1.0, 20.0
-        tr.num_steps, tr.eval_every, tr.log_every = 4, 2, 2
-        tr.batch_size, tr.eval_batch_size = 16, 128
-        config.optim.warmup_steps = 1  # Shorter than the 4-step run.
-      else:
-        raise ValueError(f'unknown config variant {item!r} (fold1..fold6, smoke)')
+      elif item not in own:
+        raise ValueError(f'unknown config variant {item!r} (fold1..fold6, smoke'
+                         f'{"".join(", " + o for o in own)})')
   return config

@@ -118,10 +118,11 @@ def load(config) -> base.Dataset:
       where=f'synthetic[{c.variant}]')
 
 
-def configure(config, arg: str | None = None):
-  """Adds the synthetic data fields to `config` and applies comma-separated
-  variants from `arg`: a data variant (redundant | unique | synergy), `regression`,
-  and `smoke` (seconds on a CPU)."""
+def configure(config, arg: str | None = None, own=('regression',)):
+  """Sets the synthetic data fields (only those) of `config` from comma-separated
+  variants in `arg`: a data variant (redundant | unique | synergy) and `smoke` (small
+  splits); `own`: the config file's variants, accepted here and applied by it (labels
+  are generated for `config.task`: classes, or regression targets)."""
   with config.unlocked():
     d = config.data
     d.name = 'synthetic'
@@ -133,23 +134,12 @@ def configure(config, arg: str | None = None):
     d.noise = 1.0
     d.seed = 1234
     d.unique_modality = 0
-    config.task.num_classes = 2
-    # Benchmark-wide training defaults, identical for every model it compares.
-    config.train.num_steps = 3000
-    config.train.batch_size = 128
-    config.train.eval_every = 500
-    config.optim.learning_rate = 2e-3
     for item in filter(None, (arg or '').split(',')):
       if item in VARIANTS:
         d.variant = item
-      elif item == 'regression':
-        config.task.name, config.task.loss, config.task.metrics = 'regression', 'mse', 'regression'
-        config.train.select_metric, config.train.select_mode = 'mse', 'min'
       elif item == 'smoke':
         d.num_train, d.num_valid, d.num_test = 512, 128, 128
-        config.train.num_steps, config.train.eval_every, config.train.log_every = 40, 20, 10
-        config.train.batch_size, config.train.eval_batch_size = 32, 64
-      else:
+      elif item not in own:
         raise ValueError(f'unknown config variant {item!r} (use {", ".join(VARIANTS)}, '
-                         'regression, smoke)')
+                         f'{", ".join(own)}, smoke)')
   return config
