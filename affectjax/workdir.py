@@ -18,6 +18,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import socket
 import tempfile
 from typing import Callable, Iterator
@@ -90,6 +91,24 @@ def _read_holder(fd: int) -> str:
     return os.pread(fd, 256, 0).decode(errors='replace').strip()
   except OSError:
     return ''
+
+
+def replace_section(path: str, block: str, start: str, end: str,
+                    heading: str | None = None) -> None:
+  """Puts `block` (which begins with marker `start` and ends with `end`) in place of the
+  text between those markers in the file `path` (a README's generated table). Without
+  the markers the block is appended under `## heading`, or, with no heading, the file is
+  left as it is. Written atomically."""
+  with open(path) as f:
+    text = f.read()
+  if start in text and end in text:
+    text = re.sub(re.escape(start) + '.*?' + re.escape(end), lambda _: block, text,
+                  flags=re.S)
+  elif heading is not None:
+    text += f'\n## {heading}\n\n{block}\n'
+  else:
+    return
+  write_atomic(path, 'the generated section', lambda f: f.write(text))
 
 
 def write_atomic(path: str, what: str, write: Callable, mode: str = 'w') -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -328,18 +327,11 @@ Pretraining step (two MLP towers {TOWER_IN} -> {TOWER_HIDDEN} -> {WIDTH}, InfoNC
 {END}"""
   print(section)
   if args.readme:
-    path = os.path.join(HERE, 'README.md')
-    with open(path) as f:
-      readme = f.read()
-    if START in readme:
-      readme = re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: section, readme,
-                      flags=re.S)
-    else:
-      readme += ('\n## Contrastive loss: affectjax vs a PyTorch mirror of open_clip\'s '
-                 'ClipLoss\n\nSee `contrastive_speed.py`\'s docstring for what each side '
-                 'runs.\n\n' + section + '\n')
-    with open(path, 'w') as f:
-      f.write(readme)
+    from affectjax import workdir
+    workdir.replace_section(
+        os.path.join(HERE, 'README.md'), section, START, END,
+        "Contrastive loss: affectjax vs a PyTorch mirror of open_clip's ClipLoss\n\n"
+        "See `contrastive_speed.py`'s docstring for what each side runs.")
   return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -346,17 +345,9 @@ def main(argv=None) -> int:
           f'(wall {wall / 60:.1f} min).')
   print(text)
   if args.readme:
-    path = os.path.join(HERE, 'README.md')
-    with open(path) as f:
-      readme = f.read()
-    block = f'{START}\n{text}\n{END}'
-    if START in readme:
-      readme = re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: block, readme,
-                      flags=re.S)
-    else:
-      readme += f'\n## Graph ERC models: an IEMOCAP training epoch\n\n{block}\n'
-    with open(path, 'w') as f:
-      f.write(readme)
+    from affectjax import workdir
+    workdir.replace_section(os.path.join(HERE, 'README.md'), f'{START}\n{text}\n{END}',
+                            START, END, 'Graph ERC models: an IEMOCAP training epoch')
   return 0
 
 

@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -348,17 +347,10 @@ The default form is {jo['step_s'] / jx['step_s']:.1f}x faster than the other one
 {end_marker}"""
   print(block)
   if args.readme:
-    path = os.path.join(HERE, 'README.md')
-    with open(path) as f:
-      readme = f.read()
-    if start_marker in readme:
-      readme = re.sub(re.escape(start_marker) + '.*?' + re.escape(end_marker), lambda _: block,
-                      readme, flags=re.S)
-    else:
-      title = 'State-space scans: length sweep and the selective scan vs PyTorch'
-      readme += f'\n## {title} ({args.platform.upper()})\n\n{block}\n'
-    with open(path, 'w') as f:
-      f.write(readme)
+    from affectjax import workdir
+    title = 'State-space scans: length sweep and the selective scan vs PyTorch'
+    workdir.replace_section(os.path.join(HERE, 'README.md'), block, start_marker, end_marker,
+                            f'{title} ({args.platform.upper()})')
   return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -395,14 +394,9 @@ def main(argv=None) -> int:
       '\nFailures:\n' + '\n'.join(errors) + '\n' if errors else '')
   print(text)
   if args.readme:
-    path = os.path.join(HERE, 'README.md')
-    with open(path) as f:
-      readme = f.read()
-    section = f'{START}\n{text}{END}'
-    readme = re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: section, readme,
-                    flags=re.S)
-    with open(path, 'w') as f:
-      f.write(readme)
+    from affectjax import workdir
+    workdir.replace_section(os.path.join(HERE, 'README.md'), f'{START}\n{text}{END}',
+                            START, END)
   return 0
 
 

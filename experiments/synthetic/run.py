@@ -16,7 +16,6 @@ import argparse
 import datetime
 import logging
 import os
-import re
 import sys
 import time
 
@@ -119,14 +118,10 @@ def main(argv=None) -> int:
             'Per-run results (valid and test metrics, best step, timing) are in '
             '`WORKDIR/<variant>/<model>/seed<k>/results.json`.\n')
   if args.readme:
-    with open(args.readme) as f:
-      readme = f.read()
-    if START in readme and END in readme:
-      section = f'{START}\n{note}\n\n{body}\n\nRegenerate: `{command.strip()}`\n{END}'
-      readme = re.sub(re.escape(START) + '.*?' + re.escape(END), lambda _: section, readme,
-                      flags=re.S)
-      with open(args.readme, 'w') as f:
-        f.write(readme)
+    from affectjax import workdir
+    workdir.replace_section(
+        args.readme, f'{START}\n{note}\n\n{body}\n\nRegenerate: `{command.strip()}`\n{END}',
+        START, END)
   print(body)
   return 0
 
