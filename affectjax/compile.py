@@ -30,8 +30,7 @@ def compile_for_topology(config, topology: str, batch_size: int = 0) -> dict:
   devices = topology_devices(topology)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   dataset = data_lib.get_dataset(config)
-  exp = train_lib.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                             dataset.num_classes)
+  exp = train_lib.Experiment.for_dataset(config, mesh, dataset)
   batch_size = batch_size or config.train.batch_size
   compiled = exp.lower_train_step(batch_size).compile()
   exp.lower_init().compile()

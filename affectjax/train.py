@@ -63,7 +63,7 @@ class Experiment:
   """
 
   def __init__(self, config, mesh, element_spec: dict, modalities, num_classes=None,
-               class_names=None):
+               class_names=None, model_inputs=None):
     self.config = config
     self.mesh = mesh
     self.rules = sharding_lib.axis_rules(config)
@@ -72,7 +72,7 @@ class Experiment:
     if self.task.needs_labels and 'label' not in self.element_spec:
       raise errors.DataError(f'config.task.name={config.task.name!r} needs labels, but the '
                              'dataset has none')
-    self.model = models.get_model(config.model, modalities, self.task.out_dim)
+    self.model = models.get_model(config.model, modalities, self.task.out_dim, model_inputs)
     with self._context():
       abstract_params = jax.eval_shape(self._init_params, jax.ShapeDtypeStruct((2,), jnp.uint32))
     self.tx = optim.make_optimizer(config, nn.meta.unbox(abstract_params))
@@ -84,6 +84,12 @@ class Experiment:
         nn.meta.unbox(boxed), self.state_shardings)
     self.num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(
         self.abstract_state.params)))
+
+  @classmethod
+  def for_dataset(cls, config, mesh, dataset) -> 'Experiment':
+    """The experiment of `config` on `dataset`'s shapes, classes and model inputs."""
+    return cls(config, mesh, dataset.element_spec(), dataset.modalities, dataset.num_classes,
+               dataset.class_names, dataset.model_inputs)
 
   def _context(self):
     stack = contextlib.ExitStack()
@@ -350,8 +356,7 @@ def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
     if split not in dataset.splits or not len(dataset.splits[split]):
       raise data_lib.DataError(f'{dataset.where}: split {split!r} is empty')
   mesh = sharding_lib.make_mesh(config.mesh)
-  exp = Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                   dataset.num_classes, dataset.class_names)
+  exp = Experiment.for_dataset(config, mesh, dataset)
   t = config.train
   for name, bs in (('batch_size', t.batch_size), ('eval_batch_size', t.eval_batch_size)):
     if bs % mesh.shape['data']:

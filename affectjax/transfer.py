@@ -169,7 +169,7 @@ def export_encoder(config, workdir: str, out: str) -> str:
   from flax import linen as nn
   from affectjax import checkpoint as checkpoint_lib
   from affectjax.encoders import bert
-  if 'encoder' not in config.model or config.data.get('text') != 'tokens':
+  if config.data.get('text') != 'tokens':
     raise ConfigError(f'export-encoder: config {config.name!r} does not fine-tune a text '
                       'encoder (use an ERC config with :finetune)')
   if not os.path.exists(os.path.join(workdir, 'results.json')):
@@ -182,4 +182,4 @@ def export_encoder(config, workdir: str, out: str) -> str:
     ckpt.close()
   if 'encoder' not in params:
     raise ConfigError(f'export-encoder: {workdir}: the best checkpoint has no encoder subtree')
-  return bert.save_folder(nn.unbox(params['encoder']), config.model.encoder, out)
+  return bert.save_folder(nn.unbox(params['encoder']), config.data.encoder, out)

@@ -49,8 +49,7 @@ def train_losses(config, mesh_shape, batch_size: int, num_steps: int):
     config.mesh.data, config.mesh.model = mesh_shape
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:mesh_shape[0] * mesh_shape[1]])
   dataset = get_dataset(config)
-  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                         dataset.num_classes)
+  exp = train.Experiment.for_dataset(config, mesh, dataset)
   state = exp.init_state(0)
   step = exp.lower_train_step(batch_size).compile()
   it = pipeline.train_dataset(dataset.splits['train'], batch_size, seed=0)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from affectjax import config as config_lib
+from affectjax.errors import ConfigError
 from affectjax import main as main_lib
 from affectjax import optim, sharding, train
 from affectjax.data import DataError, erc, get_dataset, safe_pickle
@@ -107,8 +108,20 @@ def test_bad_inputs_are_one_line_errors(tiny_erc, tmp_path):
     get_dataset(_load('dialoguegcn', tiny_erc + ['data.corpus=friends']))
   with pytest.raises(DataError, match='max_utterances=8: .* dialogue of 11'):
     get_dataset(_load('dialoguegcn', tiny_erc + ['data.max_utterances=8']))
-  with pytest.raises(DataError, match='num_speakers=1 is smaller'):
-    get_dataset(_load('dialoguegcn', tiny_erc + ['model.num_speakers=1']))
+  # The speaker cap is data (config.data.num_speakers); the model takes it from the dataset.
+  with pytest.raises(ConfigError, match='unknown config key: model.num_speakers'):
+    _load('dialoguegcn', tiny_erc + ['model.num_speakers=1'])
+  with pytest.raises(DataError, match=r'config.data.num_speakers=0: must be an integer >= 1'):
+    get_dataset(_load('dialoguegcn', tiny_erc + ['data.num_speakers=0']))
+  config = _load('dialoguegcn', tiny_erc + ['data.num_speakers=3'])
+  dataset, exp = _experiment(config)
+  assert dataset.model_inputs['num_speakers'] == exp.model.num_speakers == 3
+  # DialogueGCN has one relation per (speaker, speaker, before/after): 2 * 3**2.
+  assert exp.abstract_state.params['rgcn']['comp'].shape[0] == 18
+  with config.unlocked():
+    config.model.num_speakers = 3
+  with pytest.raises(ValueError, match='config.model.num_speakers: set by the dataset'):
+    _experiment(config)
   with pytest.raises(DataError, match='text_context=-1: must be an integer >= 0'):
     get_dataset(_load('dialoguegcn', tiny_erc + ['data.text_context=-1']))
   with pytest.raises(DataError, match='text_context: stored text features'):
@@ -125,8 +138,7 @@ def _experiment(config, mesh_shape=(1, 1)):
     config.mesh.data, config.mesh.model = mesh_shape
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:mesh_shape[0] * mesh_shape[1]])
   dataset = get_dataset(config)
-  return dataset, train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                                   dataset.num_classes)
+  return dataset, train.Experiment.for_dataset(config, mesh, dataset)
 
 
 @pytest.mark.parametrize('name', MODELS)

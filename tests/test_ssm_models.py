@@ -134,8 +134,7 @@ def test_speech_models_pad_invariant_and_train_from_cli(name, overrides, tiny_ra
   config = config_lib.load(config_path(f'{name}.py'), [*tiny_ravdess, *overrides])
   dataset = get_dataset(config)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities,
-                         dataset.num_classes)
+  exp = train.Experiment.for_dataset(config, mesh, dataset)
   params = exp.init_state(0).params
   batch = dataset.splits['train'].get_batch(np.arange(4))
   apply = jax.jit(lambda b: exp.model.apply({'params': params}, b, train=False))
@@ -164,7 +163,8 @@ def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides
   config = config_lib.load(config_path(f'{name}.py'), [*overrides, *small])
   dataset = get_dataset(config)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities, None)
+  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities, None,
+                         model_inputs=dataset.model_inputs)
   params = exp.init_state(0).params
   batch = dataset.splits['test'].get_batch(np.arange(5))
   real = batch['label_mask'] > 0

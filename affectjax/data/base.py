@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -45,10 +45,14 @@ class Dataset:
   num_classes: int | None  # None for regression.
   where: str  # File or generator name, used in error messages.
   class_names: tuple[str, ...] | None = None  # For per-class tables and figures.
+  # Model fields the data decides (e.g. ERC's `num_speakers`, the text `encoder` folder
+  # whose tokenizer made the ids); `models.get_model` sets them, configs never do.
+  model_inputs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   @classmethod
   def from_arrays(cls, splits: Mapping[str, Mapping[str, np.ndarray]], *, modalities,
-                  num_classes, where, extra=(), class_names=None) -> 'Dataset':
+                  num_classes, where, extra=(), class_names=None,
+                  model_inputs=None) -> 'Dataset':
     """Validates and wraps arrays; `extra` names further fields the model or task
     reads (sequence lengths, `label_mask` for padded utterance sequences)."""
     sources = {}
@@ -56,7 +60,7 @@ class Dataset:
       validate(arrays, (*modalities, *extra), num_classes, f'{where}:{split}')
       sources[split] = ArraySource({k: arrays[k] for k in (*modalities, *extra, 'label')})
     return cls(sources, tuple(modalities), num_classes, where,
-               tuple(class_names) if class_names else None)
+               tuple(class_names) if class_names else None, dict(model_inputs or {}))
 
   def element_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Per-example shape and dtype of every field (without the batch axis)."""

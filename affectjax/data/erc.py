@@ -315,13 +315,9 @@ def load(config) -> base.Dataset:
   if d.text == 'pickle' and 'text' in modalities and 'text' not in first:
     raise base.DataError(f'config.data.text=pickle: {d.corpus} has no stored text features')
 
-  model = config.model
-  if model.get('num_speakers', d.num_speakers) < d.num_speakers:
-    raise base.DataError(f'config.model.num_speakers={model.num_speakers} is smaller than '
-                         f'config.data.num_speakers={d.num_speakers}')
-  if d.text == 'tokens' and model.get('encoder', d.encoder) != d.encoder:
-    raise base.DataError(f'config.model.encoder={model.encoder!r} differs from '
-                         f'config.data.encoder={d.encoder!r} (the tokenizer must match)')
+  if not isinstance(d.num_speakers, int) or d.num_speakers < 1:
+    raise base.DataError(f'config.data.num_speakers={d.num_speakers!r}: must be an '
+                         'integer >= 1')
   for subtree, folder in config.init.get('hf', ()) if d.text == 'tokens' else ():
     if folder != d.encoder:
       raise base.DataError(f'config.init.hf: {subtree!r} loads {folder!r} but '
@@ -354,9 +350,11 @@ def load(config) -> base.Dataset:
     modalities = tuple('text_ids' if m == 'text' else m for m in modalities)
     extra.append('text_ids_mask')
   where = f'{builder.name}/{builder.builder_config.name}'
-  return base.Dataset.from_arrays(arrays, modalities=modalities, num_classes=num_classes,
-                                  where=where, extra=tuple(extra),
-                                  class_names=label_names[d.label_field])
+  return base.Dataset.from_arrays(
+      arrays, modalities=modalities, num_classes=num_classes, where=where,
+      extra=tuple(extra), class_names=label_names[d.label_field],
+      # Speaker ids are capped at num_speakers - 1; token ids come from d.encoder's vocabulary.
+      model_inputs={'num_speakers': d.num_speakers, 'encoder': d.encoder})
 
 
 _CORPUS_DEFAULTS = {
@@ -418,6 +416,4 @@ def configure(config, arg: str | None = None, corpus: str = 'iemocap', own=('smo
                          f'finetune, utterance, t, ta, tav, ..., {", ".join(own)})')
     if corpus.endswith('_features') and d.text == 'frozen':
       d.text = 'pickle'
-    if 'num_speakers' in config.model:
-      config.model.num_speakers = d.num_speakers
   return config

@@ -22,29 +22,40 @@ def _model_class(name: str):
 def default_config(name: str) -> ml_collections.ConfigDict:
   """Default `config.model` for `<file>.<Class>`: the class's own field defaults, so each
   default is stated once, on the class; configs override fields."""
+  cls = _model_class(name)
   out = {'name': name}
-  for f in dataclasses.fields(_model_class(name)):
-    if f.name in ('modalities', 'out_dim', 'parent', 'name'):
+  for f in dataclasses.fields(cls):
+    if f.name in ('modalities', 'out_dim', 'parent', 'name', *getattr(cls, 'data_fields', ())):
       continue
     out[f.name] = (f.default_factory() if f.default is dataclasses.MISSING
                    else f.default)
   return ml_collections.ConfigDict(out)
 
 
-def get_model(model_config, modalities, out_dim: int) -> nn.Module:
+def get_model(model_config, modalities, out_dim: int, model_inputs=None) -> nn.Module:
   """Builds `affectjax.models.<file>.<Class>` from the fields of `config.model`.
 
   Every field except `name` is passed to the module's constructor, so a field the
-  module does not have is an error rather than silently ignored.
+  module does not have is an error rather than silently ignored. `model_inputs`
+  (the dataset's `model_inputs`) fills the fields the data decides, those the class
+  lists in `data_fields` (e.g. a conversation model's `num_speakers`); a config that
+  states one of them is an error, since the data, not the config, decides it.
   """
   name = model_config.name
   cls = _model_class(name)
   fields = {f.name for f in dataclasses.fields(cls)}
+  from_data = set(getattr(cls, 'data_fields', ()))
   kwargs = {}
   for key, value in model_config.items():
     if key == 'name':
       continue
     if key not in fields:
       raise ValueError(f'config.model.{key}: {name} has no such field')
+    if key in from_data:
+      raise ValueError(f'config.model.{key}: set by the dataset for {name}, not by the '
+                       f'config (see config.data)')
     kwargs[key] = value.to_dict() if hasattr(value, 'to_dict') else value
+  for key, value in (model_inputs or {}).items():
+    if key in from_data:
+      kwargs[key] = value
   return cls(modalities=tuple(modalities), out_dim=out_dim, **kwargs)

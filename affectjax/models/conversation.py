@@ -8,7 +8,7 @@ with `text_ids_mask` when the text encoder is fine-tuned end to end, `speaker` (
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -22,7 +22,9 @@ class ConversationModel(nn.Module):
 
   With `text_ids` among the modalities the model runs a BERT-style encoder under the
   parameter name `encoder`, built from the folder `encoder` names; its weights are
-  random until a config loads them (`config.init.hf`)."""
+  random until a config loads them (`config.init.hf`). `num_speakers` and `encoder`
+  come from the dataset (`data_fields`): the speaker cap and the tokenizer's folder."""
+  data_fields: ClassVar[tuple[str, ...]] = ('num_speakers', 'encoder')
   modalities: Sequence[str]
   out_dim: int
   num_speakers: int = 2
