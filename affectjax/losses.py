@@ -7,7 +7,7 @@ a block of rows scored against columns (`_*_rows`), so the two forms share it:
 - the global form (`clip_loss`, `sigmoid_loss`, `supervised_contrastive_loss`) scores
   every row against every column (N x N logits; under `jax.jit` with a sharded batch XLA
   gathers the columns where it needs them);
-- the memory-lean form (`sharded(...)`) runs inside `jax.shard_map`: each device scores
+- the memory-lean form (`sharded(...)`, for all three) runs inside `jax.shard_map`: each device scores
   its own rows against columns all-gathered over the batch axes (`jax.lax.all_gather`),
   local x global logits, computed `BLOCK` columns at a time (online log-sum-exp, scores
   recomputed in the backward pass) so per-device memory grows linearly in the global
@@ -34,21 +34,29 @@ def _scores(rows, cols, scale, bias=0.0):
                             cols.astype(jnp.float32)) + bias
 
 
-def _over_blocks(rows, cols, col_valid, block, fn, init):
-  """Reduces `fn(carry, scores_block, valid_block)` over column blocks of `block`
-  columns (all at once when `block` is None). Each block's scores are recomputed in the
-  backward pass (jax.checkpoint), so memory holds one rows x block tile at a time."""
-  if block is None or cols.shape[0] <= block:
-    return fn(init, rows, cols, col_valid)
-  n = cols.shape[0]
+def _over_blocks(rows, columns, block, fn, init):
+  """Reduces `fn(carry, rows, *columns_block)` over blocks of `block` columns (all at
+  once when `block` is None); `columns` are arrays with the column axis first, the last
+  of them the columns' validity (padding added here is invalid). Each block's scores are
+  recomputed in the backward pass (jax.checkpoint), so memory holds one rows x block tile
+  at a time."""
+  n = columns[0].shape[0]
+  if block is None or n <= block:
+    return fn(init, rows, *columns)
   pad = -n % block
-  cols = jnp.pad(cols, ((0, pad), (0, 0))).reshape(-1, block, cols.shape[1])
-  valid = jnp.pad(col_valid, (0, pad)).reshape(-1, block)
+  blocked = tuple(jnp.pad(c, ((0, pad),) + ((0, 0),) * (c.ndim - 1))
+                  .reshape(-1, block, *c.shape[1:]) for c in columns)
 
   @jax.checkpoint
   def body(carry, xs):
     return fn(carry, rows, *xs), None
-  return jax.lax.scan(body, init, (cols, valid))[0]
+  return jax.lax.scan(body, init, blocked)[0]
+
+
+def _online_lse(top, total, s):
+  """One block of a running log-sum-exp per row: (max so far, sum of exp(s - max))."""
+  new_top = jnp.maximum(top, s.max(axis=1))
+  return new_top, total * jnp.exp(top - new_top) + jnp.exp(s - new_top[:, None]).sum(axis=1)
 
 
 def _zero_per_row(rows):
@@ -60,13 +68,9 @@ def _clip_rows(rows, cols, own, row_valid, col_valid, scale, block=None):
   """Sum over `rows` of -log softmax(scale * rows @ cols.T) at the row's own pair;
   `own` (r, D) are the rows' own partners (row i's positive column)."""
   def step(carry, r, c, v):
-    top, total = carry
-    s = jnp.where(v[None, :] > 0, _scores(r, c, scale), _NEG)
-    new_top = jnp.maximum(top, s.max(axis=1))
-    total = total * jnp.exp(top - new_top) + jnp.exp(s - new_top[:, None]).sum(axis=1)
-    return new_top, total
+    return _online_lse(*carry, jnp.where(v[None, :] > 0, _scores(r, c, scale), _NEG))
   zero = _zero_per_row(rows)
-  top, total = _over_blocks(rows, cols, col_valid, block, step, (zero + _NEG, zero))
+  top, total = _over_blocks(rows, (cols, col_valid), block, step, (zero + _NEG, zero))
   positive = scale * jnp.sum(rows.astype(jnp.float32) * own.astype(jnp.float32), axis=1)
   return jnp.sum((top + jnp.log(total) - positive) * row_valid)
 
@@ -78,26 +82,34 @@ def _sigmoid_rows(rows, cols, own, row_valid, col_valid, scale, bias, block=None
   def step(total, r, c, v):
     s = _scores(r, c, scale, bias)
     return total + jnp.sum(jnp.where(v[None, :] > 0, jax.nn.softplus(s), 0.0), axis=1)
-  negatives = _over_blocks(rows, cols, col_valid, block, step, _zero_per_row(rows))
+  negatives = _over_blocks(rows, (cols, col_valid), block, step, _zero_per_row(rows))
   l_own = scale * jnp.sum(rows.astype(jnp.float32) * own.astype(jnp.float32), axis=1) + bias
   per_row = negatives + jax.nn.softplus(-l_own) - jax.nn.softplus(l_own)
   return jnp.sum(per_row * row_valid)
 
 
 def _supcon_rows(rows, cols, row_index, row_valid, col_valid, row_labels, col_labels,
-                 temperature):
-  """Sum over anchors of the mean -log p(positive) (Khosla et al.'s L_out)."""
-  logits = jnp.einsum('rd,cd->rc', rows.astype(jnp.float32),
-                      cols.astype(jnp.float32)) / temperature
-  not_self = row_index[:, None] != jnp.arange(cols.shape[0])[None, :]
-  keep = not_self & (col_valid[None, :] > 0)
-  logits = jnp.where(keep, logits, _NEG)
-  log_prob = logits - jax.nn.logsumexp(logits, axis=1, keepdims=True)
-  positive = keep & (row_labels[:, None] == col_labels[None, :])
-  count = jnp.sum(positive, axis=1)
-  per_anchor = -jnp.sum(jnp.where(positive, log_prob, 0.0), axis=1) / jnp.maximum(count, 1)
+                 temperature, block=None):
+  """Sum over anchors of the mean -log p(positive) (Khosla et al.'s L_out), written as
+  log-sum-exp over the anchor's other real columns minus the mean positive logit, both
+  accumulated block by block; `row_index` are the rows' column numbers (self-exclusion).
+  Returns (sum over anchors with a positive, number of such anchors)."""
+  def step(carry, r, c, lab, idx, v):
+    top, total, pos_sum, count = carry
+    s = _scores(r, c, 1.0 / temperature)
+    keep = (v[None, :] > 0) & (row_index[:, None] != idx[None, :])
+    top, total = _online_lse(top, total, jnp.where(keep, s, _NEG))
+    positive = keep & (row_labels[:, None] == lab[None, :])
+    return (top, total, pos_sum + jnp.sum(jnp.where(positive, s, 0.0), axis=1),
+            count + jnp.sum(positive, axis=1).astype(jnp.float32))
+  zero = _zero_per_row(rows)
+  idx = jnp.arange(cols.shape[0], dtype=jnp.int32)
+  top, total, pos_sum, count = _over_blocks(
+      rows, (cols, col_labels, idx, col_valid), block, step, (zero + _NEG, zero, zero, zero))
+  per_anchor = top + jnp.log(total) - pos_sum / jnp.maximum(count, 1.0)
   # An anchor without any positive in the batch contributes nothing.
-  return jnp.sum(per_anchor * row_valid * (count > 0)), jnp.sum(row_valid * (count > 0))
+  has = row_valid * (count > 0)
+  return jnp.sum(jnp.where(has > 0, per_anchor, 0.0)), jnp.sum(has)
 
 
 def _ones(x):
@@ -178,7 +190,7 @@ def supervised_contrastive_loss(x: jax.Array, labels: jax.Array, temperature: fl
   Reference: Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
   """
   mask = _ones(x) if mask is None else mask.astype(jnp.float32)
-  idx = jnp.arange(x.shape[0])
+  idx = jnp.arange(x.shape[0], dtype=jnp.int32)
   total, anchors = _supcon_rows(x, x, idx, mask, mask, labels, labels, temperature)
   return total / jnp.maximum(anchors, 1.0)
 
@@ -211,11 +223,12 @@ def multimodal_loss(embeddings: Mapping[str, jax.Array], mask, loss: str, scale,
 # -- the memory-lean form ------------------------------------------------------------------
 
 def sharded(loss_fn: Callable, mesh, axes, block: int | None = BLOCK) -> Callable:
-  """The shard_map form of `clip_loss` or `sigmoid_loss` over `mesh`, with the batch
-  split over the mesh axes `axes` (a name or a tuple of names): the same signature and
-  value. Each device scores its own rows against the all-gathered columns, `block`
-  columns at a time with the scores recomputed in the backward pass, so its memory
-  holds (rows / devices) x block scores: linear, not quadratic, in the global batch."""
+  """The shard_map form of `clip_loss`, `sigmoid_loss` or `supervised_contrastive_loss`
+  over `mesh`, with the batch split over the mesh axes `axes` (a name or a tuple of
+  names): the same signature and value. Each device scores its own rows against the
+  all-gathered columns, `block` columns at a time with the scores recomputed in the
+  backward pass, so its memory holds (rows / devices) x block scores: linear, not
+  quadratic, in the global batch."""
   axes = axes if isinstance(axes, tuple) else (axes,)
   spec = P(axes)
 
@@ -234,17 +247,35 @@ def sharded(loss_fn: Callable, mesh, axes, block: int | None = BLOCK) -> Callabl
       scale, bias = scalars
       part = _sigmoid_rows(a, b_all, b, mask, m_all, scale, bias, block)
       denom = jnp.maximum(n, 1.0)
+    elif loss_fn is supervised_contrastive_loss:  # a: embeddings, b: labels.
+      (temperature,) = scalars
+      # This device's rows are global rows [i * r, (i + 1) * r), i its index over `axes`
+      # in the order all_gather concatenates them.
+      r = a.shape[0]
+      row_index = jax.lax.axis_index(axes) * r + jnp.arange(r, dtype=jnp.int32)
+      part, anchors = _supcon_rows(a, a_all, row_index, mask, m_all, b, b_all, temperature,
+                                   block)
+      denom = jnp.maximum(jax.lax.psum(anchors, axes), 1.0)
     else:
       raise ValueError(f'sharded: no shard_map form of {loss_fn.__name__}')
     return jax.lax.psum(part, axes) / denom
 
-  @functools.wraps(loss_fn)
-  def wrapped(a, b, *args):
-    *scalars, mask = args
+  def run(a, b, mask, scalars):
     mask = _ones(a) if mask is None else mask.astype(jnp.float32)
     scalars = [jnp.asarray(s, jnp.float32) for s in scalars]
     fn = jax.shard_map(local, mesh=mesh,
                        in_specs=(spec, spec, spec) + (P(),) * len(scalars), out_specs=P())
     return fn(a, b, mask, *scalars)
+
+  if loss_fn is supervised_contrastive_loss:
+    @functools.wraps(loss_fn)
+    def wrapped_supcon(x, labels, temperature=0.1, mask=None):
+      return run(x, labels, mask, [temperature])
+    return wrapped_supcon
+
+  @functools.wraps(loss_fn)
+  def wrapped(a, b, *args):
+    *scalars, mask = args
+    return run(a, b, mask, scalars)
 
   return wrapped

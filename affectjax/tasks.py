@@ -177,7 +177,10 @@ class Contrastive(Task):
   The model returns {'embeddings': {modality: (B, D) normalised}, 'scale', 'bias',
   'features': {modality: (B, W)}} (`models/contrastive.py`). Loss: symmetric InfoNCE or
   the sigmoid loss (`config.task.loss`), negatives from the whole global batch; with
-  `config.task.lean` the shard_map form (local x global logits per device).
+  `config.task.lean` the shard_map form (local x global logits per device). With
+  `config.task.supcon_weight` > 0 the task needs labels and adds that weight times the
+  supervised contrastive loss (Khosla et al. 2020) over every modality's embedding of
+  every example as views of its label (`supcon_temperature`, 0.1 as in the paper).
 
   Evaluation over a whole split: cross-modal retrieval in both directions of every pair
   (R@1, R@5, R@10, median rank; `mean_r1` averages R@1 over them, a label-free selection
@@ -194,6 +197,12 @@ class Contrastive(Task):
   num_classes: int | None = None
   knn_k: int = 20
   probe_l2: float = 1e-2
+  supcon_weight: float = 0.0
+  supcon_temperature: float = 0.1
+
+  @property
+  def needs_labels(self) -> bool:
+    return self.supcon_weight > 0
 
   @classmethod
   def from_config(cls, config, num_classes=None, class_names=None) -> 'Contrastive':
@@ -205,8 +214,12 @@ class Contrastive(Task):
     if len(mods) < 2:
       raise ConfigError(f'config.data.modalities: contrastive pretraining needs two or more '
                         f'modalities, got {mods}')
+    weight, tau = float(c.get('supcon_weight', 0.0)), float(c.get('supcon_temperature', 0.1))
+    if weight < 0 or tau <= 0:
+      raise ConfigError(f'config.task: supcon_weight={weight} must be >= 0 and '
+                        f'supcon_temperature={tau} > 0')
     return cls(mods, c.loss, bool(c.get('lean', True)), num_classes,
-               int(c.get('knn_k', 20)), float(c.get('probe_l2', 1e-2)))
+               int(c.get('knn_k', 20)), float(c.get('probe_l2', 1e-2)), weight, tau)
 
   def _directions(self):
     return [(a, b) for a, b in losses.pairs(self.modalities)] + [
@@ -240,6 +253,18 @@ class Contrastive(Task):
     aux = dict(per, scale=outputs['scale'])
     if self.loss_name == 'sigmoid':
       aux['bias'] = outputs['bias']
+    if self.supcon_weight:
+      # Example b's modalities are rows b * M .. b * M + M - 1: each device keeps its own.
+      emb = outputs['embeddings']
+      views = jnp.stack([emb[m] for m in self.modalities], axis=1)
+      m = len(self.modalities)
+      x = views.reshape(-1, views.shape[-1])
+      labels = jnp.repeat(batch['label'].astype(jnp.int32), m)
+      mask = jnp.repeat(batch['mask'], m)
+      fn = (losses.supervised_contrastive_loss if axes is None or mesh is None else
+            losses.sharded(losses.supervised_contrastive_loss, mesh, axes))
+      aux['loss/supcon'] = fn(x, labels, self.supcon_temperature, mask)
+      total = total + self.supcon_weight * aux['loss/supcon']
     return total, aux
 
   def eval_outputs(self, outputs, batch):

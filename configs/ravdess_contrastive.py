@@ -8,7 +8,8 @@ then fine-tune (or linearly probe) the towers with configs/ravdess_av_classifier
   affectjax train --config configs/ravdess_av_classifier.py:fold1,finetune --config.init.workdir=/tmp/affectjax/ravdess_contrastive_fold1 --workdir /tmp/affectjax/ravdess_ft_fold1
 
 Variants after a colon, comma-separated: fold1 .. fold6 (test actors), sigmoid (the
-SigLIP loss instead of InfoNCE), smoke. The checkpoint is chosen on validation
+SigLIP loss instead of InfoNCE), supcon (adds the supervised contrastive loss over
+the emotion labels: label-supervised, no longer self-supervised), smoke. The checkpoint is chosen on validation
 audio<->face retrieval (mean R@1 over both directions; label-free). Evaluation also
 reports k-NN accuracy and a linear probe of each tower (fitted on the training actors).
 """
@@ -22,7 +23,7 @@ from affectjax.data import ravdess_av
 
 
 def get_config(arg=None):
-  own, data_arg = split_variants(arg, ('sigmoid',))
+  own, data_arg = split_variants(arg, ('sigmoid', 'supcon'))
   c = config_lib.base_config()
   ravdess_av.configure(c, data_arg)
   sigmoid = 'sigmoid' in own
@@ -32,6 +33,9 @@ def get_config(arg=None):
       'lean': True,  # shard_map form: per-device logits are local x global rows.
       'knn_k': 20,
       'probe_l2': 1e-2,
+      # supcon: also pull together same-emotion clips (uses the labels; not self-supervised).
+      'supcon_weight': 1.0 if 'supcon' in own else 0.0,
+      'supcon_temperature': 0.1,
   })
   c.model = ml_collections.ConfigDict({
       'name': 'contrastive.ContrastiveModel',

@@ -126,6 +126,33 @@ def test_shard_map_form_equals_global_form_on_a_4x2_mesh(kind):
   assert abs(float(local) - float(want)) > 0.1
 
 
+@pytest.mark.parametrize('axes', ['data', ('data', 'model')])
+def test_supervised_contrastive_shard_map_form_equals_global_form(axes):
+  """Rows split over one mesh axis or over both (8 shards): the self-exclusion must use
+  each row's global index, and positives/negatives span every device."""
+  mesh = sharding.make_mesh({'data': 4, 'model': 2})
+  x = _emb(5)
+  labels = np.random.default_rng(6).integers(0, 3, N).astype(np.int32)
+  mask = np.ones(N, np.float32)
+  mask[[1, 8, 22]] = 0
+  want, want_g = jax.value_and_grad(
+      lambda v: losses.supervised_contrastive_loss(v, labels, 0.2, mask))(x)
+  np.testing.assert_allclose(want, _supcon_reference(x, labels, 0.2, mask), rtol=1e-5)
+  lean = losses.sharded(losses.supervised_contrastive_loss, mesh, axes, block=5)
+  with jax.set_mesh(mesh):
+    rows = NamedSharding(mesh, P(axes))
+    got, got_g = jax.jit(jax.value_and_grad(lambda v, y: lean(v, y, 0.2, mask)))(
+        jax.device_put(x, rows), jax.device_put(labels, rows))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(got_g), np.asarray(want_g), rtol=1e-4, atol=1e-6)
+  assert not np.asarray(got_g)[mask == 0].any()
+  # Positives within one shard only would give another value.
+  shard = N // 8
+  local = np.mean([losses.supervised_contrastive_loss(
+      x[i:i + shard], labels[i:i + shard], 0.2, mask[i:i + shard]) for i in range(0, N, shard)])
+  assert abs(float(local) - float(want)) > 0.05
+
+
 def test_lean_form_memory_grows_linearly_in_the_global_batch():
   """Compiled per-device temporaries of the shard_map loss: 4x the rows, about 4x the
   memory (local rows x one column block), where N x N logits would grow 16x."""
@@ -145,9 +172,10 @@ def test_lean_form_memory_grows_linearly_in_the_global_batch():
 
 
 @needs_ravdess
-def test_one_device_and_4x2_mesh_pretraining_steps_agree():
+@pytest.mark.parametrize('variant', ['', ',supcon'])
+def test_one_device_and_4x2_mesh_pretraining_steps_agree(variant):
   from conftest import train_losses
-  config = config_lib.load(config_path('ravdess_contrastive.py:fold1,smoke'))
+  config = config_lib.load(config_path(f'ravdess_contrastive.py:fold1,smoke{variant}'))
   one, state1 = train_losses(config, (1, 1), 16, 2)
   eight, state8 = train_losses(config, (4, 2), 16, 2)
   np.testing.assert_allclose(one, eight, rtol=2e-4)
