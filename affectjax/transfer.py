@@ -161,25 +161,32 @@ def apply(config, params):
       treedef, [loaded.get(path_str(p), x) for p, x in leaves])
 
 
+def run_encoder(workdir: str, where: str) -> tuple[int, dict]:
+  """(step, parameters) of the text encoder (`encoder` subtree) of the finished run in
+  `workdir`, at its best-validation checkpoint; `where` names the setting in errors."""
+  from flax import linen as nn
+  from affectjax import checkpoint as checkpoint_lib
+  if not os.path.exists(os.path.join(workdir, 'results.json')):
+    raise FileNotFoundError(f'{where}: {workdir}/results.json: no finished run here; train '
+                            'it first (affectjax train with the same config and workdir)')
+  ckpt = checkpoint_lib.Checkpoints(workdir)
+  try:
+    step, params = ckpt.load_params('best')
+  finally:
+    ckpt.close()
+  if 'encoder' not in params:
+    raise ConfigError(f'{where}: {workdir}: the best checkpoint has no encoder subtree')
+  return step, jax.tree.map(np.asarray, nn.unbox(params['encoder']))
+
+
 def export_encoder(config, workdir: str, out: str) -> str:
   """Writes the text encoder of the finished fine-tuning run in `workdir` (its
   best-validation checkpoint, read from the checkpoint itself) as a Hugging Face folder
   `out` (`affectjax export-encoder`); `config` names the folder the encoder started from,
   whose tokenizer and config files go with it."""
-  from flax import linen as nn
-  from affectjax import checkpoint as checkpoint_lib
   from affectjax.encoders import bert
   if config.data.get('text') != 'tokens':
     raise ConfigError(f'export-encoder: config {config.name!r} does not fine-tune a text '
                       'encoder (use an ERC config with :finetune)')
-  if not os.path.exists(os.path.join(workdir, 'results.json')):
-    raise FileNotFoundError(f'{workdir}/results.json: no finished run here; train it first '
-                            '(affectjax train with the same config and workdir)')
-  ckpt = checkpoint_lib.Checkpoints(workdir)
-  try:
-    _, params = ckpt.load_params('best')
-  finally:
-    ckpt.close()
-  if 'encoder' not in params:
-    raise ConfigError(f'export-encoder: {workdir}: the best checkpoint has no encoder subtree')
-  return bert.save_folder(nn.unbox(params['encoder']), config.data.encoder, out)
+  _, params = run_encoder(workdir, 'export-encoder')
+  return bert.save_folder(params, config.data.encoder, out)

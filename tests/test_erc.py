@@ -314,6 +314,20 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
       adapted.splits['train'].arrays['text'][0, 0],
       bert.embed_texts([sentences[ids[0]][0]], str(out), max_tokens=128)[0], atol=1e-5)
   assert np.abs(adapted.splits['train'].arrays['text'][0, 0] - expected[0]).max() > 1e-4
+  # The same features straight from the run (config.data.encoder_workdir, no export), in
+  # a cache entry of their own keyed on the loaded weights.
+  cached = set(os.listdir(tmp_path / 'cache'))
+  direct = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'),
+                                       common + [f'data.encoder_workdir={tmp_path / "ad"}']))
+  np.testing.assert_allclose(direct.splits['train'].arrays['text'],
+                             adapted.splits['train'].arrays['text'], atol=1e-6)
+  assert len(set(os.listdir(tmp_path / 'cache')) - cached) == 1
+  with pytest.raises(DataError, match='encoder_workdir: only frozen text'):
+    get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py') + ':finetune',
+                                common + [f'data.encoder_workdir={tmp_path / "ad"}']))
+  with pytest.raises(FileNotFoundError, match='config.data.encoder_workdir: .*no finished run'):
+    get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'),
+                                common + [f'data.encoder_workdir={tmp_path / "none"}']))
   capsys.readouterr()
   assert main_lib.main(export) == 2  # Never overwrites.
   err = capsys.readouterr().err
@@ -353,4 +367,5 @@ def test_erc_study_configs_load_for_every_mode(tmp_path):
                 *study._overrides(corpus, mode, str(tmp_path)), f'{key}={value}'])
             assert config.data.text == ('tokens' if mode.startswith('finetune') else 'frozen')
             if mode == 'adapted':
-              assert config.data.encoder == str(tmp_path / 'adapt' / corpus / 'encoder_seed{seed}')
+              assert config.data.encoder_workdir == str(
+                  tmp_path / 'adapt' / corpus / 'base' / 'seed{seed}')

