@@ -34,6 +34,8 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     # State-space layers: the SSM state dimension and the depthwise conv's taps.
     ('state', None),
     ('kernel', None),
+    # Patch embeddings: the flattened patch (or tubelet) values.
+    ('patch', None),
 )
 
 

@@ -1,0 +1,105 @@
+"""Masked-autoencoder building blocks: patches, sin-cos positions, masking, the block set."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from affectjax.layers import attention, masking, patches, positions
+
+
+def test_patchify_is_the_exact_inverse_of_unpatchify_and_orders_row_major():
+  x = np.random.default_rng(0).normal(size=(2, 8, 6)).astype(np.float32)  # (B, T, F)
+  p = patches.patchify(x, (4, 3))
+  assert p.shape == (2, 4, 12)
+  # Patch 1 is time 0..3, frequency 3..5 (row-major over (time, frequency) patches).
+  np.testing.assert_array_equal(p[:, 1], x[:, 0:4, 3:6].reshape(2, 12))
+  np.testing.assert_array_equal(patches.unpatchify(p, (4, 3), (8, 6)), x)
+  video = np.random.default_rng(1).normal(size=(2, 4, 6, 6, 3)).astype(np.float32)
+  t = patches.patchify(video, (2, 3, 3))  # Tubelets: (2 x 2 x 2) grid of 2x3x3x3 values.
+  assert t.shape == (2, 8, 54)
+  np.testing.assert_array_equal(t[:, 3], video[:, 0:2, 3:6, 3:6].reshape(2, 54))
+  np.testing.assert_array_equal(patches.unpatchify(t, (2, 3, 3), (4, 6, 6, 3)), video)
+  with pytest.raises(ValueError, match=r'axis 1 has 6 values, not a multiple of the patch size 4'):
+    patches.patchify(x, (4, 4))
+
+
+def test_patch_embedding_is_a_strided_convolution():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 6, 1)), jnp.float32)
+  layer = patches.PatchEmbed((4, 3), 5)
+  params = layer.init(jax.random.key(0), x)['params']
+  got = layer.apply({'params': params}, x)
+  kernel = params['projection']['kernel'].value.reshape(4, 3, 1, 5)
+  conv = jax.lax.conv_general_dilated(x, kernel, (4, 3), 'VALID',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  np.testing.assert_allclose(got, conv.reshape(2, 4, 5) + params['projection']['bias'].value,
+                             atol=1e-5)
+
+
+def test_sincos_positions_1d_2d_3d():
+  one = np.asarray(positions.sincos_positions((7,), 8))
+  pos, i = np.arange(7)[:, None], np.arange(4)[None]
+  angle = pos / 10000.0 ** (i / 4)
+  np.testing.assert_allclose(one, np.concatenate([np.sin(angle), np.cos(angle)], 1), atol=1e-6)
+  two = np.asarray(positions.sincos_positions((3, 5), 16))
+  assert two.shape == (15, 16)
+  # Separable: the first half depends on the row only, the second on the column only.
+  grid = two.reshape(3, 5, 16)
+  np.testing.assert_allclose(grid[:, :1, :8].repeat(5, 1), grid[..., :8], atol=1e-7)
+  np.testing.assert_allclose(grid[:1, :, 8:].repeat(3, 0), grid[..., 8:], atol=1e-7)
+  three = positions.sincos_positions((2, 3, 4), 20)  # 20 = 8 + 6 + 6.
+  assert three.shape == (24, 20) and len(np.unique(np.asarray(three), axis=0)) == 24
+
+
+def test_random_masking_is_per_example_exact_and_reproducible():
+  key = jax.random.key(3)
+  keep, masked = masking.random_masking(key, 16, 40, 0.75)
+  assert keep.shape == (16, 10) and masked.shape == (16, 40)
+  np.testing.assert_array_equal(masked.sum(1), 30)
+  for b in range(16):  # The kept indices are exactly the unmasked positions, ascending.
+    np.testing.assert_array_equal(keep[b], np.flatnonzero(np.asarray(masked[b]) == 0))
+  assert len({tuple(np.asarray(k)) for k in keep}) == 16  # A different mask per example.
+  again, _ = masking.random_masking(key, 16, 40, 0.75)
+  np.testing.assert_array_equal(keep, again)  # Same key (same step on resume): same mask.
+  other, _ = masking.random_masking(jax.random.fold_in(key, 1), 16, 40, 0.75)
+  assert (np.asarray(other) != np.asarray(keep)).any()
+  tokens = jnp.arange(16 * 40 * 2, dtype=jnp.float32).reshape(16, 40, 2)
+  visible = masking.take(tokens, keep)
+  back = masking.scatter(visible, keep, 40, jnp.full((2,), -1.0))
+  np.testing.assert_array_equal(np.where(np.asarray(masked)[..., None] > 0, -1.0, tokens), back)
+  with pytest.raises(ValueError, match='mask_ratio=1.0'):
+    masking.random_masking(key, 2, 4, 1.0)
+
+
+def test_tube_masking_repeats_one_spatial_mask_over_time():
+  keep, masked = masking.tube_masking(jax.random.key(4), 3, (4, 3, 3), 0.9)
+  grid = np.asarray(masked).reshape(3, 4, 9)
+  assert (grid == grid[:, :1]).all()  # Same spatial mask at every time step.
+  np.testing.assert_array_equal(grid[:, 0].sum(1), 8)  # round(0.1 * 9) = 1 visible per step.
+  assert keep.shape == (3, 4)
+  for b in range(3):
+    np.testing.assert_array_equal(keep[b], np.flatnonzero(np.asarray(masked[b]) == 0))
+
+
+@pytest.mark.parametrize('norm', ['post', 'pre'])
+def test_fused_attention_path_equals_the_explicit_softmax(norm):
+  """attention_dropout=0 takes jax.nn.dot_product_attention; with attention dropout the
+  explicit masked softmax runs. Outside training both are the same function of the same
+  parameters; padded keys do not matter and padded positions come out zero."""
+  x = jnp.asarray(np.random.default_rng(5).normal(size=(3, 6, 8)), jnp.float32)
+  mask = jnp.asarray([[1] * 6, [1] * 4 + [0] * 2, [1] * 1 + [0] * 5], jnp.float32)
+  fused = attention.TransformerEncoderLayer(2, 16, 0.1, norm=norm, attention_dropout=0.0,
+                                            activation='gelu')
+  explicit = attention.TransformerEncoderLayer(2, 16, 0.1, norm=norm, attention_dropout=0.1,
+                                               activation='gelu')
+  params = fused.init(jax.random.key(0), x, mask, train=False)
+  a = fused.apply(params, x, mask, train=False)
+  b = explicit.apply(params, x, mask, train=False)
+  np.testing.assert_allclose(a, b, atol=1e-5)
+  noisy = x.at[1, 4:].set(100.0).at[2, 1:].set(-7.0)
+  np.testing.assert_allclose(fused.apply(params, noisy, mask, train=False), a, atol=1e-5)
+  assert not np.asarray(a)[np.asarray(mask) == 0].any()
+  stack = attention.TransformerEncoder(2, 2, 16)
+  variables = stack.init(jax.random.key(1), x, mask, train=False)
+  out, hidden = stack.apply(variables, x, mask, train=False, return_hidden=True)
+  assert out.shape == x.shape and len(hidden) == 2 and 'norm_out' in variables['params']
