@@ -29,6 +29,9 @@ class Task:
   """The protocol. Subclasses set the class attributes and implement the methods."""
   name: ClassVar[str] = ''
   rng_streams: ClassVar[tuple[str, ...]] = ('dropout',)
+  # Streams the model also draws from in evaluation (e.g. `masking`): fixed keys there,
+  # the same for every evaluation of a run, so checkpoints are compared on equal inputs.
+  eval_rng_streams: ClassVar[tuple[str, ...]] = ()
   needs_labels: ClassVar[bool] = True
   # Train-split outputs passed to `metrics(..., reference=)` (k-NN, linear probes).
   wants_reference: ClassVar[bool] = False
@@ -307,6 +310,51 @@ class Contrastive(Task):
         out[f'probe_{m}/uar'] = metrics_lib.unweighted_average_recall(
             gathered['label'], pred, self.num_classes)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedReconstruction(Task):
+  """Masked-autoencoder pretraining, without labels.
+
+  The model returns {'prediction', 'target': (B, N, P), 'masked': (B, N)} (1 on hidden
+  patches of real input; `models/mae.py`). Loss: the mean squared error per patch, averaged
+  over the hidden patches of the real examples in the global batch. Evaluation: the same
+  over a whole split (`loss`, the selection metric), with fixed masks (`eval_rng_streams`).
+  """
+  name: ClassVar[str] = 'masked_reconstruction'
+  rng_streams: ClassVar[tuple[str, ...]] = ('dropout', 'masking')
+  eval_rng_streams: ClassVar[tuple[str, ...]] = ('masking',)
+  needs_labels: ClassVar[bool] = False
+
+  @classmethod
+  def from_config(cls, config, num_classes=None, class_names=None) -> 'MaskedReconstruction':
+    loss = config.task.get('loss', 'mse')
+    if loss != 'mse':
+      raise ConfigError(f'config.task.loss: {loss!r} does not fit task '
+                        "'masked_reconstruction' (mse)")
+    return cls()
+
+  def metric_names(self):
+    return ('loss',)
+
+  @staticmethod
+  def _per_example(outputs, batch):
+    err = jnp.mean(jnp.square(outputs['prediction'] - outputs['target']), axis=-1)
+    hidden = outputs['masked'] * batch['mask'][:, None]
+    return jnp.sum(err * hidden, axis=1), jnp.sum(hidden, axis=1)
+
+  def loss(self, outputs, batch, *, mesh=None, rules=()):
+    total, count = self._per_example(outputs, batch)
+    return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1.0), {
+        'hidden_patches': jnp.sum(count) / jnp.maximum(jnp.sum(batch['mask']), 1.0)}
+
+  def eval_outputs(self, outputs, batch):
+    total, count = self._per_example(outputs, batch)
+    return {'error_sum': total, 'hidden': count, 'valid': batch['mask']}
+
+  def metrics(self, gathered, reference=None) -> dict:
+    return {'loss': float(np.sum(gathered['error_sum']) /
+                          max(float(np.sum(gathered['hidden'])), 1.0))}
 
 
 def _task_classes() -> dict[str, type]:

@@ -16,6 +16,12 @@ def split_variants(arg: str | None, own) -> tuple[list[str], str]:
   return [x for x in items if x in own], ','.join(x for x in items if x not in own)
 
 
+def mae_sizes() -> tuple[str, ...]:
+  """The named masked-autoencoder sizes (variants of the MAE configs)."""
+  from affectjax.models import mae
+  return tuple(mae.SIZES)
+
+
 def ravdess_av_towers() -> ml_collections.ConfigDict:
   """The towers of the RAVDESS audio-visual family, shared by pretraining and
   fine-tuning so that `config.init` maps them one to one: log-mel frames (4 stacked per

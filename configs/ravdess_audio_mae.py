@@ -1,0 +1,34 @@
+r"""Audio masked autoencoder (AudioMAE-style) pretrained on RAVDESS speech log-mel
+spectrograms of the fold's training actors, without labels.
+
+  AFFECTJAX_DATA_DIR=../shared/data affectjax train --config configs/ravdess_audio_mae.py:fold1 --workdir /tmp/affectjax/ravdess_audio_mae_fold1
+
+then fine-tune the encoder with configs/ravdess_audio_mae_classifier.py:
+  affectjax train --config configs/ravdess_audio_mae_classifier.py:fold1,finetune --config.init.workdir=/tmp/affectjax/ravdess_audio_mae_fold1 --workdir /tmp/affectjax/ravdess_audio_mae_ft_fold1
+
+Variants after a colon, comma-separated: fold1 .. fold6 (test actors; never seen in
+pretraining), tiny (default) | small | base | large (model.size), smoke. 80% of the
+(4 frames x 16 mel bands) patches of each clip are hidden; the checkpoint is chosen on
+the validation actors' reconstruction error of hidden patches (per-patch normalised).
+"""
+
+from common import mae_sizes, ravdess_speech_training, split_variants
+
+import ml_collections
+
+from affectjax import config as config_lib
+from affectjax import models
+from affectjax.data import ravdess
+
+
+def get_config(arg=None):
+  own, data_arg = split_variants(arg, mae_sizes())
+  c = config_lib.base_config()
+  c.model = models.default_config('mae.AudioMAE')
+  c.model.size = own[-1] if own else 'tiny'
+  ravdess.configure(c, data_arg)
+  ravdess_speech_training(c, data_arg.split(','))
+  c.task = ml_collections.ConfigDict({'name': 'masked_reconstruction',
+                                                 'loss': 'mse'})
+  c.train.select_metric, c.train.select_mode = 'loss', 'min'
+  return c.lock()

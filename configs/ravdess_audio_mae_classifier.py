@@ -1,0 +1,32 @@
+r"""Emotion classification (8 classes) on RAVDESS speech with the encoder of
+configs/ravdess_audio_mae.py: trained from scratch, or started from a pretraining run.
+
+  AFFECTJAX_DATA_DIR=../shared/data affectjax train --config configs/ravdess_audio_mae_classifier.py:fold1 --workdir /tmp/affectjax/ravdess_audio_mae_scratch_fold1
+  affectjax train --config configs/ravdess_audio_mae_classifier.py:fold1,finetune --config.init.workdir=/tmp/affectjax/ravdess_audio_mae_fold1 --workdir /tmp/affectjax/ravdess_audio_mae_ft_fold1
+
+Variants after a colon, comma-separated: fold1 .. fold6; finetune (load `encoder` from
+config.init.workdir's best checkpoint; it trains at 0.1x the head's rate), probe (load
+it and freeze it: a linear probe); tiny (default) | small | base | large; smoke.
+Selection: validation accuracy (4 held-out training actors).
+"""
+
+from common import mae_sizes, ravdess_speech_training, split_variants
+
+from affectjax import config as config_lib
+from affectjax import models
+from affectjax.data import ravdess
+
+
+def get_config(arg=None):
+  own, data_arg = split_variants(arg, ('finetune', 'probe', *mae_sizes()))
+  c = config_lib.base_config()
+  c.model = models.default_config('mae.AudioMAEClassifier')
+  sizes = [o for o in own if o in mae_sizes()]
+  c.model.size = sizes[-1] if sizes else 'tiny'
+  ravdess.configure(c, data_arg)
+  ravdess_speech_training(c, data_arg.split(','))
+  if 'finetune' in own or 'probe' in own:
+    c.init.checkpoint = 'best'
+    c.init.map = (('encoder', 'encoder'),)  # The head is new; the decoder is unused.
+    c.optim.groups = (('encoder/.*', 0.0 if 'probe' in own else 0.1),)
+  return c.lock()

@@ -1,0 +1,148 @@
+"""The audio masked autoencoder: what the encoder sees, where the loss is taken, the
+trainer's masking stream (1 device vs 4x2, exact resume), and pretrain -> fine-tune."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from affectjax import checkpoint as checkpoint_lib
+from affectjax import config as config_lib
+from affectjax import faults, train
+from affectjax import main as main_lib
+from affectjax.models import mae
+from conftest import config_path, train_losses
+
+DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
+needs_ravdess = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(DATA, 'ravdess', 'speech_16k')),
+    reason='real data absent: set AFFECTJAX_DATA_DIR to the folder holding ravdess/')
+
+
+def _batch(b=3, t=18, f=32):
+  rng = np.random.default_rng(0)
+  frames = np.ones((b, t), np.float32)
+  frames[1, 9:] = 0  # Example 1 has 9 real frames: patches 3..4 of time are padding.
+  return {'audio': jnp.asarray(rng.normal(size=(b, t, f)), jnp.float32),
+          'frame_mask': jnp.asarray(frames), 'mask': jnp.ones((b,), jnp.float32)}
+
+
+def test_encoder_sees_only_visible_patches_and_loss_is_on_hidden_real_patches():
+  model = mae.AudioMAE(('audio',), patch=(4, 16), mask_ratio=0.75)
+  batch = _batch()
+  rngs = {'masking': jax.random.key(1)}
+  params = model.init({'params': jax.random.key(0), **rngs}, batch, train=False)
+  out = model.apply(params, batch, train=False, rngs=rngs)
+  # 18 frames crop to 16: a 4 x 2 grid of patches, 2 of 8 visible per example.
+  assert out['prediction'].shape == out['target'].shape == (3, 8, 64)
+  masked = np.asarray(out['masked'])
+  np.testing.assert_array_equal(masked.sum(1)[[0, 2]], 6)  # round(0.75 * 8) hidden.
+  frame_ok = np.repeat(np.asarray([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]), 2, axis=1)
+  assert not masked[frame_ok == 0].any() and masked[1].sum() <= 6  # No loss on padding.
+  assert len({tuple(r) for r in masked}) == 3  # Each example its own mask.
+  # Changing the hidden patches' values changes the targets there, never the prediction.
+  changed = np.asarray(batch['audio']).copy()
+  noise = np.random.default_rng(7).normal(size=(4, 16)) * 3  # Not a shift: targets are
+  for b in range(3):                                          # normalised per patch.
+    for n in np.flatnonzero(masked[b]):
+      ti, fi = divmod(int(n), 2)
+      changed[b, 4 * ti:4 * ti + 4, 16 * fi:16 * fi + 16] += noise
+  out2 = model.apply(params, dict(batch, audio=jnp.asarray(changed)), train=False, rngs=rngs)
+  np.testing.assert_allclose(out2['prediction'], out['prediction'], atol=1e-5)
+  assert np.abs(np.asarray(out2['target']) - np.asarray(out['target'])).max() > 0.1
+  # A visible patch changed: the prediction changes.
+  first_visible = int(np.flatnonzero(masked[0] == 0)[0])
+  ti, fi = divmod(first_visible, 2)
+  moved = np.asarray(batch['audio']).copy()
+  moved[0, 4 * ti:4 * ti + 4, 16 * fi:16 * fi + 16] += 5.0
+  out3 = model.apply(params, dict(batch, audio=jnp.asarray(moved)), train=False, rngs=rngs)
+  assert np.abs(np.asarray(out3['prediction'][0]) - np.asarray(out['prediction'][0])).max() > 1e-3
+  # Normalised targets: each patch has mean 0 and variance 1.
+  np.testing.assert_allclose(np.asarray(out['target']).mean(-1), 0, atol=1e-5)
+  with pytest.raises(ValueError, match='smaller than one patch'):
+    model.apply(params, dict(batch, audio=batch['audio'][:, :3],
+                             frame_mask=batch['frame_mask'][:, :3]), train=False, rngs=rngs)
+
+
+def test_classifier_mounts_the_same_encoder():
+  batch = _batch()
+  pre = mae.AudioMAE(('audio',)).init({'params': jax.random.key(0),
+                                       'masking': jax.random.key(1)}, batch, train=False)
+  clf = mae.AudioMAEClassifier(('audio',), out_dim=8).init(jax.random.key(0), batch,
+                                                             train=False)
+  shapes = lambda t: jax.tree.map(lambda x: x.shape, t)  # noqa: E731
+  assert shapes(pre['params']['encoder']) == shapes(clf['params']['encoder'])
+  assert set(clf['params']) == {'encoder', 'head'}
+  with pytest.raises(ValueError, match="config.model.size: unknown 'huge'"):
+    mae.size_of('huge')
+
+
+@needs_ravdess
+def test_one_device_and_4x2_mesh_pretraining_steps_agree():
+  config = config_lib.load(config_path('ravdess_audio_mae.py:fold1,smoke'))
+  one, state1 = train_losses(config, (1, 1), 16, 2)
+  eight, state8 = train_losses(config, (4, 2), 16, 2)
+  np.testing.assert_allclose(one, eight, rtol=2e-4)
+  assert one[1] < one[0] * 1.5 and np.isfinite(one).all()
+  for x, y in zip(jax.tree.leaves(state1.params), jax.tree.leaves(state8.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-3, atol=1e-4)
+
+
+class _Kill(BaseException):
+  """Stands for SIGKILL inside this process: nothing catches it."""
+
+
+def _flat(tree):
+  return {'/'.join(str(getattr(k, 'key', k)) for k in p): np.asarray(v)
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _params(workdir, kind):
+  ckpt = checkpoint_lib.Checkpoints(str(workdir))
+  try:
+    return ckpt.load_params(kind)
+  finally:
+    ckpt.close()
+
+
+@needs_ravdess
+def test_pretraining_resumes_exactly_then_fine_tunes_and_probes(tmp_path, monkeypatch):
+  overrides = ['train.num_steps=6', 'train.eval_every=3', 'train.log_every=3']
+  config = config_lib.load(config_path('ravdess_audio_mae.py:fold1,smoke'), overrides)
+  run, resumed = tmp_path / 'run', tmp_path / 'resumed'
+  train.train_and_evaluate(config, str(run))
+
+  def point(p):
+    if p == 'latest_saved':
+      raise _Kill(p)
+  monkeypatch.setattr(faults, 'point', point)
+  with pytest.raises(_Kill):
+    train.train_and_evaluate(config, str(resumed))
+  monkeypatch.setattr(faults, 'point', lambda p: None)
+  train.train_and_evaluate(config, str(resumed))
+  a, b = _flat(_params(run, 'latest')[1]), _flat(_params(resumed, 'latest')[1])
+  assert a.keys() == b.keys()
+  for k in a:  # The masks of every step came from the step's key: the same run.
+    np.testing.assert_array_equal(a[k], b[k])
+  results = json.loads((run / 'results.json').read_text())
+  again = json.loads((resumed / 'results.json').read_text())
+  assert results['valid']['loss'] > 0
+  assert (results['valid'], results['test']) == (again['valid'], again['test'])
+  # Fine-tuning: the encoder loads one to one, the head is new; probe freezes the encoder.
+  _, source = _params(run, 'best')
+  source = _flat(source)
+  for variant, moves in (('finetune', True), ('probe', False)):
+    out = tmp_path / variant
+    code = main_lib.main(['train', '--config',
+                          config_path(f'ravdess_audio_mae_classifier.py:fold1,smoke,{variant}'),
+                          '--workdir', str(out), f'--config.init.workdir={run}'])
+    assert code == 0
+    final = _flat(_params(out, 'latest')[1])
+    enc = [k for k in final if k.startswith('encoder/')]
+    assert enc and all(k in source for k in enc)
+    changed = max(float(np.abs(final[k] - source[k]).max()) for k in enc)
+    assert (changed > 0) == moves, (variant, changed)
+    assert 0 <= json.loads((out / 'results.json').read_text())['test']['uar'] <= 1
