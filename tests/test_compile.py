@@ -50,7 +50,7 @@ def test_contrastive_pretraining_step_compiles_for_v5e_2x4(capsys):
 def test_audio_mae_pretraining_step_compiles_for_v5e_2x4(capsys):
   """The masked autoencoder (masking stream, fused attention, model-sharded heads) lowers
   for a TPU slice (tiny size: the base size takes minutes to compile here)."""
-  code = main_lib.main(['compile', '--config', config_path('ravdess_audio_mae.py:fold1'),
+  code = main_lib.main(['compile', '--config', config_path('ravdess_audiomae.py:fold1'),
                         '--topology', 'v5e:2x4', '--config.mesh.model=2'])
   out = capsys.readouterr().out
   assert code == 0 and "mesh {'data': 4, 'model': 2}" in out and 'TPU v5' in out

@@ -82,7 +82,7 @@ def test_classifier_mounts_the_same_encoder():
 
 @needs_ravdess
 def test_one_device_and_4x2_mesh_pretraining_steps_agree():
-  config = config_lib.load(config_path('ravdess_audio_mae.py:fold1,smoke'))
+  config = config_lib.load(config_path('ravdess_audiomae.py:fold1,smoke'))
   one, state1 = train_losses(config, (1, 1), 16, 2)
   eight, state8 = train_losses(config, (4, 2), 16, 2)
   np.testing.assert_allclose(one, eight, rtol=2e-4)
@@ -111,7 +111,7 @@ def _params(workdir, kind):
 @needs_ravdess
 def test_pretraining_resumes_exactly_then_fine_tunes_and_probes(tmp_path, monkeypatch):
   overrides = ['train.num_steps=6', 'train.eval_every=3', 'train.log_every=3']
-  config = config_lib.load(config_path('ravdess_audio_mae.py:fold1,smoke'), overrides)
+  config = config_lib.load(config_path('ravdess_audiomae.py:fold1,smoke'), overrides)
   run, resumed = tmp_path / 'run', tmp_path / 'resumed'
   train.train_and_evaluate(config, str(run))
 
@@ -137,7 +137,7 @@ def test_pretraining_resumes_exactly_then_fine_tunes_and_probes(tmp_path, monkey
   for variant, moves in (('finetune', True), ('probe', False)):
     out = tmp_path / variant
     code = main_lib.main(['train', '--config',
-                          config_path(f'ravdess_audio_mae_classifier.py:fold1,smoke,{variant}'),
+                          config_path(f'ravdess_audiomae_classifier.py:fold1,smoke,{variant}'),
                           '--workdir', str(out), f'--config.init.workdir={run}'])
     assert code == 0
     final = _flat(_params(out, 'latest')[1])

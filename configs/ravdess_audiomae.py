@@ -1,10 +1,10 @@
 r"""Audio masked autoencoder (AudioMAE-style) pretrained on RAVDESS speech log-mel
 spectrograms of the fold's training actors, without labels.
 
-  AFFECTJAX_DATA_DIR=../shared/data affectjax train --config configs/ravdess_audio_mae.py:fold1 --workdir /tmp/affectjax/ravdess_audio_mae_fold1
+  AFFECTJAX_DATA_DIR=../shared/data affectjax train --config configs/ravdess_audiomae.py:fold1 --workdir /tmp/affectjax/ravdess_audio_mae_fold1
 
-then fine-tune the encoder with configs/ravdess_audio_mae_classifier.py:
-  affectjax train --config configs/ravdess_audio_mae_classifier.py:fold1,finetune --config.init.workdir=/tmp/affectjax/ravdess_audio_mae_fold1 --workdir /tmp/affectjax/ravdess_audio_mae_ft_fold1
+then fine-tune the encoder with configs/ravdess_audiomae_classifier.py:
+  affectjax train --config configs/ravdess_audiomae_classifier.py:fold1,finetune --config.init.workdir=/tmp/affectjax/ravdess_audio_mae_fold1 --workdir /tmp/affectjax/ravdess_audio_mae_ft_fold1
 
 Variants after a colon, comma-separated: fold1 .. fold6 (test actors; never seen in
 pretraining), tiny (default) | small | base | large (model.size), smoke. 80% of the

@@ -1,8 +1,8 @@
 r"""Emotion classification (8 classes) on RAVDESS speech with the encoder of
-configs/ravdess_audio_mae.py: trained from scratch, or started from a pretraining run.
+configs/ravdess_audiomae.py: trained from scratch, or started from a pretraining run.
 
-  AFFECTJAX_DATA_DIR=../shared/data affectjax train --config configs/ravdess_audio_mae_classifier.py:fold1 --workdir /tmp/affectjax/ravdess_audio_mae_scratch_fold1
-  affectjax train --config configs/ravdess_audio_mae_classifier.py:fold1,finetune --config.init.workdir=/tmp/affectjax/ravdess_audio_mae_fold1 --workdir /tmp/affectjax/ravdess_audio_mae_ft_fold1
+  AFFECTJAX_DATA_DIR=../shared/data affectjax train --config configs/ravdess_audiomae_classifier.py:fold1 --workdir /tmp/affectjax/ravdess_audio_mae_scratch_fold1
+  affectjax train --config configs/ravdess_audiomae_classifier.py:fold1,finetune --config.init.workdir=/tmp/affectjax/ravdess_audio_mae_fold1 --workdir /tmp/affectjax/ravdess_audio_mae_ft_fold1
 
 Variants after a colon, comma-separated: fold1 .. fold6; finetune (load `encoder` from
 config.init.workdir's best checkpoint; it trains at 0.1x the head's rate), probe (load
