@@ -317,44 +317,93 @@ class MaskedReconstruction(Task):
   """Masked-autoencoder pretraining, without labels.
 
   The model returns {'prediction', 'target': (B, N, P), 'masked': (B, N)} (1 on hidden
-  patches of real input; `models/mae.py`). Loss: the mean squared error per patch, averaged
-  over the hidden patches of the real examples in the global batch. Evaluation: the same
-  over a whole split (`loss`, the selection metric), with fixed masks (`eval_rng_streams`).
+  tokens of real input), or for several modalities {'reconstruction': {modality: that},
+  'levels': {modality: (L, B, D)}} (`models/mae.py`). Loss: per modality, the mean
+  squared error per patch averaged over the hidden patches of the real examples in the
+  global batch, summed over modalities (HiCMAE weighs audio and video equally); plus,
+  with `config.task.contrastive_weight` > 0, that weight times HiCMAE's hierarchical
+  cross-modal contrastive loss: symmetric InfoNCE (`losses.clip_loss`, fixed
+  `temperature`, 0.07 and weight 0.1 in the paper) between the two modalities' pooled
+  embeddings at each intermediate level, summed over levels, negatives from the whole
+  global batch. Evaluation: the reconstruction error over a whole split (`loss`, the
+  selection metric; `loss_<modality>` each), with fixed masks (`eval_rng_streams`).
   """
   name: ClassVar[str] = 'masked_reconstruction'
   rng_streams: ClassVar[tuple[str, ...]] = ('dropout', 'masking')
   eval_rng_streams: ClassVar[tuple[str, ...]] = ('masking',)
   needs_labels: ClassVar[bool] = False
+  modalities: tuple[str, ...] = ()
+  contrastive_weight: float = 0.0
+  temperature: float = 0.07
 
   @classmethod
   def from_config(cls, config, num_classes=None, class_names=None) -> 'MaskedReconstruction':
-    loss = config.task.get('loss', 'mse')
+    c = config.task
+    loss = c.get('loss', 'mse')
     if loss != 'mse':
       raise ConfigError(f'config.task.loss: {loss!r} does not fit task '
                         "'masked_reconstruction' (mse)")
-    return cls()
+    weight, tau = float(c.get('contrastive_weight', 0.0)), float(c.get('temperature', 0.07))
+    if weight < 0 or tau <= 0:
+      raise ConfigError(f'config.task: contrastive_weight={weight} must be >= 0 and '
+                        f'temperature={tau} > 0')
+    return cls(tuple(config.data.modalities), weight, tau)
 
   def metric_names(self):
+    if len(self.modalities) > 1:
+      return ('loss',) + tuple(f'loss_{m}' for m in self.modalities)
     return ('loss',)
 
   @staticmethod
-  def _per_example(outputs, batch):
-    err = jnp.mean(jnp.square(outputs['prediction'] - outputs['target']), axis=-1)
-    hidden = outputs['masked'] * batch['mask'][:, None]
+  def _reconstructions(outputs) -> dict:
+    return outputs['reconstruction'] if 'reconstruction' in outputs else {'': outputs}
+
+  @staticmethod
+  def _per_example(rec, batch):
+    err = jnp.mean(jnp.square(rec['prediction'] - rec['target']), axis=-1)
+    hidden = rec['masked'] * batch['mask'][:, None]
     return jnp.sum(err * hidden, axis=1), jnp.sum(hidden, axis=1)
 
   def loss(self, outputs, batch, *, mesh=None, rules=()):
-    total, count = self._per_example(outputs, batch)
-    return jnp.sum(total) / jnp.maximum(jnp.sum(count), 1.0), {
-        'hidden_patches': jnp.sum(count) / jnp.maximum(jnp.sum(batch['mask']), 1.0)}
+    total, aux = 0.0, {}
+    examples = jnp.maximum(jnp.sum(batch['mask']), 1.0)
+    for m, rec in self._reconstructions(outputs).items():
+      err, count = self._per_example(rec, batch)
+      part = jnp.sum(err) / jnp.maximum(jnp.sum(count), 1.0)
+      total = total + part
+      suffix = f'_{m}' if m else ''
+      aux[f'hidden_patches{suffix}'] = jnp.sum(count) / examples
+      if m:
+        aux[f'reconstruction_{m}'] = part
+    levels = outputs.get('levels') if isinstance(outputs, dict) else None
+    if self.contrastive_weight and levels:
+      a, b = (levels[m] for m in self.modalities)
+      scale = jnp.asarray(1.0 / self.temperature, jnp.float32)
+      contrast = sum(losses.clip_loss(a[i], b[i], scale, batch['mask'])
+                     for i in range(a.shape[0]))
+      aux['contrastive'] = contrast
+      total = total + self.contrastive_weight * contrast
+    return total, aux
 
   def eval_outputs(self, outputs, batch):
-    total, count = self._per_example(outputs, batch)
-    return {'error_sum': total, 'hidden': count, 'valid': batch['mask']}
+    out = {'valid': batch['mask']}
+    for m, rec in self._reconstructions(outputs).items():
+      suffix = f'_{m}' if m else ''
+      out[f'error_sum{suffix}'], out[f'hidden{suffix}'] = self._per_example(rec, batch)
+    return out
 
   def metrics(self, gathered, reference=None) -> dict:
-    return {'loss': float(np.sum(gathered['error_sum']) /
-                          max(float(np.sum(gathered['hidden'])), 1.0))}
+    out, total = {}, 0.0
+    for key in sorted(gathered):
+      if key.startswith('error_sum'):
+        suffix = key[len('error_sum'):]
+        value = float(np.sum(gathered[key]) /
+                      max(float(np.sum(gathered[f'hidden{suffix}'])), 1.0))
+        total += value
+        if suffix:
+          out[f'loss{suffix}'] = value
+    out['loss'] = total
+    return out
 
 
 def _task_classes() -> dict[str, type]:

@@ -20,7 +20,7 @@ from affectjax.data import ravdess
 def get_config(arg=None):
   own, data_arg = split_variants(arg, ('finetune', 'probe', *mae_sizes()))
   c = config_lib.base_config()
-  c.model = models.default_config('mae.AudioMAEClassifier')
+  c.model = models.default_config('mae.MAEClassifier')
   sizes = [o for o in own if o in mae_sizes()]
   c.model.size = sizes[-1] if sizes else 'tiny'
   ravdess.configure(c, data_arg)

@@ -71,7 +71,7 @@ def test_classifier_mounts_the_same_encoder():
   batch = _batch()
   pre = mae.AudioMAE(('audio',)).init({'params': jax.random.key(0),
                                        'masking': jax.random.key(1)}, batch, train=False)
-  clf = mae.AudioMAEClassifier(('audio',), out_dim=8).init(jax.random.key(0), batch,
+  clf = mae.MAEClassifier(('audio',), out_dim=8).init(jax.random.key(0), batch,
                                                              train=False)
   shapes = lambda t: jax.tree.map(lambda x: x.shape, t)  # noqa: E731
   assert shapes(pre['params']['encoder']) == shapes(clf['params']['encoder'])

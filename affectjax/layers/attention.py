@@ -17,6 +17,31 @@ def masked_softmax(scores: jax.Array, edges: jax.Array, axis: int = -1) -> jax.A
   return e / jnp.maximum(jnp.sum(e, axis=axis, keepdims=True), 1e-30)
 
 
+def multi_head_attention(x, context, keys, num_heads: int, dropout: float = 0.0, *,
+                         train: bool, dtype=jnp.float32, prefix: str = ''):
+  """Multi-head attention of `x` (B, Q, D) over `context` (B, K, Dc), `keys` a boolean
+  mask broadcastable to (B, heads, Q, K). Declares its projections (`<prefix>query`,
+  `key`, `value`, `attention_out`) in the calling module, so self- and cross-attention
+  blocks share one implementation. Without dropout it runs through
+  `jax.nn.dot_product_attention` (a fused kernel where the platform has one)."""
+  width = x.shape[-1]
+  if width % num_heads:
+    raise ValueError(f'attention: width {width} is not divisible by {num_heads} heads')
+  head = width // num_heads
+  split = lambda y: y.reshape(*y.shape[:-1], num_heads, head)  # noqa: E731
+  q = split(dense(width, ('embed', 'heads'), name=f'{prefix}query', dtype=dtype)(x))
+  k = split(dense(width, ('embed', 'heads'), name=f'{prefix}key', dtype=dtype)(context))
+  v = split(dense(width, ('embed', 'heads'), name=f'{prefix}value', dtype=dtype)(context))
+  if dropout:
+    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head).astype(q.dtype)
+    probs = nn.Dropout(dropout, deterministic=not train)(masked_softmax(scores, keys))
+    ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
+  else:
+    ctx = jax.nn.dot_product_attention(q, k, v, mask=keys)
+  return dense(width, ('heads', 'embed'), name=f'{prefix}attention_out', dtype=dtype)(
+      ctx.reshape(*x.shape[:-1], width))
+
+
 class TransformerEncoderLayer(nn.Module):
   """The transformer block every transformer of the codebase uses: multi-head
   self-attention and an MLP, each with a residual, over padded sequences (padded keys are
@@ -48,23 +73,11 @@ class TransformerEncoderLayer(nn.Module):
       keys &= jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))[None, None]
     drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)  # noqa: E731
     attn_drop = self.dropout if self.attention_dropout is None else self.attention_dropout
-    width = x.shape[-1]
-    head = width // self.num_heads
-    split = lambda y: y.reshape(*y.shape[:-1], self.num_heads, head)  # noqa: E731
     norm_1, norm_2 = nn.LayerNorm(name='norm_1', dtype=dtype), nn.LayerNorm(name='norm_2',
                                                                            dtype=dtype)
     y = norm_1(x) if self.norm == 'pre' else x
-    q = split(dense(width, ('embed', 'heads'), name='query', dtype=dtype)(y))
-    k = split(dense(width, ('embed', 'heads'), name='key', dtype=dtype)(y))
-    v = split(dense(width, ('embed', 'heads'), name='value', dtype=dtype)(y))
-    if attn_drop:
-      scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head).astype(q.dtype)
-      probs = nn.Dropout(attn_drop, deterministic=not train)(masked_softmax(scores, keys))
-      ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
-    else:
-      ctx = jax.nn.dot_product_attention(q, k, v, mask=keys)
-    attn = dense(width, ('heads', 'embed'), name='attention_out', dtype=dtype)(
-        ctx.reshape(*x.shape[:-1], width))
+    attn = multi_head_attention(y, y, keys, self.num_heads, attn_drop, train=train, dtype=dtype)
+    width = x.shape[-1]
     act = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu}[self.activation]
     if self.norm == 'post':
       x = norm_1(x + drop(attn))
@@ -103,3 +116,34 @@ class TransformerEncoder(nn.Module):
       x = nn.LayerNorm(name='norm_out', dtype=jnp.dtype(self.dtype))(x)
       x = x * mask[..., None].astype(x.dtype)
     return (x, hidden) if return_hidden else x
+
+
+class CrossAttentionLayer(nn.Module):
+  """A pre-norm block that first attends to another sequence, then to itself:
+  x = x + CrossMHA(LN(x), LN(context)); then a pre-norm `TransformerEncoderLayer`
+  (`block`). HiCMAE (Sun et al. 2024) uses this form for its cross-modal fusion encoder
+  and for the decoder layers that read the encoder's intermediate layers.
+
+  `mask` (B, Q) marks real queries, `context_mask` (B, K) real context positions."""
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  activation: str = 'gelu'
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, x, mask, context, context_mask, *, train: bool):
+    dtype = jnp.dtype(self.dtype)
+    keys = context_mask[:, None, None, :] > 0
+    y = nn.LayerNorm(name='cross_norm', dtype=dtype)(x)
+    c = nn.LayerNorm(name='context_norm', dtype=dtype)(context)
+    if c.shape[-1] != y.shape[-1]:
+      raise ValueError(f'CrossAttentionLayer: context width {c.shape[-1]} differs from the '
+                       f'queries\' {y.shape[-1]}')
+    attn = multi_head_attention(y, c, keys, self.num_heads, train=train, dtype=dtype,
+                                prefix='cross_')
+    x = x + nn.Dropout(self.dropout, deterministic=not train)(attn)
+    x = x * mask[..., None].astype(x.dtype)
+    return TransformerEncoderLayer(self.num_heads, self.mlp_dim, self.dropout, norm='pre',
+                                   activation=self.activation, attention_dropout=0.0,
+                                   dtype=self.dtype, name='block')(x, mask, train=train)
