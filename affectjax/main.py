@@ -6,6 +6,7 @@
   affectjax robustness --config configs/NAME.py[:ARG] --workdir DIR [--levels 0.5,1,2]
   affectjax extract-features --config configs/NAME.py[:ARG] [--out FILE.npz]
   affectjax export-encoder --config configs/NAME.py:finetune --workdir DIR --out FOLDER
+  affectjax build-clips --input FOLDER [--labels ravdess|crema-d|none|FILE.csv] [--face]
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ def _parser() -> argparse.ArgumentParser:
                        'configs/iemocap_contextfree.py:finetune,utterance')
   exp_enc.add_argument('--workdir', required=True)
   exp_enc.add_argument('--out', required=True, help='new folder to write')
+  bc = sub.add_parser('build-clips', help='decode a folder of raw clips (videos with audio, '
+                      'or audio files) once into a TFDS ArrayRecord dataset that configs '
+                      'with data.name=clips read (see affectjax/data/clips.py)')
+  bc.add_argument('--input', required=True, help='folder of clips (searched recursively)')
+  bc.add_argument('--labels', default='none', help='ravdess | crema-d | none | FILE.csv '
+                  '(columns file,label[,speaker])')
+  bc.add_argument('--modalities', default='audio,video', help='audio,video | audio | video')
+  bc.add_argument('--frames', type=int, default=16, help='frames sampled per clip')
+  bc.add_argument('--size', type=int, default=160, help='square frame size in pixels')
+  bc.add_argument('--face', action='store_true', help='crop the face (OpenCV detector)')
+  bc.add_argument('--max-seconds', type=float, default=4.0, help='audio kept per clip')
+  bc.add_argument('--skip-bad', action='store_true',
+                  help='leave out unreadable clips (and say how many) instead of stopping')
+  bc.add_argument('--tfds-dir', default='', help='where to write (default '
+                  '~/.cache/affectjax/tfds, as config.data.tfds_dir)')
   return p
 
 
@@ -117,6 +133,15 @@ def _run(argv) -> None:
   if args.command == 'sweep':
     from affectjax import sweep
     print(sweep.run(args.config, args.grid, args.seeds, args.workdir, overrides)['table'])
+    return
+  if args.command == 'build-clips':
+    from affectjax.data import clips, prepared
+    settings = clips.Settings(tuple(filter(None, args.modalities.split(','))), args.labels,
+                              args.frames, args.size, args.face, max_seconds=args.max_seconds,
+                              skip_bad=args.skip_bad)
+    out = clips.build(args.input, settings,
+                      args.tfds_dir or os.path.join(prepared.cache_dir(), 'tfds'))
+    print(json.dumps({'clips': len(out.as_data_source()['clips']), 'dataset': out.data_dir}))
     return
   config = config_lib.load(args.config, overrides)
   if args.command == 'robustness':

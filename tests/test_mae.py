@@ -146,3 +146,81 @@ def test_pretraining_resumes_exactly_then_fine_tunes_and_probes(tmp_path, monkey
     changed = max(float(np.abs(final[k] - source[k]).max()) for k in enc)
     assert (changed > 0) == moves, (variant, changed)
     assert 0 <= json.loads((out / 'results.json').read_text())['test']['uar'] <= 1
+
+
+def _video_batch(b=2, t=4, size=32):
+  rng = np.random.default_rng(3)
+  return {'video': jnp.asarray(rng.normal(size=(b, t, size, size, 3)), jnp.float32),
+          'mask': jnp.ones((b,), jnp.float32)}
+
+
+def test_video_mae_tube_masks_and_sees_only_visible_tubelets():
+  model = mae.VideoMAE(('video',), tubelet=(2, 16, 16), mask_ratio=0.5)
+  batch = _video_batch()
+  rngs = {'masking': jax.random.key(4)}
+  params = model.init({'params': jax.random.key(0), **rngs}, batch, train=False)
+  out = model.apply(params, batch, train=False, rngs=rngs)
+  # 4 frames x 32 x 32 in (2, 16, 16) tubelets: a 2 x 2 x 2 grid, 2 x 3 x 256 values each.
+  assert out['prediction'].shape == out['target'].shape == (2, 8, 1536)
+  masked = np.asarray(out['masked']).reshape(2, 2, 4)  # (example, time, space)
+  np.testing.assert_array_equal(masked[:, 0], masked[:, 1])  # The same tube at every time.
+  np.testing.assert_array_equal(masked.sum((1, 2)), 4)
+  changed = np.asarray(batch['video']).copy()
+  for b in range(2):
+    for s in np.flatnonzero(masked[b, 0]):
+      hi, wi = divmod(int(s), 2)
+      changed[b, :, 16 * hi:16 * hi + 16, 16 * wi:16 * wi + 16] *= 3.0
+  out2 = model.apply(params, dict(batch, video=jnp.asarray(changed)), train=False, rngs=rngs)
+  np.testing.assert_allclose(out2['prediction'], out['prediction'], atol=1e-5)
+  with pytest.raises(ValueError, match='not a multiple of the patch size 16'):
+    model.apply(params, dict(batch, video=batch['video'][:, :, :24]), train=False, rngs=rngs)
+
+
+def _av_batch():
+  return {**_batch(b=2, t=16, f=32), **_video_batch()}
+
+
+def test_audio_visual_mae_fuses_skips_and_its_contrastive_term_counts(monkeypatch):
+  from affectjax import tasks
+  model = mae.AudioVisualMAE(('audio', 'video'), decoder_depth=2, fusion_depth=1)
+  batch = _av_batch()
+  rngs = {'masking': jax.random.key(2)}
+  params = model.init({'params': jax.random.key(0), **rngs}, batch, train=False)
+  p = params['params']
+  assert {'audio_encoder', 'video_encoder', 'fusion', 'audio_decoder', 'video_decoder'} <= set(p)
+  assert 'cross_query' in p['audio_decoder']['layer_1']  # The skip connection's attention.
+  out = model.apply(params, batch, train=False, rngs=rngs)
+  rec = out['reconstruction']
+  assert rec['audio']['prediction'].shape == (2, 8, 64)
+  assert rec['video']['prediction'].shape == (2, 8, 1536)
+  assert out['levels']['audio'].shape == out['levels']['video'].shape == (1, 2, 64)
+  np.testing.assert_allclose(np.linalg.norm(out['levels']['audio'], axis=-1), 1, atol=1e-5)
+  # The video stream reads the audio through fusion: changing the audio changes it.
+  louder = dict(batch, audio=batch['audio'] * 2 + 1)
+  out2 = model.apply(params, louder, train=False, rngs=rngs)
+  assert np.abs(np.asarray(out2['reconstruction']['video']['prediction']) -
+                np.asarray(rec['video']['prediction'])).max() > 1e-4
+  config = config_lib.base_config()
+  config.data.modalities = ('audio', 'video')
+  config.task.name, config.task.loss = 'masked_reconstruction', 'mse'
+  plain = tasks.get_task(config)
+  config.task.contrastive_weight = 0.5
+  weighted = tasks.get_task(config)
+  loss0, aux0 = plain.loss(out, batch)
+  loss1, aux1 = weighted.loss(out, batch)
+  np.testing.assert_allclose(float(aux0['reconstruction_audio'] + aux0['reconstruction_video']),
+                             float(loss0), rtol=1e-6)
+  np.testing.assert_allclose(float(loss1), float(loss0) + 0.5 * float(aux1['contrastive']),
+                             rtol=1e-6)
+  assert float(aux1['contrastive']) > 0
+  assert weighted.metric_names() == ('loss', 'loss_audio', 'loss_video')
+  gathered = jax.tree.map(np.asarray, weighted.eval_outputs(out, batch))
+  m = weighted.metrics(gathered)
+  np.testing.assert_allclose(m['loss'], m['loss_audio'] + m['loss_video'], rtol=1e-6)
+  # The classifier mounts the same encoders and fusion under the same paths.
+  clf = mae.MAEClassifier(('audio', 'video'), out_dim=8, fusion_depth=1).init(
+      jax.random.key(1), batch, train=False)['params']
+  shapes = lambda t: jax.tree.map(lambda x: x.shape, t)  # noqa: E731
+  for name in ('audio_encoder', 'video_encoder', 'fusion'):
+    assert shapes(clf[name]) == shapes(p[name]), name
+  assert set(clf) == {'audio_encoder', 'video_encoder', 'fusion', 'head'}

@@ -63,3 +63,8 @@ def build_once(builder, manual_dir: str, check=None):
     builder.download_and_prepare(
         download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
   return builder
+
+
+def hash_text(text: str) -> str:
+  """A short hash of a settings string (for cache keys)."""
+  return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()

@@ -37,8 +37,9 @@ SHARED_CLASSES = tuple(sorted(EMODB_TO_RAVDESS.values()))
 SAMPLE_RATE = 16000
 
 
-def parse_ravdess_name(path: str) -> tuple[int, int]:
-  """(emotion class 0-7, actor 1-24) from a RAVDESS audio file name."""
+def parse_ravdess_name(path: str, media: tuple[int, ...] = (3,)) -> tuple[int, int]:
+  """(emotion class 0-7, actor 1-24) from a RAVDESS file name whose modality field is
+  in `media` (01 audio-visual, 02 video only, 03 audio only)."""
   parts = os.path.splitext(os.path.basename(path))[0].split('-')
   try:
     if len(parts) != 7:
@@ -47,7 +48,7 @@ def parse_ravdess_name(path: str) -> tuple[int, int]:
   except ValueError:
     raise base.DataError(f'{path}: not a RAVDESS name (modality-channel-emotion-intensity-'
                          'statement-repetition-actor)') from None
-  if modality != 3 or not 1 <= emotion <= 8 or not 1 <= actor <= 24:
+  if modality not in media or not 1 <= emotion <= 8 or not 1 <= actor <= 24:
     raise base.DataError(f'{path}: field emotion/actor/modality out of range '
                          f'(modality {modality}, emotion {emotion}, actor {actor})')
   return emotion - 1, actor

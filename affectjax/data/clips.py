@@ -1,0 +1,493 @@
+"""A folder of raw clips (videos with audio, or audio files) as a dataset.
+
+  affectjax build-clips --input DIR [--labels ravdess|crema-d|none|FILE.csv] [--frames 16]
+                        [--size 160] [--face] [--modalities audio,video] [--skip-bad]
+
+decodes every clip once into a TFDS dataset of ArrayRecord shards (under
+`config.data.tfds_dir`, default ~/.cache/affectjax/tfds), keyed by the clips' content and
+the build settings, so a changed clip or setting builds again; training configs with
+`data.name = 'clips'` build it the same way on first use and read it back through
+`tfds.data_source` (random access, grain batches, per-process slicing).
+
+Per clip:
+- video (PyAV, FFmpeg's decoders): every frame decoded, `frames` of them taken evenly
+  spaced over the clip; with `face`, one square box per clip around the face (OpenCV's
+  bundled Haar cascade, run on each sampled frame; the median box over the frames where a
+  face was found, enlarged by `face_margin`), cropped and resized to `size` x `size`, kept
+  as uint8 RGB; models get (x / 255 - ImageNet mean) / std, as VideoMAE feeds them.
+- audio: the audio track (or the audio file) decoded, mixed to mono and resampled to
+  16 kHz, padded or cut to `max_seconds`, and turned into log-mel frames by the speech
+  pipeline's `ravdess.log_mel` (the one implementation), with `frame_mask`.
+- label and speaker from the file name (`ravdess`: 03-01-<emotion>-...-<actor>;
+  `crema-d`: <speaker>_<sentence>_<EMOTION>_<level>), from a CSV with columns
+  `file,label[,speaker]` (label names; classes in first-seen order), or none (unlabelled,
+  for pretraining).
+
+A truncated or unreadable file, a video without the audio track it needs, a clip with
+fewer frames than `frames`, or one where no face is found is a one-line error naming the
+file; with `skip_bad` such clips are left out and their count (and the first reasons) is
+printed at the end. Nothing half-built stays behind: TFDS writes into a temporary folder
+and renames it when complete.
+
+Splits (`config.data.split`): `folds` puts whole speakers into `num_folds` folds (fold k is
+test, the next one validation, the rest training: no speaker in two splits); `all` puts
+every clip into every split, for pipeline demos on a handful of unlabelled clips only.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import os
+import sys
+
+import numpy as np
+
+from affectjax.data import base, prepared, ravdess
+
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.flv', '.webm', '.m4v')
+AUDIO_EXTENSIONS = ('.wav', '.flac', '.mp3', '.ogg', '.m4a')
+CREMA_EMOTIONS = ('NEU', 'HAP', 'SAD', 'ANG', 'FEA', 'DIS')
+IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], np.float32)
+SAMPLE_RATE = 16000
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What a build depends on besides the clips themselves."""
+  modalities: tuple[str, ...] = ('audio', 'video')
+  labels: str = 'none'  # ravdess | crema-d | none | path of a CSV
+  frames: int = 16
+  size: int = 160
+  face: bool = False
+  face_margin: float = 1.3
+  max_seconds: float = 4.0
+  window_ms: float = 25.0
+  hop_ms: float = 20.0
+  n_mels: int = 64
+  skip_bad: bool = False
+
+  def check(self):
+    bad = set(self.modalities) - {'audio', 'video'}
+    if bad or not self.modalities:
+      raise base.DataError(f'clips: modalities {self.modalities} must be audio and/or video')
+    if self.frames < 1 or self.size < 8:
+      raise base.DataError(f'clips: frames={self.frames} must be >= 1 and size={self.size} '
+                           '>= 8')
+
+
+def find_clips(folder: str, modalities) -> list[str]:
+  if not os.path.isdir(folder):
+    raise base.DataError(f'{folder}: no such folder of clips')
+  ext = VIDEO_EXTENSIONS if 'video' in modalities else VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
+  files = sorted(p for p in glob.glob(os.path.join(folder, '**', '*'), recursive=True)
+                 if p.lower().endswith(ext) and os.path.isfile(p))
+  if not files:
+    raise base.DataError(f'{folder}: no clips (looked for {" ".join(ext)})')
+  return files
+
+
+class Labels:
+  """Label (class index, or -1 when unlabelled) and speaker of each clip."""
+
+  def __init__(self, scheme: str):
+    self.scheme = scheme
+    self.table: dict[str, tuple[str, str]] = {}
+    if scheme == 'ravdess':
+      self.names = ravdess.EMOTIONS
+    elif scheme == 'crema-d':
+      self.names = CREMA_EMOTIONS
+    elif scheme == 'none':
+      self.names = ()
+    elif scheme.lower().endswith('.csv'):
+      self.names = self._read_csv(scheme)
+    else:
+      raise base.DataError(f'clips: labels {scheme!r} (ravdess | crema-d | none | FILE.csv)')
+
+  def _read_csv(self, path):
+    if not os.path.isfile(path):
+      raise base.DataError(f'{path}: label file not found')
+    names = []
+    with open(path, newline='') as f:
+      rows = csv.DictReader(f)
+      if not rows.fieldnames or not {'file', 'label'} <= set(rows.fieldnames):
+        raise base.DataError(f'{path}: needs columns file,label[,speaker] (has '
+                             f'{rows.fieldnames})')
+      for i, row in enumerate(rows, 2):
+        if not row['file'] or not row['label']:
+          raise base.DataError(f'{path}:{i}: empty file or label')
+        self.table[os.path.basename(row['file'])] = (row['label'], row.get('speaker') or '')
+        if row['label'] not in names:
+          names.append(row['label'])
+    return tuple(names)
+
+  def __call__(self, path: str) -> tuple[int, str]:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if self.scheme == 'ravdess':
+      emotion, actor = ravdess.parse_ravdess_name(path, media=(1, 2, 3))
+      return emotion, f'{actor:02d}'
+    if self.scheme == 'crema-d':
+      parts = stem.split('_')
+      if len(parts) < 3 or parts[2] not in CREMA_EMOTIONS:
+        raise base.DataError(f'{path}: not a CREMA-D name (<speaker>_<sentence>_<EMOTION>_...)')
+      return CREMA_EMOTIONS.index(parts[2]), parts[0]
+    if self.scheme == 'none':
+      return -1, stem
+    key = os.path.basename(path)
+    if key not in self.table:
+      raise base.DataError(f'{self.scheme}: no row for clip {key}')
+    label, speaker = self.table[key]
+    return self.names.index(label), speaker or stem
+
+
+def _av():
+  try:
+    import av
+  except ImportError:
+    raise base.DataError('clips: decoding needs PyAV (pip install av)') from None
+  return av
+
+
+def read_video_frames(path: str) -> list[np.ndarray]:
+  """Every frame of the first video stream as RGB uint8 (H, W, 3)."""
+  av = _av()
+  try:
+    with av.open(path) as container:
+      if not container.streams.video:
+        raise base.DataError(f'{path}: no video stream')
+      frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
+  except av.FFmpegError as e:
+    raise base.DataError(f'{path}: cannot decode video ({type(e).__name__}: {e})') from None
+  if not frames:
+    raise base.DataError(f'{path}: the video stream has no frames')
+  return frames
+
+
+def read_audio_track(path: str, rate: int = SAMPLE_RATE) -> np.ndarray:
+  """The first audio stream, mono float32 at `rate`."""
+  av = _av()
+  chunks = []
+  try:
+    with av.open(path) as container:
+      if not container.streams.audio:
+        raise base.DataError(f'{path}: no audio track')
+      resampler = av.AudioResampler(format='flt', layout='mono', rate=rate)
+      for frame in container.decode(audio=0):
+        chunks += [r.to_ndarray().reshape(-1) for r in resampler.resample(frame)]
+      chunks += [r.to_ndarray().reshape(-1) for r in resampler.resample(None)]
+  except av.FFmpegError as e:
+    raise base.DataError(f'{path}: cannot decode audio ({type(e).__name__}: {e})') from None
+  x = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+  if not len(x):
+    raise base.DataError(f'{path}: the audio track has no samples')
+  if not np.all(np.isfinite(x)):
+    raise base.DataError(f'{path}: audio has NaN/inf samples')
+  return x
+
+
+def sample_indices(count: int, frames: int, path: str) -> np.ndarray:
+  """`frames` evenly spaced frame indices (segment centres) of a `count`-frame clip."""
+  if count < frames:
+    raise base.DataError(f'{path}: {count} video frames, fewer than the {frames} asked for')
+  return ((np.arange(frames) + 0.5) * count / frames).astype(np.int64)
+
+
+def _detector():
+  import cv2
+  cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades,
+                                               'haarcascade_frontalface_default.xml'))
+  if cascade.empty():
+    raise base.DataError('clips: OpenCV\'s face cascade is missing from this cv2 install '
+                         '(use opencv-python-headless < 5)')
+  return cascade
+
+
+def face_box(frames: list[np.ndarray], path: str, margin: float) -> tuple[int, int, int]:
+  """(centre x, centre y, side) of one square box around the face over the clip."""
+  import cv2
+  cascade, found = _detector(), []
+  for frame in frames:
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    least = max(24, min(gray.shape) // 8)
+    boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5,
+                                     minSize=(least, least))
+    if len(boxes):
+      x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
+      found.append((x + w / 2, y + h / 2, max(w, h)))
+  if not found:
+    raise base.DataError(f'{path}: no face found in any of the {len(frames)} sampled frames')
+  cx, cy, side = np.median(np.asarray(found), axis=0)
+  return int(round(cx)), int(round(cy)), max(2, int(round(side * margin)))
+
+
+def crop_square(frame: np.ndarray, box: tuple[int, int, int]) -> np.ndarray:
+  """The box (edge-padded where it leaves the frame)."""
+  cx, cy, side = box
+  x0, y0 = cx - side // 2, cy - side // 2
+  h, w = frame.shape[:2]
+  pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+  if pad:
+    frame = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode='edge')
+    x0, y0 = x0 + pad, y0 + pad
+  return frame[y0:y0 + side, x0:x0 + side]
+
+
+def center_square(frame: np.ndarray) -> np.ndarray:
+  h, w = frame.shape[:2]
+  side = min(h, w)
+  return frame[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+
+
+def video_clip(path: str, s: Settings) -> np.ndarray:
+  """(frames, size, size, 3) uint8."""
+  import cv2
+  frames = read_video_frames(path)
+  picked = [frames[i] for i in sample_indices(len(frames), s.frames, path)]
+  if s.face:
+    box = face_box(picked, path, s.face_margin)
+    picked = [crop_square(f, box) for f in picked]
+  else:
+    picked = [center_square(f) for f in picked]
+  return np.stack([cv2.resize(f, (s.size, s.size), interpolation=cv2.INTER_AREA)
+                   for f in picked]).astype(np.uint8)
+
+
+def audio_features(path: str, s: Settings) -> tuple[np.ndarray, np.ndarray]:
+  """(log-mel (F, n_mels), frame_mask (F,)) of the first `max_seconds`."""
+  x = read_audio_track(path)
+  n = int(s.max_seconds * SAMPLE_RATE)
+  wave = np.zeros((1, n), np.float32)
+  wave[0, :min(n, len(x))] = x[:n]
+  feats, mask = ravdess.log_mel(wave, np.asarray([min(n, len(x))]), window_ms=s.window_ms,
+                                hop_ms=s.hop_ms, n_mels=s.n_mels)
+  return feats[0], mask[0]
+
+
+def decode_clip(path: str, s: Settings, labels: Labels) -> dict:
+  label, speaker = labels(path)
+  out = {'file': os.path.basename(path), 'speaker': speaker, 'label': np.int32(label)}
+  if 'video' in s.modalities:
+    out['video'] = video_clip(path, s)
+  if 'audio' in s.modalities:
+    out['audio'], out['frame_mask'] = audio_features(path, s)
+  return out
+
+
+_BUILDER = None
+
+
+def _builder_class():
+  """Defines the TFDS builder on first use (keeps tfds out of light imports)."""
+  global _BUILDER
+  if _BUILDER is not None:
+    return _BUILDER
+  tfds = prepared.tfds()
+
+  class ClipsConfig(tfds.core.BuilderConfig):
+    def __init__(self, *, files=(), settings=Settings(), **kw):
+      super().__init__(**kw)
+      self.files, self.settings = tuple(files), settings
+
+  class Clips(tfds.core.GeneratorBasedBuilder):
+    """Decoded clips (see affectjax/data/clips.py)."""
+    VERSION = tfds.core.Version('1.0.0')
+    BUILDER_CONFIG_CLASS = ClipsConfig
+
+    def _info(self):
+      s = self.builder_config.settings
+      features = {'file': tfds.features.Text(), 'speaker': tfds.features.Text(),
+                  'label': tfds.features.Scalar(np.int32)}
+      if 'video' in s.modalities:
+        features['video'] = tfds.features.Tensor(shape=(s.frames, s.size, s.size, 3),
+                                                 dtype=np.uint8,
+                                                 encoding=tfds.features.Encoding.ZLIB)
+      if 'audio' in s.modalities:
+        frames = audio_frames(s)
+        features['audio'] = tfds.features.Tensor(shape=(frames, s.n_mels), dtype=np.float32)
+        features['frame_mask'] = tfds.features.Tensor(shape=(frames,), dtype=np.float32)
+      return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+      return {'clips': self._generate_examples()}
+
+    def _generate_examples(self):
+      s = self.builder_config.settings
+      labels, skipped = Labels(s.labels), []
+      files = self.builder_config.files
+      progress = _progress(len(files))
+      for i, path in enumerate(files):
+        try:
+          example = decode_clip(path, s, labels)
+        except base.DataError as e:
+          if not s.skip_bad:
+            raise
+          skipped.append(str(e))
+          continue
+        finally:
+          progress(i + 1)
+        yield i, example
+      if skipped:
+        print(f'clips: skipped {len(skipped)} of {len(files)} clips (bad input); first: '
+              f'{skipped[0]}', file=sys.stderr)
+      if len(skipped) == len(files):
+        raise base.DataError(f'clips: every one of the {len(files)} clips was bad')
+
+  _BUILDER = (Clips, ClipsConfig)
+  return _BUILDER
+
+
+def audio_frames(s: Settings) -> int:
+  n_fft = int(SAMPLE_RATE * s.window_ms / 1000)
+  hop = int(SAMPLE_RATE * s.hop_ms / 1000)
+  return 1 + (int(s.max_seconds * SAMPLE_RATE) - n_fft) // hop
+
+
+def _progress(total: int):
+  """One stderr line every 10% (and at the end) while decoding."""
+  step = max(1, total // 10)
+
+  def report(done):
+    if done % step == 0 or done == total:
+      print(f'clips: decoded {done}/{total}', file=sys.stderr, flush=True)
+  return report
+
+
+def build(folder: str, settings: Settings, tfds_dir: str):
+  """Builds (once) and returns the TFDS builder for the clips under `folder`."""
+  settings.check()
+  files = find_clips(folder, settings.modalities)
+  Labels(settings.labels)  # A bad label scheme or CSV fails before any decoding.
+  key = prepared.content_hash(files + ([settings.labels] if os.path.isfile(settings.labels)
+                                       else []))
+  digest = prepared.hash_text(repr(dataclasses.astuple(settings)))
+  Clips, ClipsConfig = _builder_class()
+  builder = Clips(data_dir=tfds_dir, file_format='array_record',
+                  config=ClipsConfig(name=f'clips_{key}_{digest}', files=files,
+                                     settings=settings))
+  return prepared.build_once(builder, folder)
+
+
+class ClipSource:
+  """Random access to some records of a built clips dataset, as the pipeline wants them:
+  `get_batch(indices)` -> {'video' float32 normalised, 'audio', 'frame_mask', 'label'}."""
+
+  def __init__(self, records, index: np.ndarray, modalities, labelled: bool):
+    self.records, self.index = records, np.asarray(index, np.int64)
+    self.fields = [m for m in ('video', 'audio') if m in modalities]
+    if 'audio' in modalities:
+      self.fields.append('frame_mask')
+    if labelled:
+      self.fields.append('label')
+
+  def __len__(self) -> int:
+    return len(self.index)
+
+  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    rows = [self.records[int(i)] for i in self.index[np.asarray(indices)]]
+    out = {}
+    for k in self.fields:
+      v = np.stack([np.asarray(r[k]) for r in rows])
+      if k == 'video':
+        v = (v.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+      out[k] = v.astype(np.int32) if k == 'label' else v.astype(np.float32)
+    return out
+
+  def __getitem__(self, i):
+    return {k: v[0] for k, v in self.get_batch(np.array([i])).items()}
+
+  def element_spec(self) -> dict:
+    return {k: (v.shape[1:], v.dtype) for k, v in self.get_batch(np.array([0])).items()}
+
+
+def settings_of(config) -> Settings:
+  d = config.data
+  labels = d.labels
+  if labels not in ('ravdess', 'crema-d', 'none') and not os.path.isabs(labels):
+    labels = os.path.join(_input_dir(config), labels)
+  return Settings(tuple(d.modalities), labels, int(d.num_frames), int(d.size), bool(d.face),
+                  float(d.face_margin), float(d.max_seconds), float(d.window_ms),
+                  float(d.hop_ms), int(d.n_mels), bool(d.skip_bad))
+
+
+def _input_dir(config) -> str:
+  path = config.data.input
+  if not path:
+    raise base.DataError('config.data.input: name the folder of clips')
+  if os.path.isabs(path):
+    return path
+  return os.path.join(prepared.data_dir(config, f'{path}/'), path)
+
+
+def split_speakers(speakers: np.ndarray, num_folds: int, fold: int) -> dict[str, np.ndarray]:
+  """Speaker-independent folds: sorted speakers dealt round-robin into `num_folds` folds;
+  fold `fold` is test, the next one validation, the rest training."""
+  unique = sorted(set(speakers.tolist()))
+  if not 1 <= fold <= num_folds or len(unique) < num_folds:
+    raise base.DataError(f'config.data: fold {fold} of {num_folds} needs at least '
+                         f'{num_folds} speakers (found {len(unique)})')
+  fold_of = {s: i % num_folds for i, s in enumerate(unique)}
+  which = np.asarray([fold_of[s] for s in speakers.tolist()])
+  test, valid = fold - 1, fold % num_folds
+  return {'train': np.flatnonzero((which != test) & (which != valid)),
+          'valid': np.flatnonzero(which == valid), 'test': np.flatnonzero(which == test)}
+
+
+def load(config) -> base.Dataset:
+  d = config.data
+  settings = settings_of(config)
+  folder = _input_dir(config)
+  builder = build(folder, settings, prepared.tfds_dir(config))
+  records = builder.as_data_source()['clips']
+  meta = [records[i] for i in range(len(records))]
+  speakers = np.asarray([m['speaker'].decode() if isinstance(m['speaker'], bytes)
+                         else m['speaker'] for m in meta])
+  labels = Labels(settings.labels)
+  labelled = bool(labels.names)
+  if d.split == 'all':
+    index = {k: np.arange(len(meta)) for k in base.SPLITS}
+  elif d.split == 'folds':
+    index = split_speakers(speakers, int(d.num_folds), int(d.fold))
+  else:
+    raise base.DataError(f'config.data.split: unknown {d.split!r} (folds | all)')
+  splits = {k: ClipSource(records, v, settings.modalities, labelled) for k, v in index.items()}
+  for k, v in splits.items():
+    if not len(v):
+      raise base.DataError(f'{folder}: split {k!r} is empty')
+  return base.Dataset(splits, tuple(settings.modalities),
+                      len(labels.names) if labelled else None, f'{folder} (clips)',
+                      labels.names or None)
+
+
+def configure(config, arg: str | None = None, own=()):
+  """Sets the clip-folder data fields (only those) of `config`. `arg`: comma-separated
+  variants: `fold<k>`, `smoke` (8 frames of 32 x 32, 1 s of audio); `own`: the config
+  file's variants, accepted here and applied by it."""
+  with config.unlocked():
+    d = config.data
+    d.name = 'clips'
+    d.input = ''  # Relative to the data directory, or absolute.
+    d.labels = 'none'
+    d.modalities = ('audio', 'video')
+    d.split = 'folds'
+    d.num_folds = 6
+    d.fold = 1
+    d.num_frames = 16  # HiCMAE's 16 frames,
+    d.size = 160  # of 160 x 160 face crops.
+    d.face = True
+    d.face_margin = 1.3
+    d.max_seconds = 4.0
+    d.window_ms = 25.0
+    d.hop_ms = 20.0
+    d.n_mels = 64
+    d.skip_bad = False
+    for item in filter(None, (arg or '').split(',')):
+      if item.startswith('fold') and item[4:].isdigit():
+        d.fold = int(item[4:])
+      elif item == 'smoke':
+        d.num_frames, d.size, d.max_seconds = 8, 32, 1.0
+      elif item not in own:
+        raise ValueError(f'unknown config variant {item!r} (fold<k>, smoke'
+                         f'{"".join(", " + o for o in own)})')
+  return config

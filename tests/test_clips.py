@@ -1,0 +1,140 @@
+"""Raw clips to a dataset: the real face videos, generated clips, and bad files."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from affectjax import config as config_lib
+from affectjax import main as main_lib
+from affectjax.data import base, clips
+from conftest import config_path
+
+DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
+VIDEOS = os.path.join(DATA, 'videos')
+needs_videos = pytest.mark.skipif(not os.path.isdir(VIDEOS),
+                                  reason='real data absent: set AFFECTJAX_DATA_DIR to the '
+                                  'folder holding videos/')
+
+
+def write_clip(path, frames=20, seconds=0.8, audio=True, rate=25, seed=0):
+  """An MPEG-4 clip of a moving bar with an AAC tone."""
+  import av
+  rng = np.random.default_rng(seed)
+  with av.open(str(path), 'w') as c:
+    v = c.add_stream('mpeg4', rate=rate)
+    v.width, v.height, v.pix_fmt = 64, 48, 'yuv420p'
+    a = c.add_stream('aac', rate=16000) if audio else None
+    if a is not None:
+      a.layout = 'mono'
+    for i in range(frames):
+      img = np.full((48, 64, 3), rng.integers(0, 60), np.uint8)
+      img[:, (3 * i) % 56:(3 * i) % 56 + 8] = 255
+      for p in v.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
+        c.mux(p)
+    if a is not None:
+      t = np.arange(int(16000 * seconds)) / 16000
+      x = (0.3 * np.sin(2 * np.pi * rng.integers(200, 800) * t)).astype(np.float32)
+      frame = av.AudioFrame.from_ndarray(x[None], format='flt', layout='mono')
+      frame.sample_rate = 16000
+      for p in a.encode(frame):
+        c.mux(p)
+    for s in filter(None, (v, a)):
+      for p in s.encode(None):
+        c.mux(p)
+
+
+@needs_videos
+def test_real_videos_decode_crop_the_face_and_build_once(tmp_path, capsys):
+  settings = clips.Settings(frames=8, size=48, face=True, max_seconds=3.0)
+  builder = clips.build(VIDEOS, settings, str(tmp_path / 'tfds'))
+  records = builder.as_data_source()['clips']
+  assert len(records) == 2
+  by_name = {r['file'].decode() if isinstance(r['file'], bytes) else r['file']: r
+             for r in (records[0], records[1])}
+  short, long = by_name['single_face.mp4'], by_name['WolfgangLanger_Pexels.mp4']
+  assert short['video'].shape == long['video'].shape == (8, 48, 48, 3)
+  assert short['video'].dtype == np.uint8 and short['video'].std() > 10
+  # 2.4 s of audio at 50 frames/s is 120 real frames; the 19.7 s clip fills 3 s.
+  assert abs(float(short['frame_mask'].sum()) - 120) <= 2
+  assert float(long['frame_mask'].sum()) == long['frame_mask'].shape[0] == 149
+  # A second build with the same clips and settings reuses the prepared data.
+  again = clips.build(VIDEOS, settings, str(tmp_path / 'tfds'))
+  assert again.data_dir == builder.data_dir
+  # The face box: a detector hit on a real face, centred on it (not the frame centre).
+  frames = clips.read_video_frames(os.path.join(VIDEOS, 'WolfgangLanger_Pexels.mp4'))
+  cx, cy, side = clips.face_box(frames[::60], 'x', 1.0)
+  assert 40 < side < 360 and (cx, cy) != (320, 180)
+
+
+def test_generated_clips_give_speaker_folds_and_cli_build(tmp_path, capsys):
+  folder = tmp_path / 'clips'
+  folder.mkdir()
+  # RAVDESS names: <modality>-<channel>-<emotion>-<intensity>-<statement>-<rep>-<actor>.
+  for actor in range(1, 7):
+    for emotion in (1, 5):
+      write_clip(folder / f'01-01-{emotion:02d}-01-01-01-{actor:02d}.mp4', seed=actor * 10 + emotion)
+  tfds_dir = tmp_path / 'tfds'
+  code = main_lib.main(['build-clips', '--input', str(folder), '--labels', 'ravdess',
+                        '--frames', '8', '--size', '32', '--max-seconds', '1',
+                        '--tfds-dir', str(tfds_dir)])
+  assert code == 0
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['clips'] == 12
+  config = config_lib.base_config()
+  clips.configure(config, 'smoke,fold2')
+  with config.unlocked():
+    config.data.input, config.data.labels, config.data.face = str(folder), 'ravdess', False
+    config.data.tfds_dir = str(tfds_dir)
+  ds = clips.load(config)
+  assert ds.num_classes == 8 and ds.modalities == ('audio', 'video')
+  sizes = {k: len(v) for k, v in ds.splits.items()}
+  assert sizes == {'train': 8, 'valid': 2, 'test': 2}
+  batch = ds.splits['train'].get_batch(np.arange(3))
+  assert batch['video'].shape == (3, 8, 32, 32, 3) and batch['video'].dtype == np.float32
+  assert batch['audio'].shape == (3, 49, 64) and set(np.unique(batch['label'])) <= {0, 4}
+  # No speaker in two splits.
+  meta = ds.splits['test'].records
+  who = {k: {meta[int(i)]['speaker'] for i in v.index} for k, v in ds.splits.items()}
+  assert not (who['train'] & who['test']) and not (who['valid'] & who['test'])
+
+
+def test_bad_clips_are_one_line_errors_or_counted_skips(tmp_path, capsys):
+  folder = tmp_path / 'bad'
+  folder.mkdir()
+  write_clip(folder / 'good.mp4')
+  write_clip(folder / 'silent.mp4', audio=False)
+  write_clip(folder / 'short.mp4', frames=4)
+  full = (folder / 'good.mp4').read_bytes()
+  (folder / 'truncated.mp4').write_bytes(full[:len(full) // 3])
+  (folder / 'garbage.mp4').write_bytes(os.urandom(2000))
+  s = clips.Settings(frames=8, size=32, max_seconds=1.0)
+  labels = clips.Labels('none')
+  for name, match in (('silent.mp4', 'no audio track'),
+                      ('short.mp4', '4 video frames, fewer than the 8 asked for'),
+                      ('truncated.mp4', 'cannot decode'), ('garbage.mp4', 'cannot decode')):
+    with pytest.raises(base.DataError, match=match) as e:
+      clips.decode_clip(str(folder / name), s, labels)
+    assert str(folder / name) in str(e.value) and '\n' not in str(e.value)
+  tfds_dir = tmp_path / 'tfds'
+  code = main_lib.main(['build-clips', '--input', str(folder), '--frames', '8', '--size',
+                        '32', '--tfds-dir', str(tfds_dir)])
+  err = capsys.readouterr().err
+  lines = err.strip().splitlines()  # Progress lines, then the one error line.
+  assert code == 2 and lines[-1].startswith('affectjax: error: ') and 'bad' in lines[-1], err
+  assert sum('error' in line for line in lines) == 1, err
+  leftovers = [p for p in tfds_dir.rglob('*') if p.is_file() and 'lock' not in p.name]
+  assert not [p for p in leftovers if p.suffix != '.lock' and 'array_record' in p.name]
+  code = main_lib.main(['build-clips', '--input', str(folder), '--frames', '8', '--size',
+                        '32', '--tfds-dir', str(tfds_dir), '--skip-bad'])
+  captured = capsys.readouterr()
+  assert code == 0 and 'skipped 4 of 5 clips' in captured.err
+  assert json.loads(captured.out.strip().splitlines()[-1])['clips'] == 1
+  with pytest.raises(base.DataError, match='no such folder'):
+    clips.find_clips(str(tmp_path / 'missing'), ('video',))
+  with pytest.raises(base.DataError, match='not a CREMA-D name'):
+    clips.Labels('crema-d')(str(folder / 'good.mp4'))
+  (tmp_path / 'labels.csv').write_text('file,emotion\ngood.mp4,happy\n')
+  with pytest.raises(base.DataError, match='needs columns file,label'):
+    clips.Labels(str(tmp_path / 'labels.csv'))
