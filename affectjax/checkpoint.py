@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from typing import Any
 
 import jax
@@ -303,15 +304,22 @@ class Checkpoints:
 
   # -- files -------------------------------------------------------------------------------
 
-  def _remove_temporaries(self, kind: str) -> None:
+  def _remove_temporaries(self, kind: str, patience_s: float = 30.0) -> None:
+    """Removes everything in latest/ or best/ that is not a finished step. After a failed
+    write, orbax's other array writes may still be running (its gather does not cancel
+    them) and recreate files in the temporary directory, so this retries until it is gone
+    or `patience_s` has passed."""
     path = self._dir(kind)
-    if not os.path.isdir(path):
-      return
-    for name in os.listdir(path):
-      if not _is_step(name):
+    deadline = time.monotonic() + patience_s
+    while os.path.isdir(path):
+      left = [n for n in os.listdir(path) if not _is_step(n)]
+      if not left or time.monotonic() > deadline:
+        return
+      for name in left:
         shutil.rmtree(os.path.join(path, name), ignore_errors=True)
         with contextlib.suppress(OSError):
           os.remove(os.path.join(path, name))
+      time.sleep(0.25)  # A clean listing counts only after the writers had time to act.
 
   def _delete(self, kind: str, step: int) -> None:
     # Renamed first, so a kill half-way through leaves a temporary, not a broken step.

@@ -397,7 +397,8 @@ def test_disk_full_is_one_line_and_resumes_exactly(tmp_path, straight, capsys, m
     assert len(err) == 1 and err[0].startswith('affectjax: error: '), err
     assert 'no space left on device' in err[0] and str(workdir) in err[0]
     for kind in ('latest', 'best'):
-      assert all(n.isdigit() for n in os.listdir(workdir / 'checkpoints' / kind))
+      left = os.listdir(workdir / 'checkpoints' / kind)
+      assert all(n.isdigit() for n in left), (kind, left)
     if mounted:
       subprocess.run(['mount', '-o', 'remount,size=64m', str(mnt)], check=True)
     else:
