@@ -124,3 +124,44 @@ def synthetic_training(c, items) -> None:
     if 'smoke' in items:
       c.train.num_steps, c.train.eval_every, c.train.log_every = 40, 20, 10
       c.train.batch_size, c.train.eval_batch_size = 32, 64
+
+
+# Clip folders the clips configs know by name: (folder under the data directory, label
+# scheme, number of speaker folds, split). `videos` is ../shared/data/videos: two
+# unlabelled real face videos, every clip in every split (a pipeline demo, not a study).
+CLIP_CORPORA = {
+    'ravdess': ('ravdess/videos', 'ravdess', 6, 'folds'),  # Actor_XX/01-01-*.mp4 (24 actors)
+    'cremad': ('crema-d/VideoFlash', 'crema-d', 5, 'folds'),  # 91 speakers' .flv clips
+    'videos': ('videos', 'none', 1, 'all'),
+}
+
+
+def clips_data(c, own_items, data_arg: str) -> None:
+  """The clips data fields: the corpus variant (`ravdess` default | `cremad` | `videos`),
+  then the data module's own variants (fold<k>, smoke)."""
+  from affectjax.data import clips
+  clips.configure(c, data_arg, own=tuple(CLIP_CORPORA))
+  corpus = [x for x in own_items if x in CLIP_CORPORA]
+  folder, labels, folds, split = CLIP_CORPORA[corpus[-1] if corpus else 'ravdess']
+  with c.unlocked():
+    d = c.data
+    d.input, d.labels, d.num_folds, d.split = folder, labels, folds, split
+    if split == 'all':
+      d.fold, d.repeat = 1, 4  # 2 clips x 4: one batch of 8, one example per device.
+
+
+def mae_training(c, items, demo: bool = False) -> None:
+  """Masked-autoencoder pretraining: selected on the validation reconstruction error;
+  AdamW with warmup and cosine decay (MAE's recipe at CPU-sized batches)."""
+  with c.unlocked():
+    c.train.select_metric, c.train.select_mode = 'loss', 'min'
+    c.train.batch_size, c.train.eval_batch_size = 32, 64
+    c.train.num_steps, c.train.eval_every, c.train.log_every = 2000, 200, 50
+    c.optim.learning_rate, c.optim.warmup_steps, c.optim.weight_decay = 1e-3, 100, 0.05
+    if demo:  # The two demo videos, 4 times each: one batch holds them all.
+      c.train.batch_size = c.train.eval_batch_size = 8
+    if 'smoke' in items:  # One evaluation, so one checkpoint: this is for tests.
+      c.train.num_steps, c.train.eval_every, c.train.log_every = 2, 2, 1
+      c.train.batch_size = 8
+      c.train.eval_batch_size = min(c.train.eval_batch_size, 8)
+      c.optim.warmup_steps = 1

@@ -138,3 +138,48 @@ def test_bad_clips_are_one_line_errors_or_counted_skips(tmp_path, capsys):
   (tmp_path / 'labels.csv').write_text('file,emotion\ngood.mp4,happy\n')
   with pytest.raises(base.DataError, match='needs columns file,label'):
     clips.Labels(str(tmp_path / 'labels.csv'))
+
+
+def _train(config, workdir, *overrides):
+  code = main_lib.main(['train', '--config', config_path(config), '--workdir', str(workdir),
+                        *overrides])
+  assert code == 0, config
+  return json.loads((workdir / 'results.json').read_text())
+
+
+@needs_videos
+def test_video_mae_pretrains_on_the_real_videos_from_the_cli(tmp_path):
+  video = _train('clips_videomae.py:videos,smoke', tmp_path / 'video',
+                 f'--config.data.tfds_dir={tmp_path / "tfds"}')
+  assert video['valid']['loss'] > 0 and 'loss_audio' not in video['valid']
+
+
+def test_audio_visual_pretraining_then_fine_tuning_on_labelled_clips(tmp_path):
+  folder = tmp_path / 'clips'
+  folder.mkdir()
+  for actor in range(1, 7):
+    for emotion in (1, 5):
+      write_clip(folder / f'01-01-{emotion:02d}-01-01-01-{actor:02d}.mp4', seed=actor + emotion)
+  data = [f'--config.data.input={folder}', '--config.data.face=False',
+          f'--config.data.tfds_dir={tmp_path / "tfds"}']
+  pre = _train('clips_avmae.py:ravdess,smoke', tmp_path / 'pre', *data)
+  assert pre['test']['loss'] == pytest.approx(pre['test']['loss_audio'] +
+                                              pre['test']['loss_video'])
+  assert pre['test']['loss_video'] > 0 and pre['test']['loss_audio'] > 0
+  fine = _train('clips_mae_classifier.py:av,finetune,smoke', tmp_path / 'fine', *data,
+                f'--config.init.workdir={tmp_path / "pre"}')
+  assert 0 <= fine['test']['accuracy'] <= 1
+  from affectjax import checkpoint as checkpoint_lib
+  import jax
+  def flat(workdir, kind):
+    ckpt = checkpoint_lib.Checkpoints(str(workdir))
+    try:
+      tree = ckpt.load_params(kind)[1]
+    finally:
+      ckpt.close()
+    return {jax.tree_util.keystr(p): np.asarray(v)
+            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  source, final = flat(tmp_path / 'pre', 'best'), flat(tmp_path / 'fine', 'latest')
+  shared = [k for k in final if 'head' not in k]
+  assert shared and all(k in source for k in shared)
+  assert any('fusion' in k for k in shared)

@@ -31,7 +31,8 @@ and renames it when complete.
 
 Splits (`config.data.split`): `folds` puts whole speakers into `num_folds` folds (fold k is
 test, the next one validation, the rest training: no speaker in two splits); `all` puts
-every clip into every split, for pipeline demos on a handful of unlabelled clips only.
+every clip into every split (`repeat` times in training, so a batch can be filled), for
+pipeline demos on a handful of unlabelled clips only.
 """
 
 from __future__ import annotations
@@ -447,6 +448,7 @@ def load(config) -> base.Dataset:
   labelled = bool(labels.names)
   if d.split == 'all':
     index = {k: np.arange(len(meta)) for k in base.SPLITS}
+    index['train'] = np.tile(index['train'], int(d.repeat))
   elif d.split == 'folds':
     index = split_speakers(speakers, int(d.num_folds), int(d.fold))
   else:
@@ -482,6 +484,8 @@ def configure(config, arg: str | None = None, own=()):
     d.hop_ms = 20.0
     d.n_mels = 64
     d.skip_bad = False
+    d.repeat = 1  # With split 'all': each clip this many times per training epoch.
+    d.tfds_dir = ''  # Where the built dataset goes; default ~/.cache/affectjax/tfds.
     for item in filter(None, (arg or '').split(',')):
       if item.startswith('fold') and item[4:].isdigit():
         d.fold = int(item[4:])
