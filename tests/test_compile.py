@@ -1,6 +1,7 @@
 """Ahead-of-time compilation of the real train step for Cloud TPU slices (no TPU needed)."""
 
 import importlib.util
+import os
 
 import pytest
 
@@ -52,5 +53,18 @@ def test_audio_mae_pretraining_step_compiles_for_v5e_2x4(capsys):
   for a TPU slice (tiny size: the base size takes minutes to compile here)."""
   code = main_lib.main(['compile', '--config', config_path('ravdess_audiomae.py:fold1'),
                         '--topology', 'v5e:2x4', '--config.mesh.model=2'])
+  out = capsys.readouterr().out
+  assert code == 0 and "mesh {'data': 4, 'model': 2}" in out and 'TPU v5' in out
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(os.environ.get('AFFECTJAX_DATA_DIR', ''),
+                                                   'videos')), reason='real data absent: '
+                    'set AFFECTJAX_DATA_DIR to the folder holding videos/')
+def test_audio_visual_mae_pretraining_step_compiles_for_v5e_2x4(capsys, tmp_path):
+  """HiCMAE-style pretraining (two encoders, fusion, skip-connected decoders, the
+  hierarchical InfoNCE) lowers for a TPU slice with model-sharded heads."""
+  code = main_lib.main(['compile', '--config', config_path('clips_avmae.py:videos'),
+                        '--topology', 'v5e:2x4', '--config.mesh.model=2',
+                        f'--config.data.tfds_dir={tmp_path}'])
   out = capsys.readouterr().out
   assert code == 0 and "mesh {'data': 4, 'model': 2}" in out and 'TPU v5' in out
