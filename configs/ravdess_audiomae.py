@@ -1,5 +1,6 @@
-r"""Audio masked autoencoder (AudioMAE-style) pretrained on RAVDESS speech log-mel
-spectrograms of the fold's training actors, without labels.
+r"""Audio masked autoencoder (AudioMAE-style) pretrained on log-mel spectrograms of the
+fold's 16 RAVDESS training actors' speech plus every EmoDB clip, without labels (the
+fold's test actors are never seen; validation = the next fold's 4 actors).
 
   AFFECTJAX_DATA_DIR=../shared/data affectjax train --config configs/ravdess_audiomae.py:fold1 --workdir /tmp/affectjax/ravdess_audio_mae_fold1
 
@@ -27,6 +28,7 @@ def get_config(arg=None):
   c.model = models.default_config('mae.AudioMAE')
   c.model.size = own[-1] if own else 'tiny'
   ravdess.configure(c, data_arg)
+  c.data.num_valid, c.data.unlabelled = 4, ('emodb',)
   ravdess_speech_training(c, data_arg.split(','))
   c.task = ml_collections.ConfigDict({'name': 'masked_reconstruction',
                                                  'loss': 'mse'})

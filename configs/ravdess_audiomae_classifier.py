@@ -7,7 +7,7 @@ configs/ravdess_audiomae.py: trained from scratch, or started from a pretraining
 Variants after a colon, comma-separated: fold1 .. fold6; finetune (load `encoder` from
 config.init.workdir's best checkpoint; it trains at 0.1x the head's rate), probe (load
 it and freeze it: a linear probe); tiny (default) | small | base | large; smoke.
-Selection: validation accuracy (4 held-out training actors).
+Selection: validation accuracy (4 held-out training actors: the next fold's).
 """
 
 from common import mae_sizes, ravdess_speech_training, split_variants
@@ -24,6 +24,7 @@ def get_config(arg=None):
   sizes = [o for o in own if o in mae_sizes()]
   c.model.size = sizes[-1] if sizes else 'tiny'
   ravdess.configure(c, data_arg)
+  c.data.num_valid = 4
   ravdess_speech_training(c, data_arg.split(','))
   if 'finetune' in own or 'probe' in own:
     c.init.checkpoint = 'best'

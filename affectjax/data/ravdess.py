@@ -8,8 +8,10 @@ the grain pipeline, batch by batch, by `LogMelSource.get_batch` (25 ms Hann wind
 frames); `frame_mask` marks the real frames of each clip.
 
 Splits are speaker-independent: `config.data.fold` (1-6) picks the test actors of
-`ravdess/actor_folds.json` (the six folds used by HiCMAE); the first two actors of the
-next fold are validation; the other 18 train. RAVDESS file names are
+`ravdess/actor_folds.json` (the six folds used by HiCMAE); the first
+`config.data.num_valid` (2, or 4 = the whole next fold) actors of the next fold are
+validation; the others train. `config.data.unlabelled = ('emodb',)` adds every EmoDB clip,
+label -1, to the training split: for self-supervised pretraining only. RAVDESS file names are
 modality-channel-emotion-intensity-statement-repetition-actor; emotions 01-08 are
 neutral, calm, happy, sad, angry, fearful, disgust, surprised.
 
@@ -215,25 +217,44 @@ def load(config) -> base.Dataset:
     raise base.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
   labels, actors = zip(*(parse_ravdess_name(f) for f in files))
   labels, actors = np.asarray(labels, np.int32), np.asarray(actors)
-  split_actors = fold_actors(read_folds(os.path.join(root, 'actor_folds.json')), d.fold)
+  split_actors = fold_actors(read_folds(os.path.join(root, 'actor_folds.json')), d.fold,
+                             d.num_valid)
   waves, lengths = _pad(_decoded(files, d.top_db), int(d.max_seconds * SAMPLE_RATE))
   splits = {}
   for split, who in split_actors.items():
     idx = np.flatnonzero(np.isin(actors, who))
     splits[split] = LogMelSource(waves[idx], lengths[idx], labels[idx], _features(d))
+  extra = [_unlabelled_emodb(config)] if 'emodb' in d.unlabelled else []
+  if extra:
+    train = splits['train'].arrays
+    splits['train'] = LogMelSource(
+        np.concatenate([train['wave'], *(e[0] for e in extra)]),
+        np.concatenate([train['length'], *(e[1] for e in extra)]),
+        np.concatenate([train['label'], *(np.full(len(e[1]), -1, np.int32) for e in extra)]),
+        _features(d))
   return base.Dataset(splits, ('audio',), len(EMOTIONS), f'{root}/speech_16k fold {d.fold}',
                       EMOTIONS)
+
+
+def _emodb_files(config) -> list[str]:
+  root = os.path.join(prepared.data_dir(config, 'emodb/wav/*.wav'), 'emodb', 'wav')
+  files = sorted(glob.glob(os.path.join(root, '*.wav')))
+  if not files:
+    raise base.DataError(f'{root}: no .wav files')
+  return files
+
+
+def _unlabelled_emodb(config) -> tuple[np.ndarray, np.ndarray]:
+  """Every EmoDB clip (all seven emotions, boredom included), as waveforms."""
+  d = config.data
+  return _pad(_decoded(_emodb_files(config), d.top_db), int(d.max_seconds * SAMPLE_RATE))
 
 
 def emodb_source(config) -> LogMelSource:
   """EmoDB clips of the emotions shared with RAVDESS, labelled with RAVDESS indices."""
   d = config.data
-  root = os.path.join(prepared.data_dir(config, 'emodb/wav/*.wav'), 'emodb', 'wav')
-  files = sorted(glob.glob(os.path.join(root, '*.wav')))
-  if not files:
-    raise base.DataError(f'{root}: no .wav files')
   keep, labels = [], []
-  for f in files:
+  for f in _emodb_files(config):
     name = os.path.basename(f)
     if len(name) < 7:
       raise base.DataError(f'{f}: not an EmoDB name (emotion is character 6)')
@@ -255,6 +276,8 @@ def configure(config, arg: str | None = None, own=()):
     d.name = 'ravdess'
     d.modalities = ('audio',)
     d.fold = 1
+    d.num_valid = 2  # Validation actors, taken from the next fold.
+    d.unlabelled = ()  # ('emodb',): unlabelled extra training clips (pretraining only).
     d.max_seconds = 4.0
     d.top_db = 40.0
     d.window_ms = 25.0
