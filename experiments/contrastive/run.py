@@ -38,12 +38,11 @@ import os
 import sys
 import time
 
-import jax
 import numpy as np
 
 from affectjax import checkpoint as checkpoint_lib
 from affectjax import config as config_lib
-from affectjax import hardware, metrics, train
+from affectjax import hardware, metrics, studies, train
 from affectjax.data import ravdess
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,21 +72,6 @@ def configs(fold: int, workdir: str, smoke: bool) -> dict:
   return out
 
 
-def last_step_test(config, workdir: str) -> dict:
-  """Test metrics of the run's last latest checkpoint (the last step)."""
-  dataset, exp = train._setup(config)
-  eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
-  ckpt = checkpoint_lib.Checkpoints(workdir)
-  step, params = ckpt.load_params('latest')
-  ckpt.close()
-  shardings = exp.state_shardings.params
-  params = jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings)
-  out = train.evaluate(exp, eval_step, params, dataset.splits['test'],
-                       config.train.eval_batch_size, dataset.splits['train'])
-  out['step'] = step
-  return out
-
-
 def within_actor_retrieval(config, workdir: str) -> dict:
   """Audio<->face R@1 and R@5 among one test actor's clips (so that recognising the
   actor does not count), averaged over the test actors; chance 1/n and 5/n."""
@@ -112,36 +96,18 @@ def within_actor_retrieval(config, workdir: str) -> dict:
   return result
 
 
-def log_mel_statistics(source) -> np.ndarray:
-  """Per band: mean, std, 10th and 90th percentile, std of the frame-to-frame delta,
-  over each clip's real frames."""
-  x, mask = source.arrays['audio'], source.arrays['frame_mask'] > 0
-  out = []
-  for clip, m in zip(x, mask):
-    f = clip[m]
-    d = np.diff(f, axis=0) if len(f) > 1 else np.zeros_like(f)
-    out.append(np.concatenate([f.mean(0), f.std(0), np.percentile(f, 10, axis=0),
-                               np.percentile(f, 90, axis=0), d.std(0)]))
-  return np.asarray(out, np.float32)
-
-
 def reference_rows(config) -> dict:
   """Logistic regression on feature statistics, fitted on the training actors."""
   dataset, _ = train._setup(config)
   s = dataset.splits
-  feats = {split: {'log-mel statistics': log_mel_statistics(s[split]),
+  feats = {split: {'log-mel statistics': studies.log_mel_statistics(s[split]),
                    'action units': s[split].arrays['face']} for split in ('train', 'test')}
   for split in feats:
     feats[split]['action units + log-mel statistics'] = np.concatenate(
         [feats[split]['action units'], feats[split]['log-mel statistics']], axis=1)
-  out = {}
-  for name in feats['train']:
-    pred = metrics.linear_probe(feats['train'][name], s['train'].arrays['label'],
-                                feats['test'][name], NUM_CLASSES)
-    y = s['test'].arrays['label']
-    out[name] = {'uar': metrics.unweighted_average_recall(y, pred, NUM_CLASSES),
-                 'accuracy': metrics.accuracy(y, pred)}
-  return out
+  return {name: studies.logistic_reference(feats['train'][name], s['train'].arrays['label'],
+                                           feats['test'][name], s['test'].arrays['label'],
+                                           NUM_CLASSES) for name in feats['train']}
 
 
 def run_fold(fold: int, workdir: str, smoke: bool) -> dict:
@@ -157,7 +123,7 @@ def run_fold(fold: int, workdir: str, smoke: bool) -> dict:
     entry = {'valid': results['valid'], 'test': results['test'],
              'best_step': results['best_step']}
     if name in CLASSIFIERS:
-      entry['last'] = last_step_test(config, run_dir)
+      entry['last'] = studies.checkpoint_metrics(config, run_dir, 'latest')
     else:
       entry['within_actor'] = within_actor_retrieval(config, run_dir)
     summary['runs'][name] = entry
@@ -219,7 +185,7 @@ def run_mosi(seed: int, workdir: str, smoke: bool) -> dict:
     entry = {'valid': results['valid'], 'test': results['test'],
              'best_step': results['best_step']}
     if name != 'mosi_pretrain':
-      entry['last'] = last_step_test(config, run_dir)
+      entry['last'] = studies.checkpoint_metrics(config, run_dir, 'latest')
     summary['runs'][name] = entry
     summary['train_s'][name] = results['timing']['train_s']
     summary['steps'][name] = config.train.num_steps
@@ -234,8 +200,8 @@ def run_mosi(seed: int, workdir: str, smoke: bool) -> dict:
 def mosi_tables(summaries: list[dict]) -> str:
   r = lambda run, split, key: [s['runs'][run][split][key] for s in summaries]  # noqa: E731
   head = ' | '.join(f'test {v} (selected)' for v in MOSI_KEYS.values())
-  fmt = lambda k, v: (_ms(v, 1.0, 3) if k in ('mae', 'corr')  # noqa: E731
-                      else _ms(v))
+  fmt = lambda k, v: (studies.mean_std(v, 1.0, 3) if k in ('mae', 'corr')  # noqa: E731
+                      else studies.mean_std(v))
   lines = [f'| model | {head} | test MAE (last step) | test Acc-2 (last step) |',
            '|---|' + '---|' * (len(MOSI_KEYS) + 2)]
   ref = [s['reference'] for s in summaries]
@@ -249,7 +215,7 @@ def mosi_tables(summaries: list[dict]) -> str:
   for run, label in labels.items():
     lines.append(f'| {label} | ' + ' | '.join(
         fmt(k, r(run, 'test', k)) for k in MOSI_KEYS) +
-        f' | {fmt("mae", r(run, "last", "mae"))} | {_ms(r(run, "last", "acc2"))} |')
+        f' | {fmt("mae", r(run, "last", "mae"))} | {studies.mean_std(r(run, "last", "acc2"))} |')
   pre = [s['runs']['mosi_pretrain']['test']['mean_r1'] for s in summaries]
   m = lambda run, k: float(np.mean(r(run, 'test', k)))  # noqa: E731
   ridge = {k: float(np.mean([x[k] for x in ref])) for k in ('mae', 'acc2')}
@@ -261,7 +227,7 @@ def mosi_tables(summaries: list[dict]) -> str:
             f"- Baseline check: from scratch MAE {m('mosi_scratch', 'mae'):.3f}, Acc-2 "
             f"{100 * m('mosi_scratch', 'acc2'):.1f} against ridge MAE {ridge['mae']:.3f}, "
             f"Acc-2 {100 * ridge['acc2']:.1f}."]
-  return '\n'.join(lines), _ms(pre)
+  return '\n'.join(lines), studies.mean_std(pre)
 
 
 def target_lines(summaries: list[dict]) -> str:
@@ -288,12 +254,6 @@ def target_lines(summaries: list[dict]) -> str:
       f'{run("probe", "uar") - scratch:+.1f}.'])
 
 
-def _ms(values, scale=100.0, digits=1) -> str:
-  v = np.asarray(values, np.float64) * scale
-  return (f'{v.mean():.{digits}f} +- {v.std(ddof=1):.{digits}f}' if len(v) > 1
-          else f'{v.mean():.{digits}f}')
-
-
 def tables(summaries: list[dict]) -> str:
   n = len(summaries)
   r = lambda run, split, key: [s['runs'][run][split][key] for s in summaries]  # noqa: E731
@@ -301,21 +261,21 @@ def tables(summaries: list[dict]) -> str:
            'test WAR (last step) |', '|---|---|---|---|---|']
   for name in summaries[0]['reference']:
     lines.append(f'| logistic regression on {name} | '
-                 f'{_ms([s["reference"][name]["uar"] for s in summaries])} | '
-                 f'{_ms([s["reference"][name]["accuracy"] for s in summaries])} | | |')
+                 f'{studies.mean_std([s["reference"][name]["uar"] for s in summaries])} | '
+                 f'{studies.mean_std([s["reference"][name]["accuracy"] for s in summaries])} | | |')
   labels = {'scratch_audio': 'audio tower from scratch',
             'scratch': 'audio + face towers from scratch',
             'probe': 'InfoNCE-pretrained towers, frozen, linear head (trained by the loop)',
             'finetune': 'InfoNCE-pretrained towers, fine-tuned (towers at 0.1x)'}
   for run, label in labels.items():
-    lines.append(f'| {label} | {_ms(r(run, "test", "uar"))} | '
-                 f'{_ms(r(run, "test", "accuracy"))} | {_ms(r(run, "last", "uar"))} | '
-                 f'{_ms(r(run, "last", "accuracy"))} |')
+    lines.append(f'| {label} | {studies.mean_std(r(run, "test", "uar"))} | '
+                 f'{studies.mean_std(r(run, "test", "accuracy"))} | {studies.mean_std(r(run, "last", "uar"))} | '
+                 f'{studies.mean_std(r(run, "last", "accuracy"))} |')
   for run, loss in (('pretrain_infonce', 'InfoNCE'), ('pretrain_sigmoid', 'sigmoid')):
     for m in ('audio', 'face'):
       lines.append(f'| {loss}-pretrained {m} tower, linear probe (NumPy, training actors) | '
-                   f'{_ms(r(run, "test", f"probe_{m}/uar"))} | '
-                   f'{_ms(r(run, "test", f"probe_{m}/accuracy"))} | | |')
+                   f'{studies.mean_std(r(run, "test", f"probe_{m}/uar"))} | '
+                   f'{studies.mean_std(r(run, "test", f"probe_{m}/accuracy"))} | | |')
   emotion = '\n'.join(lines)
   size = summaries[0]['test_size']
   per_actor = summaries[0]['runs']['pretrain_infonce']['within_actor']['clips_per_actor']
@@ -324,12 +284,12 @@ def tables(summaries: list[dict]) -> str:
            '|---|---|---|---|---|---|---|---|']
   for run, loss in (('pretrain_infonce', 'InfoNCE'), ('pretrain_sigmoid', 'sigmoid')):
     w = lambda key: [s['runs'][run]['within_actor'][key] for s in summaries]  # noqa: E731
-    lines.append(f'| {loss} | {_ms(r(run, "test", "audio_to_face/r1"))} | '
-                 f'{_ms(r(run, "test", "audio_to_face/r5"))} | '
-                 f'{_ms(r(run, "test", "face_to_audio/r1"))} | '
-                 f'{_ms(r(run, "test", "face_to_audio/r5"))} | '
-                 f'{_ms(w("audio_to_face/r1"))} | {_ms(w("face_to_audio/r1"))} | '
-                 f'{_ms(r(run, "test", "audio_to_face/median_rank"), 1.0)} |')
+    lines.append(f'| {loss} | {studies.mean_std(r(run, "test", "audio_to_face/r1"))} | '
+                 f'{studies.mean_std(r(run, "test", "audio_to_face/r5"))} | '
+                 f'{studies.mean_std(r(run, "test", "face_to_audio/r1"))} | '
+                 f'{studies.mean_std(r(run, "test", "face_to_audio/r5"))} | '
+                 f'{studies.mean_std(w("audio_to_face/r1"))} | {studies.mean_std(w("face_to_audio/r1"))} | '
+                 f'{studies.mean_std(r(run, "test", "audio_to_face/median_rank"), 1.0)} |')
   lines.append(f'| chance | {100 / size:.1f} | {500 / size:.1f} | {100 / size:.1f} | '
                f'{500 / size:.1f} | {100 / per_actor:.1f} | {100 / per_actor:.1f} | '
                f'{(size + 1) / 2:.1f} |')

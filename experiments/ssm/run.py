@@ -32,8 +32,7 @@ import time
 import numpy as np
 
 from affectjax import config as config_lib
-from affectjax import hardware, sweep, train
-from affectjax.data import pipeline, ravdess
+from affectjax import hardware, studies, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MOSI_MODELS = {  # name -> (config, overrides, label)
@@ -94,38 +93,6 @@ def erc_study(workdir: str, seeds: int, corpora) -> str:
   return '\n'.join(rows)
 
 
-def restricted_scores(logits: np.ndarray, labels: np.ndarray, classes) -> dict:
-  """Accuracy and unweighted average recall when only `classes` may be predicted."""
-  classes = np.asarray(classes)
-  preds = classes[np.argmax(logits[:, classes], axis=1)]
-  recalls = [np.mean(preds[labels == c] == c) for c in classes if np.any(labels == c)]
-  return {'accuracy': float(np.mean(preds == labels)), 'uar': float(np.mean(recalls))}
-
-
-def emodb_scores(config, workdir: str) -> dict:
-  """The run's best checkpoint on EmoDB's shared emotions (cached in the run folder)."""
-  path = os.path.join(workdir, 'emodb.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
-  exp, eval_step, params, _ = train.load_trained(config, workdir)
-  source = ravdess.emodb_source(config)
-  logits, labels = [], []
-  bs = config.train.eval_batch_size
-  for local in pipeline.eval_batches(source, bs):
-    batch = pipeline.to_global(local, exp.mesh, exp.rules)
-    pred, _ = eval_step(params, batch)
-    keep = local['mask'] > 0
-    logits.append(np.asarray(pred)[keep])
-    labels.append(local['label'][keep])
-  scores = restricted_scores(np.concatenate(logits), np.concatenate(labels),
-                             ravdess.SHARED_CLASSES)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(scores, f)
-  os.replace(path + '.tmp', path)
-  return scores
-
-
 def ser_study(workdir: str, folds) -> str:
   rows = ['| model | params | folds | RAVDESS WAR (8 classes) | RAVDESS macro F1 | '
           'EmoDB accuracy (6 shared) | EmoDB UAR (6 shared) | train s/run | trained on |',
@@ -142,7 +109,7 @@ def ser_study(workdir: str, folds) -> str:
       with open(os.path.join(run, 'results.json')) as f:
         res = json.load(f)
       config = config_lib.load(spec, [*_steps(SER_STEPS), 'seed=0'])
-      emodb = emodb_scores(config, run)
+      emodb = studies.emodb_scores(config, run)
       war.append(res['test']['accuracy'])
       mf1.append(res['test']['macro_f1'])
       acc.append(emodb['accuracy'])

@@ -1,0 +1,96 @@
+"""Helpers shared by the study scripts in experiments/: scoring a finished run's
+checkpoints on a split or on another corpus, and the feature-statistics reference rows.
+
+Everything here reads a finished run through the trainer's own setup and eval step, so a
+study scores exactly what `affectjax train` would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from affectjax import checkpoint as checkpoint_lib
+from affectjax import metrics, train, workdir as workdir_lib
+
+
+def _params(exp, workdir: str, kind: str):
+  ckpt = checkpoint_lib.Checkpoints(workdir)
+  try:
+    if kind == 'best':
+      return None, ckpt.restore_best(exp.abstract_state.params)
+    step, params = ckpt.load_params(kind)
+  finally:
+    ckpt.close()
+  shardings = exp.state_shardings.params
+  return step, jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings)
+
+
+def checkpoint_metrics(config, workdir: str, kind: str = 'latest', split: str = 'test') -> dict:
+  """The task's metrics on `split` with the run's `kind` ('latest': the last step, or
+  'best') checkpoint; 'step' says which step 'latest' was."""
+  dataset, exp = train._setup(config)
+  eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
+  step, params = _params(exp, workdir, kind)
+  out = train.evaluate(exp, eval_step, params, dataset.splits[split],
+                       config.train.eval_batch_size, dataset.splits['train'])
+  if step is not None:
+    out['step'] = step
+  return out
+
+
+def restricted_scores(logits: np.ndarray, labels: np.ndarray, classes) -> dict:
+  """Accuracy and unweighted average recall when only `classes` may be predicted."""
+  classes = np.asarray(classes)
+  preds = classes[np.argmax(logits[:, classes], axis=1)]
+  recalls = [np.mean(preds[labels == c] == c) for c in classes if np.any(labels == c)]
+  return {'accuracy': float(np.mean(preds == labels)), 'uar': float(np.mean(recalls))}
+
+
+def emodb_scores(config, workdir: str, kind: str = 'best') -> dict:
+  """A RAVDESS speech classifier's checkpoint on EmoDB's clips of the six shared emotions,
+  logits restricted to them (cached in the run folder as emodb[_<kind>].json)."""
+  from affectjax.data import ravdess
+  path = os.path.join(workdir, 'emodb.json' if kind == 'best' else f'emodb_{kind}.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  dataset, exp = train._setup(config)
+  eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
+  _, params = _params(exp, workdir, kind)
+  out = train.eval_outputs(exp, eval_step, params, ravdess.emodb_source(config),
+                           config.train.eval_batch_size)
+  scores = restricted_scores(out['prediction'], out['label'], ravdess.SHARED_CLASSES)
+  workdir_lib.write_atomic(path, 'the EmoDB scores', lambda f: json.dump(scores, f))
+  return scores
+
+
+def log_mel_statistics(source) -> np.ndarray:
+  """Per band: mean, std, 10th and 90th percentile, std of the frame-to-frame delta,
+  over each clip's real frames."""
+  out = []
+  for start in range(0, len(source), 256):  # Log-mel is computed batch by batch.
+    batch = source.get_batch(np.arange(start, min(start + 256, len(source))))
+    for clip, m in zip(batch['audio'], batch['frame_mask'] > 0):
+      f = clip[m]
+      d = np.diff(f, axis=0) if len(f) > 1 else np.zeros_like(f)
+      out.append(np.concatenate([f.mean(0), f.std(0), np.percentile(f, 10, axis=0),
+                                 np.percentile(f, 90, axis=0), d.std(0)]))
+  return np.asarray(out, np.float32)
+
+
+def logistic_reference(train_x, train_y, test_x, test_y, num_classes: int) -> dict:
+  """UAR and WAR (accuracy) of `metrics.linear_probe` fitted on the training rows."""
+  pred = metrics.linear_probe(train_x, train_y, test_x, num_classes)
+  return {'uar': metrics.unweighted_average_recall(test_y, pred, num_classes),
+          'accuracy': metrics.accuracy(test_y, pred)}
+
+
+def mean_std(values, scale: float = 100.0, digits: int = 1) -> str:
+  """'mean +- std' (ddof 1) of `values` times `scale`; the mean alone for one value."""
+  v = np.asarray(values, np.float64) * scale
+  return (f'{v.mean():.{digits}f} +- {v.std(ddof=1):.{digits}f}' if len(v) > 1
+          else f'{v.mean():.{digits}f}')
