@@ -118,8 +118,9 @@ def _targets(x, shape, norm: bool) -> jax.Array:
 
 class PatchEncoder(nn.Module):
   """Patches (or tubelets) -> tokens + sin-cos positions -> pre-norm transformer. With
-  `keep` (B, K) only those tokens are encoded. Returns (tokens (B, K or N, width),
-  their validity), and with `return_hidden` also every layer's output."""
+  `keep` (B, K) only those tokens are encoded; with `prefix` (width,) that token comes
+  first (a classifier's CLS token). Returns (tokens (B, [1 +] K or N, width), their
+  validity), and with `return_hidden` also every layer's output."""
   patch: Sequence[int]
   width: int
   depth: int
@@ -129,12 +130,17 @@ class PatchEncoder(nn.Module):
   dtype: str = 'float32'
 
   @nn.compact
-  def __call__(self, x, valid, keep=None, *, train: bool, return_hidden: bool = False):
+  def __call__(self, x, valid, keep=None, *, train: bool, return_hidden: bool = False,
+               prefix=None):
     grid = patches.grid_shape(x.shape[1:1 + len(self.patch)], self.patch)
     h = patches.PatchEmbed(tuple(self.patch), self.width, self.dtype, name='patch_embed')(x)
     h = h + sincos_positions(grid, self.width).astype(h.dtype)[None]
     if keep is not None:
       h, valid = masking.take(h, keep), masking.take(valid, keep)
+    if prefix is not None:  # (width,): a CLS token put before the patches, no position.
+      b = h.shape[0]
+      h = jnp.concatenate([jnp.broadcast_to(prefix.astype(h.dtype), (b, 1, self.width)), h], 1)
+      valid = jnp.concatenate([jnp.ones((b, 1), valid.dtype), valid], 1)
     out = TransformerEncoder(self.depth, self.heads, self.mlp_ratio * self.width, self.dropout,
                              dtype=self.dtype, name='transformer')(h, valid, train=train,
                                                                    return_hidden=return_hidden)
@@ -329,8 +335,11 @@ def _unit(v: jax.Array) -> jax.Array:
 
 
 class MAEClassifier(nn.Module):
-  """The masked autoencoders' encoders on every token, mean-pooled over real tokens, a
-  linear head; with two modalities, the audio-visual model's fusion encoder first."""
+  """The masked autoencoders' encoders on every token, then a linear head on the mean of
+  the real tokens (`pool='mean'`) or on a learnt CLS token put before each modality's
+  patches (`pool='cls'`; the token lives outside the encoders, so a pretraining run's
+  encoders still load one to one); with two modalities, the audio-visual model's fusion
+  encoder first."""
   modalities: Sequence[str]
   out_dim: int
   size: str = 'tiny'
@@ -341,6 +350,7 @@ class MAEClassifier(nn.Module):
   mlp_ratio: int = 4
   dropout: float = 0.0
   head_dropout: float = 0.0
+  pool: str = 'mean'
   dtype: str = 'float32'
 
   @nn.compact
@@ -348,18 +358,27 @@ class MAEClassifier(nn.Module):
     width, depth, heads, *_ = size_of(self.size)
     if len(self.modalities) not in (1, 2):
       raise ValueError(f'MAEClassifier: one or two modalities, got {tuple(self.modalities)}')
+    if self.pool not in ('mean', 'cls'):
+      raise ValueError(f'MAEClassifier: pool {self.pool!r} (mean | cls)')
     encoded = []
     for m in self.modalities:
       x, valid, shape, _ = tokens_of(batch, m, self.mask_field, self.patch, self.tubelet)
       name = 'encoder' if len(self.modalities) == 1 else f'{m}_encoder'
+      cls = None
+      if self.pool == 'cls':
+        cls = self.param(f'cls_{m}', nn.with_logical_partitioning(
+            nn.initializers.normal(0.02), ('embed',)), (width,))
       encoded.append(PatchEncoder(shape, width, depth, heads, self.mlp_ratio, self.dropout,
-                                  self.dtype, name=name)(x, valid, train=train))
+                                  self.dtype, name=name)(x, valid, train=train, prefix=cls))
     if len(encoded) == 2:
       (ha, va), (hb, vb) = encoded
       ha, hb = Fusion(self.fusion_depth, heads, self.mlp_ratio * width, self.dropout,
                       self.dtype, name='fusion')(ha, va, hb, vb, train=train)
       encoded = [(ha, va), (hb, vb)]
-    pooled = jnp.concatenate([masked_mean(h.astype(jnp.float32), v) for h, v in encoded],
-                             axis=-1)
+    if self.pool == 'cls':
+      pooled = jnp.concatenate([h[:, 0].astype(jnp.float32) for h, _ in encoded], axis=-1)
+    else:
+      pooled = jnp.concatenate([masked_mean(h.astype(jnp.float32), v) for h, v in encoded],
+                               axis=-1)
     pooled = nn.Dropout(self.head_dropout, deterministic=not train)(pooled)
     return dense(self.out_dim, ('embed', 'classes'), name='head')(pooled)
