@@ -180,6 +180,8 @@ def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides
             for k, v in batch.items()}
   np.testing.assert_allclose(np.asarray(apply(longer))[:, :real.shape[1]][real], base[real],
                              rtol=1e-4, atol=1e-4)
+  if overrides and overrides != ['model.ssm=s5']:
+    return  # The CLI path is the same for every variant: trained for S5 and bc-LSTM only.
   code = main_lib.main(['train', '--config', config_path(f'{name}.py') + ':smoke',
                         '--workdir', str(tmp_path / 'run'),
                         *[f'--config.{o}' for o in [*overrides, *small]]])
