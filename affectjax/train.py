@@ -135,11 +135,13 @@ class Experiment:
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'aux': aux}
 
-  def _eval_step(self, params, batch):
-    # Fixed keys for the streams a model draws from in evaluation too (e.g. masking).
-    rngs = {name: jax.random.fold_in(jax.random.PRNGKey(0), i)
+  def eval_rngs(self) -> dict:
+    """Fixed keys for the streams a model draws from in evaluation too (e.g. masking)."""
+    return {name: jax.random.fold_in(jax.random.PRNGKey(0), i)
             for i, name in enumerate(self.task.eval_rng_streams)}
-    outputs = self.model.apply({'params': params}, batch, train=False, rngs=rngs)
+
+  def _eval_step(self, params, batch):
+    outputs = self.model.apply({'params': params}, batch, train=False, rngs=self.eval_rngs())
     return self.task.eval_outputs(outputs, batch)
 
   def batch_spec(self, batch_size: int) -> dict:

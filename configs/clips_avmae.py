@@ -13,7 +13,8 @@ get one skip connection and one contrastive level) | small | base | large; smoke
 Fine-tune with configs/clips_mae_classifier.py:av,finetune.
 """
 
-from common import CLIP_CORPORA, clips_data, mae_sizes, mae_training, split_variants
+from common import (CLIP_CORPORA, clips_data, mae_size, mae_sizes, mae_training,
+                    split_variants)
 
 import ml_collections
 
@@ -25,8 +26,7 @@ def get_config(arg=None):
   own, data_arg = split_variants(arg, (*CLIP_CORPORA, *mae_sizes()))
   c = config_lib.base_config()
   c.model = models.default_config('mae.AudioVisualMAE')
-  sizes = [o for o in own if o in mae_sizes()]
-  c.model.size = sizes[-1] if sizes else 'tiny'
+  c.model.size = mae_size(own)
   if c.model.size == 'tiny':
     c.model.decoder_depth, c.model.fusion_depth = 2, 1
   clips_data(c, own, data_arg)

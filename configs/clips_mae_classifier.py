@@ -12,7 +12,8 @@ fold1 .. fold<n>; tiny (default) | small | base | large; smoke.
 Selection: validation accuracy (the fold after the test fold; no test speaker in training).
 """
 
-from common import CLIP_CORPORA, clips_data, mae_sizes, mae_training, split_variants
+from common import (CLIP_CORPORA, clips_data, mae_size, mae_sizes, mae_training,
+                    split_variants)
 
 import ml_collections
 
@@ -27,8 +28,7 @@ def get_config(arg=None):
                                        *mae_sizes()))
   c = config_lib.base_config()
   c.model = models.default_config('mae.MAEClassifier')
-  sizes = [o for o in own if o in mae_sizes()]
-  c.model.size = sizes[-1] if sizes else 'tiny'
+  c.model.size = mae_size(own)
   streams = [o for o in own if o in STREAMS]
   modalities = STREAMS[streams[-1] if streams else 'av']
   if c.model.size == 'tiny':

@@ -14,7 +14,8 @@ tiny (default) | small | base | large (model.size); smoke.
 Fine-tune with configs/clips_mae_classifier.py:video,finetune.
 """
 
-from common import CLIP_CORPORA, clips_data, mae_sizes, mae_training, split_variants
+from common import (CLIP_CORPORA, clips_data, mae_size, mae_sizes, mae_training,
+                    split_variants)
 
 import ml_collections
 
@@ -26,8 +27,7 @@ def get_config(arg=None):
   own, data_arg = split_variants(arg, (*CLIP_CORPORA, *mae_sizes()))
   c = config_lib.base_config()
   c.model = models.default_config('mae.VideoMAE')
-  sizes = [o for o in own if o in mae_sizes()]
-  c.model.size = sizes[-1] if sizes else 'tiny'
+  c.model.size = mae_size(own)
   clips_data(c, own, data_arg)
   c.data.modalities = ('video',)
   mae_training(c, data_arg.split(','), demo='videos' in own)

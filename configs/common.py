@@ -22,6 +22,12 @@ def mae_sizes() -> tuple[str, ...]:
   return tuple(mae.SIZES)
 
 
+def mae_size(own) -> str:
+  """The last size variant among a config's own variants; 'tiny' when none is given."""
+  sizes = [o for o in own if o in mae_sizes()]
+  return sizes[-1] if sizes else 'tiny'
+
+
 def ravdess_av_towers() -> ml_collections.ConfigDict:
   """The towers of the RAVDESS audio-visual family, shared by pretraining and
   fine-tuning so that `config.init` maps them one to one: log-mel frames (4 stacked per

@@ -13,7 +13,7 @@ pretraining), tiny (default) | small | base | large (model.size), smoke. 80% of 
 the validation actors' reconstruction error of hidden patches (per-patch normalised).
 """
 
-from common import mae_sizes, ravdess_speech_training, split_variants
+from common import mae_size, mae_sizes, ravdess_speech_training, split_variants
 
 import ml_collections
 
@@ -26,7 +26,7 @@ def get_config(arg=None):
   own, data_arg = split_variants(arg, mae_sizes())
   c = config_lib.base_config()
   c.model = models.default_config('mae.AudioMAE')
-  c.model.size = own[-1] if own else 'tiny'
+  c.model.size = mae_size(own)
   ravdess.configure(c, data_arg)
   c.data.num_valid, c.data.unlabelled = 4, ('emodb',)
   ravdess_speech_training(c, data_arg.split(','))

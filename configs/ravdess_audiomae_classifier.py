@@ -10,7 +10,7 @@ it and freeze it: a linear probe); tiny (default) | small | base | large; smoke.
 Selection: validation accuracy (4 held-out training actors: the next fold's).
 """
 
-from common import mae_sizes, ravdess_speech_training, split_variants
+from common import mae_size, mae_sizes, ravdess_speech_training, split_variants
 
 from affectjax import config as config_lib
 from affectjax import models
@@ -21,8 +21,7 @@ def get_config(arg=None):
   own, data_arg = split_variants(arg, ('finetune', 'probe', *mae_sizes()))
   c = config_lib.base_config()
   c.model = models.default_config('mae.MAEClassifier')
-  sizes = [o for o in own if o in mae_sizes()]
-  c.model.size = sizes[-1] if sizes else 'tiny'
+  c.model.size = mae_size(own)
   ravdess.configure(c, data_arg)
   c.data.num_valid = 4
   ravdess_speech_training(c, data_arg.split(','))

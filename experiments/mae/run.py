@@ -92,9 +92,8 @@ def reconstruction_png(config, workdir: str, path: str, clips: int = 4) -> None:
   batch = test.get_batch(idx)
   batch['mask'] = np.ones(len(idx), np.float32)
   with exp._context():
-    out = jax.jit(lambda p, b: exp.model.apply(
-        {'params': p}, b, train=False, rngs={'masking': jax.random.fold_in(
-            jax.random.PRNGKey(0), 0)}))(params, batch)
+    out = jax.jit(lambda p, b: exp.model.apply(  # The evaluation's own masks.
+        {'params': p}, b, train=False, rngs=exp.eval_rngs()))(params, batch)
   patch = tuple(config.model.patch)
   x = np.asarray(batch['audio'])  # (B, T, F), cropped to whole patches as the model does.
   x = x[:, :x.shape[1] // patch[0] * patch[0], :x.shape[2] // patch[1] * patch[1]]
