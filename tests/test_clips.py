@@ -10,7 +10,7 @@ import pytest
 from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax.data import base, clips
-from conftest import config_path
+from conftest import config_path, train_losses
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
 VIDEOS = os.path.join(DATA, 'videos')
@@ -152,6 +152,22 @@ def test_video_mae_pretrains_on_the_real_videos_from_the_cli(tmp_path):
   video = _train('clips_videomae.py:videos,smoke', tmp_path / 'video',
                  f'--config.data.tfds_dir={tmp_path / "tfds"}')
   assert video['valid']['loss'] > 0 and 'loss_audio' not in video['valid']
+
+
+@needs_videos
+def test_audio_visual_mae_steps_agree_on_one_device_and_a_4x2_mesh(tmp_path):
+  """Two encoders (tube-masked video, randomly masked audio), fusion, skip-connected
+  decoders and the hierarchical InfoNCE, on the real videos: the same losses and
+  parameters whether the batch is split over 4 data shards and the heads over 2."""
+  import jax
+  config = config_lib.load(config_path('clips_avmae.py:videos,smoke'),
+                           [f'data.tfds_dir={tmp_path}'])
+  one, state1 = train_losses(config, (1, 1), 8, 2)
+  eight, state8 = train_losses(config, (4, 2), 8, 2)
+  assert np.isfinite(one).all() and one[0] > 0
+  np.testing.assert_allclose(one, eight, rtol=2e-4)
+  for x, y in zip(jax.tree.leaves(state1.params), jax.tree.leaves(state8.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-3, atol=1e-4)
 
 
 def test_audio_visual_pretraining_then_fine_tuning_on_labelled_clips(tmp_path):
