@@ -15,7 +15,7 @@ from affectjax import config as config_lib
 from affectjax import faults, train
 from affectjax import main as main_lib
 from affectjax.models import mae
-from conftest import config_path, train_losses
+from conftest import config_path, load_script, train_losses
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
 needs_ravdess = pytest.mark.skipif(
@@ -251,3 +251,21 @@ def test_audio_visual_mae_fuses_skips_and_its_contrastive_term_counts(monkeypatc
   for name in ('audio_encoder', 'video_encoder', 'fusion'):
     assert shapes(clf[name]) == shapes(p[name]), name
   assert set(clf) == {'audio_encoder', 'video_encoder', 'fusion', 'head'}
+
+
+@pytest.mark.experiment  # About 2 minutes: four smoke runs, each compiled.
+@needs_ravdess
+def test_study_script_names_per_speaker_normalisation_and_writes_its_table(tmp_path):
+  study = load_script('mae', 'run.py')
+  out = tmp_path / 'RESULTS.md'
+  assert study.main(['--workdir', str(tmp_path / 'w'), '--folds', '1', '--smoke',
+                     '--pretrain-steps', '2', '--pretrain-every', '2', '--finetune-steps', '2',
+                     '--finetune-every', '2', '--audio-norm', 'speaker',
+                     '--figures', str(tmp_path), '--out', str(out)]) == 0
+  text = out.read_text()
+  summary = json.loads((tmp_path / 'w' / 'fold1' / 'summary.json').read_text())
+  assert '**Per-speaker normalisation**' in text and '--audio-norm speaker' in text
+  assert f"{100 * summary['reference']['uar']:.1f}" in text
+  saved = json.loads((tmp_path / 'w' / 'fold1' / 'scratch' / 'config.json').read_text())
+  assert saved['data']['audio_norm'] == 'speaker'
+  assert (tmp_path / 'reconstruction_fold1.png').stat().st_size > 0

@@ -81,6 +81,41 @@ def test_log_mel_frames_masks_and_filterbank():
   np.testing.assert_allclose(feats[1, :48].mean(0), 0, atol=1e-2)
 
 
+def test_per_speaker_normalisation_standardises_each_speaker_over_all_its_clips(
+    tiny_ravdess):
+  """`data.audio_norm=speaker`: every actor's real frames have zero mean and unit variance
+  per band over all that actor's clips (not per clip), whichever split holds them."""
+  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3',
+                           tiny_ravdess + ['data.audio_norm=speaker'])
+  clip = get_dataset(config_lib.load(config_path('ravdess_ssm.py') + ':fold3', tiny_ravdess))
+  dataset = get_dataset(config)
+  for name, source in dataset.splits.items():
+    batch = source.get_batch(np.arange(len(source)))
+    mask = batch['frame_mask'] > 0
+    for first in range(0, len(source), 2):  # write_ravdess: two clips per actor, in order.
+      rows = slice(first, first + 2)
+      frames = batch['audio'][rows][mask[rows]]
+      np.testing.assert_allclose(frames.mean(0), 0, atol=1e-3)
+      np.testing.assert_allclose(frames.std(0), 1, atol=1e-2)
+      # Each clip keeps its level relative to the speaker's other clip.
+      assert np.abs(batch['audio'][first][mask[first]].mean(0)).max() > 0.05
+    other = clip.splits[name].get_batch(np.arange(len(source)))
+    np.testing.assert_array_equal(other['frame_mask'], batch['frame_mask'])
+    assert not np.allclose(other['audio'], batch['audio'], atol=1e-3)
+  # EmoDB (all 7 clips from speaker 03 here): added unlabelled to training, or scored.
+  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3', tiny_ravdess + [
+      'data.audio_norm=speaker', "data.unlabelled=('emodb',)"])
+  train_split = get_dataset(config).splits['train']
+  for source, rows in ((train_split, slice(36, 43)), (ravdess.emodb_source(config), slice(None))):
+    batch = source.get_batch(np.arange(len(source)))
+    frames = batch['audio'][rows][batch['frame_mask'][rows] > 0]
+    np.testing.assert_allclose(frames.mean(0), 0, atol=1e-3)
+  assert len(train_split) == 43 and (train_split.arrays['label'][36:] == -1).all()
+  with pytest.raises(DataError, match="config.data.audio_norm: 'global'"):
+    get_dataset(config_lib.load(config_path('ravdess_ssm.py') + ':fold3',
+                                tiny_ravdess + ['data.audio_norm=global']))
+
+
 def test_trim_silence_and_resampling(tmp_path):
   import soundfile
   x = np.concatenate([np.zeros(8000), 0.5 * np.ones(4000), np.zeros(8000)]).astype(np.float32)

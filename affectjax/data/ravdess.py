@@ -4,8 +4,12 @@ Reads the audio files themselves (`<data dir>/ravdess/speech_16k/Actor_XX/*.flac
 `<data dir>/emodb/wav/*.wav`; any rate, resampled to 16 kHz), trims leading and
 trailing silence, and keeps the waveforms in memory. Log-mel frames are computed in
 the grain pipeline, batch by batch, by `LogMelSource.get_batch` (25 ms Hann windows,
-20 ms hop by default, 64 HTK-mel bands, log, per-clip mean/variance normalisation over real
-frames); `frame_mask` marks the real frames of each clip.
+20 ms hop by default, 64 HTK-mel bands, log, mean/variance normalisation per band over real
+frames); `frame_mask` marks the real frames of each clip. `config.data.audio_norm` picks the
+statistics: `clip` (default; each clip its own) or `speaker` (each speaker's statistics over
+all of that speaker's clips, labels unused: per-speaker normalisation, a known
+speaker-independent technique that reads the test speakers' unlabelled audio, so tables
+name it).
 
 Splits are speaker-independent: `config.data.fold` (1-6) picks the test actors of
 `ravdess/actor_folds.json` (the six folds used by HiCMAE); the first
@@ -134,14 +138,26 @@ class LogMelSource(base.ArraySource):
   the features are computed inside the grain pipeline."""
 
   def __init__(self, waves: np.ndarray, lengths: np.ndarray, labels: np.ndarray,
-               feature_kwargs: dict, extra: dict[str, np.ndarray] | None = None):
+               feature_kwargs: dict, extra: dict[str, np.ndarray] | None = None,
+               stats: tuple[np.ndarray, np.ndarray] | None = None):
+    """`stats`: per-clip (mean, std) (N, n_mels) to standardise with instead of the
+    clip's own (`speaker_statistics`)."""
     self.extra = tuple(extra or ())
-    super().__init__({'wave': waves, 'length': lengths, 'label': labels, **(extra or {})})
-    self.feature_kwargs = dict(feature_kwargs)
+    arrays = {'wave': waves, 'length': lengths, 'label': labels, **(extra or {})}
+    if stats is not None:
+      arrays['norm_mean'], arrays['norm_std'] = stats
+    super().__init__(arrays)
+    self.feature_kwargs = dict(feature_kwargs, normalize=stats is None and
+                               feature_kwargs.get('normalize', True))
+    self.stats = stats is not None
 
   def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     waves = self.arrays['wave'][indices].astype(np.float32) / 32767.0
     feats, mask = log_mel(waves, self.arrays['length'][indices], **self.feature_kwargs)
+    if self.stats:
+      mean = self.arrays['norm_mean'][indices][:, None]
+      std = self.arrays['norm_std'][indices][:, None]
+      feats = ((feats - mean) / std * mask[..., None]).astype(np.float32)
     return {'audio': feats, 'frame_mask': mask, 'label': self.arrays['label'][indices],
             **{k: self.arrays[k][indices] for k in self.extra}}
 
@@ -150,6 +166,39 @@ class LogMelSource(base.ArraySource):
 
   def element_spec(self) -> dict:
     return {k: (v.shape[1:], v.dtype) for k, v in self.get_batch(np.array([0])).items()}
+
+
+def speaker_statistics(waves: np.ndarray, lengths: np.ndarray, speakers: np.ndarray,
+                       feature_kwargs: dict, batch: int = 64):
+  """Per-clip (mean, std) (N, n_mels): each speaker's log-mel statistics per band over
+  the real frames of all that speaker's clips (no labels read)."""
+  kwargs = dict(feature_kwargs, normalize=False)
+  names = np.unique(speakers)
+  n_mels = int(kwargs.get('n_mels', 64))
+  total = np.zeros((len(names), n_mels))
+  square = np.zeros((len(names), n_mels))
+  count = np.zeros(len(names))
+  which = np.searchsorted(names, speakers)
+  for start in range(0, len(waves), batch):
+    rows = slice(start, start + batch)
+    feats, mask = log_mel(waves[rows].astype(np.float32) / 32767.0, lengths[rows], **kwargs)
+    feats = feats.astype(np.float64)
+    np.add.at(total, which[rows], feats.sum(1))  # Padded frames are zero.
+    np.add.at(square, which[rows], (feats ** 2).sum(1))
+    np.add.at(count, which[rows], mask.sum(1))
+  mean = total / count[:, None]
+  std = np.sqrt(np.maximum(square / count[:, None] - mean ** 2, 0.0) + 1e-5)
+  return mean[which].astype(np.float32), std[which].astype(np.float32)
+
+
+def _stats(d, waves, lengths, speakers):
+  """`config.data.audio_norm`: None for per-clip statistics, else per-speaker ones."""
+  norm = d.get('audio_norm', 'clip')  # Runs saved before the option read per clip.
+  if norm not in ('clip', 'speaker'):
+    raise base.DataError(f'config.data.audio_norm: {norm!r} (clip | speaker)')
+  if norm == 'clip':
+    return None
+  return speaker_statistics(waves, lengths, speakers, _features(d))
 
 
 def _pad(clips: list[np.ndarray], max_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -220,18 +269,24 @@ def load(config) -> base.Dataset:
   split_actors = fold_actors(read_folds(os.path.join(root, 'actor_folds.json')), d.fold,
                              d.num_valid)
   waves, lengths = _pad(_decoded(files, d.top_db), int(d.max_seconds * SAMPLE_RATE))
+  stats = _stats(d, waves, lengths, actors)
   splits = {}
   for split, who in split_actors.items():
     idx = np.flatnonzero(np.isin(actors, who))
-    splits[split] = LogMelSource(waves[idx], lengths[idx], labels[idx], _features(d))
+    splits[split] = LogMelSource(waves[idx], lengths[idx], labels[idx], _features(d),
+                                 stats=None if stats is None else (stats[0][idx],
+                                                                   stats[1][idx]))
   extra = [_unlabelled_emodb(config)] if 'emodb' in d.unlabelled else []
   if extra:
     train = splits['train'].arrays
+    parts = [(train['wave'], train['length'], train['label'],
+              None if stats is None else (train['norm_mean'], train['norm_std']))]
+    for w, n, speakers in extra:
+      parts.append((w, n, np.full(len(n), -1, np.int32), _stats(d, w, n, speakers)))
     splits['train'] = LogMelSource(
-        np.concatenate([train['wave'], *(e[0] for e in extra)]),
-        np.concatenate([train['length'], *(e[1] for e in extra)]),
-        np.concatenate([train['label'], *(np.full(len(e[1]), -1, np.int32) for e in extra)]),
-        _features(d))
+        *(np.concatenate([p[i] for p in parts]) for i in range(3)), _features(d),
+        stats=None if stats is None else tuple(np.concatenate([p[3][i] for p in parts])
+                                              for i in range(2)))
   return base.Dataset(splits, ('audio',), len(EMOTIONS), f'{root}/speech_16k fold {d.fold}',
                       EMOTIONS)
 
@@ -244,10 +299,18 @@ def _emodb_files(config) -> list[str]:
   return files
 
 
-def _unlabelled_emodb(config) -> tuple[np.ndarray, np.ndarray]:
-  """Every EmoDB clip (all seven emotions, boredom included), as waveforms."""
+def _emodb_speakers(files: list[str]) -> np.ndarray:
+  """EmoDB's speaker: the first two characters of the file name (03a01Fa.wav: 03)."""
+  return np.asarray([os.path.basename(f)[:2] for f in files])
+
+
+def _unlabelled_emodb(config):
+  """Every EmoDB clip (all seven emotions, boredom included): waveforms, lengths and
+  speakers."""
   d = config.data
-  return _pad(_decoded(_emodb_files(config), d.top_db), int(d.max_seconds * SAMPLE_RATE))
+  files = _emodb_files(config)
+  return (*_pad(_decoded(files, d.top_db), int(d.max_seconds * SAMPLE_RATE)),
+          _emodb_speakers(files))
 
 
 def emodb_source(config) -> LogMelSource:
@@ -262,7 +325,8 @@ def emodb_source(config) -> LogMelSource:
       keep.append(f)
       labels.append(EMODB_TO_RAVDESS[name[5]])
   waves, lengths = _pad(_decoded(keep, d.top_db), int(d.max_seconds * SAMPLE_RATE))
-  return LogMelSource(waves, lengths, np.asarray(labels, np.int32), _features(d))
+  return LogMelSource(waves, lengths, np.asarray(labels, np.int32), _features(d),
+                      stats=_stats(d, waves, lengths, _emodb_speakers(keep)))
 
 
 def configure(config, arg: str | None = None, own=()):
@@ -283,6 +347,7 @@ def configure(config, arg: str | None = None, own=()):
     d.window_ms = 25.0
     d.hop_ms = 20.0  # 50 frames/s: about 200 frames per trimmed clip.
     d.n_mels = 64
+    d.audio_norm = 'clip'  # clip | speaker (per-speaker statistics; name it in tables).
     for item in filter(None, (arg or '').split(',')):
       if item.startswith('fold') and item[4:].isdigit():
         d.fold = int(item[4:])
