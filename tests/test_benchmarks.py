@@ -124,3 +124,21 @@ def test_ssm_mirror_computes_the_affectjax_block(unbind):
     expected = m(torch.tensor(x)).numpy()
   got = np.asarray(block.apply(params, x, mask, train=False))
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_mae_mirror_has_the_affectjax_parameter_count_and_both_sides_train():
+  """The PyTorch AudioMAE-style mirror is the same model: equal parameter counts at every
+  benchmarked size, and one step of each side gives a finite loss on the same input."""
+  pytest.importorskip('torch', reason="PyTorch is a benchmark-only extra ('.[bench]')")
+  bench = _script('mae_speed')
+  for size in sorted({s for s, _ in bench.ROWS}):
+    exp, _ = bench.affectjax_experiment(size)
+    mirror = bench.torch_mirror(size)
+    assert sum(p.numel() for p in mirror.parameters()) == exp.num_params, size
+  jx = bench.bench_affectjax('tiny', 8, steps=1, warmup=0)
+  pt = bench.bench_torch('tiny', 8, steps=1, warmup=0, compiled=False)
+  assert jx['params'] == pt['params'] and jx['step_ms'] > 0 and pt['step_ms'] > 0
+  # FLOPs of the compiled one-device step: at least the decoder's MLP over every token,
+  # forward and both gradients.
+  width = bench._sizes('tiny')[3]
+  assert jx['gflop'] >= 3 * 2 * 2 * 8 * 200 * width * 4 * width / 1e9

@@ -29,24 +29,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+
+REPO = harness.REPO
 WIDTH = 128
 TOWER_IN, TOWER_HIDDEN = 256, 256
 BATCHES = (256, 1024, 4096, 16384, 32768)
 BUDGET_MB = 2048
 START, END = '<!-- contrastive_speed:start -->', '<!-- contrastive_speed:end -->'
-
-
-def _rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _inputs(n: int, d: int, seed: int = 0):
@@ -153,13 +150,13 @@ def bench_torch_loss(n: int, steps: int) -> dict:
   loss_fn = _clip_loss_torch()
   a, b = (torch.from_numpy(x).requires_grad_() for x in _inputs(n, WIDTH))
   scale = torch.tensor(10.0)
-  base = _rss_mb()
+  base = harness.rss_mb()
 
   def run():
     a.grad = b.grad = None
     loss_fn(a, b, scale).backward()
   seconds = _time(run, steps)
-  return {'step_ms': 1e3 * seconds, 'rows_per_s': n / seconds, 'peak_mb': _rss_mb() - base}
+  return {'step_ms': 1e3 * seconds, 'rows_per_s': n / seconds, 'peak_mb': harness.rss_mb() - base}
 
 
 def bench_torch_step(n: int, steps: int) -> dict:
@@ -177,7 +174,7 @@ def bench_torch_step(n: int, steps: int) -> dict:
   log_scale = torch.nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
   opt = torch.optim.AdamW([*towers.parameters(), log_scale], lr=1e-3, weight_decay=1e-4)
   a, b = (torch.from_numpy(x) for x in _inputs(n, TOWER_IN))
-  base = _rss_mb()
+  base = harness.rss_mb()
 
   def run():
     opt.zero_grad(set_to_none=True)
@@ -186,7 +183,7 @@ def bench_torch_step(n: int, steps: int) -> dict:
     loss_fn(za, zb, log_scale.exp().clamp(max=100)).backward()
     opt.step()
   seconds = _time(run, steps)
-  return {'step_ms': 1e3 * seconds, 'rows_per_s': n / seconds, 'peak_mb': _rss_mb() - base}
+  return {'step_ms': 1e3 * seconds, 'rows_per_s': n / seconds, 'peak_mb': harness.rss_mb() - base}
 
 
 def bench_gemm() -> dict:
@@ -219,20 +216,14 @@ def _worker(args) -> None:
     out = bench_torch_loss(args.batch, steps)
   else:
     out = bench_torch_step(args.batch, steps)
-  print('RESULT ' + json.dumps(out))
+  harness.report(out)
 
 
 def _measure(what: str, batch: int, form: str = '', devices: int = 8) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
-  cmd = [sys.executable, os.path.abspath(__file__), '--worker', '--what', what, '--batch',
-         str(batch), '--form', form or 'lean']
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  if proc.returncode or not line:
-    tail = ' '.join((proc.stderr or proc.stdout).strip().splitlines()[-1:])
-    return {'error': tail[:160] or f'exit {proc.returncode}'}
-  return json.loads(line[0][len('RESULT '):])
+  return harness.measure(__file__, ['--what', what, '--batch', str(batch), '--form',
+                                    form or 'lean'],
+                         env={'JAX_PLATFORMS': 'cpu',
+                              'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}'})
 
 
 def _fits_torch(n: int, memory_mb: float) -> bool:

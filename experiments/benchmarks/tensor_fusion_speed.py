@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 
@@ -35,7 +33,10 @@ import numpy as np
 from affectjax import hardware
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+
+REPO = harness.REPO
 SEQ, TEXT_DIM, AUDIO_DIM, VISION_DIM = 50, 768, 5, 20
 SIZES = {
     'tfn': dict(hidden=(128, 32, 128), text_out=32, post_fusion=64,
@@ -51,10 +52,6 @@ def _inputs(batch: int, seed: int = 0):
           rng.normal(size=(batch, AUDIO_DIM)).astype(np.float32),
           rng.normal(size=(batch, VISION_DIM)).astype(np.float32),
           rng.uniform(-3, 3, size=(batch,)).astype(np.float32))
-
-
-def _rss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- PyTorch mirror -----------------------------------------------------------------------
@@ -153,7 +150,7 @@ def bench_torch(model_name: str, batch: int, steps: int, warmup: int, compiled: 
     return loss
 
   fn = torch.compile(step) if compiled else step
-  base = _rss_mb()
+  base = harness.rss_mb()
   if device == 'cuda':
     torch.cuda.reset_peak_memory_stats()
   sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
@@ -171,7 +168,7 @@ def bench_torch(model_name: str, batch: int, steps: int, warmup: int, compiled: 
   elapsed = time.perf_counter() - start
   assert np.isfinite(float(loss))
   peak = (torch.cuda.max_memory_allocated() / 2**20 if device == 'cuda'
-          else _rss_mb() - base)
+          else harness.rss_mb() - base)
   return {'step_ms': 1e3 * elapsed / steps, 'examples_per_s': batch * steps / elapsed,
           'compile_s': first, 'peak_mb': peak, 'device': device}
 
@@ -181,7 +178,6 @@ def bench_torch(model_name: str, batch: int, steps: int, warmup: int, compiled: 
 
 def bench_affectjax(model_name: str, batch: int, steps: int, warmup: int,
                     dtype: str = 'float32', rng_bits: int = 32) -> dict:
-  import jax
   from affectjax import config as config_lib
   from affectjax import sharding, train
   from affectjax.data import pipeline
@@ -209,28 +205,7 @@ def bench_affectjax(model_name: str, batch: int, steps: int, warmup: int,
   batch_arrays = pipeline.to_global(
       {'text': t, 'audio': a, 'vision': v, 'label': y, 'mask': np.ones(batch, np.float32)},
       mesh, exp.rules)
-  base = _rss_mb()
-  start = time.perf_counter()
-  step = exp.lower_train_step(batch).compile()
-  state = exp.lower_init().compile()(jax.random.PRNGKey(0))
-  compile_s = time.perf_counter() - start
-  for _ in range(warmup + 1):
-    state, m = step(state, batch_arrays)
-  jax.block_until_ready(m)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, batch_arrays)
-  jax.block_until_ready(m)
-  elapsed = time.perf_counter() - start
-  assert np.isfinite(float(m['loss']))
-  cost = step.cost_analysis()
-  cost = (cost[0] if isinstance(cost, list) else cost) or {}
-  device = jax.devices()[0]
-  stats = device.memory_stats() if device.platform == 'gpu' else None
-  peak = stats['peak_bytes_in_use'] / 2**20 if stats else _rss_mb() - base
-  return {'step_ms': 1e3 * elapsed / steps, 'examples_per_s': batch * steps / elapsed,
-          'compile_s': compile_s, 'peak_mb': peak, 'device': device.platform,
-          'gflop': cost.get('flops', 0.0) / 1e9}
+  return harness.time_train_step(exp, batch_arrays, batch, steps, warmup)
 
 
 def bench_gemm(repeats: int = 10) -> dict:
@@ -241,30 +216,8 @@ def bench_gemm(repeats: int = 10) -> dict:
   ((768, 12800) x (12800, 512)), plus a square 2048 product. The best rate over shapes and
   frameworks is an upper bound on what any implementation reaches on these steps.
   """
-  import jax
-  import jax.numpy as jnp
-  import torch
-  torch.set_num_threads(os.cpu_count() or 1)
-  shapes = [(12800, 768, 512), (768, 12800, 512), (2048, 2048, 2048)]
-  best = {}
-  rng = np.random.default_rng(0)
-  for m, k, n in shapes:
-    a = rng.normal(size=(m, k)).astype(np.float32)
-    b = rng.normal(size=(k, n)).astype(np.float32)
-    ja, jb = jnp.asarray(a), jnp.asarray(b)
-    f = jax.jit(jnp.matmul)
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    for name, run in (('jax', lambda: f(ja, jb).block_until_ready()),
-                      ('torch', lambda: torch.matmul(ta, tb))):
-      run()
-      times = []
-      for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-      rate = 2 * m * k * n / min(times) / 1e9
-      best[name] = max(best.get(name, 0.0), rate)
-  return {'gflops': max(best.values()), 'by_framework': best}
+  return harness.gemm_rate([(12800, 768, 512), (768, 12800, 512), (2048, 2048, 2048)],
+                           repeats)
 
 
 # -- driver ------------------------------------------------------------------------------------
@@ -281,23 +234,15 @@ def _worker(args) -> None:
   else:
     out = bench_torch(args.model, args.batch, args.steps, args.warmup,
                       args.framework == 'torch_compile')
-  print('RESULT ' + json.dumps(out))
+  harness.report(out)
 
 
 def _measure(framework, model, batch, args) -> dict:
   steps = max(3, min(args.steps, int(args.steps * 256 / batch) or 3))
-  cmd = [sys.executable, os.path.abspath(__file__), '--worker', '--framework', framework,
-         '--model', model, '--batch', str(batch), '--steps', str(steps),
-         '--warmup', str(args.warmup), '--dtype', args.dtype,
-         '--dropout-rng-bits', str(args.dropout_rng_bits)]
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-  line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  if proc.returncode or not line:
-    tail = ' '.join((proc.stderr or proc.stdout).strip().splitlines()[-1:])
-    return {'error': tail[:200]}
-  return json.loads(line[0][len('RESULT '):])
-
-
+  return harness.measure(__file__, [
+      '--framework', framework, '--model', model, '--batch', str(batch), '--steps',
+      str(steps), '--warmup', str(args.warmup), '--dtype', args.dtype,
+      '--dropout-rng-bits', str(args.dropout_rng_bits)])
 
 
 def main(argv=None) -> int:
