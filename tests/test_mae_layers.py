@@ -103,3 +103,13 @@ def test_fused_attention_path_equals_the_explicit_softmax(norm):
   variables = stack.init(jax.random.key(1), x, mask, train=False)
   out, hidden = stack.apply(variables, x, mask, train=False, return_hidden=True)
   assert out.shape == x.shape and len(hidden) == 2 and 'norm_out' in variables['params']
+  # Intermediate layers come out through the same final norm (HiCMAE's features): the
+  # last is the output, and the norm's learnt scale reaches the first.
+  np.testing.assert_allclose(hidden[-1], out)
+  scaled = jax.tree_util.tree_map(lambda v: v, variables)
+  scaled['params']['norm_out']['scale'] = 3 * scaled['params']['norm_out']['scale']
+  _, again = stack.apply(scaled, x, mask, train=False, return_hidden=True)
+  real = np.asarray(mask) > 0
+  np.testing.assert_allclose(np.asarray(again[0])[real], 3 * np.asarray(hidden[0])[real],
+                             rtol=1e-4, atol=1e-5)
+  assert not np.asarray(hidden[0])[~real].any()

@@ -93,7 +93,9 @@ class TransformerEncoderLayer(nn.Module):
 
 class TransformerEncoder(nn.Module):
   """A stack of `TransformerEncoderLayer`s (`layer_<i>`), with a final LayerNorm
-  (`norm_out`) in the pre-norm form."""
+  (`norm_out`) in the pre-norm form. With `return_hidden` also every layer's output, in
+  the pre-norm form through that same final norm (the intermediate features HiCMAE's
+  skip connections and hierarchical contrastive loss read); the last equals the output."""
   num_layers: int
   num_heads: int
   mlp_dim: int
@@ -113,8 +115,10 @@ class TransformerEncoder(nn.Module):
                                   name=f'layer_{i}')(x, mask, train=train)
       hidden.append(x)
     if self.norm == 'pre':
-      x = nn.LayerNorm(name='norm_out', dtype=jnp.dtype(self.dtype))(x)
-      x = x * mask[..., None].astype(x.dtype)
+      norm = nn.LayerNorm(name='norm_out', dtype=jnp.dtype(self.dtype))
+      out = lambda h: norm(h) * mask[..., None].astype(h.dtype)  # noqa: E731
+      x = out(x)
+      hidden = [out(h) for h in hidden[:-1]] + [x] if return_hidden else hidden
     return (x, hidden) if return_hidden else x
 
 

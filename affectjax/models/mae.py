@@ -271,8 +271,9 @@ class AudioVisualMAE(nn.Module):
 
   Returns {'reconstruction': {modality: {'prediction', 'target', 'masked'}},
   'levels': {modality: (L, B, D)}}: the L2-normalised mean of each encoder's visible
-  tokens at the intermediate layers `_levels` (standardised per token first, as HiCMAE
-  takes them after the encoder's norm), for the task's hierarchical contrastive loss."""
+  tokens at the intermediate layers `_levels`, each through its encoder's final LayerNorm
+  (as HiCMAE takes them; the skip connections read the same), for the task's
+  hierarchical contrastive loss."""
   modalities: Sequence[str]
   out_dim: int = 0
   size: str = 'tiny'
@@ -304,7 +305,7 @@ class AudioVisualMAE(nn.Module):
       h, visible, hidden = PatchEncoder(shape, width, depth, heads, self.mlp_ratio,
                                         self.dropout, self.dtype, name=f'{m}_encoder')(
                                             x, valid, keep, train=train, return_hidden=True)
-      skips = [_standardised(hidden[j]) for j in levels]
+      skips = [hidden[j] for j in levels]  # Through the encoder's final norm (HiCMAE).
       pooled[m] = jnp.stack([_unit(masked_mean(s.astype(jnp.float32), visible))
                              for s in skips]) if skips else None
       enc[m] = (h, visible, keep, grid, valid, skips, x, shape, masked)
@@ -323,11 +324,6 @@ class AudioVisualMAE(nn.Module):
     if levels:
       out['levels'] = pooled
     return out
-
-
-def _standardised(h: jax.Array) -> jax.Array:
-  mean = h.mean(axis=-1, keepdims=True)
-  return (h - mean) / jnp.sqrt(h.var(axis=-1, keepdims=True) + 1e-6)
 
 
 def _unit(v: jax.Array) -> jax.Array:
