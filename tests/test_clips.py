@@ -50,6 +50,8 @@ def write_clip(path, frames=20, seconds=0.8, audio=True, rate=25, seed=0):
 def test_real_videos_decode_crop_the_face_and_build_once(tmp_path, capsys):
   settings = clips.Settings(frames=8, size=48, face=True, max_seconds=3.0)
   builder = clips.build(VIDEOS, settings, str(tmp_path / 'tfds'))
+  out = capsys.readouterr().out
+  assert 'Downloading' not in out and f'preparing {builder.name} once from {VIDEOS}' in out
   records = builder.as_data_source()['clips']
   assert len(records) == 2
   by_name = {r['file'].decode() if isinstance(r['file'], bytes) else r['file']: r
