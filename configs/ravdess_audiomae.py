@@ -29,6 +29,7 @@ def get_config(arg=None):
   c.model.size = mae_size(own)
   ravdess.configure(c, data_arg)
   c.data.num_valid, c.data.unlabelled = 4, ('emodb',)
+  c.data.audio_norm = 'train'  # Per band over the training actors: level and shape stay.
   ravdess_speech_training(c, data_arg.split(','))
   c.task = ml_collections.ConfigDict({'name': 'masked_reconstruction',
                                                  'loss': 'mse'})

@@ -7,7 +7,9 @@ configs/ravdess_audiomae.py: trained from scratch, or started from a pretraining
 Variants after a colon, comma-separated: fold1 .. fold6; finetune (load `encoder` from
 config.init.workdir's best checkpoint; it trains at 0.1x the head's rate), probe (load
 it and freeze it: a linear probe); tiny (default) | small | base | large; smoke.
-Selection: validation accuracy (4 held-out training actors: the next fold's).
+Selection: validation accuracy (4 held-out training actors: the next fold's). Log-mel is
+standardised per band with the training actors' statistics (`data.audio_norm='train'`,
+as in pretraining; per-clip statistics would erase each clip's level and spectral shape).
 """
 
 from common import mae_size, mae_sizes, ravdess_speech_training, split_variants
@@ -24,6 +26,7 @@ def get_config(arg=None):
   c.model.size = mae_size(own)
   ravdess.configure(c, data_arg)
   c.data.num_valid = 4
+  c.data.audio_norm = 'train'  # Per band over the training actors: level and shape stay.
   ravdess_speech_training(c, data_arg.split(','))
   if 'finetune' in own or 'probe' in own:
     c.init.checkpoint = 'best'

@@ -81,10 +81,10 @@ def test_log_mel_frames_masks_and_filterbank():
   np.testing.assert_allclose(feats[1, :48].mean(0), 0, atol=1e-2)
 
 
-def test_per_speaker_normalisation_standardises_each_speaker_over_all_its_clips(
-    tiny_ravdess):
+def test_per_speaker_and_training_set_normalisation(tiny_ravdess):
   """`data.audio_norm=speaker`: every actor's real frames have zero mean and unit variance
-  per band over all that actor's clips (not per clip), whichever split holds them."""
+  per band over all that actor's clips (not per clip), whichever split holds them;
+  `train`: the training actors' statistics everywhere."""
   config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3',
                            tiny_ravdess + ['data.audio_norm=speaker'])
   clip = get_dataset(config_lib.load(config_path('ravdess_ssm.py') + ':fold3', tiny_ravdess))
@@ -102,6 +102,20 @@ def test_per_speaker_normalisation_standardises_each_speaker_over_all_its_clips(
     other = clip.splits[name].get_batch(np.arange(len(source)))
     np.testing.assert_array_equal(other['frame_mask'], batch['frame_mask'])
     assert not np.allclose(other['audio'], batch['audio'], atol=1e-3)
+  # `train`: the training actors' statistics, for every split: pooled training frames are
+  # standardised, test clips use the same shift and scale (so they are not).
+  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3',
+                           tiny_ravdess + ['data.audio_norm=train'])
+  pooled = get_dataset(config)
+  train_batch = pooled.splits['train'].get_batch(np.arange(36))
+  frames = train_batch['audio'][train_batch['frame_mask'] > 0]
+  np.testing.assert_allclose(frames.mean(0), 0, atol=1e-3)
+  np.testing.assert_allclose(frames.std(0), 1, atol=1e-2)
+  np.testing.assert_array_equal(pooled.splits['test'].arrays['norm_mean'][0],
+                                pooled.splits['train'].arrays['norm_mean'][0])
+  emodb = ravdess.emodb_source(config)
+  np.testing.assert_allclose(emodb.arrays['norm_std'][0],
+                             pooled.splits['train'].arrays['norm_std'][0])
   # EmoDB (all 7 clips from speaker 03 here): added unlabelled to training, or scored.
   config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3', tiny_ravdess + [
       'data.audio_norm=speaker', "data.unlabelled=('emodb',)"])

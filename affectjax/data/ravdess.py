@@ -6,10 +6,11 @@ trailing silence, and keeps the waveforms in memory. Log-mel frames are computed
 the grain pipeline, batch by batch, by `LogMelSource.get_batch` (25 ms Hann windows,
 20 ms hop by default, 64 HTK-mel bands, log, mean/variance normalisation per band over real
 frames); `frame_mask` marks the real frames of each clip. `config.data.audio_norm` picks the
-statistics: `clip` (default; each clip its own) or `speaker` (each speaker's statistics over
-all of that speaker's clips, labels unused: per-speaker normalisation, a known
-speaker-independent technique that reads the test speakers' unlabelled audio, so tables
-name it).
+statistics: `clip` (default; each clip its own: level and spectral shape are lost), `train`
+(per band over the training actors' real frames, applied to every split and to EmoDB:
+level and spectral shape stay), or `speaker` (each speaker's statistics over all of that
+speaker's clips, labels unused: per-speaker normalisation, a known speaker-independent
+technique that reads the test speakers' unlabelled audio, so tables name it).
 
 Splits are speaker-independent: `config.data.fold` (1-6) picks the test actors of
 `ravdess/actor_folds.json` (the six folds used by HiCMAE); the first
@@ -191,14 +192,57 @@ def speaker_statistics(waves: np.ndarray, lengths: np.ndarray, speakers: np.ndar
   return mean[which].astype(np.float32), std[which].astype(np.float32)
 
 
-def _stats(d, waves, lengths, speakers):
-  """`config.data.audio_norm`: None for per-clip statistics, else per-speaker ones."""
+NORMS = ('clip', 'train', 'speaker')
+
+
+def _norm(d) -> str:
   norm = d.get('audio_norm', 'clip')  # Runs saved before the option read per clip.
-  if norm not in ('clip', 'speaker'):
-    raise base.DataError(f'config.data.audio_norm: {norm!r} (clip | speaker)')
+  if norm not in NORMS:
+    raise base.DataError(f'config.data.audio_norm: {norm!r} ({" | ".join(NORMS)})')
+  return norm
+
+
+def _stats(d, waves, lengths, speakers, train=None):
+  """Per-clip (mean, std) for `config.data.audio_norm`, or None for per-clip statistics.
+  `train`: the training split's (mean, std) per band (for `train`)."""
+  norm = _norm(d)
   if norm == 'clip':
     return None
+  if norm == 'train':
+    return tuple(np.broadcast_to(x, (len(waves), len(x))).copy() for x in train)
   return speaker_statistics(waves, lengths, speakers, _features(d))
+
+
+def _train_statistics(d, waves, lengths):
+  """Per-band (mean, std) over the real frames of the training clips given."""
+  mean, std = speaker_statistics(waves, lengths, np.zeros(len(waves), np.int32),
+                                 _features(d))
+  return mean[0], std[0]
+
+
+def _ravdess(config):
+  """(root, waveforms, lengths, labels, actors, {split: actors}) of the fold."""
+  d = config.data
+  root = os.path.join(prepared.data_dir(config, 'ravdess/speech_16k/Actor_XX/*.flac'),
+                      'ravdess')
+  files = sorted(glob.glob(os.path.join(root, 'speech_16k', 'Actor_*', '*.*')))
+  if not files:
+    raise base.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
+  labels, actors = zip(*(parse_ravdess_name(f) for f in files))
+  labels, actors = np.asarray(labels, np.int32), np.asarray(actors)
+  split_actors = fold_actors(read_folds(os.path.join(root, 'actor_folds.json')), d.fold,
+                             d.num_valid)
+  waves, lengths = _pad(_decoded(files, d.top_db), int(d.max_seconds * SAMPLE_RATE))
+  return root, waves, lengths, labels, actors, split_actors
+
+
+def _training_statistics(config):
+  """The fold's training-actor statistics when `audio_norm='train'`, else None."""
+  if _norm(config.data) != 'train':
+    return None
+  _, waves, lengths, _, actors, split_actors = _ravdess(config)
+  train = np.isin(actors, split_actors['train'])
+  return _train_statistics(config.data, waves[train], lengths[train])
 
 
 def _pad(clips: list[np.ndarray], max_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,17 +303,12 @@ def _features(d) -> dict:
 
 def load(config) -> base.Dataset:
   d = config.data
-  root = os.path.join(prepared.data_dir(config, 'ravdess/speech_16k/Actor_XX/*.flac'),
-                      'ravdess')
-  files = sorted(glob.glob(os.path.join(root, 'speech_16k', 'Actor_*', '*.*')))
-  if not files:
-    raise base.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
-  labels, actors = zip(*(parse_ravdess_name(f) for f in files))
-  labels, actors = np.asarray(labels, np.int32), np.asarray(actors)
-  split_actors = fold_actors(read_folds(os.path.join(root, 'actor_folds.json')), d.fold,
-                             d.num_valid)
-  waves, lengths = _pad(_decoded(files, d.top_db), int(d.max_seconds * SAMPLE_RATE))
-  stats = _stats(d, waves, lengths, actors)
+  root, waves, lengths, labels, actors, split_actors = _ravdess(config)
+  train = None
+  if _norm(d) == 'train':
+    rows = np.isin(actors, split_actors['train'])
+    train = _train_statistics(d, waves[rows], lengths[rows])
+  stats = _stats(d, waves, lengths, actors, train)
   splits = {}
   for split, who in split_actors.items():
     idx = np.flatnonzero(np.isin(actors, who))
@@ -282,7 +321,7 @@ def load(config) -> base.Dataset:
     parts = [(train['wave'], train['length'], train['label'],
               None if stats is None else (train['norm_mean'], train['norm_std']))]
     for w, n, speakers in extra:
-      parts.append((w, n, np.full(len(n), -1, np.int32), _stats(d, w, n, speakers)))
+      parts.append((w, n, np.full(len(n), -1, np.int32), _stats(d, w, n, speakers, train)))
     splits['train'] = LogMelSource(
         *(np.concatenate([p[i] for p in parts]) for i in range(3)), _features(d),
         stats=None if stats is None else tuple(np.concatenate([p[3][i] for p in parts])
@@ -314,8 +353,11 @@ def _unlabelled_emodb(config):
 
 
 def emodb_source(config) -> LogMelSource:
-  """EmoDB clips of the emotions shared with RAVDESS, labelled with RAVDESS indices."""
+  """EmoDB clips of the emotions shared with RAVDESS, labelled with RAVDESS indices
+  (normalised as `config.data.audio_norm` says; `train`: with the RAVDESS fold's
+  training statistics)."""
   d = config.data
+  train = _training_statistics(config)
   keep, labels = [], []
   for f in _emodb_files(config):
     name = os.path.basename(f)
@@ -326,7 +368,7 @@ def emodb_source(config) -> LogMelSource:
       labels.append(EMODB_TO_RAVDESS[name[5]])
   waves, lengths = _pad(_decoded(keep, d.top_db), int(d.max_seconds * SAMPLE_RATE))
   return LogMelSource(waves, lengths, np.asarray(labels, np.int32), _features(d),
-                      stats=_stats(d, waves, lengths, _emodb_speakers(keep)))
+                      stats=_stats(d, waves, lengths, _emodb_speakers(keep), train))
 
 
 def configure(config, arg: str | None = None, own=()):
@@ -347,7 +389,7 @@ def configure(config, arg: str | None = None, own=()):
     d.window_ms = 25.0
     d.hop_ms = 20.0  # 50 frames/s: about 200 frames per trimmed clip.
     d.n_mels = 64
-    d.audio_norm = 'clip'  # clip | speaker (per-speaker statistics; name it in tables).
+    d.audio_norm = 'clip'  # clip | train | speaker (per-speaker: name it in tables).
     for item in filter(None, (arg or '').split(',')):
       if item.startswith('fold') and item[4:].isdigit():
         d.fold = int(item[4:])

@@ -212,8 +212,9 @@ def main(argv=None) -> int:
   p.add_argument('--finetune-every', type=int, default=100)
   p.add_argument('--classifiers', default='scratch,finetune,probe',
                  help=f'which of {",".join(CLASSIFIERS)} to train per fold')
-  p.add_argument('--audio-norm', default='clip', choices=('clip', 'speaker'),
-                 help='log-mel statistics per clip, or per speaker (named in the table)')
+  p.add_argument('--audio-norm', default='train', choices=ravdess.NORMS,
+                 help="log-mel statistics: the training actors' (train), each clip's own "
+                 "(clip), or each speaker's (speaker; named in the table)")
   p.add_argument('--smoke', action='store_true', help='tiny runs (tests)')
   p.add_argument('--figures', default=HERE, help='where the reconstruction PNGs go')
   p.add_argument('--out', default=os.path.join(HERE, 'RESULTS.md'))
@@ -236,10 +237,14 @@ def main(argv=None) -> int:
              f'--folds {args.folds} --size {args.size} --pretrain-steps {args.pretrain_steps} '
              f'--pretrain-every {args.pretrain_every} --finetune-steps {args.finetune_steps} '
              f'--finetune-every {args.finetune_every} --classifiers {args.classifiers}' +
-             (f' --audio-norm {args.audio_norm}' if args.audio_norm != 'clip' else '') +
+             (f' --audio-norm {args.audio_norm}' if args.audio_norm != 'train' else '') +
              (' --smoke' if args.smoke else ''))
-  norm = ('No per-speaker normalisation (each clip\'s log-mel is normalised over its own '
-          'frames only).' if args.audio_norm == 'clip' else
+  norm = {'train': 'No per-speaker normalisation: log-mel is standardised per band with the '
+                   'training actors\' statistics (`data.audio_norm=train`), for every split '
+                   'and EmoDB.',
+          'clip': 'No per-speaker normalisation: each clip\'s log-mel is standardised over '
+                  'its own frames (`data.audio_norm=clip`; level and spectral shape are '
+                  'lost).'}.get(args.audio_norm,
           '**Per-speaker normalisation** (`data.audio_norm=speaker`, every row, the logistic '
           'regression included): each clip\'s log-mel is standardised with its speaker\'s '
           'statistics over all of that speaker\'s clips, test speakers included (their '
@@ -269,7 +274,7 @@ Every checkpoint and setting is chosen on validation, never on test. HiCMAE's re
 validates its RAVDESS models on the test split, so its published figures are test-selected
 and not comparable to the selected columns here.
 
-## Speech emotion (8 classes; chance 12.5 WAR){'' if args.audio_norm == 'clip' else ', per-speaker normalisation'}
+## Speech emotion (8 classes; chance 12.5 WAR){', per-speaker normalisation' if args.audio_norm == 'speaker' else ''}
 
 {tables(summaries)}
 
