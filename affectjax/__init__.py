@@ -1,3 +1,10 @@
 """affectjax: multimodal affect models in JAX, sharded over a device mesh."""
 
 __version__ = '0.1.0'
+
+
+def load_run(workdir: str):
+  """A trained run from its workdir alone, ready to `predict` on new inputs (see
+  `affectjax.inference`)."""
+  from affectjax import inference
+  return inference.load_run(workdir)

@@ -7,6 +7,8 @@
   affectjax extract-features --config configs/NAME.py[:ARG] [--out FILE.npz]
   affectjax export-encoder --config configs/NAME.py:finetune --workdir DIR --out FOLDER
   affectjax build-clips --input FOLDER [--labels ravdess|crema-d|none|FILE.csv] [--face]
+  affectjax eval    --workdir DIR [--split test]
+  affectjax predict --workdir DIR INPUT [INPUT ...] [--out FILE.jsonl|FILE.csv]
 """
 
 from __future__ import annotations
@@ -73,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
                   help='leave out unreadable clips (and say how many) instead of stopping')
   bc.add_argument('--tfds-dir', default='', help='where to write (default '
                   '~/.cache/affectjax/tfds, as config.data.tfds_dir)')
+  ev = sub.add_parser('eval', help="re-score a trained run's best checkpoint on one split "
+                      '(no training; reads the data)')
+  ev.add_argument('--workdir', required=True)
+  ev.add_argument('--split', default='test')
+  pr = sub.add_parser('predict', help='apply a trained run to new inputs: audio files or '
+                      'folders (speech runs), .npz or .csv feature files; needs only the '
+                      'workdir')
+  pr.add_argument('--workdir', required=True)
+  pr.add_argument('inputs', nargs='+', help='files or folders')
+  pr.add_argument('--out', default='-', help='FILE.jsonl or FILE.csv (default: JSONL on '
+                  'stdout)')
   return p
 
 
@@ -142,6 +155,16 @@ def _run(argv) -> None:
     out = clips.build(args.input, settings,
                       args.tfds_dir or os.path.join(prepared.cache_dir(), 'tfds'))
     print(json.dumps({'clips': len(out.as_data_source()['clips']), 'dataset': out.data_dir}))
+    return
+  if args.command in ('eval', 'predict'):
+    if overrides:
+      raise config_lib.ConfigError(f'{args.command}: --config.{overrides[0]}: a trained run '
+                                   'keeps its config (config.json in the workdir)')
+    from affectjax import inference
+    if args.command == 'eval':
+      print(json.dumps({args.split: _headline(inference.evaluate(args.workdir, args.split))}))
+    else:
+      inference.write_rows(inference.load_run(args.workdir).predict(args.inputs), args.out)
     return
   config = config_lib.load(args.config, overrides)
   if args.command == 'robustness':

@@ -472,6 +472,8 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
     _truncate_metrics(metrics_path, start)
     try:
       config_lib.save(config, os.path.join(workdir, 'config.json'))
+      from affectjax import inference
+      inference.write_card(workdir, config, dataset, exp)  # What `affectjax predict` reads.
     except OSError as e:
       raise errors.write_error(os.path.join(workdir, 'config.json'), 'the config', e) from None
 

@@ -48,6 +48,11 @@ class Dataset:
   # Model fields the data decides (e.g. ERC's `num_speakers`, the text `encoder` folder
   # whose tokenizer made the ids); `models.get_model` sets them, configs never do.
   model_inputs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  # How raw inputs become model inputs, for `affectjax predict` on new files: a JSON-able
+  # description (`kind` names the pipeline, e.g. 'speech') and the arrays it needs (the
+  # training statistics), saved with the run. Empty: feature files only.
+  preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  preprocess_arrays: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   @classmethod
   def from_arrays(cls, splits: Mapping[str, Mapping[str, np.ndarray]], *, modalities,

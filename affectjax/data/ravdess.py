@@ -327,7 +327,41 @@ def load(config) -> base.Dataset:
         stats=None if stats is None else tuple(np.concatenate([p[3][i] for p in parts])
                                               for i in range(2)))
   return base.Dataset(splits, ('audio',), len(EMOTIONS), f'{root}/speech_16k fold {d.fold}',
-                      EMOTIONS)
+                      EMOTIONS, preprocess=speech_preprocess(d),
+                      preprocess_arrays={} if train is None else {'mean': train[0],
+                                                                  'std': train[1]})
+
+
+def speech_preprocess(d) -> dict:
+  """What `features_of_files` needs to repeat this pipeline on new audio files."""
+  return {'kind': 'speech', 'sample_rate': SAMPLE_RATE, 'top_db': float(d.top_db),
+          'max_seconds': float(d.max_seconds), 'audio_norm': _norm(d), **{
+              k: float(v) if k != 'n_mels' else int(v) for k, v in _features(d).items()}}
+
+
+def features_of_files(files: list[str], preprocess: dict, arrays: dict) -> dict:
+  """{'audio', 'frame_mask'} of audio files through the pipeline a run was trained with
+  (`speech_preprocess`): decoded and resampled to 16 kHz, silence trimmed, cut to
+  `max_seconds`, log-mel, normalised as the run was (`train`: its saved training
+  statistics; `speaker`: the files given together are taken as one speaker)."""
+  clips = []
+  for f in files:
+    x = trim_silence(read_audio(f, preprocess['sample_rate']), preprocess['top_db'])
+    if not len(x):
+      raise base.DataError(f'{f}: field audio is empty (or silent throughout)')
+    clips.append(x)
+  waves, lengths = _pad(clips, int(preprocess['max_seconds'] * preprocess['sample_rate']))
+  kwargs = {k: preprocess[k] for k in ('window_ms', 'hop_ms', 'n_mels')}
+  if preprocess['audio_norm'] == 'clip':
+    stats = None
+  elif preprocess['audio_norm'] == 'train':
+    stats = tuple(np.broadcast_to(arrays[k], (len(files), len(arrays[k]))) for k in
+                  ('mean', 'std'))
+  else:
+    stats = speaker_statistics(waves, lengths, np.zeros(len(files), np.int32), kwargs)
+  source = LogMelSource(waves, lengths, np.zeros(len(files), np.int32), kwargs, stats=stats)
+  batch = source.get_batch(np.arange(len(files)))
+  return {'audio': batch['audio'], 'frame_mask': batch['frame_mask']}
 
 
 def _emodb_files(config) -> list[str]:

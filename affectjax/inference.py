@@ -1,0 +1,313 @@
+"""A trained run applied to new inputs, from its workdir alone.
+
+  run = affectjax.load_run('/tmp/affectjax/ravdess_ssm')
+  rows = run.predict(['clip.wav'])            # or a folder, an .npz or a .csv of features
+  rows[0]['label'], rows[0]['probabilities']  # classification; 'score' for regression
+
+Training writes, beside config.json, `run.json` (the run card: the model's input fields
+with their per-example shapes and dtypes, modalities, classes and label names, the fields
+the data gave the model, and how raw inputs become model inputs) and `preprocess.npz`
+(the training statistics that pipeline needs). `load_run` reads those and the best
+checkpoint; it never reads the training data. `Run.evaluate` re-scores a split, and so
+does need the data.
+
+Inputs:
+- `.npz`: one array per input field, examples on the first axis, each example of the
+  run's shape (`Run.fields`);
+- `.csv`: a header and one row per example; a vector field `f` of size d is the columns
+  `f_0 .. f_<d-1>`, a scalar field is the column `f`; an `id` column is kept if present;
+- audio files (`.wav`, `.flac`, `.ogg`) or folders of them, for runs whose data pipeline
+  starts from audio (RAVDESS speech): decoded, resampled, trimmed, log-mel and normalised
+  exactly as in training (`data/ravdess.py:features_of_files`).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+
+import numpy as np
+
+from affectjax import errors
+from affectjax.data import base
+
+CARD, ARRAYS = 'run.json', 'preprocess.npz'
+AUDIO = ('.wav', '.flac', '.ogg')
+FORMAT = 1
+
+
+def write_card(workdir: str, config, dataset, exp) -> None:
+  """run.json and preprocess.npz for `load_run`, written atomically (lead process)."""
+  from affectjax import workdir as workdir_lib
+  spec = {k: [list(shape), np.dtype(dtype).name]
+          for k, (shape, dtype) in exp.element_spec.items()}
+  card = {
+      'format': FORMAT,
+      'config': config.get('name', ''),
+      'task': config.task.name,
+      'modalities': list(dataset.modalities),
+      'element_spec': spec,
+      'num_classes': dataset.num_classes,
+      'class_names': list(dataset.class_names) if dataset.class_names else None,
+      'model_inputs': {k: v for k, v in dataset.model_inputs.items()
+                       if isinstance(v, (int, float, str, bool))},
+      'preprocess': dict(dataset.preprocess),
+  }
+  workdir_lib.write_atomic(os.path.join(workdir, ARRAYS), 'the preprocessing statistics',
+                           lambda f: np.savez(f, **dict(dataset.preprocess_arrays)),
+                           mode='wb')
+  workdir_lib.write_atomic(os.path.join(workdir, CARD), 'the run card',
+                           lambda f: f.write(json.dumps(card, indent=1, sort_keys=True)))
+
+
+def _tuples(x):
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  return x
+
+
+def read_config(workdir: str):
+  """The run's resolved config, from its config.json."""
+  import ml_collections
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path) as f:
+      raw = json.load(f)
+  except FileNotFoundError:
+    raise errors.WorkdirError(f'{path}: not found; is {workdir} an affectjax run '
+                              '(affectjax train --workdir)?') from None
+  except (OSError, ValueError) as e:
+    raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
+  return ml_collections.ConfigDict(_tuples(raw))
+
+
+class Run:
+  """A finished (or checkpointed) run: its config, card and best parameters."""
+
+  def __init__(self, workdir: str):
+    import jax
+    from affectjax import checkpoint as checkpoint_lib
+    from affectjax import sharding, train
+    self.workdir = workdir
+    self.config = read_config(workdir)
+    path = os.path.join(workdir, CARD)
+    try:
+      with open(path) as f:
+        self.card = json.load(f)
+    except FileNotFoundError:
+      raise errors.WorkdirError(f'{path}: not found; the run was trained before affectjax '
+                                'saved run cards: train it again to predict with it') from None
+    except (OSError, ValueError) as e:
+      raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
+    if self.card.get('format') != FORMAT:
+      raise errors.WorkdirError(f'{path}: field format {self.card.get("format")!r} '
+                                f'(this affectjax reads {FORMAT})')
+    with np.load(os.path.join(workdir, ARRAYS)) as z:
+      self.preprocess_arrays = {k: z[k] for k in z.files}
+    self.spec = {k: (tuple(shape), np.dtype(dtype))
+                 for k, (shape, dtype) in self.card['element_spec'].items()}
+    self.class_names = self.card['class_names']
+    with self.config.unlocked():
+      self.config.mesh.data, self.config.mesh.model = 1, 1
+    self.exp = train.Experiment(self.config, sharding.make_mesh(self.config.mesh,
+                                                                jax.devices()[:1]),
+                                self.spec, tuple(self.card['modalities']),
+                                self.card['num_classes'], self.class_names,
+                                self.card['model_inputs'])
+    ckpt = checkpoint_lib.Checkpoints(workdir)
+    try:
+      self.params = ckpt.restore_best(self.exp.abstract_state.params)
+    finally:
+      ckpt.close()
+    self.batch_size = 64
+    self._step = None
+
+  @property
+  def fields(self) -> dict:
+    """Input field -> per-example shape: what a feature file must hold."""
+    return {k: shape for k, (shape, _) in self.spec.items() if k != 'label'}
+
+  def evaluate(self, split: str = 'test') -> dict:
+    """Metrics of the best checkpoint on one split (rebuilds the run's dataset)."""
+    return evaluate(self.workdir, split)
+
+  def predict_arrays(self, arrays: dict) -> np.ndarray:
+    """The task's predictions (logits, or scores) for a dict of input arrays."""
+    from affectjax import train
+    if self.card['task'] not in ('classification', 'regression'):
+      raise errors.ConfigError(f'{self.workdir}: a {self.card["task"]} run makes no '
+                               'predictions; fine-tune a classifier from it')
+    n = len(next(iter(arrays.values())))
+    label_dtype = self.spec.get('label', ((), np.int32))[1]
+    source = base.ArraySource({**{k: arrays[k] for k in self.fields},
+                               'label': np.zeros(n, label_dtype)})
+    if self._step is None:
+      self._step = self.exp.lower_eval_step(self.batch_size).compile()
+    return train.eval_outputs(self.exp, self._step, self.params, source,
+                              self.batch_size)['prediction']
+
+  def predict(self, inputs) -> list[dict]:
+    """One dict per example of `inputs` (paths: files or folders): its id, and the class
+    probabilities and most likely label, or the score."""
+    ids, arrays = self.read(inputs)
+    out = np.asarray(self.predict_arrays(arrays), np.float64)
+    rows = []
+    if self.card['task'] == 'classification':
+      z = np.exp(out - out.max(axis=1, keepdims=True))
+      probs = z / z.sum(axis=1, keepdims=True)
+      names = self.class_names or [str(i) for i in range(probs.shape[1])]
+      for i, p in zip(ids, probs):
+        rows.append({'id': i, 'label': names[int(p.argmax())],
+                     'probabilities': {n: round(float(v), 6) for n, v in zip(names, p)}})
+    else:
+      rows = [{'id': i, 'score': round(float(v), 6)} for i, v in zip(ids, out)]
+    return rows
+
+  # -- inputs ------------------------------------------------------------------------------
+
+  def read(self, inputs) -> tuple[list[str], dict]:
+    """(example ids, input arrays) of files and folders, checked against the run."""
+    if isinstance(inputs, (str, os.PathLike)):
+      inputs = [inputs]
+    files = []
+    for path in map(str, inputs):
+      if os.path.isdir(path):
+        found = sorted(f for f in glob.glob(os.path.join(path, '**', '*'), recursive=True)
+                       if f.lower().endswith((*AUDIO, '.npz', '.csv')))
+        if not found:
+          raise base.DataError(f'{path}: no .wav/.flac/.ogg/.npz/.csv files')
+        files += found
+      elif os.path.exists(path):
+        files.append(path)
+      else:
+        raise base.DataError(f'{path}: no such file or folder')
+    audio = [f for f in files if f.lower().endswith(AUDIO)]
+    parts = []
+    if audio:
+      parts.append(self._audio(audio))
+    for f in files:
+      if f.lower().endswith('.npz'):
+        parts.append(self._npz(f))
+      elif f.lower().endswith('.csv'):
+        parts.append(self._csv(f))
+      elif not f.lower().endswith(AUDIO):
+        raise base.DataError(f'{f}: unknown input type (.wav .flac .ogg .npz .csv)')
+    ids = [i for p in parts for i in p[0]]
+    arrays = {k: np.concatenate([p[1][k] for p in parts]) for k in self.fields}
+    return ids, arrays
+
+  def _check(self, where: str, arrays: dict) -> dict:
+    out, n = {}, None
+    for k, shape in self.fields.items():
+      if k not in arrays:
+        raise base.DataError(f'{where}: field {k!r} is missing (this run reads '
+                             f'{", ".join(f"{f} {s}" for f, s in self.fields.items())})')
+      v = np.asarray(arrays[k])
+      if v.shape[1:] != shape:
+        raise base.DataError(f'{where}: field {k!r} has examples of shape {v.shape[1:]}; '
+                             f'this run reads {shape}')
+      if v.dtype.kind not in 'biuf':
+        raise base.DataError(f'{where}: field {k!r} is not numeric ({v.dtype})')
+      v = v.astype(self.spec[k][1])
+      if v.dtype.kind == 'f' and not np.isfinite(v).all():
+        raise base.DataError(f'{where}: field {k!r} has NaN/inf values')
+      if n is not None and len(v) != n:
+        raise base.DataError(f'{where}: field {k!r} has {len(v)} examples, others {n}')
+      n = len(v)
+      out[k] = v
+    return out
+
+  def _npz(self, path: str):
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+      raise base.DataError(f'{path}: unreadable npz ({errors.one_line(e)})') from None
+    ids = arrays.get('id')
+    arrays = self._check(path, arrays)
+    n = len(next(iter(arrays.values())))
+    if ids is not None and len(ids) != n:
+      raise base.DataError(f'{path}: field \'id\' has {len(ids)} entries for {n} examples')
+    return [f'{path}#{i}' for i in range(n)] if ids is None else list(map(str, ids)), arrays
+
+  def _csv(self, path: str):
+    try:
+      with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+      raise base.DataError(f'{path}: unreadable CSV ({errors.one_line(e)})') from None
+    if not rows:
+      raise base.DataError(f'{path}: no rows')
+    arrays = {}
+    for k, shape in self.fields.items():
+      if len(shape) > 1:
+        raise base.DataError(f'{path}: field {k!r} has examples of shape {shape}; a CSV '
+                             'holds scalars and vectors only (use .npz)')
+      cols = [k] if not shape else [f'{k}_{i}' for i in range(shape[0])]
+      missing = [c for c in cols if c not in rows[0]]
+      if missing:
+        raise base.DataError(f'{path}: field {k!r}: column {missing[0]!r} is missing '
+                             f'(expected {cols[0]}{" .. " + cols[-1] if len(cols) > 1 else ""})')
+      try:
+        values = np.asarray([[float(r[c]) for c in cols] for r in rows])
+      except (TypeError, ValueError):
+        raise base.DataError(f'{path}: field {k!r}: a value is not a number') from None
+      arrays[k] = values if shape else values[:, 0]
+    ids = [r['id'] if 'id' in r else f'{path}#{i}' for i, r in enumerate(rows)]
+    return ids, self._check(path, arrays)
+
+  def _audio(self, files: list[str]):
+    pre = self.card['preprocess']
+    if pre.get('kind') != 'speech':
+      raise base.DataError(f'{files[0]}: this run ({self.card["config"]}) reads '
+                           f'{", ".join(self.card["modalities"])} features, not audio files; '
+                           'give an .npz or .csv of its fields')
+    from affectjax.data import ravdess
+    return list(files), self._check(files[0], ravdess.features_of_files(
+        files, pre, self.preprocess_arrays))
+
+
+def evaluate(workdir: str, split: str = 'test') -> dict:
+  """Metrics of a finished run's best checkpoint on one split of its dataset, with the
+  config it was trained with (config.json); nothing is trained or written."""
+  from affectjax import train
+  config = read_config(workdir)
+  if split not in ('train', 'valid', 'test'):
+    raise errors.ConfigError(f'--split {split}: train | valid | test')
+  exp, eval_step, params, dataset = train.load_trained(config, workdir)
+  if split not in dataset.splits:
+    raise errors.ConfigError(f'--split {split}: the dataset has '
+                             f'{", ".join(sorted(dataset.splits))}')
+  return train.evaluate(exp, eval_step, params, dataset.splits[split],
+                        config.train.eval_batch_size, dataset.splits['train'])
+
+
+def load_run(workdir: str) -> Run:
+  """The run in `workdir`, ready to `predict` (see the module docstring)."""
+  return Run(workdir)
+
+
+def write_rows(rows: list[dict], path: str) -> None:
+  """Predictions as JSONL (`.jsonl`, or '-' for stdout) or CSV (`.csv`)."""
+  from affectjax import workdir as workdir_lib
+  if path.endswith('.csv'):
+    keys = ['id', 'label' if 'label' in rows[0] else 'score']
+    probs = list(rows[0].get('probabilities', {}))
+    header = keys + [f'p_{n}' for n in probs]
+
+    def write(f):
+      w = csv.writer(f)
+      w.writerow(header)
+      for r in rows:
+        w.writerow([r[k] for k in keys] + [r['probabilities'][n] for n in probs])
+    workdir_lib.write_atomic(path, 'the predictions', write)
+    return
+  text = ''.join(json.dumps(r) + '\n' for r in rows)
+  if path in ('', '-'):
+    print(text, end='')
+  else:
+    workdir_lib.write_atomic(path, 'the predictions', lambda f: f.write(text))

@@ -1,0 +1,124 @@
+"""A trained run on new inputs: `affectjax.load_run`, `affectjax predict` and `eval`."""
+
+import csv
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+import affectjax
+from affectjax import inference, train
+from affectjax import main as main_lib
+from affectjax.data import get_dataset, ravdess
+from conftest import config_path
+
+DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
+needs_ravdess = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(DATA, 'ravdess', 'speech_16k')),
+    reason='real data absent: set AFFECTJAX_DATA_DIR to the folder holding ravdess/')
+
+
+@pytest.fixture(scope='module')
+def synthetic_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('syn') / 'run')
+  assert main_lib.main(['train', '--config', config_path('synthetic_tfn.py'), '--workdir',
+                        workdir, '--config.train.num_steps=6', '--config.train.eval_every=6',
+                        '--config.train.batch_size=16', '--config.train.eval_batch_size=32',
+                        '--config.data.num_train=64', '--config.data.num_valid=16',
+                        '--config.data.num_test=40']) == 0
+  return workdir
+
+
+def test_feature_files_give_the_runs_own_test_predictions(synthetic_run, tmp_path, capsys,
+                                                          monkeypatch):
+  config = inference.read_config(synthetic_run)
+  test = get_dataset(config).splits['test'].arrays
+  # The trained run scores the same examples (in order) as its own evaluation did.
+  monkeypatch.setenv('AFFECTJAX_DATA_DIR', str(tmp_path / 'nowhere'))  # Never read.
+  run = affectjax.load_run(synthetic_run)
+  assert run.fields == {'text': (32,), 'audio': (16,), 'vision': (24,)}
+  np.savez(tmp_path / 'f.npz', **{k: test[k] for k in run.fields})
+  rows = run.predict(str(tmp_path / 'f.npz'))
+  with open(os.path.join(synthetic_run, 'results.json')) as f:
+    accuracy = json.load(f)['test']['accuracy']
+  predicted = np.array([int(r['label']) for r in rows])
+  assert len(rows) == 40 and np.mean(predicted == test['label']) == pytest.approx(accuracy)
+  for r in rows:
+    assert sum(r['probabilities'].values()) == pytest.approx(1, abs=1e-5)
+  # The same examples as a CSV (f_0 .. f_<d-1> columns, ids kept), through the CLI.
+  with open(tmp_path / 'f.csv', 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['id'] + [f'{k}_{i}' for k, s in run.fields.items() for i in range(s[0])])
+    for j in range(3):
+      w.writerow([f'clip{j}'] + [float(x) for k in run.fields for x in test[k][j]])
+  assert main_lib.main(['predict', '--workdir', synthetic_run, str(tmp_path / 'f.csv')]) == 0
+  lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+  assert [l['id'] for l in lines] == ['clip0', 'clip1', 'clip2']
+  for got, want in zip(lines, rows[:3]):
+    assert got['probabilities'] == pytest.approx(want['probabilities'], abs=1e-5)
+  assert main_lib.main(['predict', '--workdir', synthetic_run, str(tmp_path / 'f.csv'),
+                        '--out', str(tmp_path / 'p.csv')]) == 0
+  with open(tmp_path / 'p.csv') as f:
+    assert next(csv.reader(f)) == ['id', 'label', 'p_0', 'p_1']
+
+
+def test_bad_inputs_are_one_line_errors_naming_file_and_field(synthetic_run, tmp_path,
+                                                              capsys):
+  ok = {'text': np.zeros((2, 32)), 'audio': np.zeros((2, 16)), 'vision': np.zeros((2, 24))}
+  cases = {
+      'missing.npz': ({k: v for k, v in ok.items() if k != 'vision'}, "field 'vision' is "
+                      'missing'),
+      'shape.npz': ({**ok, 'audio': np.zeros((2, 15))}, "field 'audio' has examples of "
+                    'shape (15,); this run reads (16,)'),
+      'nan.npz': ({**ok, 'text': np.full((2, 32), np.nan)}, "field 'text' has NaN/inf"),
+  }
+  for name, (arrays, message) in cases.items():
+    np.savez(tmp_path / name, **arrays)
+    assert main_lib.main(['predict', '--workdir', synthetic_run, str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / name) in err and message in err and len(err.splitlines()) == 1
+  (tmp_path / 'a.wav').write_bytes(b'RIFF')
+  assert main_lib.main(['predict', '--workdir', synthetic_run, str(tmp_path / 'a.wav')]) == 2
+  assert 'reads text, audio, vision features, not audio files' in capsys.readouterr().err
+  assert main_lib.main(['predict', '--workdir', str(tmp_path / 'none'),
+                        str(tmp_path / 'a.wav')]) == 2
+  assert 'config.json: not found' in capsys.readouterr().err
+  assert main_lib.main(['eval', '--workdir', synthetic_run, '--split', 'dev']) == 2
+  assert '--split dev' in capsys.readouterr().err
+
+
+def test_eval_rescoring_equals_the_recorded_results(synthetic_run, capsys):
+  assert main_lib.main(['eval', '--workdir', synthetic_run, '--split', 'valid']) == 0
+  got = json.loads(capsys.readouterr().out)['valid']
+  with open(os.path.join(synthetic_run, 'results.json')) as f:
+    want = json.load(f)['valid']
+  for k, v in got.items():
+    assert v == pytest.approx(want[k], abs=1e-4), k
+
+
+@needs_ravdess
+def test_audio_files_go_through_the_training_pipeline(tmp_path, monkeypatch):
+  """A speech run on raw RAVDESS files: the same log-mel, normalisation (the saved
+  training statistics) and logits as the run's own test split gives for those clips."""
+  workdir = str(tmp_path / 'speech')
+  spec = config_path('ravdess_audiomae_classifier.py:fold1,smoke')
+  assert main_lib.main(['train', '--config', spec, '--workdir', workdir]) == 0
+  config = inference.read_config(workdir)
+  exp, eval_step, params, dataset = train.load_trained(config, workdir)
+  test = dataset.splits['test']
+  want = train.eval_outputs(exp, eval_step, params, test, 128)['prediction'][:3]
+  actor = ravdess.read_folds(os.path.join(DATA, 'ravdess', 'actor_folds.json'))[1][0]
+  files = sorted(glob.glob(os.path.join(DATA, 'ravdess', 'speech_16k',
+                                        f'Actor_{actor:02d}', '*.*')))[:3]
+  monkeypatch.setenv('AFFECTJAX_DATA_DIR', str(tmp_path / 'nowhere'))
+  run = affectjax.load_run(workdir)
+  assert run.card['preprocess']['audio_norm'] == 'train'
+  ids, arrays = run.read(files)
+  first = test.get_batch(np.arange(3))
+  np.testing.assert_allclose(arrays['audio'], first['audio'], atol=1e-5)
+  np.testing.assert_array_equal(arrays['frame_mask'], first['frame_mask'])
+  np.testing.assert_allclose(run.predict_arrays(arrays), want, atol=1e-4)
+  rows = run.predict(files)
+  assert [r['id'] for r in rows] == files and rows[0]['label'] in ravdess.EMOTIONS
