@@ -141,10 +141,31 @@ def _parse_value(raw: str, current: Any, key: str) -> Any:
   return value
 
 
+def packaged_configs_dir() -> str:
+  """The configs that come with affectjax: `affectjax/configs` in an installed wheel, the
+  repository's `configs/` in a source checkout (or an editable install)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  inside = os.path.join(here, 'configs')
+  return inside if os.path.isdir(inside) else os.path.join(os.path.dirname(here), 'configs')
+
+
+def resolve_path(path: str) -> str:
+  """A config file: the path as given if it exists, else a packaged config by name
+  (`synthetic_tfn`, `synthetic_tfn.py` or `configs/synthetic_tfn.py`)."""
+  if os.path.isfile(path):
+    return path
+  name = os.path.basename(path)
+  packaged = os.path.join(packaged_configs_dir(), name if name.endswith('.py') else
+                          name + '.py')
+  if os.path.dirname(path) in ('', 'configs') and os.path.isfile(packaged):
+    return packaged
+  raise ConfigError(f'config file not found: {path} (nor a packaged config of that name in '
+                    f'{packaged_configs_dir()})')
+
+
 def _load_file(spec: str) -> ml_collections.ConfigDict:
   path, _, arg = spec.partition(':')
-  if not os.path.isfile(path):
-    raise ConfigError(f'config file not found: {path}')
+  path = resolve_path(path)
   name = os.path.splitext(os.path.basename(path))[0]
   module_spec = importlib.util.spec_from_file_location(f'_affectjax_config_{name}', path)
   module = importlib.util.module_from_spec(module_spec)

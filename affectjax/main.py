@@ -24,6 +24,8 @@ import sys
 def _parser() -> argparse.ArgumentParser:
   p = _Parser(prog='affectjax', description=__doc__,
               formatter_class=argparse.RawDescriptionHelpFormatter)
+  from affectjax import __version__
+  p.add_argument('--version', action='version', version=f'affectjax {__version__}')
   sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
   train = sub.add_parser('train', help='train (or resume) one run in --workdir')
   train.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
