@@ -1,9 +1,11 @@
-"""A one-line description of the machine, for results tables."""
+"""A one-line description of the machine, for results tables; what a run ran on and with."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 
 
 def cpu_name() -> str:
@@ -22,3 +24,40 @@ def describe() -> str:
   import jax
   return (f'{jax.device_count()} x {jax.devices()[0].device_kind} ({cpu_name()}, '
           f'{os.cpu_count()} cores), jax {jax.__version__}')
+
+
+def git_commit() -> dict | None:
+  """{'commit', 'dirty'} of the checkout affectjax is imported from, or None (an installed
+  wheel, no git)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if not os.path.exists(os.path.join(root, '.git')):
+    return None
+  try:
+    head = subprocess.run(['git', '-C', root, 'rev-parse', 'HEAD'], capture_output=True,
+                          text=True, timeout=10)
+    status = subprocess.run(['git', '-C', root, 'status', '--porcelain', '--untracked-files=no'],
+                            capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  if head.returncode:
+    return None
+  return {'commit': head.stdout.strip(), 'dirty': bool(status.stdout.strip())}
+
+
+def provenance(data_dir: str = '', dataset: str = '') -> dict:
+  """What a run's results came from: package versions, the git commit, the devices, and
+  the data directory and dataset read."""
+  import flax
+  import jax
+  import optax
+  import orbax.checkpoint
+  from affectjax import __version__
+  return {
+      'affectjax': __version__, 'git': git_commit(), 'python': sys.version.split()[0],
+      'jax': jax.__version__, 'jaxlib': getattr(jax.lib, '__version__', None) or
+      jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__,
+      'orbax_checkpoint': getattr(orbax.checkpoint, '__version__', None),
+      'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+      'processes': jax.process_count(), 'host': cpu_name(),
+      'data_dir': os.path.abspath(data_dir) if data_dir else None, 'dataset': dataset,
+  }

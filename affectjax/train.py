@@ -30,6 +30,7 @@ from affectjax import config as config_lib
 from affectjax import data as data_lib
 from affectjax import errors
 from affectjax import faults
+from affectjax import hardware
 from affectjax import models
 from affectjax import optim
 from affectjax import preemption
@@ -581,6 +582,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
         'timing': {'compile_s': compile_s, 'train_s': train_s,
                    'steps_this_invocation': t.num_steps - start},
         'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+        'provenance': hardware.provenance(config_lib.data_dir(config), dataset.where),
     }
   ckpt.close()
   if lead:

@@ -2,11 +2,12 @@
 
 import glob
 import json
+import os
 
 import pytest
 
 from affectjax import main as main_lib
-from conftest import config_path
+from conftest import REPO, config_path
 
 
 @pytest.mark.parametrize('name, variant', [
@@ -32,6 +33,15 @@ def test_cli_train_writes_everything(tmp_path, capsys, tiny_overrides, name, var
   assert json.loads((workdir / 'config.json').read_text())['mesh']['model'] == 2
   assert glob.glob(str(workdir / 'tensorboard' / 'events.out.tfevents.*'))
   assert (workdir / 'checkpoints' / 'latest' / '12').is_dir()
+  # What the numbers came from: versions, commit (in a checkout), devices, data.
+  import jax
+  from affectjax import __version__
+  p = results['provenance']
+  assert p['affectjax'] == __version__ and p['jax'] == jax.__version__
+  assert p['devices'] == f'{jax.device_count()} x {jax.devices()[0].device_kind}'
+  assert p['dataset'] and p['flax']
+  if os.path.isdir(os.path.join(REPO, '.git')):
+    assert len(p['git']['commit']) == 40
 
 
 def test_rerun_with_other_config_is_refused(tmp_path, capsys, tiny_overrides):

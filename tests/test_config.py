@@ -62,6 +62,17 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path, capsys, extra, fragment):
   assert not (workdir / 'checkpoints').exists()
 
 
+def test_missing_data_dir_from_the_environment_is_the_same_error(tmp_path, capsys,
+                                                               monkeypatch):
+  monkeypatch.setenv('AFFECTJAX_DATA_DIR', '/no/such/dir')
+  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:smoke'),
+                        '--workdir', str(tmp_path / 'w')])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and err == ('affectjax: error: $AFFECTJAX_DATA_DIR: no such directory: '
+                               '/no/such/dir')
+  assert not (tmp_path / 'w').exists()
+
+
 def test_missing_config_file(capsys):
   assert main_lib.main(['train', '--config', 'configs/nope.py', '--workdir', '/tmp/x']) == 2
   assert 'config file not found: configs/nope.py' in capsys.readouterr().err

@@ -14,6 +14,9 @@ def get_dataset(config) -> Dataset:
   directory = config.data.get('dir', '')
   if directory and not os.path.isdir(directory):
     raise DataError(f'config.data.dir: no such directory: {directory}')
+  from_env = os.environ.get('AFFECTJAX_DATA_DIR', '')
+  if not directory and from_env and not os.path.isdir(from_env):
+    raise DataError(f'$AFFECTJAX_DATA_DIR: no such directory: {from_env}')
   if not isinstance(name, str) or not name.isidentifier():
     raise DataError(f'config.data.name: {name!r} is not a dataset module name')
   try:
