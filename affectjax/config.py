@@ -34,6 +34,7 @@ ADDED_KEYS = {
     'init.map': (),
     'init.dont_load': (),
     'init.hf': (),
+    'data.audio_norm': 'clip',  # RAVDESS speech: per-clip statistics.
 }
 # Keys removed since, with the value at which the old behaviour is the new default.
 REMOVED_KEYS = {

@@ -270,19 +270,21 @@ def _has_progress(workdir: str) -> bool:
           checkpoint_lib.has_checkpoint(workdir))
 
 
-def _check_workdir_config(config, workdir: str) -> None:
+def _check_workdir_config(config, workdir: str) -> int | None:
   """Refuses a config that differs from the one the workdir's run was made with. A
   workdir without a checkpoint or results holds no progress (a run that failed before
-  its first checkpoint), and its config.json is simply replaced."""
+  its first checkpoint), and its config.json is simply replaced. The one change allowed
+  is a larger `train.num_steps` (a run extended from its last checkpoint): then the
+  recorded number of steps is returned."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
-    return
+    return None
   try:
     with open(path) as f:
       old = json.load(f)
   except (OSError, ValueError) as e:
     if not _has_progress(workdir):
-      return
+      return None
     raise config_lib.ConfigError(f'{path}: unreadable ({errors.one_line(e)}); the workdir '
                                  'holds a run whose config cannot be checked') from None
   new = config_lib.to_dict(config)
@@ -298,11 +300,20 @@ def _check_workdir_config(config, workdir: str) -> None:
         del flat_old[key]
     diff = sorted(flat_old.items() ^ flat_new.items())
     if not diff or not _has_progress(workdir):
-      return
+      return None
+    keys = {k for k, _ in diff}
+    if keys == {'train.num_steps'}:
+      before, after = json.loads(flat_old[keys.pop()]), config.train.num_steps
+      if after > before:
+        return before
+      raise config_lib.ConfigError(
+          f'--config.train.num_steps={after}: the run in {workdir} was made for {before} '
+          'steps; it can be extended (more steps), not shortened')
     key = diff[0][0]
     raise config_lib.ConfigError(
         f'{path}: the workdir holds a run with a different config (first difference: '
         f'{key}); use a new --workdir or the same config')
+  return None
 
 
 def _flat(d: dict, prefix: str = '') -> dict:
@@ -399,8 +410,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   next step boundary with a checkpoint of that step (`errors.Interrupted`)."""
   _validate(config)
   results_path = os.path.join(workdir, 'results.json')
-  _check_workdir_config(config, workdir)
-  if os.path.exists(results_path):
+  extended = _check_workdir_config(config, workdir)
+  if os.path.exists(results_path) and extended is None:
     log.info('%s exists: this run has finished', results_path)
     return _read_results(results_path)
   with preemption.signals() as stop:
@@ -422,9 +433,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir_lib.create(workdir)
     with workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
       # Checked again under the lock: another process may have finished it meanwhile.
-      _check_workdir_config(config, workdir)
+      extended = _check_workdir_config(config, workdir)
       if os.path.exists(results_path):
-        return _read_results(results_path)
+        if extended is None:
+          return _read_results(results_path)
+        # Extended: the shorter run's results stay beside it, and it trains on from its
+        # last checkpoint.
+        if jax.process_index() == 0:
+          os.replace(results_path, os.path.join(workdir, f'results_{extended}_steps.json'))
+        log.info('extending the run from %d to %d steps', extended, config.train.num_steps)
       return _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_step,
                            compile_s, stop, initial)
 
