@@ -45,11 +45,14 @@ def _parser() -> argparse.ArgumentParser:
   sw.add_argument('--seeds', type=int, default=3)
   sw.add_argument('--workdir', required=True)
   rb = sub.add_parser('robustness', help='test metrics of a trained run with each modality '
-                      'absent or noisy')
+                      'absent, noisy (per-feature std) or partly dropped (features, time '
+                      'steps, a block of steps)')
   rb.add_argument('--config', required=True)
   rb.add_argument('--workdir', required=True)
   rb.add_argument('--levels', default='0.5,1,2',
-                  help='noise std as multiples of the modality training std')
+                  help="noise std as multiples of each feature's training std")
+  rb.add_argument('--fractions', default='0.25,0.5,0.75',
+                  help='fractions of features / time steps dropped')
   ex = sub.add_parser('extract-features', help='frozen text-encoder embeddings of every '
                       'utterance of an ERC corpus, into the feature cache (and --out)')
   ex.add_argument('--config', required=True, help='an ERC config, e.g. '
@@ -176,7 +179,14 @@ def _run(argv) -> None:
     except ValueError:
       raise config_lib.ConfigError(f'--levels {args.levels}: expected numbers, e.g. '
                                    '0.5,1,2') from None
-    print(robustness.evaluate_robustness(config, args.workdir, levels)['table'])
+    try:
+      fractions = tuple(float(x) for x in args.fractions.split(',') if x)
+    except ValueError:
+      fractions = (-1.0,)
+    if not all(0 <= f <= 1 for f in fractions):
+      raise config_lib.ConfigError(f'--fractions {args.fractions}: expected numbers in '
+                                   '[0, 1], e.g. 0.25,0.5')
+    print(robustness.evaluate_robustness(config, args.workdir, levels, fractions)['table'])
   elif args.command == 'train':
     if args.distributed:
       import jax

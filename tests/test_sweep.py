@@ -1,6 +1,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from affectjax import main as main_lib
@@ -61,10 +62,41 @@ def test_robustness_cli(tmp_path, capsys, tiny_overrides):
   assert main_lib.main(['train', *common]) == 0
   assert main_lib.main(['robustness', *common, '--levels', '1']) == 0
   report = json.loads((tmp_path / 'robustness.json').read_text())
-  assert set(report['conditions']) == {'clean', 'text absent', 'text noise 1x std',
-                                       'audio absent', 'audio noise 1x std',
-                                       'vision absent', 'vision noise 1x std'}
+  assert set(report['conditions']) == {
+      'clean', *(f'{m} {c}' for m in ('text', 'audio', 'vision') for c in (
+          'absent', 'noise 1x feature std', 'feature drop 0.25', 'feature drop 0.5',
+          'feature drop 0.75'))}  # Vectors: no time-step drops.
+  assert (tmp_path / 'robustness.png').stat().st_size > 0
   results = json.loads((tmp_path / 'results.json').read_text())
   assert report['conditions']['clean']['accuracy'] == pytest.approx(
       results['test']['accuracy'])
   assert all(report['drop']['clean'][m] == 0 for m in report['drop']['clean'])
+
+
+def test_robustness_noise_is_per_feature_drops_are_signed_and_sequences_drop_steps():
+  from affectjax import robustness
+  rng = np.random.default_rng(0)
+  # Two features on very different scales: noise follows each one's own spread.
+  train = {'x': np.stack([rng.normal(0, 100, 4000), rng.normal(0, 0.1, 4000)], 1)}
+  std = robustness.feature_std(train, 'x')
+  np.testing.assert_allclose(std, [100, 0.1], rtol=0.05)
+  clean = {'x': np.zeros((4000, 2))}
+  noisy = robustness.corrupt(clean, 'x', 'noise', 0.5, std, rng)['x']
+  np.testing.assert_allclose(noisy.std(0), [50, 0.05], rtol=0.05)
+  # Positive drop is worse for both kinds of metric.
+  assert robustness.worse('accuracy', 0.8, 0.7) > 0 and robustness.worse('mae', 0.8, 0.9) > 0
+  assert robustness.worse('mae', 0.8, 0.7) < 0
+  # Sequences: padding stays zero, a structured drop zeroes one block of steps.
+  seq = {'x': np.ones((3, 8, 2)), 'label_mask': np.array([[1] * 8, [1] * 8, [1] * 4 + [0] * 4],
+                                                          np.float32)}
+  out = robustness.corrupt(seq, 'x', 'structured drop', 0.5, np.ones(2), rng)['x']
+  dropped = (out[:2, :, 0] == 0)
+  assert (dropped.sum(1) == 4).all()
+  for row in dropped:  # One contiguous block.
+    idx = np.flatnonzero(row)
+    assert idx[-1] - idx[0] == 3
+  assert not out[2, 4:].any()
+  steps = robustness.corrupt(seq, 'x', 'time drop', 0.5, np.ones(2), rng)['x']
+  assert ((steps == 0).all(-1) | (steps == 1).all(-1)).all()  # Whole steps dropped.
+  with pytest.raises(ValueError, match='has no time axis'):
+    robustness.corrupt(train, 'x', 'time drop', 0.5, std, rng)
