@@ -82,10 +82,14 @@ def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) ->
   command = (f'affectjax sweep --config {config_spec} ' +
              ' '.join(f'--grid {g}' for g in grid_items) + f' --seeds {seeds}')
   with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
-    f.write(f'Test metrics, mean +- std over seeds 0..{seeds - 1}; each run keeps its best '
+    spread = (f'mean +- std over seeds 0..{seeds - 1}' if seeds > 1 else
+              'one seed (0), so no spread')
+    f.write(f'Test metrics, {spread}; each run keeps its best '
             f'validation checkpoint ({select}).\n\nCommand: `{command}`\n\n{table}\n')
   plot_metric = select if select in metric_names else metric_names[0]
-  plot(rows, keys, plot_metric, os.path.join(workdir, 'sweep.png'))
+  num_classes = configs[(cell_name(cells[0]), 0)].task.get('num_classes', None)
+  plot(rows, keys, plot_metric, os.path.join(workdir, 'sweep.png'),
+       chance_level(plot_metric, num_classes))
   return {'rows': rows, 'table': table, 'wall_s': time.time() - start}
 
 
@@ -145,42 +149,82 @@ def aggregate(rows, metric: str, split: str = 'test') -> dict[str, tuple[float, 
 
 
 def markdown_table(rows, keys, metric_names, seeds: int) -> str:
+  """Mean +- std (ddof 1) per cell; the mean alone where a cell has one seed."""
   aggs = {m: aggregate(rows, m) for m in metric_names}
-  header = '| ' + ' | '.join(keys or ['cell']) + ' | ' + ' | '.join(metric_names) + ' |'
-  lines = [header, '|' + '---|' * ((len(keys) or 1) + len(metric_names))]
+  header = '| ' + ' | '.join(keys or ['cell']) + ' | ' + ' | '.join(metric_names) + ' | n |'
+  lines = [header, '|' + '---|' * ((len(keys) or 1) + len(metric_names) + 1)]
   for cell in dict.fromkeys(r['cell'] for r in rows):
     first = next(r for r in rows if r['cell'] == cell)
     label = [str(first[k]) for k in keys] or [cell]
     cells = []
     for m in metric_names:
-      mean, std, _ = aggs[m][cell]
+      mean, std, n = aggs[m][cell]
       s = percent_scale(m)
       digits = 1 if s == 100 else 3
-      cells.append(f'{mean * s:.{digits}f} +- {std * s:.{digits}f}')
-    lines.append('| ' + ' | '.join(label + cells) + ' |')
+      cells.append(f'{mean * s:.{digits}f}' + (f' +- {std * s:.{digits}f}' if n > 1 else ''))
+    lines.append('| ' + ' | '.join(label + cells) + f' | {aggs[metric_names[0]][cell][2]} |')
   return '\n'.join(lines)
 
 
-def plot(rows, keys, metric: str, path: str) -> None:
+def chance_level(metric: str, num_classes) -> float | None:
+  """A uniform random guess's expected value, where the metric has one: 1/K for
+  accuracy and UAR over K classes, 0.5 for binary sentiment accuracy."""
+  if metric in ('accuracy', 'uar') and num_classes:
+    return 1.0 / num_classes
+  if metric in ('acc2', 'acc2_has0'):
+    return 0.5
+  return None
+
+
+def plot(rows, keys, metric: str, path: str, chance: float | None = None) -> None:
+  """`figure`, written to `path` (PNG) atomically."""
+  fig = figure(rows, keys, metric, chance)
+  workdir_lib.write_atomic(path, 'the sweep figure',
+                           lambda f: fig.savefig(f, format='png', dpi=120), mode='wb')
+
+
+def figure(rows, keys, metric: str, chance: float | None = None):
+  """Bars from zero of the test metric per cell (mean over seeds; std error bars only with
+  more than one seed), the first grid axis along x and one panel per value of the
+  others; a dashed chance line where the metric has one."""
   from affectjax.plots import new_figure
   agg = aggregate(rows, metric)
-  names = list(agg)
-  means = [agg[n][0] * percent_scale(metric) for n in names]
-  stds = [agg[n][1] * percent_scale(metric) for n in names]
-  fig = new_figure((max(4.0, 0.6 * len(names) + 2), 3.6))
-  ax = fig.subplots()
-  ax.bar(range(len(names)), means, yerr=stds, capsize=3, color='#4878a8')
-  ax.set_xticks(range(len(names)))
-  labels = [', '.join(str(next(r for r in rows if r['cell'] == n)[k]) for k in keys) or n
-            for n in names]
-  ax.set_xticklabels(labels, rotation=30 if len(names) > 6 else 0, ha='right' if len(names) > 6
-                     else 'center', fontsize=8)
-  ax.set_xlabel(', '.join(keys))
-  ax.set_ylabel(f'test {metric}' + (' (%)' if percent_scale(metric) == 100 else ''))
-  lo = min(m - s for m, s in zip(means, stds))
-  hi = max(m + s for m, s in zip(means, stds))
-  pad = 0.1 * (hi - lo or 1.0)
-  ax.set_ylim(lo - pad, hi + pad)
-  ax.set_title(f'mean +- std over {agg[names[0]][2]} seeds')
+  scale = percent_scale(metric)
+  first = {n: next(r for r in rows if r['cell'] == n) for n in agg}
+  x_key, panel_keys = (keys[0], keys[1:]) if keys else (None, [])
+  panel_of = {n: ', '.join(f'{k}={first[n][k]}' for k in panel_keys) for n in agg}
+  panels = list(dict.fromkeys(panel_of.values()))
+  xs = list(dict.fromkeys(str(first[n][x_key]) for n in agg)) if x_key else list(agg)
+  counts = sorted({v[2] for v in agg.values()})
+  fig = new_figure((max(4.0, (0.6 * len(xs) + 1.5) * len(panels)), 3.6))
+  axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+  top = 0.0
+  for ax, panel in zip(axes, panels):
+    names = [n for n in agg if panel_of[n] == panel]
+    pos = [xs.index(str(first[n][x_key]) if x_key else n) for n in names]
+    means = [agg[n][0] * scale for n in names]
+    stds = [agg[n][1] * scale if agg[n][2] > 1 else 0.0 for n in names]
+    ax.bar(pos, means, yerr=[s if s else np.nan for s in stds] if max(counts) > 1 else None,
+           capsize=3, color='#4878a8')
+    for p, m, n in zip(pos, means, names):
+      ax.annotate(f'n={agg[n][2]}', (p, 0), xytext=(0, 2), textcoords='offset points',
+                  ha='center', fontsize=7, color='white')
+    top = max(top, max(m + s for m, s in zip(means, stds)))
+    ax.set_xticks(range(len(xs)))
+    ax.set_xticklabels(xs, rotation=30 if len(xs) > 6 else 0,
+                       ha='right' if len(xs) > 6 else 'center', fontsize=8)
+    ax.set_xlabel(x_key or 'cell')
+    if panel:
+      ax.set_title(panel, fontsize=9)
+    if chance is not None:
+      ax.axhline(chance * scale, color='gray', linestyle='--', linewidth=1, label='chance')
+      ax.legend(fontsize=7, loc='lower right')
+  axes[0].set_ylabel(f'test {metric}' + (' (%)' if scale == 100 else ''))
+  upper = max(top, (chance or 0) * scale) * 1.1 or 1.0
+  axes[0].set_ylim(0, min(upper, 100) if scale == 100 and top <= 100 else upper)
+  seeds = ('one seed each (no spread shown)' if counts == [1] else
+           f'mean +- std over {counts[0]} seeds' if len(counts) == 1 else
+           f'mean +- std over {counts[0]}-{counts[-1]} seeds')
+  fig.suptitle(f'{seeds}; bars start at zero', fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  return fig

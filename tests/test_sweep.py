@@ -100,3 +100,24 @@ def test_robustness_noise_is_per_feature_drops_are_signed_and_sequences_drop_ste
   assert ((steps == 0).all(-1) | (steps == 1).all(-1)).all()  # Whole steps dropped.
   with pytest.raises(ValueError, match='has no time axis'):
     robustness.corrupt(train, 'x', 'time drop', 0.5, std, rng)
+
+
+def test_sweep_figure_tells_the_truth():
+  """Bars from zero, a panel per value of the second grid axis, n per bar, std only with
+  more than one seed, and a chance line; the table shows no '+- 0.0' for one seed."""
+  rows = [{'cell': f'r={r},m={m}', 'r': r, 'm': m, 'seed': s,
+           'test_accuracy': 0.6 + 0.05 * r + 0.01 * s}
+          for r in (2, 4) for m in ('ta', 'tav') for s in (0, 1)]
+  fig = sweep.figure(rows, ['r', 'm'], 'accuracy', sweep.chance_level('accuracy', 4))
+  panels = [ax for ax in fig.axes if ax.patches]
+  assert [ax.get_title() for ax in panels] == ['m=ta', 'm=tav']
+  assert all(ax.get_ylim()[0] == 0 for ax in panels)
+  assert [t.get_text() for t in panels[0].get_xticklabels()] == ['2', '4']
+  assert any(line.get_ydata()[0] == pytest.approx(25.0) for line in panels[0].lines)
+  assert 'over 2 seeds' in fig.texts[0].get_text()
+  assert [t.get_text() for t in panels[0].texts] == ['n=2', 'n=2']
+  one = [r for r in rows if r['seed'] == 0]
+  assert 'one seed each' in sweep.figure(one, ['r', 'm'], 'accuracy').texts[0].get_text()
+  table = sweep.markdown_table(one, ['r', 'm'], ['accuracy'], 1)
+  assert '+-' not in table and '| 2 | ta | 70.0 | 1 |' in table
+  assert sweep.chance_level('uar', 8) == 0.125 and sweep.chance_level('mae', None) is None
