@@ -16,12 +16,18 @@ the measured MFU is lower; the bound says whether the step is compute- or memory
 
 Each compile runs in its own process (the TPU compiler keeps memory between compiles).
 Inputs: HiCMAE's clip shapes (16 face frames of 160 x 160, 4 s of 64-band log-mel at a
-20 ms hop = 200 frames), bf16 compute, global batch 32 per chip.
+20 ms hop = 200 frames), bf16 compute, global batch 32 per chip. When the TPU compiler
+says a step does not fit the chip's HBM, that is the row's answer, and the script tries
+half the batch per chip (down to 8) to say what does fit. Compiles of big models take
+minutes here, so each result is cached (~/.cache/affectjax/tpu_scale, keyed by entry,
+topology, mesh, batch, the jax version and the content of affectjax/ and configs/);
+`--fresh` compiles everything again.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -59,7 +65,7 @@ def _topology_name(topology: str, n: int, kind: str) -> str:
   return f'{family}-{2 * n if family == "v5p" else n}'
 
 
-def compile_entry(name: str, topology: str, model_axis: int) -> dict:
+def compile_entry(name: str, topology: str, model_axis: int, per_chip: int = PER_CHIP) -> dict:
   import numpy as np
   from affectjax import config as config_lib
   from affectjax import compile as compile_lib
@@ -75,7 +81,7 @@ def compile_entry(name: str, topology: str, model_axis: int) -> dict:
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   element_spec = {k: (shape, np.dtype(dt)) for k, (shape, dt) in spec.items()}
   exp = train_lib.Experiment(config, mesh, element_spec, modalities)
-  batch = PER_CHIP * len(devices)
+  batch = per_chip * len(devices)
   start = time.perf_counter()
   compiled = exp.lower_train_step(batch).compile()
   seconds = time.perf_counter() - start
@@ -97,10 +103,38 @@ def compile_entry(name: str, topology: str, model_axis: int) -> dict:
   }
 
 
-def _measure(name: str, topology: str, model_axis: int) -> dict:
+def _code_hash() -> str:
+  digest = hashlib.blake2b(digest_size=8)
+  for folder in ('affectjax', 'configs'):
+    for root, _, files in sorted(os.walk(os.path.join(REPO, folder))):
+      for f in sorted(files):
+        if f.endswith('.py'):
+          with open(os.path.join(root, f), 'rb') as fh:
+            digest.update(f.encode() + fh.read())
+  return digest.hexdigest()
+
+
+def _measure(name: str, topology: str, model_axis: int, per_chip: int, fresh: bool) -> dict:
+  import jax
+  key = hashlib.blake2b(json.dumps([name, topology, model_axis, per_chip, jax.__version__,
+                                    _code_hash()]).encode(), digest_size=8).hexdigest()
+  cache = os.path.join(os.path.expanduser('~'), '.cache', 'affectjax', 'tpu_scale',
+                       f'{key}.json')
+  if os.path.exists(cache) and not fresh:
+    with open(cache) as f:
+      return dict(json.load(f), cached=True)
   out = harness.measure(__file__, ['--entry', name, '--topology', topology, '--model-axis',
-                                   str(model_axis)], env={'JAX_PLATFORMS': 'cpu'})
-  return dict(out, name=name, topology=topology) if 'error' in out else out
+                                   str(model_axis), '--per-chip', str(per_chip)],
+                        env={'JAX_PLATFORMS': 'cpu'})
+  out = dict(out, name=name, topology=topology, per_chip=per_chip)
+  os.makedirs(os.path.dirname(cache), exist_ok=True)
+  from affectjax import workdir
+  workdir.write_atomic(cache, 'the compile result', lambda f: json.dump(out, f))
+  return out
+
+
+def _does_not_fit(row: dict) -> bool:
+  return 'RESOURCE_EXHAUSTED' in row.get('error', '')
 
 
 def table(rows: list[dict]) -> str:
@@ -111,8 +145,13 @@ def table(rows: list[dict]) -> str:
   gib = 2**30
   for r in rows:
     if 'error' in r:
-      lines.append(f"| {r['name']} | {r['topology']} | error: {r['error'][:80]} |"
-                   + ' |' * 9)
+      if _does_not_fit(r):  # The TPU compiler's own verdict, e.g. '... (18.54G) exceeds
+        need = r['error'].split('RESOURCE_EXHAUSTED:')[-1].strip()  # available HBM'.
+        lines.append(f"| {r['name']} | {r['topology']} | | {r['per_chip']}/chip | | | | | "
+                     f"no: {need[:110]} | | | |")
+      else:
+        lines.append(f"| {r['name']} | {r['topology']} | error: {r['error'][:80]} |"
+                     + ' |' * 9)
       continue
     _, peak_flops, hbm, bandwidth = CHIPS.get(r['kind'], ('', 0, 0, 0))
     mesh = ' x '.join(f'{k} {v}' for k, v in r['mesh'].items())
@@ -139,10 +178,12 @@ def main(argv=None) -> int:
   p.add_argument('--topology', default='')
   p.add_argument('--topologies', default=','.join(TOPOLOGIES))
   p.add_argument('--model-axis', type=int, default=1)
+  p.add_argument('--per-chip', type=int, default=PER_CHIP, help=argparse.SUPPRESS)
+  p.add_argument('--fresh', action='store_true', help='ignore cached compile results')
   p.add_argument('--readme', action='store_true', help='write the table into TPU_SETUP.md')
   args = p.parse_args(argv)
   if args.worker:
-    harness.report(compile_entry(args.entry, args.topology, args.model_axis))
+    harness.report(compile_entry(args.entry, args.topology, args.model_axis, args.per_chip))
     return 0
   unknown = [e for e in args.entries.split(',') if e not in ENTRIES]
   if unknown:
@@ -151,16 +192,23 @@ def main(argv=None) -> int:
   rows = []
   for name in args.entries.split(','):
     for topology in args.topologies.split(','):
-      rows.append(_measure(name, topology, args.model_axis))
-      print(json.dumps(rows[-1]), flush=True)
+      per_chip = PER_CHIP
+      while True:
+        rows.append(_measure(name, topology, args.model_axis, per_chip, args.fresh))
+        print(json.dumps(rows[-1]), flush=True)
+        if not _does_not_fit(rows[-1]) or per_chip <= 8:
+          break
+        per_chip //= 2
   import jax
   from affectjax import hardware
   section = f"""{START}
 Generated by `python experiments/benchmarks/tpu_scale.py --readme` in
 {(time.time() - start) / 60:.1f} min on {hardware.cpu_name()} ({os.cpu_count()} cores), jax
-{jax.__version__}, ahead-of-time compiles for the slice's devices (no TPU used). Inputs:
+{jax.__version__}, ahead-of-time compiles for the slice's devices (no TPU used;
+{sum(r.get('cached', False) for r in rows)} of {len(rows)} results read from the script's compile cache). Inputs:
 HiCMAE's clip shapes (16 face frames of 160 x 160, 200 log-mel frames of 64 bands), bf16
-compute, global batch {PER_CHIP} per chip, mesh `model` axis {args.model_axis}. Per chip:
+compute, global batch {PER_CHIP} per chip (halved where that does not fit), mesh `model`
+axis {args.model_axis}. Per chip:
 "params + optimizer" = the step's arguments (parameters, AdamW moments, the batch shard);
 "activations" = the compiled temporaries; peak = arguments + outputs + temporaries -
 aliased. "roofline MFU bound" = (FLOPs / peak bf16 rate) / max(FLOPs / peak rate, bytes
