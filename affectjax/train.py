@@ -417,14 +417,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   with preemption.signals() as stop:
     dataset, exp = _setup(config)
     t = config.train
+    log.info('%s', header(config, dataset, exp, workdir))
     train_iter = pipeline.train_dataset(dataset.splits['train'], t.batch_size, config.seed)
     compile_start = time.time()
+    log.info('compiling the train and eval steps ...')
     with _memory(f'compiling the train step (config.train.batch_size={t.batch_size})'):
       train_step = exp.lower_train_step(t.batch_size).compile()
     with _memory(f'evaluating (config.train.eval_batch_size={t.eval_batch_size})'):
       eval_step = exp.lower_eval_step(t.eval_batch_size).compile()
       _first_eval_batch(exp, eval_step, dataset.splits['valid'], t.eval_batch_size)
     compile_s = time.time() - compile_start
+    log.info('compiled in %.1f s', compile_s)
     # A fresh run builds its initial state (and so loads config.init's sources, with
     # their errors) before anything is written.
     initial = None if checkpoint_lib.has_checkpoint(workdir) else exp.init_state(config.seed)
@@ -444,6 +447,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
         log.info('extending the run from %d to %d steps', extended, config.train.num_steps)
       return _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_step,
                            compile_s, stop, initial)
+
+
+def header(config, dataset, exp, workdir: str) -> str:
+  """The start-up lines: what is trained, on what, where."""
+  sizes = ', '.join(f'{k} {len(v)}' for k, v in dataset.splits.items())
+  mesh = ' x '.join(f'{k} {v}' for k, v in exp.mesh.shape.items())
+  return (f'{config.get("name", "")}: {config.model.name} ({exp.num_params:,} parameters), '
+          f'task {config.task.name}, {config.train.num_steps} steps of '
+          f'{config.train.batch_size}; {jax.device_count()} x {jax.devices()[0].device_kind}, '
+          f'mesh {mesh}; {dataset.where}: {sizes}; workdir {workdir}')
 
 
 def _read_results(path: str) -> dict:
@@ -520,13 +533,16 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
       if writer:
         writer.add_scalar('train/loss', m['loss'], s)
         writer.add_scalar('train/grad_norm', m['grad_norm'], s)
+        writer.add_scalar('train/learning_rate', float(learning_rate(s - 1)), s)
         for k, v in m['aux'].items():
           writer.add_scalar(f'train/{k}', v, s)
 
   step, pending = start, []
   loop_start = time.time()
+  learning_rate = optim.schedule(config)
+  rate_from = [start, loop_start]  # Throughput since the last log point.
   try:
-    with _memory(f'training (config.train.batch_size={t.batch_size})'):
+    with _memory(f'training (config.train.batch_size={t.batch_size})'), _bar_safe_logging(bar):
       while step < t.num_steps:
         if stop.requested():
           check(pending)
@@ -553,6 +569,11 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
         check(pending)
         pending = []
         bar.set_postfix(loss=f'{train_losses[-1]:.4f}')
+        now = time.time()
+        if writer and step > rate_from[0]:
+          writer.add_scalar('train/examples_per_s',
+                            (step - rate_from[0]) * t.batch_size / (now - rate_from[1]), step)
+        rate_from[:] = [step, now]
         if not is_eval:
           continue
         with _memory(f'evaluating (config.train.eval_batch_size={t.eval_batch_size})'):
@@ -603,6 +624,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
     }
   ckpt.close()
   if lead:
+    _final_tensorboard(workdir, config, results)
     exp.task.report(results, workdir, f'{config.name}, seed {config.seed}')
     def write(f):
       json.dump(results, f, indent=2, sort_keys=True)
@@ -611,6 +633,38 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
       faults.point('results_tmp_written')
     workdir_lib.write_atomic(results_path, 'the results', write)
   return results
+
+
+@contextlib.contextmanager
+def _bar_safe_logging(bar):
+  """Log lines printed above the progress bar instead of through it."""
+  if bar.disable:
+    yield
+    return
+  from tqdm.contrib.logging import logging_redirect_tqdm
+  with logging_redirect_tqdm(loggers=[log]):
+    yield
+
+
+def _final_tensorboard(workdir: str, config, results: dict) -> None:
+  """The best checkpoint's valid and test metrics at its step, and the run's
+  hyperparameters with them, in TensorBoard."""
+  from tensorboardX import SummaryWriter
+  writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+  try:
+    step = results.get('best_step') or 0
+    scalars = {}
+    for split in _eval_splits(config):
+      scalars.update(_scalars(results.get(split, {}), f'best/{split}'))
+    for k, v in scalars.items():
+      writer.add_scalar(k, v, step)
+    flat = {k: json.loads(v) for k, v in _flat(config_lib.to_dict(config)).items()}
+    hparams = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+               for k, v in flat.items()}
+    writer.add_hparams(hparams, {f'hparam/{k}': v for k, v in scalars.items()},
+                       name='hparams')
+  finally:
+    writer.close()
 
 
 def load_trained(config, workdir: str):

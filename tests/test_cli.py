@@ -31,7 +31,12 @@ def test_cli_train_writes_everything(tmp_path, capsys, tiny_overrides, name, var
   records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in records] == [6, 12]
   assert json.loads((workdir / 'config.json').read_text())['mesh']['model'] == 2
-  assert glob.glob(str(workdir / 'tensorboard' / 'events.out.tfevents.*'))
+  events = glob.glob(str(workdir / 'tensorboard' / '**' / 'events.out.tfevents.*'),
+                     recursive=True)
+  data = b''.join(open(f, 'rb').read() for f in events)
+  for tag in ('train/loss', 'train/learning_rate', 'train/examples_per_s',
+              f'best/test/{key}', f'hparam/best/valid/{key}'):
+    assert tag.encode() in data, tag
   assert (workdir / 'checkpoints' / 'latest' / '12').is_dir()
   # What the numbers came from: versions, commit (in a checkout), devices, data.
   import jax
@@ -65,3 +70,18 @@ def test_rerun_with_other_config_is_refused(tmp_path, capsys, tiny_overrides):
   (tmp_path / 'config.json').write_text(json.dumps(stored))
   assert main_lib.main(args) == 2
   assert 'first difference: optim.pretrained_learning_rate' in capsys.readouterr().err
+
+
+def test_start_up_header_and_compile_messages(tmp_path, caplog, tiny_overrides):
+  import logging
+  caplog.set_level(logging.INFO, logger='affectjax')
+  assert main_lib.main(['train', '--config', config_path('synthetic_tfn.py'), '--workdir',
+                        str(tmp_path / 'w'), *[f'--config.{o}' for o in tiny_overrides]]) == 0
+  lines = [r.getMessage() for r in caplog.records]
+  head = lines[0]
+  for part in ('synthetic_tfn: tensor_fusion.TFN (', 'parameters), task classification',
+               '12 steps of 16', 'mesh data 8 x model 1', 'train 256, valid 40, test 72',
+               f'workdir {tmp_path / "w"}'):
+    assert part in head, part
+  assert lines[1] == 'compiling the train and eval steps ...'
+  assert lines[2].startswith('compiled in ')
