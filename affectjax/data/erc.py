@@ -23,7 +23,9 @@ Audio and vision come only from the features pickles (`config.data.modalities`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import sys
 
 import numpy as np
 
@@ -212,7 +214,12 @@ def extract_features(config, builder=None, splits=None, progress: bool = False) 
   context = d.get('text_context', 0)
   texts = sorted({t for dialogues in splits.values() for dl in dialogues
                   for t in utterance_texts(dl, context)})
-  emb = bert.embed_texts(texts, d.encoder, d.max_tokens, progress=progress, params=params)
+  # Minutes on a CPU the first time: say so, with a bar on a terminal.
+  logging.getLogger('affectjax').info(
+      'embedding %d utterances with %s (once; cached in %s) ...', len(texts), d.encoder,
+      os.path.dirname(path))
+  emb = bert.embed_texts(texts, d.encoder, d.max_tokens, params=params,
+                         progress=progress or sys.stderr.isatty())
   os.makedirs(os.path.dirname(path), exist_ok=True)
   workdir.write_atomic(path, 'the feature cache', lambda f: np.savez(
       f, texts=np.asarray(texts, dtype=object).astype(str), embeddings=emb), mode='wb')
