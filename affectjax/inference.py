@@ -18,7 +18,11 @@ Inputs:
   `f_0 .. f_<d-1>`, a scalar field is the column `f`; an `id` column is kept if present;
 - audio files (`.wav`, `.flac`, `.ogg`) or folders of them, for runs whose data pipeline
   starts from audio (RAVDESS speech): decoded, resampled, trimmed, log-mel and normalised
-  exactly as in training (`data/ravdess.py:features_of_files`).
+  exactly as in training (`data/ravdess.py:features_of_files`);
+- conversations (`.jsonl` lines {"speaker", "utterance"[, "dialogue"]}, or a `.csv` with
+  those columns) for text ERC runs: the run's own text encoder (frozen features, or the
+  token ids of a fine-tuned one), speakers and padding as in training
+  (`data/erc.py:dialogue_arrays`); one row per utterance.
 """
 
 from __future__ import annotations
@@ -142,9 +146,9 @@ class Run:
       raise errors.ConfigError(f'{self.workdir}: a {self.card["task"]} run makes no '
                                'predictions; fine-tune a classifier from it')
     n = len(next(iter(arrays.values())))
-    label_dtype = self.spec.get('label', ((), np.int32))[1]
+    label_shape, label_dtype = self.spec.get('label', ((), np.int32))
     source = base.ArraySource({**{k: arrays[k] for k in self.fields},
-                               'label': np.zeros(n, label_dtype)})
+                               'label': np.zeros((n, *label_shape), label_dtype)})
     if self._step is None:
       self._step = self.exp.lower_eval_step(self.batch_size).compile()
     return train.eval_outputs(self.exp, self._step, self.params, source,
@@ -155,6 +159,8 @@ class Run:
     probabilities and most likely label, or the score."""
     ids, arrays = self.read(inputs)
     out = np.asarray(self.predict_arrays(arrays), np.float64)
+    if len(out) != len(ids):
+      raise RuntimeError(f'predict: {len(out)} predictions for {len(ids)} inputs')
     rows = []
     if self.card['task'] == 'classification':
       z = np.exp(out - out.max(axis=1, keepdims=True))
@@ -163,6 +169,8 @@ class Run:
       for i, p in zip(ids, probs):
         rows.append({'id': i, 'label': names[int(p.argmax())],
                      'probabilities': {n: round(float(v), 6) for n, v in zip(names, p)}})
+        if i in getattr(self, '_utterances', {}):
+          rows[-1]['speaker'], rows[-1]['utterance'] = self._utterances[i]
     else:
       rows = [{'id': i, 'score': round(float(v), 6)} for i, v in zip(ids, out)]
     return rows
@@ -177,7 +185,7 @@ class Run:
     for path in map(str, inputs):
       if os.path.isdir(path):
         found = sorted(f for f in glob.glob(os.path.join(path, '**', '*'), recursive=True)
-                       if f.lower().endswith((*AUDIO, '.npz', '.csv')))
+                       if f.lower().endswith((*AUDIO, '.npz', '.csv', '.jsonl')))
         if not found:
           raise base.DataError(f'{path}: no .wav/.flac/.ogg/.npz/.csv files')
         files += found
@@ -189,13 +197,17 @@ class Run:
     parts = []
     if audio:
       parts.append(self._audio(audio))
+    conversation = self.card['preprocess'].get('kind') == 'conversation'
     for f in files:
-      if f.lower().endswith('.npz'):
+      if conversation and f.lower().endswith(('.jsonl', '.csv')):
+        parts.append(self._conversations(f))
+      elif f.lower().endswith('.npz'):
         parts.append(self._npz(f))
       elif f.lower().endswith('.csv'):
         parts.append(self._csv(f))
       elif not f.lower().endswith(AUDIO):
-        raise base.DataError(f'{f}: unknown input type (.wav .flac .ogg .npz .csv)')
+        raise base.DataError(f'{f}: unknown input type (.wav .flac .ogg .npz .csv'
+                             f'{" .jsonl" if conversation else ""})')
     ids = [i for p in parts for i in p[0]]
     arrays = {k: np.concatenate([p[1][k] for p in parts]) for k in self.fields}
     return ids, arrays
@@ -259,6 +271,28 @@ class Run:
       arrays[k] = values if shape else values[:, 0]
     ids = [r['id'] if 'id' in r else f'{path}#{i}' for i, r in enumerate(rows)]
     return ids, self._check(path, arrays)
+
+  def _conversations(self, path: str):
+    import ml_collections
+    from affectjax.data import erc
+    pre = ml_collections.ConfigDict(self.card['preprocess'])
+    if tuple(pre.modalities) != ('text',) or pre.text not in ('frozen', 'tokens'):
+      raise base.DataError(f'{path}: this run reads {", ".join(pre.modalities)} '
+                           f'({pre.text} text); conversations as text give the text only: '
+                           'give an .npz of its fields')
+    dialogues = erc.read_conversations(path)
+    longest = max(len(dl['texts']) for dl in dialogues)
+    if pre.unit == 'dialogue' and longest > pre.max_len:
+      raise base.DataError(f'{path}: a dialogue of {longest} utterances; this run reads at '
+                           f'most {pre.max_len}')
+    for dl in dialogues:
+      dl[pre.label_field] = dl.pop('label')
+    arrays = erc.dialogue_arrays(dialogues, pre, tuple(pre.modalities), pre.max_len)
+    ids = [f'{dl["id"]}#{j}' for dl in dialogues for j in range(len(dl['texts']))]
+    self._utterances = {i: (s, t) for dl in dialogues for i, s, t in zip(
+        [f'{dl["id"]}#{j}' for j in range(len(dl['texts']))], dl['speakers'], dl['texts'])}
+    checked = self._check(path, arrays)
+    return ids, checked
 
   def _audio(self, files: list[str]):
     pre = self.card['preprocess']

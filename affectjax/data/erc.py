@@ -216,7 +216,8 @@ def extract_features(config, builder=None, splits=None, progress: bool = False) 
                   for t in utterance_texts(dl, context)})
   # Minutes on a CPU the first time: say so, with a bar on a terminal.
   logging.getLogger('affectjax').info(
-      'embedding %d utterances with %s (once; cached in %s) ...', len(texts), d.encoder,
+      'embedding %d utterances with %s (once; cached in %s) ...', len(texts),
+      d.encoder or 'all-MiniLM-L6-v2',
       os.path.dirname(path))
   emb = bert.embed_texts(texts, d.encoder, d.max_tokens, params=params,
                          progress=progress or sys.stderr.isatty())
@@ -348,27 +349,9 @@ def load(config) -> base.Dataset:
   embeddings = None
   if 'text' in modalities and d.text == 'frozen':
     embeddings = _load_cached(extract_features(config, builder, splits))
-  tokenizer = None
-  if 'text' in modalities and d.text == 'tokens':
-    from affectjax.encoders import bert
-    tokenizer = bert.Tokenizer(d.encoder, d.max_tokens)
-
   arrays, extra = {}, ['speaker', 'label_mask']
   for split, dialogues in splits.items():
-    feats: dict[str, list[np.ndarray]] = {}
-    for m in modalities:
-      if m == 'text' and d.text == 'frozen':
-        feats['text'] = [np.stack([embeddings[t] for t in utterance_texts(dl, context)])
-                         for dl in dialogues]
-      elif m == 'text' and d.text == 'tokens':
-        enc = [tokenizer(utterance_texts(dl, context)) for dl in dialogues]
-        feats['text_ids'] = [e[0] for e in enc]
-        feats['text_ids_mask'] = [e[1] for e in enc]
-      else:
-        feats[m] = [np.asarray(dl[m], np.float32) for dl in dialogues]
-    if unit == 'utterance':
-      dialogues, feats = split_utterances(dialogues, feats)
-    arrays[split] = pad_dialogues(dialogues, max_len, d.label_field, d.num_speakers, feats)
+    arrays[split] = dialogue_arrays(dialogues, d, modalities, max_len, embeddings)
   if 'text' in modalities and d.text == 'tokens':
     modalities = tuple('text_ids' if m == 'text' else m for m in modalities)
     extra.append('text_ids_mask')
@@ -377,8 +360,78 @@ def load(config) -> base.Dataset:
       arrays, modalities=modalities, num_classes=num_classes, where=where,
       extra=tuple(extra), class_names=label_names[d.label_field],
       # Speaker ids are capped at num_speakers - 1; token ids come from d.encoder's vocabulary.
-      model_inputs={'num_speakers': d.num_speakers, 'encoder': d.encoder})
+      model_inputs={'num_speakers': d.num_speakers, 'encoder': d.encoder},
+      preprocess={'kind': 'conversation', 'max_len': max_len, 'modalities': list(d.modalities),
+                  **{k: d.get(k, v) for k, v in (
+                      ('text', 'frozen'), ('encoder', ''), ('encoder_workdir', ''),
+                      ('max_tokens', 128), ('text_context', 0), ('num_speakers', 1),
+                      ('unit', 'dialogue'), ('label_field', 'label'))}})
 
+
+def dialogue_arrays(dialogues, d, modalities, max_len: int, embeddings=None):
+  """Padded (N, max_len, ...) arrays of dialogues (dicts of `texts`, `speakers`, the label
+  field and stored features) as the ERC models read them; `d`: the data fields (or a run
+  card's preprocessing); `embeddings`: text -> frozen embedding (else computed here)."""
+  context, feats = d.get('text_context', 0), {}
+  unit = d.get('unit', 'dialogue')
+  for m in modalities:
+    if m == 'text' and d['text'] == 'frozen':
+      if embeddings is None:
+        from affectjax.encoders import bert
+        texts = sorted({t for dl in dialogues for t in utterance_texts(dl, context)})
+        params = _frozen_weights(d)[0]
+        embeddings = dict(zip(texts, bert.embed_texts(texts, d['encoder'], d['max_tokens'],
+                                                      params=params)))
+      feats['text'] = [np.stack([embeddings[t] for t in utterance_texts(dl, context)])
+                       for dl in dialogues]
+    elif m == 'text' and d['text'] == 'tokens':
+      from affectjax.encoders import bert
+      tokenizer = bert.Tokenizer(d['encoder'], d['max_tokens'])
+      enc = [tokenizer(utterance_texts(dl, context)) for dl in dialogues]
+      feats['text_ids'] = [e[0] for e in enc]
+      feats['text_ids_mask'] = [e[1] for e in enc]
+    else:
+      feats[m] = [np.asarray(dl[m], np.float32) for dl in dialogues]
+  if unit == 'utterance':
+    dialogues, feats = split_utterances(dialogues, feats)
+  return pad_dialogues(dialogues, max_len, d['label_field'], d['num_speakers'], feats)
+
+
+def read_conversations(path: str) -> list[dict]:
+  """Dialogues from a JSONL file (one utterance per line: {"speaker", "utterance"[,
+  "dialogue"]}) or a CSV with those columns; utterances in file order, grouped by
+  `dialogue` (one dialogue when absent)."""
+  import csv
+  import json
+  rows = []
+  try:
+    with open(path, newline='') as f:
+      if path.lower().endswith('.csv'):
+        rows = [(i + 2, r) for i, r in enumerate(csv.DictReader(f))]
+      else:
+        for i, line in enumerate(f, 1):
+          if line.strip():
+            try:
+              rows.append((i, json.loads(line)))
+            except ValueError:
+              raise base.DataError(f'{path}:{i}: not a JSON object') from None
+  except (OSError, UnicodeDecodeError, csv.Error) as e:
+    raise base.DataError(f'{path}: unreadable ({type(e).__name__}: {e})') from None
+  if not rows:
+    raise base.DataError(f'{path}: no utterances')
+  dialogues: dict[str, dict] = {}
+  for line, r in rows:
+    if not isinstance(r, dict):
+      raise base.DataError(f'{path}:{line}: not a JSON object')
+    for field in ('speaker', 'utterance'):
+      if not isinstance(r.get(field), str) or not r[field].strip():
+        raise base.DataError(f'{path}:{line}: field {field!r} is missing or empty')
+    key = str(r.get('dialogue', '') or 'dialogue')
+    dl = dialogues.setdefault(key, {'id': key, 'texts': [], 'speakers': [], 'label': []})
+    dl['texts'].append(r['utterance'])
+    dl['speakers'].append(r['speaker'])
+    dl['label'].append(0)
+  return list(dialogues.values())
 
 _CORPUS_DEFAULTS = {
     # corpus: speaker cap (speakers after the cap-th share its id)
