@@ -19,6 +19,9 @@ Inputs:
 - audio files (`.wav`, `.flac`, `.ogg`) or folders of them, for runs whose data pipeline
   starts from audio (RAVDESS speech): decoded, resampled, trimmed, log-mel and normalised
   exactly as in training (`data/ravdess.py:features_of_files`);
+- video files (`.mp4`, `.avi`, `.mov`, `.mkv`, `.webm`), for runs on built clips
+  (`configs/clips_*`): the build's frame sampling, face crop, size and log-mel
+  (`data/clips.py:features_of_files`);
 - conversations (`.jsonl` lines {"speaker", "utterance"[, "dialogue"]}, or a `.csv` with
   those columns) for text ERC runs: the run's own text encoder (frozen features, or the
   token ids of a fine-tuned one), speakers and padding as in training
@@ -39,6 +42,7 @@ from affectjax.data import base
 
 CARD, ARRAYS = 'run.json', 'preprocess.npz'
 AUDIO = ('.wav', '.flac', '.ogg')
+VIDEO = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.flv')
 FORMAT = 1
 
 
@@ -185,18 +189,18 @@ class Run:
     for path in map(str, inputs):
       if os.path.isdir(path):
         found = sorted(f for f in glob.glob(os.path.join(path, '**', '*'), recursive=True)
-                       if f.lower().endswith((*AUDIO, '.npz', '.csv', '.jsonl')))
+                       if f.lower().endswith((*AUDIO, *VIDEO, '.npz', '.csv', '.jsonl')))
         if not found:
-          raise base.DataError(f'{path}: no .wav/.flac/.ogg/.npz/.csv files')
+          raise base.DataError(f'{path}: no audio, video, .npz or .csv files')
         files += found
       elif os.path.exists(path):
         files.append(path)
       else:
         raise base.DataError(f'{path}: no such file or folder')
-    audio = [f for f in files if f.lower().endswith(AUDIO)]
+    media = [f for f in files if f.lower().endswith((*AUDIO, *VIDEO))]
     parts = []
-    if audio:
-      parts.append(self._audio(audio))
+    if media:
+      parts.append(self._media(media))
     conversation = self.card['preprocess'].get('kind') == 'conversation'
     for f in files:
       if conversation and f.lower().endswith(('.jsonl', '.csv')):
@@ -205,8 +209,8 @@ class Run:
         parts.append(self._npz(f))
       elif f.lower().endswith('.csv'):
         parts.append(self._csv(f))
-      elif not f.lower().endswith(AUDIO):
-        raise base.DataError(f'{f}: unknown input type (.wav .flac .ogg .npz .csv'
+      elif not f.lower().endswith((*AUDIO, *VIDEO)):
+        raise base.DataError(f'{f}: unknown input type (.wav .flac .ogg .mp4 .npz .csv'
                              f'{" .jsonl" if conversation else ""})')
     ids = [i for p in parts for i in p[0]]
     arrays = {k: np.concatenate([p[1][k] for p in parts]) for k in self.fields}
@@ -294,15 +298,24 @@ class Run:
     checked = self._check(path, arrays)
     return ids, checked
 
-  def _audio(self, files: list[str]):
+  def _media(self, files: list[str]):
     pre = self.card['preprocess']
-    if pre.get('kind') != 'speech':
-      raise base.DataError(f'{files[0]}: this run ({self.card["config"]}) reads '
-                           f'{", ".join(self.card["modalities"])} features, not audio files; '
-                           'give an .npz or .csv of its fields')
-    from affectjax.data import ravdess
-    return list(files), self._check(files[0], ravdess.features_of_files(
-        files, pre, self.preprocess_arrays))
+    kind = pre.get('kind')
+    video = [f for f in files if f.lower().endswith(VIDEO)]
+    if kind == 'speech' and not video:
+      from affectjax.data import ravdess
+      arrays = ravdess.features_of_files(files, pre, self.preprocess_arrays)
+    elif kind == 'clips':
+      from affectjax.data import clips
+      arrays = clips.features_of_files(files, pre)
+    else:
+      wanted = {'speech': 'audio files', 'clips': 'video or audio clips'}.get(kind)
+      raise base.DataError(
+          f'{(video or files)[0]}: this run ({self.card["config"]}) reads '
+          + (wanted if wanted else f'{", ".join(self.card["modalities"])} features') +
+          (', not video' if video and kind == 'speech' else ', not audio or video files' if
+           not wanted else '') + ('' if wanted else '; give an .npz or .csv of its fields'))
+    return list(files), self._check(files[0], arrays)
 
 
 def evaluate(workdir: str, split: str = 'test') -> dict:

@@ -10,6 +10,7 @@ import pytest
 from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax.data import base, clips
+from affectjax.data import get_dataset as clips_data
 from conftest import config_path, train_losses
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
@@ -201,3 +202,21 @@ def test_audio_visual_pretraining_then_fine_tuning_on_labelled_clips(tmp_path):
   shared = [k for k in final if 'head' not in k]
   assert shared and all(k in source for k in shared)
   assert any('fusion' in k for k in shared)
+  # The fine-tuned run on raw video files: the build's decoding, frame sampling, size and
+  # log-mel, so the same model inputs as its dataset's record of that clip.
+  import affectjax
+  from affectjax import inference
+  run = affectjax.load_run(str(tmp_path / 'fine'))
+  clip = str(folder / '01-01-05-01-01-01-03.mp4')
+  _, arrays = run.read([clip])
+  dataset = clips_data(inference.read_config(str(tmp_path / 'fine')))
+  records = dataset.splits['train'].records
+  index = next(i for i in range(len(records)) if records[i]['file'] in (
+      b'01-01-05-01-01-01-03.mp4', '01-01-05-01-01-01-03.mp4'))
+  built = clips.ClipSource(records, np.array([index]), ('audio', 'video'), False).get_batch(
+      np.array([0]))
+  for k in ('video', 'audio', 'frame_mask'):
+    np.testing.assert_allclose(arrays[k], built[k], atol=1e-6)
+  (row,) = run.predict(clip)
+  assert row['id'] == clip and sum(row['probabilities'].values()) == pytest.approx(1, abs=1e-5)
+  assert set(row['probabilities']) == set(dataset.class_names)

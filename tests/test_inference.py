@@ -81,7 +81,7 @@ def test_bad_inputs_are_one_line_errors_naming_file_and_field(synthetic_run, tmp
     assert str(tmp_path / name) in err and message in err and len(err.splitlines()) == 1
   (tmp_path / 'a.wav').write_bytes(b'RIFF')
   assert main_lib.main(['predict', '--workdir', synthetic_run, str(tmp_path / 'a.wav')]) == 2
-  assert 'reads text, audio, vision features, not audio files' in capsys.readouterr().err
+  assert 'reads text, audio, vision features, not audio or video files' in capsys.readouterr().err
   assert main_lib.main(['predict', '--workdir', str(tmp_path / 'none'),
                         str(tmp_path / 'a.wav')]) == 2
   assert 'config.json: not found' in capsys.readouterr().err

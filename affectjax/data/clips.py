@@ -370,6 +370,37 @@ def build(folder: str, settings: Settings, tfds_dir: str):
   return prepared.build_once(builder, folder)
 
 
+def model_inputs(rows, fields) -> dict[str, np.ndarray]:
+  """Decoded clips (`decode_clip` dicts or built records) -> the model's arrays: video as
+  float32 normalised with the ImageNet mean and std, log-mel and frame mask as float32."""
+  out = {}
+  for k in fields:
+    v = np.stack([np.asarray(r[k]) for r in rows])
+    if k == 'video':
+      v = (v.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    out[k] = v.astype(np.int32) if k == 'label' else v.astype(np.float32)
+  return out
+
+
+def features_of_files(files: list[str], preprocess: dict) -> dict[str, np.ndarray]:
+  """Video (or audio) files through the pipeline a clips run was built with: the same
+  frame sampling, face crop, size and log-mel (`clips_preprocess`)."""
+  s = Settings(**{k: (tuple(v) if k == 'modalities' else v) for k, v in preprocess.items()
+                  if k != 'kind'})
+  rows = [decode_clip(f, s, Labels('none')) for f in files]
+  fields = [m for m in ('video', 'audio') if m in s.modalities]
+  return model_inputs(rows, fields + (['frame_mask'] if 'audio' in s.modalities else []))
+
+
+def clips_preprocess(s: 'Settings') -> dict:
+  """What `features_of_files` needs to repeat a build's decoding on new files."""
+  out = dataclasses.asdict(s)
+  out.pop('labels')
+  out.pop('skip_bad')
+  out['modalities'] = list(s.modalities)
+  return {'kind': 'clips', **out}
+
+
 class ClipSource:
   """Random access to some records of a built clips dataset, as the pipeline wants them:
   `get_batch(indices)` -> {'video' float32 normalised, 'audio', 'frame_mask', 'label'}."""
@@ -386,14 +417,8 @@ class ClipSource:
     return len(self.index)
 
   def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    rows = [self.records[int(i)] for i in self.index[np.asarray(indices)]]
-    out = {}
-    for k in self.fields:
-      v = np.stack([np.asarray(r[k]) for r in rows])
-      if k == 'video':
-        v = (v.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
-      out[k] = v.astype(np.int32) if k == 'label' else v.astype(np.float32)
-    return out
+    return model_inputs([self.records[int(i)] for i in self.index[np.asarray(indices)]],
+                        self.fields)
 
   def __getitem__(self, i):
     return {k: v[0] for k, v in self.get_batch(np.array([i])).items()}
@@ -459,7 +484,7 @@ def load(config) -> base.Dataset:
       raise base.DataError(f'{folder}: split {k!r} is empty')
   return base.Dataset(splits, tuple(settings.modalities),
                       len(labels.names) if labelled else None, f'{folder} (clips)',
-                      labels.names or None)
+                      labels.names or None, preprocess=clips_preprocess(settings))
 
 
 def configure(config, arg: str | None = None, own=()):
