@@ -206,9 +206,9 @@ def figure(rows, keys, metric: str, chance: float | None = None):
     stds = [agg[n][1] * scale if agg[n][2] > 1 else 0.0 for n in names]
     ax.bar(pos, means, yerr=[s if s else np.nan for s in stds] if max(counts) > 1 else None,
            capsize=3, color='#4878a8')
-    for p, m, n in zip(pos, means, names):
-      ax.annotate(f'n={agg[n][2]}', (p, 0), xytext=(0, 2), textcoords='offset points',
-                  ha='center', fontsize=7, color='white')
+    for p, m, sd, n in zip(pos, means, stds, names):
+      ax.annotate(f'n={agg[n][2]}', (p, m + sd), xytext=(0, 2), textcoords='offset points',
+                  ha='center', va='bottom', fontsize=7)
     top = max(top, max(m + s for m, s in zip(means, stds)))
     ax.set_xticks(range(len(xs)))
     ax.set_xticklabels(xs, rotation=30 if len(xs) > 6 else 0,
@@ -220,7 +220,7 @@ def figure(rows, keys, metric: str, chance: float | None = None):
       ax.axhline(chance * scale, color='gray', linestyle='--', linewidth=1, label='chance')
       ax.legend(fontsize=7, loc='lower right')
   axes[0].set_ylabel(f'test {metric}' + (' (%)' if scale == 100 else ''))
-  upper = max(top, (chance or 0) * scale) * 1.1 or 1.0
+  upper = max(top, (chance or 0) * scale) * 1.15 or 1.0
   axes[0].set_ylim(0, min(upper, 100) if scale == 100 and top <= 100 else upper)
   seeds = ('one seed each (no spread shown)' if counts == [1] else
            f'mean +- std over {counts[0]} seeds' if len(counts) == 1 else
