@@ -1,0 +1,53 @@
+"""Runs the notebooks top to bottom and saves them with their outputs, so that a reader
+sees real results without running anything.
+
+  AFFECTJAX_DATA_DIR=../shared/data JAX_PLATFORMS=cpu python notebooks/execute.py
+  python notebooks/execute.py --small quickstart.ipynb   # the tests' small settings
+
+Each notebook is written atomically, only when every cell ran without an error; its
+metadata records the command, date and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NOTEBOOKS = ('quickstart.ipynb', 'ablation.ipynb')
+
+
+def execute(name: str, small: bool) -> None:
+  import nbformat
+  from nbclient import NotebookClient
+  from affectjax import hardware, workdir
+  path = os.path.join(HERE, name)
+  nb = nbformat.read(path, as_version=4)
+  if small:
+    os.environ['AFFECTJAX_NOTEBOOK_SMALL'] = '1'
+  else:
+    os.environ.pop('AFFECTJAX_NOTEBOOK_SMALL', None)
+  NotebookClient(nb, timeout=3600, kernel_name='python3',
+                 resources={'metadata': {'path': HERE}}).execute()
+  nb.metadata['affectjax'] = {
+      'executed': datetime.datetime.now().isoformat(timespec='seconds'),
+      'command': 'python notebooks/execute.py' + (' --small' if small else ''),
+      'small_settings': small, 'hardware': hardware.describe()}
+  workdir.write_atomic(path, 'the executed notebook', lambda f: nbformat.write(nb, f))
+  print(f'{name}: executed and saved with outputs')
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('names', nargs='*', default=list(NOTEBOOKS))
+  p.add_argument('--small', action='store_true', help='AFFECTJAX_NOTEBOOK_SMALL=1')
+  args = p.parse_args(argv)
+  for name in args.names:
+    execute(name, args.small)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
