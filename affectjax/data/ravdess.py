@@ -317,9 +317,9 @@ def load(config) -> base.Dataset:
                                                                    stats[1][idx]))
   extra = [_unlabelled_emodb(config)] if 'emodb' in d.unlabelled else []
   if extra:
-    train = splits['train'].arrays
-    parts = [(train['wave'], train['length'], train['label'],
-              None if stats is None else (train['norm_mean'], train['norm_std']))]
+    first = splits['train'].arrays
+    parts = [(first['wave'], first['length'], first['label'],
+              None if stats is None else (first['norm_mean'], first['norm_std']))]
     for w, n, speakers in extra:
       parts.append((w, n, np.full(len(n), -1, np.int32), _stats(d, w, n, speakers, train)))
     splits['train'] = LogMelSource(
