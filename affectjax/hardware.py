@@ -44,19 +44,26 @@ def git_commit() -> dict | None:
   return {'commit': head.stdout.strip(), 'dirty': bool(status.stdout.strip())}
 
 
+def _version(package: str) -> str | None:
+  from importlib import metadata
+  try:
+    return metadata.version(package)
+  except metadata.PackageNotFoundError:
+    return None
+
+
 def provenance(data_dir: str = '', dataset: str = '') -> dict:
   """What a run's results came from: package versions, the git commit, the devices, and
   the data directory and dataset read."""
   import flax
   import jax
   import optax
-  import orbax.checkpoint
   from affectjax import __version__
   return {
       'affectjax': __version__, 'git': git_commit(), 'python': sys.version.split()[0],
-      'jax': jax.__version__, 'jaxlib': getattr(jax.lib, '__version__', None) or
-      jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__,
-      'orbax_checkpoint': getattr(orbax.checkpoint, '__version__', None),
+      'jax': jax.__version__, 'jaxlib': _version('jaxlib'), 'flax': flax.__version__,
+      'optax': optax.__version__,
+      'orbax_checkpoint': _version('orbax-checkpoint'),
       'devices': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
       'processes': jax.process_count(), 'host': cpu_name(),
       'data_dir': os.path.abspath(data_dir) if data_dir else None, 'dataset': dataset,

@@ -284,19 +284,16 @@ class Run:
       raise base.DataError(f'{path}: this run reads {", ".join(pre.modalities)} '
                            f'({pre.text} text); conversations as text give the text only: '
                            'give an .npz of its fields')
-    dialogues = erc.read_conversations(path)
+    dialogues = erc.read_conversations(path, pre.label_field)
     longest = max(len(dl['texts']) for dl in dialogues)
     if pre.unit == 'dialogue' and longest > pre.max_len:
       raise base.DataError(f'{path}: a dialogue of {longest} utterances; this run reads at '
                            f'most {pre.max_len}')
-    for dl in dialogues:
-      dl[pre.label_field] = dl.pop('label')
     arrays = erc.dialogue_arrays(dialogues, pre, tuple(pre.modalities), pre.max_len)
-    ids = [f'{dl["id"]}#{j}' for dl in dialogues for j in range(len(dl['texts']))]
-    self._utterances = {i: (s, t) for dl in dialogues for i, s, t in zip(
-        [f'{dl["id"]}#{j}' for j in range(len(dl['texts']))], dl['speakers'], dl['texts'])}
-    checked = self._check(path, arrays)
-    return ids, checked
+    utterances = {f'{dl["id"]}#{j}': (speaker, text) for dl in dialogues
+                  for j, (speaker, text) in enumerate(zip(dl['speakers'], dl['texts']))}
+    self._utterances = utterances  # Speaker and text beside each utterance's prediction.
+    return list(utterances), self._check(path, arrays)
 
   def _media(self, files: list[str]):
     pre = self.card['preprocess']

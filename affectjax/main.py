@@ -181,11 +181,11 @@ def _run(argv) -> None:
                                    '0.5,1,2') from None
     try:
       fractions = tuple(float(x) for x in args.fractions.split(',') if x)
+      if not all(0 <= f <= 1 for f in fractions):
+        raise ValueError
     except ValueError:
-      fractions = (-1.0,)
-    if not all(0 <= f <= 1 for f in fractions):
       raise config_lib.ConfigError(f'--fractions {args.fractions}: expected numbers in '
-                                   '[0, 1], e.g. 0.25,0.5')
+                                   '[0, 1], e.g. 0.25,0.5') from None
     print(robustness.evaluate_robustness(config, args.workdir, levels, fractions)['table'])
   elif args.command == 'train':
     if args.distributed:

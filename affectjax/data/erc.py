@@ -397,10 +397,10 @@ def dialogue_arrays(dialogues, d, modalities, max_len: int, embeddings=None):
   return pad_dialogues(dialogues, max_len, d['label_field'], d['num_speakers'], feats)
 
 
-def read_conversations(path: str) -> list[dict]:
+def read_conversations(path: str, label_field: str = 'label') -> list[dict]:
   """Dialogues from a JSONL file (one utterance per line: {"speaker", "utterance"[,
   "dialogue"]}) or a CSV with those columns; utterances in file order, grouped by
-  `dialogue` (one dialogue when absent)."""
+  `dialogue` (one dialogue when absent); `label_field` holds placeholder labels (0)."""
   import csv
   import json
   rows = []
@@ -427,10 +427,10 @@ def read_conversations(path: str) -> list[dict]:
       if not isinstance(r.get(field), str) or not r[field].strip():
         raise base.DataError(f'{path}:{line}: field {field!r} is missing or empty')
     key = str(r.get('dialogue', '') or 'dialogue')
-    dl = dialogues.setdefault(key, {'id': key, 'texts': [], 'speakers': [], 'label': []})
+    dl = dialogues.setdefault(key, {'id': key, 'texts': [], 'speakers': [], label_field: []})
     dl['texts'].append(r['utterance'])
     dl['speakers'].append(r['speaker'])
-    dl['label'].append(0)
+    dl[label_field].append(0)
   return list(dialogues.values())
 
 _CORPUS_DEFAULTS = {
