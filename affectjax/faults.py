@@ -1,7 +1,8 @@
 """Named instants at which the kill-and-resume tests stop the trainer.
 
 `AFFECTJAX_FAULT=POINT[@N][=SIGNAL[*K]]` sends SIGNAL (default SIGKILL; K times in a row,
-default once) to this process the N-th time (default 1) the trainer passes `point(POINT)`. The points are the instants a
+default once) to this process the N-th time (default 1) the trainer passes `point(POINT)`;
+with `AFFECTJAX_FAULT_PROCESS=I` only process I of a multi-process job acts. The points are the instants a
 kill can leave a different workdir behind: after compiling, after a training step,
 inside an evaluation, around the metrics record, the best and the latest checkpoint,
 and results.json. Unset (always, outside tests) a point costs one dict lookup.
@@ -30,6 +31,11 @@ def _plan():
       if name not in POINTS:
         raise ValueError(f'AFFECTJAX_FAULT: unknown point {name!r} ({", ".join(POINTS)})')
       sig, _, times = sig.partition('*')
+      only = os.environ.get('AFFECTJAX_FAULT_PROCESS', '')
+      if only:
+        import jax
+        if jax.process_index() != int(only):
+          return _PLAN
       _PLAN = (name, int(count or 1), getattr(signal, sig or 'SIGKILL'), int(times or 1))
   return _PLAN
 

@@ -9,6 +9,7 @@
   affectjax build-clips --input FOLDER [--labels ravdess|crema-d|none|FILE.csv] [--face]
   affectjax eval    --workdir DIR [--split test]
   affectjax predict --workdir DIR INPUT [INPUT ...] [--out FILE.jsonl|FILE.csv]
+  affectjax launch  --processes N [--cpu-devices D] -- train --config ... --workdir DIR
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ def _parser() -> argparse.ArgumentParser:
   train = sub.add_parser('train', help='train (or resume) one run in --workdir')
   train.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
   train.add_argument('--workdir', required=True)
-  train.add_argument('--distributed', action='store_true',
-                     help='call jax.distributed.initialize() first (multi-host TPU/GPU); '
-                     'run the same command on every host')
+  _distributed_flags(train)
   comp = sub.add_parser('compile', help='ahead-of-time compile the train step for a '
                         'Cloud TPU topology (works on a CPU-only machine with libtpu)')
   comp.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
@@ -84,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                       '(no training; reads the data)')
   ev.add_argument('--workdir', required=True)
   ev.add_argument('--split', default='test')
+  _distributed_flags(ev)
   pr = sub.add_parser('predict', help='apply a trained run to new inputs: audio files or '
                       'folders (speech runs), .npz or .csv feature files; needs only the '
                       'workdir')
@@ -91,7 +91,27 @@ def _parser() -> argparse.ArgumentParser:
   pr.add_argument('inputs', nargs='+', help='files or folders')
   pr.add_argument('--out', default='-', help='FILE.jsonl or FILE.csv (default: JSONL on '
                   'stdout)')
+  la = sub.add_parser('launch', help='run one command as N processes of one JAX job on '
+                      'this machine (loopback, gloo CPU collectives): a local stand-in '
+                      'for a multi-host slice')
+  la.add_argument('--processes', type=int, required=True)
+  la.add_argument('--cpu-devices', type=int, default=0,
+                  help='virtual CPU devices per process (default: JAX\'s, one)')
+  la.add_argument('--grace', type=float, default=20.0,
+                  help='seconds the others get to stop when one process fails')
+  la.add_argument('rest', nargs=argparse.REMAINDER, help='-- then the affectjax command')
   return p
+
+
+def _distributed_flags(p) -> None:
+  g = p.add_argument_group('several processes (one per host); see affectjax/distributed.py')
+  g.add_argument('--distributed', action='store_true',
+                 help='join a multi-process job: jax.distributed.initialize() detects '
+                 'Cloud TPU, SLURM or Open MPI; run the same command on every host')
+  g.add_argument('--coordinator', default='', help='HOST:PORT of process 0 (explicit, '
+                 'without auto-detection; or $AFFECTJAX_COORDINATOR)')
+  g.add_argument('--num-processes', type=int, default=0)
+  g.add_argument('--process-id', type=int, default=-1)
 
 
 def main(argv=None) -> int:
@@ -100,9 +120,12 @@ def main(argv=None) -> int:
   An unexpected error is a bug, and keeps its traceback."""
   argv = sys.argv[1:] if argv is None else list(argv)
   _quiet_libraries()
-  from affectjax import errors
+  from affectjax import distributed, errors
   try:
     _run(argv)
+  except distributed.LaunchError as e:
+    print(f'affectjax: error: {errors.one_line(e)}', file=sys.stderr)
+    return e.status
   except errors.Interrupted as e:
     print(f'affectjax: stopped: {errors.one_line(e)}', file=sys.stderr)
     return errors.EXIT_INTERRUPTED
@@ -146,6 +169,13 @@ def _quiet_libraries() -> None:
 
 def _run(argv) -> None:
   from affectjax import config as config_lib
+  if argv[:1] == ['launch']:
+    # The launched command's --config.a.b=v overrides belong to it, untouched.
+    args = _parser().parse_args(argv)
+    from affectjax import distributed
+    rest = args.rest[1:] if args.rest[:1] == ['--'] else args.rest
+    distributed.launch(rest, args.processes, args.cpu_devices, args.grace)
+    return
   rest, overrides = config_lib.split_cli_overrides(argv)
   args = _parser().parse_args(rest)
   if args.command == 'sweep':
@@ -161,6 +191,13 @@ def _run(argv) -> None:
                       args.tfds_dir or os.path.join(prepared.cache_dir(), 'tfds'))
     print(json.dumps({'clips': len(out.as_data_source()['clips']), 'dataset': out.data_dir}))
     return
+  if args.command in ('train', 'eval'):
+    from affectjax import distributed
+    if distributed.initialize(args.distributed, args.coordinator, args.num_processes,
+                              args.process_id):
+      import jax
+      if jax.process_index():  # One voice: the others say only what goes wrong.
+        logging.getLogger('affectjax').setLevel(logging.WARNING)
   if args.command in ('eval', 'predict'):
     if overrides:
       raise config_lib.ConfigError(f'{args.command}: --config.{overrides[0]}: a trained run '
@@ -188,9 +225,6 @@ def _run(argv) -> None:
                                    '[0, 1], e.g. 0.25,0.5') from None
     print(robustness.evaluate_robustness(config, args.workdir, levels, fractions)['table'])
   elif args.command == 'train':
-    if args.distributed:
-      import jax
-      jax.distributed.initialize()
     from affectjax import train
     results = train.train_and_evaluate(config, args.workdir)
     print(json.dumps({'valid': _headline(results['valid']),

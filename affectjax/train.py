@@ -199,7 +199,7 @@ def _gather(x: jax.Array) -> np.ndarray:
 def eval_outputs(exp: Experiment, eval_step, params, source, batch_size: int) -> dict:
   """The task's per-example eval outputs over one split, in order, padding removed."""
   parts = {}
-  for local in pipeline.eval_batches(source, batch_size):
+  for local in pipeline.eval_batches(source, batch_size, exp.mesh, exp.rules):
     batch = pipeline.to_global(local, exp.mesh, exp.rules)
     out = {k: _gather(v) for k, v in eval_step(params, batch).items()}
     valid = out.pop('valid') > 0
@@ -418,7 +418,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     dataset, exp = _setup(config)
     t = config.train
     log.info('%s', header(config, dataset, exp, workdir))
-    train_iter = pipeline.train_dataset(dataset.splits['train'], t.batch_size, config.seed)
+    train_iter = pipeline.train_dataset(dataset.splits['train'], t.batch_size, config.seed,
+                                        exp.mesh, exp.rules)
     compile_start = time.time()
     log.info('compiling the train and eval steps ...')
     with _memory(f'compiling the train step (config.train.batch_size={t.batch_size})'):
@@ -455,8 +456,9 @@ def header(config, dataset, exp, workdir: str) -> str:
   mesh = ' x '.join(f'{k} {v}' for k, v in exp.mesh.shape.items())
   return (f'{config.get("name", "")}: {config.model.name} ({exp.num_params:,} parameters), '
           f'task {config.task.name}, {config.train.num_steps} steps of '
-          f'{config.train.batch_size}; {jax.device_count()} x {jax.devices()[0].device_kind}, '
-          f'mesh {mesh}; {dataset.where}: {sizes}; workdir {workdir}')
+          f'{config.train.batch_size}; {jax.device_count()} x {jax.devices()[0].device_kind}'
+          + (f' in {jax.process_count()} processes' if jax.process_count() > 1 else '')
+          + f', mesh {mesh}; {dataset.where}: {sizes}; workdir {workdir}')
 
 
 def _read_results(path: str) -> dict:
@@ -471,7 +473,7 @@ def _read_results(path: str) -> dict:
 def _first_eval_batch(exp, eval_step, source, batch_size: int) -> None:
   """One real evaluation batch with zero parameters: an eval batch too large for host or
   device memory fails here, before the workdir is written, not after the first steps."""
-  local = next(iter(pipeline.eval_batches(source, batch_size)))
+  local = next(iter(pipeline.eval_batches(source, batch_size, exp.mesh, exp.rules)))
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype, device=s.sharding),
                         exp.abstract_state.params)
   jax.block_until_ready(eval_step(params, pipeline.to_global(local, exp.mesh, exp.rules)))

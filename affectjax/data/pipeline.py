@@ -26,20 +26,40 @@ def local_batch_size(global_batch_size: int) -> int:
   return global_batch_size // count
 
 
-def train_dataset(source: ArraySource, global_batch_size: int, seed: int) -> grain.DatasetIterator:
+def process_rows(global_batch_size: int, mesh=None, rules=()) -> np.ndarray:
+  """The rows of every global batch that this process reads, ascending.
+
+  With a mesh, they are the rows its devices hold under the batch sharding (which is
+  how `jax.make_array_from_process_local_data` places a local batch); a topology-aware
+  device order may give a process rows that are not one block. Without one: the
+  process's contiguous block."""
+  if mesh is None:
+    local = local_batch_size(global_batch_size)
+    return jax.process_index() * local + np.arange(local)
+  sharding = sharding_lib.batch_sharding(mesh, rules, 1)
+  rows = set()
+  for (index,) in sharding.addressable_devices_indices_map((global_batch_size,)).values():
+    rows.update(range(*index.indices(global_batch_size)))
+  return np.asarray(sorted(rows), np.int64)
+
+
+def train_dataset(source: ArraySource, global_batch_size: int, seed: int, mesh=None,
+                  rules=()) -> grain.DatasetIterator:
   """Endless, seeded, shuffled batches of this process's share of `source`.
 
-  Shuffling is by grain's index permutation (a new one per epoch, derived from
-  `seed`); batches are index batches gathered in one call, with `mask` = 1.
+  Shuffling is by grain's index permutation of the whole split (a new one per epoch,
+  derived from `seed`), cut into global batches; each process gathers its rows of each
+  (`process_rows`) in one call, with `mask` = 1. Every process computes the same
+  permutation, so the global batches, and the run, do not depend on how many processes
+  read them.
   """
-  local_bs = local_batch_size(global_batch_size)
+  rows = process_rows(global_batch_size, mesh, rules)
+  if len(source) < global_batch_size:
+    raise ValueError(f'train split has {len(source)} examples, fewer than one batch of '
+                     f'{global_batch_size}')
   ds = grain.MapDataset.range(len(source))
-  ds = ds[jax.process_index()::jax.process_count()]
-  if len(ds) < local_bs:
-    raise ValueError(f'train split has {len(ds)} examples per process, fewer than one '
-                     f'batch of {local_bs}')
-  ds = ds.seed(seed).shuffle().repeat(None).batch(local_bs, drop_remainder=True)
-  ds = ds.map(lambda idx: _with_mask(source.get_batch(np.asarray(idx)), None))
+  ds = ds.seed(seed).shuffle().repeat(None).batch(global_batch_size, drop_remainder=True)
+  ds = ds.map(lambda idx: _with_mask(source.get_batch(np.asarray(idx)[rows]), None))
   return iter(ds.to_iter_dataset())
 
 
@@ -49,17 +69,17 @@ def _with_mask(batch: dict, valid: np.ndarray | None) -> dict:
   return batch
 
 
-def eval_batches(source: ArraySource, global_batch_size: int) -> Iterator[dict]:
+def eval_batches(source: ArraySource, global_batch_size: int, mesh=None,
+                 rules=()) -> Iterator[dict]:
   """Every example once, in order; the last batch is padded and masked out.
 
-  Each global batch covers indices [b*G, (b+1)*G); process p takes its contiguous
-  part, so concatenating the gathered batches restores the original order.
+  Each global batch covers indices [b*G, (b+1)*G); each process reads its rows of it
+  (`process_rows`), so the gathered batches, concatenated, restore the original order.
   """
-  local_bs = local_batch_size(global_batch_size)
+  rows = process_rows(global_batch_size, mesh, rules)
   n = len(source)
-  start = jax.process_index() * local_bs
   for b in range(-(-n // global_batch_size)):
-    idx = b * global_batch_size + start + np.arange(local_bs)
+    idx = b * global_batch_size + rows
     valid = idx < n
     batch = source.get_batch(np.where(valid, idx, 0))
     for k, v in batch.items():
