@@ -8,6 +8,9 @@ that training uses is compiled by the TPU compiler.
 
 from __future__ import annotations
 
+import jax
+import numpy as np
+
 from affectjax import data as data_lib
 from affectjax import sharding as sharding_lib
 from affectjax import train as train_lib
@@ -46,6 +49,8 @@ def compile_for_topology(config, topology: str, batch_size: int = 0) -> dict:
       'batch_size': batch_size,
       'num_params': exp.num_params,
       'flops_per_step': float(cost.get('flops', 0.0)) if cost else None,
+      'param_bytes_per_device': state_bytes_per_device(exp.abstract_state.params),
+      'opt_state_bytes_per_device': state_bytes_per_device(exp.abstract_state.opt_state),
   }
   if mem is not None:
     for field in ('argument_size_in_bytes', 'output_size_in_bytes', 'temp_size_in_bytes',
@@ -58,13 +63,24 @@ def compile_for_topology(config, topology: str, batch_size: int = 0) -> dict:
   return report
 
 
+def state_bytes_per_device(abstract_tree) -> int:
+  """Bytes of the largest shard of each array, summed: what one device holds of a tree
+  of ShapeDtypeStructs with shardings (replicated arrays count whole)."""
+  total = 0
+  for x in jax.tree.leaves(abstract_tree):
+    shape = x.sharding.shard_shape(x.shape) if x.sharding is not None else x.shape
+    total += int(np.prod(shape)) * np.dtype(x.dtype).itemsize
+  return total
+
+
 def format_report(report: dict) -> str:
   lines = [f"compiled train step for {report['topology']} ({report['num_devices']} x "
            f"{report['device_kind']}), mesh {report['mesh']}, global batch "
            f"{report['batch_size']}, {report['num_params']:,} parameters"]
   if report.get('flops_per_step') is not None:
     lines.append(f"  FLOPs per step (per device program): {report['flops_per_step']:.4g}")
-  for field in ('argument_size_in_bytes', 'output_size_in_bytes', 'temp_size_in_bytes',
+  for field in ('param_bytes_per_device', 'opt_state_bytes_per_device',
+                'argument_size_in_bytes', 'output_size_in_bytes', 'temp_size_in_bytes',
                 'alias_size_in_bytes', 'peak_bytes_per_device'):
     if field in report:
       lines.append(f'  {field.replace("_in_bytes", "").replace("_", " ")}: '

@@ -35,6 +35,7 @@ ADDED_KEYS = {
     'init.dont_load': (),
     'init.hf': (),
     'data.audio_norm': 'clip',  # RAVDESS speech: per-clip statistics.
+    'mesh.fsdp': 1,
 }
 # Keys removed since, with the value at which the old behaviour is the new default.
 REMOVED_KEYS = {
@@ -50,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by the other axes.
+  c.mesh.fsdp = 1  # >1: parameters and optimizer state sharded too (see sharding.py).
   c.mesh.model = 1
   # Extra (logical_name, mesh_axis) pairs placed in front of sharding.LOGICAL_AXIS_RULES.
   c.mesh.rules = ()

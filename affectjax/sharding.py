@@ -3,6 +3,15 @@
 Model code names *logical* axes only (`batch`, `hidden`, `fusion`, ...). This
 module holds the one table that maps them to mesh axes; a config may put extra
 rules in front of it (`config.mesh.rules`).
+
+Three mesh axes: `data` (the batch is split, everything else replicated), `fsdp` (the
+batch is split too, and so is every parameter and optimizer-state array: fully sharded
+data parallelism, ZeRO-3 style, so per-device state memory falls as 1 / fsdp) and `model`
+(the rules' tensor-parallel axes: heads, mlp, fusion outputs). FSDP needs no logical
+names: each array is split over `fsdp` along its largest dimension that the axis
+divides (after the rules' own axes), as big_vision's `fsdp` strategy does; an array
+with no such dimension (a bias of odd size, a scalar) stays replicated. XLA gathers
+each parameter where a step uses it and reduce-scatters its gradient.
 """
 
 from __future__ import annotations
@@ -14,11 +23,11 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ('data', 'model')
+MESH_AXES = ('data', 'fsdp', 'model')
 
 # The one logical -> mesh table. Axes not listed (or mapped to None) replicate.
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
-    ('batch', 'data'),
+    ('batch', ('data', 'fsdp')),
     # Tensor fusion: the post-fusion / factor output features are split over `model`;
     # the (large, odd-sized) flattened outer-product axis stays whole.
     ('fusion_out', 'model'),
@@ -46,8 +55,9 @@ def axis_rules(config) -> tuple[tuple[str, Any], ...]:
 
 
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
-  """Resolves -1 in the config's axis sizes; checks the product."""
-  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  """Resolves -1 in the config's axis sizes (an axis the config leaves out is 1);
+  checks the product."""
+  sizes = [int(mesh_config.get(a, 1)) for a in MESH_AXES]
   if sizes.count(-1) > 1:
     raise ValueError(f'config.mesh: at most one axis may be -1, got {sizes}')
   known = int(np.prod([s for s in sizes if s != -1]))
@@ -91,7 +101,32 @@ def tree_shardings(mesh: Mesh, rules, abstract_tree):
       lambda x: x.value if isinstance(x, nn.Partitioned) and not jax.tree.leaves(x.value)
       else x, abstract_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   specs = nn.get_partition_spec(abstract_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+  if mesh.shape.get('fsdp', 1) == 1:
+    return shardings
+  return jax.tree.map(lambda x, s: NamedSharding(mesh, fsdp_spec(x.shape, s.spec, mesh)),
+                      nn.meta.unbox(abstract_tree), shardings)
+
+
+def fsdp_spec(shape: Sequence[int], spec: P, mesh: Mesh) -> P:
+  """`spec` with the `fsdp` axis added to the largest dimension of `shape` that it
+  divides (together with the axes already on that dimension); unchanged if none does."""
+  n = mesh.shape['fsdp']
+  entries = list(spec) + [None] * (len(shape) - len(spec))
+  axes = [() if e is None else (tuple(e) if isinstance(e, (tuple, list)) else (e,))
+          for e in entries]
+  if any('fsdp' in a for a in axes):
+    return spec
+  best = None
+  for d, size in enumerate(shape):
+    used = int(np.prod([mesh.shape[a] for a in axes[d]]))
+    if size % (used * n) == 0 and (best is None or size > shape[best]):
+      best = d
+  if best is None:
+    return spec
+  joined = (*axes[best], 'fsdp')
+  entries[best] = joined[0] if len(joined) == 1 else joined
+  return P(*entries)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -375,10 +375,11 @@ def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
   mesh = sharding_lib.make_mesh(config.mesh)
   exp = Experiment.for_dataset(config, mesh, dataset)
   t = config.train
+  split = mesh.shape['data'] * mesh.shape['fsdp']  # The batch's share of the devices.
   for name, bs in (('batch_size', t.batch_size), ('eval_batch_size', t.eval_batch_size)):
-    if bs % mesh.shape['data']:
+    if bs % split:
       raise config_lib.ConfigError(f'config.train.{name}={bs} is not divisible by the '
-                                   f'data axis ({mesh.shape["data"]} devices)')
+                                   f'data x fsdp axes ({split} devices)')
   names = sorted(exp.task.metric_names())
   if t.select_metric not in names:
     raise config_lib.ConfigError(f'config.train.select_metric: {t.select_metric!r} is not a '

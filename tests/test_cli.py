@@ -80,7 +80,7 @@ def test_start_up_header_and_compile_messages(tmp_path, caplog, tiny_overrides):
   lines = [r.getMessage() for r in caplog.records]
   head = lines[0]
   for part in ('synthetic_tfn: tensor_fusion.TFN (', 'parameters), task classification',
-               '12 steps of 16', 'mesh data 8 x model 1', 'train 256, valid 40, test 72',
+               '12 steps of 16', 'mesh data 8 x fsdp 1 x model 1', 'train 256, valid 40, test 72',
                f'workdir {tmp_path / "w"}'):
     assert part in head, part
   assert lines[1] == 'compiling the train and eval steps ...'

@@ -20,7 +20,7 @@ def test_tfn_train_step_compiles_for_v5e_2x4(capsys):
                         '--topology', 'v5e:2x4', '--config.mesh.model=2'])
   out = capsys.readouterr().out
   assert code == 0
-  assert "mesh {'data': 4, 'model': 2}" in out and 'TPU v5' in out
+  assert "mesh {'data': 4, 'fsdp': 1, 'model': 2}" in out and 'TPU v5' in out
   assert 'FLOPs per step' in out and 'peak bytes per device' in out
 
 
@@ -29,7 +29,7 @@ def test_lmf_report_numbers(topology, devices):
   config = config_lib.load(config_path('synthetic_lmf.py'), ['mesh.model=2'])
   report = compile_lib.compile_for_topology(config, topology)
   assert report['num_devices'] == devices
-  assert report['mesh'] == {'data': devices // 2, 'model': 2}
+  assert report['mesh'] == {'data': devices // 2, 'fsdp': 1, 'model': 2}
   assert report['flops_per_step'] > 0 and report['peak_bytes_per_device'] > 0
 
 
@@ -45,7 +45,7 @@ def test_contrastive_pretraining_step_compiles_for_v5e_2x4(capsys):
   code = main_lib.main(['compile', '--config', config_path('ravdess_contrastive.py:fold1'),
                         '--topology', 'v5e:2x4'])
   out = capsys.readouterr().out
-  assert code == 0 and "mesh {'data': 8, 'model': 1}" in out and 'TPU v5' in out
+  assert code == 0 and "mesh {'data': 8, 'fsdp': 1, 'model': 1}" in out and 'TPU v5' in out
 
 
 def test_audio_mae_pretraining_step_compiles_for_v5e_2x4(capsys):
@@ -54,7 +54,7 @@ def test_audio_mae_pretraining_step_compiles_for_v5e_2x4(capsys):
   code = main_lib.main(['compile', '--config', config_path('ravdess_audiomae.py:fold1'),
                         '--topology', 'v5e:2x4', '--config.mesh.model=2'])
   out = capsys.readouterr().out
-  assert code == 0 and "mesh {'data': 4, 'model': 2}" in out and 'TPU v5' in out
+  assert code == 0 and "mesh {'data': 4, 'fsdp': 1, 'model': 2}" in out and 'TPU v5' in out
 
 
 @pytest.mark.skipif(not os.path.isdir(os.path.join(os.environ.get('AFFECTJAX_DATA_DIR', ''),
@@ -67,4 +67,20 @@ def test_audio_visual_mae_pretraining_step_compiles_for_v5e_2x4(capsys, tmp_path
                         '--topology', 'v5e:2x4', '--config.mesh.model=2',
                         f'--config.data.tfds_dir={tmp_path}'])
   out = capsys.readouterr().out
-  assert code == 0 and "mesh {'data': 4, 'model': 2}" in out and 'TPU v5' in out
+  assert code == 0 and "mesh {'data': 4, 'fsdp': 1, 'model': 2}" in out and 'TPU v5' in out
+
+
+def test_fsdp_cuts_the_per_device_state_the_compile_report_shows():
+  """The audio MAE (tiny) for v5e-8: parameters and Adam moments split 8 ways with
+  fsdp=8 instead of replicated with data=8; the compiled step's arguments shrink alike."""
+  spec = config_path('ravdess_audiomae.py:fold1')
+  reports = {}
+  for axes in (['mesh.data=8'], ['mesh.data=1', 'mesh.fsdp=8']):
+    config = config_lib.load(spec, axes)
+    reports[axes[-1]] = compile_lib.compile_for_topology(config, 'v5e:2x4')
+  dp, fsdp = reports['mesh.data=8'], reports['mesh.fsdp=8']
+  assert fsdp['mesh'] == {'data': 1, 'fsdp': 8, 'model': 1}
+  assert fsdp['num_params'] == dp['num_params']
+  for field in ('param_bytes_per_device', 'opt_state_bytes_per_device'):
+    assert fsdp[field] < dp[field] / 4, field  # Small biases and norms stay whole.
+  assert fsdp['argument_size_in_bytes'] < dp['argument_size_in_bytes'] / 2

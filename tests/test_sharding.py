@@ -1,3 +1,4 @@
+import jax
 import numpy as np
 import pytest
 
@@ -21,8 +22,9 @@ def test_one_device_equals_4x2_mesh(name):
 
 
 def test_mesh_shape_resolution():
-  assert sharding.mesh_shape({'data': -1, 'model': 2}, 8) == (4, 2)
-  assert sharding.mesh_shape({'data': 2, 'model': -1}, 8) == (2, 4)
+  assert sharding.mesh_shape({'data': -1, 'model': 2}, 8) == (4, 1, 2)
+  assert sharding.mesh_shape({'data': 2, 'model': -1}, 8) == (2, 1, 4)
+  assert sharding.mesh_shape({'data': 1, 'fsdp': -1, 'model': 2}, 8) == (1, 4, 2)
   with pytest.raises(ValueError, match='do not divide'):
     sharding.mesh_shape({'data': -1, 'model': 3}, 8)
   with pytest.raises(ValueError, match='uses 4 of 8'):
@@ -33,3 +35,31 @@ def test_config_rules_take_precedence():
   config = config_lib.load(config_path('synthetic_tfn.py'), ["mesh.rules=(('mlp', None),)"])
   rules = sharding.axis_rules(config)
   assert rules[0] == ('mlp', None) and ('mlp', 'model') in rules
+
+
+def test_fsdp_adds_its_axis_to_the_largest_dimension_it_divides():
+  mesh = sharding.make_mesh({'data': 1, 'fsdp': 4, 'model': 2})
+  P = jax.sharding.PartitionSpec
+  # The flattened TFN outer product (33 * 17 * 25) is odd: the model-split side takes it.
+  assert sharding.fsdp_spec((14025, 128), P(None, 'model'), mesh) == P(None, ('model', 'fsdp'))
+  assert sharding.fsdp_spec((32, 48), P(), mesh) == P(None, 'fsdp')
+  assert sharding.fsdp_spec((13, 7), P(), mesh) == P()  # Nothing divides: replicated.
+  assert sharding.fsdp_spec((), P(), mesh) == P()
+
+
+@pytest.mark.parametrize('name, mesh', [('synthetic_tfn.py:smoke', (1, 4, 2)),
+                                        ('ravdess_audiomae.py:fold1,smoke', (2, 4, 1))])
+def test_fsdp_mesh_trains_like_one_device_with_state_split_over_it(name, mesh):
+  """1 device vs 8 with parameters and optimizer state fully sharded: the same losses;
+  every large array is really split over `fsdp`, its Adam moments alike."""
+  config = config_lib.load(config_path(name))
+  single, _ = train_losses(config, (1, 1), 16, 4)
+  sharded, state = train_losses(config, mesh, 16, 4)
+  np.testing.assert_allclose(single, sharded, rtol=2e-5, atol=1e-6)
+  big = [x for x in jax.tree.leaves(state.params) if x.size >= 4096]
+  assert big and all('fsdp' in jax.tree.leaves(tuple(x.sharding.spec)) for x in big)
+  for x in big:
+    assert {s.data.size for s in x.addressable_shards} <= {x.size // mesh[1],
+                                                           x.size // (mesh[1] * mesh[2])}
+  moments = [x for x in jax.tree.leaves(state.opt_state) if getattr(x, 'size', 0) >= 4096]
+  assert moments and all('fsdp' in jax.tree.leaves(tuple(x.sharding.spec)) for x in moments)

@@ -247,7 +247,7 @@ def test_aot_tpu_compile_of_speech_configs(tiny_ravdess):
     config = config_lib.load(config_path(f'{name}.py'), [*tiny_ravdess, *extra,
                                                          'mesh.model=2'])
     report = compile_lib.compile_for_topology(config, 'v5e:2x4')
-    assert report['num_devices'] == 8 and report['mesh'] == {'data': 4, 'model': 2}
+    assert report['num_devices'] == 8 and report['mesh'] == {'data': 4, 'fsdp': 1, 'model': 2}
     assert report['flops_per_step'] > 0
 
 
