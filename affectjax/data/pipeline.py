@@ -37,10 +37,10 @@ def process_rows(global_batch_size: int, mesh=None, rules=()) -> np.ndarray:
     local = local_batch_size(global_batch_size)
     return jax.process_index() * local + np.arange(local)
   sharding = sharding_lib.batch_sharding(mesh, rules, 1)
-  rows = set()
-  for (index,) in sharding.addressable_devices_indices_map((global_batch_size,)).values():
-    rows.update(range(*index.indices(global_batch_size)))
-  return np.asarray(sorted(rows), np.int64)
+  # Devices that share a batch shard (the model axis) give the same span once.
+  spans = sorted({index.indices(global_batch_size)[:2] for (index,) in
+                  sharding.addressable_devices_indices_map((global_batch_size,)).values()})
+  return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in spans])
 
 
 def train_dataset(source: ArraySource, global_batch_size: int, seed: int, mesh=None,
