@@ -40,7 +40,7 @@ ENV_NUM_PROCESSES = 'AFFECTJAX_NUM_PROCESSES'
 ENV_PROCESS_ID = 'AFFECTJAX_PROCESS_ID'
 ENV_CPU_DEVICES = 'AFFECTJAX_CPU_DEVICES'
 # Seconds without a heartbeat after which the coordination service declares a process
-# dead (JAX's default is 100 s); the launcher's runs use a short one.
+# dead (JAX's default is 100 s; also with --distributed); the launcher's runs use 10.
 ENV_HEARTBEAT = 'AFFECTJAX_HEARTBEAT_S'
 
 
@@ -63,7 +63,7 @@ def initialize(auto_detect: bool = False, coordinator: str = '', num_processes: 
   if not coordinator:
     if auto_detect:
       import jax
-      jax.distributed.initialize()
+      jax.distributed.initialize(**_timeouts())
       return True
     return False
   try:
@@ -81,10 +81,25 @@ def initialize(auto_detect: bool = False, coordinator: str = '', num_processes: 
   devices = os.environ.get(ENV_CPU_DEVICES, '')
   if devices:
     jax.config.update('jax_num_cpu_devices', int(devices))
-  heartbeat = int(os.environ.get(ENV_HEARTBEAT, '') or 100)
-  jax.distributed.initialize(coordinator, num, pid, heartbeat_timeout_seconds=heartbeat,
-                             initialization_timeout=max(60, 3 * heartbeat))
+  jax.distributed.initialize(coordinator, num, pid, **_timeouts())
   return True
+
+
+def _timeouts() -> dict:
+  """$AFFECTJAX_HEARTBEAT_S, when set: how soon a silent process counts as dead (and
+  three times it, at least a minute, for every process to join)."""
+  raw = os.environ.get(ENV_HEARTBEAT, '')
+  if not raw:
+    return {}
+  try:
+    heartbeat = int(raw)
+    if heartbeat <= 0:
+      raise ValueError
+  except ValueError:
+    raise errors.ConfigError(f'{ENV_HEARTBEAT}={raw}: expected a positive number of '
+                             'seconds') from None
+  return {'heartbeat_timeout_seconds': heartbeat,
+          'initialization_timeout': max(60, 3 * heartbeat)}
 
 
 def free_port() -> int:
@@ -94,7 +109,7 @@ def free_port() -> int:
 
 
 def _library_noise(line: str) -> bool:
-  # gloo announces every connection on standard output; XLA warns once per process.
+  # gloo announces every connection it makes, a line each.
   return line.startswith('[Gloo]')
 
 
@@ -108,7 +123,8 @@ def launch(command: Sequence[str], processes: int, cpu_devices: int = 0,
   process save at its next step boundary; SIGKILL after `grace_s`). A process that
   dies without a word (killed) leaves the others blocked in a collective: they are
   stopped the same way, within `grace_s`. SIGINT or SIGTERM to the launcher is passed
-  on to every process. `program`: what runs instead of `python -m affectjax` (a
+  on to every process once; processes already stopping at a step boundary (status 3,
+  `errors.EXIT_INTERRUPTED`) get no further signal, only `grace_s` to finish. `program`: what runs instead of `python -m affectjax` (a
   script's argv; the tests' multi-process checks)."""
   if processes < 1:
     raise errors.ConfigError(f'--processes {processes}: must be at least 1')
@@ -142,7 +158,10 @@ def launch(command: Sequence[str], processes: int, cpu_devices: int = 0,
   for i in range(processes):
     p = subprocess.Popen([*(program or (sys.executable, '-m', 'affectjax')), *command],
                          env={**base, ENV_PROCESS_ID: str(i)}, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, bufsize=1)
+                         stderr=subprocess.PIPE, text=True, bufsize=1,
+                         # Their own session: Ctrl-C in a terminal reaches the launcher
+                         # only, which passes it on once (a second SIGINT aborts a run).
+                         start_new_session=True)
     procs.append(p)
     pumps += [threading.Thread(target=pump, args=(i, p.stdout, out if i == 0 else err,
                                                   i != 0, False), daemon=True),
@@ -151,17 +170,21 @@ def launch(command: Sequence[str], processes: int, cpu_devices: int = 0,
   for t in pumps:
     t.start()
 
+  # Each exit is timed by its own waiter, so the process that failed first (the cause;
+  # the others then fail in a collective, or abort) is the one named.
+  exits: dict[int, tuple[float, int]] = {}
+
+  forwarded = []
+
   def forward(signum, frame):
     del frame
-    for p in procs:
-      if p.poll() is None:
+    forwarded.append(signum)
+    for i, p in enumerate(procs):
+      if i not in exits:
         p.send_signal(signum)
   previous = {}
   if threading.current_thread() is threading.main_thread():
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-  # Each exit is timed by its own waiter, so the process that failed first (the cause;
-  # the others then fail in a collective, or abort) is the one named.
-  exits: dict[int, tuple[float, int]] = {}
 
   def wait(i, p):
     code = p.wait()
@@ -173,14 +196,22 @@ def launch(command: Sequence[str], processes: int, cpu_devices: int = 0,
   stopped: list[int] = []
   try:
     while len(exits) < processes:
-      if any(code != 0 for _, code in list(exits.values())):
-        stopped = [i for i, p in enumerate(procs) if p.poll() is None]
-        _stop([procs[i] for i in stopped], grace_s)
+      codes = [code for _, code in list(exits.values())]
+      if any(code != 0 for code in codes):
+        stopped = [i for i in range(processes) if i not in exits]
+        # Stopping at a step boundary (a passed-on signal, or one process's own): the
+        # others stop at the same step; another signal now would abort their save.
+        graceful = forwarded or errors.EXIT_INTERRUPTED in codes
+        _stop([procs[i] for i in stopped], grace_s, signal_first=not graceful)
+        if graceful:  # Only those killed after the grace period were stopped by us.
+          stopped = [i for i in stopped if procs[i].wait() == -signal.SIGKILL]
         break
       time.sleep(0.05)
     for t in waiters + pumps:
       t.join(timeout=5)
   finally:
+    # The launcher itself failing (an exception here) takes its processes with it.
+    _stop([p for i, p in enumerate(procs) if i not in exits and p.poll() is None], grace_s)
     for s, h in previous.items():
       signal.signal(s, h)
   bad = sorted((t, i) for i, (t, code) in exits.items() if code != 0)
@@ -203,9 +234,10 @@ def _how(code: int) -> str:
   return f'exited with status {code}'
 
 
-def _stop(procs, grace_s: float) -> None:
-  for p in procs:
-    p.send_signal(signal.SIGTERM)
+def _stop(procs, grace_s: float, signal_first: bool = True) -> None:
+  if signal_first:
+    for p in procs:
+      p.send_signal(signal.SIGTERM)
   deadline = time.time() + grace_s
   for p in procs:
     try:

@@ -124,7 +124,8 @@ def main(argv=None) -> int:
   try:
     _run(argv)
   except distributed.LaunchError as e:
-    print(f'affectjax: error: {errors.one_line(e)}', file=sys.stderr)
+    how = 'stopped' if e.status == errors.EXIT_INTERRUPTED else 'error'
+    print(f'affectjax: {how}: {errors.one_line(e)}', file=sys.stderr)
     return e.status
   except errors.Interrupted as e:
     print(f'affectjax: stopped: {errors.one_line(e)}', file=sys.stderr)

@@ -151,6 +151,9 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
                                'AFFECTJAX_FAULT_PROCESS': '0'})
   assert proc.returncode == errors.EXIT_INTERRUPTED, proc.stderr[-3000:]
   assert 'SIGTERM at step 7: saved a checkpoint of step 7' in proc.stderr
+  # Nobody was signalled again (that would abort the other's save): both exited on their own.
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith('affectjax: stopped: launch: process ') and 'stopped process' not in last
   assert sorted(os.listdir(run / 'checkpoints' / 'latest')) == ['7']
 
 
