@@ -23,7 +23,9 @@ from conftest import config_path
 from test_erc import write_features_pickle
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TFN = ('synthetic_tfn.py:smoke', [])
+# Evaluation splits that divide neither the 2 processes nor the batch of 16.
+TFN = ('synthetic_tfn.py:smoke', ['data.num_valid=125', 'data.num_test=131',
+                                  'train.eval_batch_size=16'])
 
 
 def _launch(args, processes=2, devices=4, extra_env=None, timeout=400):
@@ -78,6 +80,13 @@ def _assert_same_run(a_dir, b_dir, a=None, b=None):
     np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.fixture(scope='module')
+def tfn_reference(tmp_path_factory):
+  """The uninterrupted TFN run on this process's 8 devices (shared by two tests)."""
+  workdir = tmp_path_factory.mktemp('tfn') / 'one'
+  return workdir, _reference(TFN, [], workdir)
+
+
 @pytest.fixture
 def tiny_erc_overrides(tmp_path):
   write_features_pickle(tmp_path / 'data')
@@ -91,33 +100,34 @@ def test_two_processes_give_the_one_process_run(name, tmp_path, request):
   """Same metrics and final parameters from 2 processes x 4 devices as from 1 x 8; the
   evaluation splits (valid 125, test 131 for TFN) divide neither the processes nor the
   batch, and each example is counted once."""
+  one = tmp_path / 'one'
   if name == 'tfn':
-    spec, overrides = TFN, ['data.num_valid=125', 'data.num_test=131',
-                            'train.eval_batch_size=16']
+    spec, overrides = TFN, []
+    one, ref = request.getfixturevalue('tfn_reference')
   elif name == 'dialoguegcn':
     spec = ('iemocap_dialoguegcn.py:iemocap_features,tav', [])
     overrides = request.getfixturevalue('tiny_erc_overrides')
   else:
     spec, overrides = ('mosi_contrastive.py:smoke', []), []
-  ref = _reference(spec, overrides, tmp_path / 'one')
+  if name != 'tfn':
+    ref = _reference(spec, overrides, one)
   proc, _ = _launch(_train_args(spec, overrides, tmp_path / 'two'))
   assert proc.returncode == 0, proc.stderr[-3000:]
   # The launcher's standard output is process 0's: the one JSON line of `train`.
   assert json.loads(proc.stdout.strip().splitlines()[-1])['test']
   assert 'in 2 processes' in proc.stderr and '[p0]' in proc.stderr
-  _assert_same_run(tmp_path / 'one', tmp_path / 'two', a=ref)
+  _assert_same_run(one, tmp_path / 'two', a=ref)
   if name == 'tfn':
     assert sum(map(sum, ref['valid']['confusion'])) == 125
     assert sum(map(sum, ref['test']['confusion'])) == 131
 
 
-def test_kill_and_resume_across_process_counts(tmp_path, monkeypatch):
+def test_kill_and_resume_across_process_counts(tfn_reference, tmp_path, monkeypatch):
   """One process of two dies (SIGKILL at step 25): the launcher stops the other within
   its grace period and says which died; the checkpoint of step 20 resumes in ONE process,
   which is stopped by SIGTERM at step 30 (saving it); TWO processes finish the run. The
   result equals the uninterrupted run."""
   overrides = []
-  _reference(TFN, overrides, tmp_path / 'ref')
   run = tmp_path / 'run'
   proc, took = _launch(_train_args(TFN, overrides, run),
                        extra_env={'AFFECTJAX_FAULT': 'step@25', 'AFFECTJAX_FAULT_PROCESS': '1'})
@@ -139,7 +149,7 @@ def test_kill_and_resume_across_process_counts(tmp_path, monkeypatch):
   proc, _ = _launch(_train_args(TFN, overrides, run))
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'resumed from' in proc.stderr and 'at step 30' in proc.stderr
-  _assert_same_run(tmp_path / 'ref', run)
+  _assert_same_run(tfn_reference[0], run)
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):

@@ -56,6 +56,8 @@ def test_global_batches_are_sharded_over_data_axis():
   local = next(pipeline.train_dataset(_source(), 8, seed=0))
   glob = pipeline.to_global(local, mesh, rules)
   assert glob['x'].shape == (8, 3)
-  assert glob['x'].sharding.spec == jax.sharding.PartitionSpec('data', None)
+  # The batch axes: data and fsdp (size 1 here); model replicates.
+  assert glob['x'].sharding.spec == jax.sharding.PartitionSpec(('data', 'fsdp'), None)
+  assert {s.data.shape for s in glob['x'].addressable_shards} == {(2, 3)}
   assert len(glob['x'].addressable_shards) == 8
   np.testing.assert_array_equal(np.asarray(glob['label']), local['label'])
