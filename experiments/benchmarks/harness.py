@@ -28,6 +28,10 @@ def measure(script: str, args: list[str], env: dict | None = None) -> dict:
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
                         env=None if env is None else dict(os.environ, **env))
   line = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  if proc.returncode < 0:  # No last words: e.g. the kernel's OOM killer (SIGKILL).
+    return {'error': f'worker killed by signal {-proc.returncode} (SIGKILL: host memory '
+                     'ran out?)' if proc.returncode == -9 else
+            f'worker killed by signal {-proc.returncode}'}
   if proc.returncode or not line:
     tail = ' '.join((proc.stderr or proc.stdout).strip().splitlines()[-1:])
     return {'error': tail[:200] or f'exit {proc.returncode}'}

@@ -2,25 +2,26 @@ r"""Scale table for Cloud TPU slices, from ahead-of-time compiles on any machine
 
   python experiments/benchmarks/tpu_scale.py --readme      # writes the table into TPU_SETUP.md
 
-For each entry (a config and its variant, the input shapes its data pipeline gives) and
-each topology, the real train step (`train.Experiment.lower_train_step`, the same one
-`affectjax train` runs) is compiled by the TPU compiler for the slice's devices as
+For each family's largest configuration (the input shapes its data pipeline gives, at the
+sizes named below) and each slice, the real train step (`train.Experiment.lower_train_step`,
+the one `affectjax train` runs) is compiled by the TPU compiler for the slice's devices as
 `jax.experimental.topologies` describes them (libtpu installed, no TPU needed:
-`pip install -e '.[tpu]'`). Reported per device: parameters + optimizer state (the
-step's donated arguments), temporaries (activations and workspace), the compiled peak
-(arguments + outputs + temporaries - aliased), FLOPs of the per-device program (XLA cost
-analysis), whether the peak fits the chip's HBM, and the model FLOPs utilisation the cost
-analysis predicts: a roofline bound, FLOPs / peak bf16 rate over max(FLOPs / peak rate,
-bytes accessed / HBM bandwidth). A real step also waits on collectives and on the host, so
-the measured MFU is lower; the bound says whether the step is compute- or memory-bound.
+`pip install -e '.[tpu]'`). Slices: v5e-8 and v5e-256, v5p-8 (4 chips) and v5p-128 (64
+chips); the larger ones are multi-host, and the compiled program is the one each host runs.
+Reported per chip: parameters and optimizer state (the shard of each array that the
+mesh's shardings leave on one chip), the compiled temporaries (activations and
+workspace), the compiled peak (arguments + outputs + temporaries - aliased), FLOPs of the
+per-device program (XLA cost analysis), whether the peak fits the chip's HBM, and the
+model FLOPs utilisation the cost analysis predicts: a roofline bound, FLOPs / peak bf16
+rate over max(FLOPs / peak rate, bytes accessed / HBM bandwidth). A real step also waits
+on collectives and on the host, so a measured MFU is lower.
 
 Each compile runs in its own process (the TPU compiler keeps memory between compiles).
-Inputs: HiCMAE's clip shapes (16 face frames of 160 x 160, 4 s of 64-band log-mel at a
-20 ms hop = 200 frames), bf16 compute, global batch 32 per chip. When the TPU compiler
-says a step does not fit the chip's HBM, that is the row's answer, and the script tries
-half the batch per chip (down to 8) to say what does fit. Compiles of big models take
-minutes here, so each result is cached (~/.cache/affectjax/tpu_scale, keyed by entry,
-topology, mesh, batch, the jax version and the content of affectjax/ and configs/);
+When the TPU compiler says a step does not fit the chip's HBM, that is the row's answer,
+and the script tries half the batch per chip (down to 8) to say what does fit. Big models
+take minutes to compile here, so each result is cached (~/.cache/affectjax/tpu_scale) under
+a hash of the lowered program (StableHLO text), the topology and the jax version: a
+change that alters the step compiles again, anything else (docs, other families) does not;
 `--fresh` compiles everything again.
 """
 
@@ -46,17 +47,50 @@ CHIPS = {
     'TPU v5': ('v5p', 459e12, 95 * 2**30, 2765e9),
     'TPU v6 lite': ('v6e', 918e12, 32 * 2**30, 1640e9),
 }
-# (name, config, batch per chip, model axis, input spec without the batch dimension)
-CLIP_SPEC = {'audio': ((200, 64), 'float32'), 'frame_mask': ((200,), 'float32'),
-             'video': ((16, 160, 160, 3), 'float32')}
+F32 = 'float32'
+CLIP_SPEC = {'audio': ((200, 64), F32), 'frame_mask': ((200,), F32),
+             'video': ((16, 160, 160, 3), F32)}
+# IEMOCAP dialogues at their longest (112 utterances) with the 384-d sentence embeddings
+# of the ERC configs.
+ERC_SPEC = {'text': ((112, 384), F32), 'speaker': ((112,), 'int32'),
+            'label_mask': ((112,), F32), 'label': ((112,), 'int32')}
+ERC_INPUTS = {'num_speakers': 2, 'encoder': ''}
+
+
+def _entry(config, modalities, spec, per_chip, mesh='data', classes=None, inputs=None,
+           what=''):
+  return dict(config=config, modalities=modalities, spec=spec, per_chip=per_chip, mesh=mesh,
+              classes=classes, inputs=inputs or {}, what=what)
+
+
+# name -> what is compiled. `mesh`: 'data' (all chips on the data axis) or 'fsdp' (all
+# on the fsdp axis: parameters and optimizer state split over every chip).
 ENTRIES = {
-    'audio MAE base': ('ravdess_audiomae.py:fold1,base', ('audio',),
-                       {'audio': ((200, 64), 'float32'), 'frame_mask': ((200,), 'float32')}),
-    'audio-visual MAE base': ('clips_avmae.py:ravdess,base', ('audio', 'video'), CLIP_SPEC),
-    'audio-visual MAE large': ('clips_avmae.py:ravdess,large', ('audio', 'video'), CLIP_SPEC),
+    'TFN (MOSEI-sized)': _entry(
+        'mosi_tfn.py', ('text', 'audio', 'vision'),
+        {'text': ((300,), F32), 'audio': ((74,), F32), 'vision': ((35,), F32),
+         'label': ((), F32)}, 256,
+        what='utterance vectors of CMU-MOSEI\'s standard features: GloVe 300, COVAREP 74, '
+        'Facet 35'),
+    'DialogueGCN': _entry('iemocap_dialoguegcn.py', ('text',), ERC_SPEC, 32, classes=6,
+                          inputs=ERC_INPUTS, what='IEMOCAP dialogues of 112 utterances'),
+    'MMGCN': _entry('iemocap_mmgcn.py', ('text',), ERC_SPEC, 32, classes=6, inputs=ERC_INPUTS,
+                    what='as DialogueGCN'),
+    'SpeechSSM (40 s)': _entry(
+        'ravdess_ssm.py:fold1', ('audio',),
+        {'audio': ((4000, 64), F32), 'frame_mask': ((4000,), F32), 'label': ((), 'int32')}, 32,
+        classes=8, what='4,000 log-mel frames (40 s at a 10 ms hop), 20x RAVDESS\'s clips'),
+    'contrastive (large batch)': _entry(
+        'ravdess_contrastive.py:fold1', ('audio', 'face'),
+        {'audio': ((200, 64), F32), 'frame_mask': ((200,), F32), 'label': ((), 'int32'),
+         'face': ((35,), F32), 'actor': ((), 'int32')}, 512, classes=8,
+        what='512 pairs per chip (a global batch of 131,072 on v5e-256), memory-lean InfoNCE'),
+    'audio-visual MAE base': _entry('clips_avmae.py:ravdess,base', ('audio', 'video'),
+                                    CLIP_SPEC, 32, what='HiCMAE\'s clip shapes'),
+    'audio-visual MAE large': _entry('clips_avmae.py:ravdess,large', ('audio', 'video'),
+                                     CLIP_SPEC, 32, mesh='fsdp', what='HiCMAE\'s clip shapes'),
 }
-TOPOLOGIES = ('v5e:2x4', 'v5p:2x2x1')
-PER_CHIP = 32
+TOPOLOGIES = ('v5e:2x4', 'v5e:16x16', 'v5p:2x2x1', 'v5p:4x4x4')
 
 
 def _topology_name(topology: str, n: int, kind: str) -> str:
@@ -65,72 +99,72 @@ def _topology_name(topology: str, n: int, kind: str) -> str:
   return f'{family}-{2 * n if family == "v5p" else n}'
 
 
-def compile_entry(name: str, topology: str, model_axis: int, per_chip: int = PER_CHIP) -> dict:
+def compile_entry(name: str, topology: str, per_chip: int, fresh: bool = False) -> dict:
+  import jax
   import numpy as np
-  from affectjax import config as config_lib
   from affectjax import compile as compile_lib
+  from affectjax import config as config_lib
   from affectjax import sharding as sharding_lib
   from affectjax import train as train_lib
-  path, modalities, spec = ENTRIES[name]
-  config = config_lib.load(os.path.join(REPO, 'configs', path))
+  e = ENTRIES[name]
+  config = config_lib.load(os.path.join(REPO, 'configs', e['config']))
   devices = compile_lib.topology_devices(topology)
   with config.unlocked():
     config.model.dtype = 'bfloat16'
-    config.mesh.model = model_axis
-    config.mesh.data = len(devices) // model_axis
+    config.mesh.model = 1
+    config.mesh.data, config.mesh.fsdp = ((1, len(devices)) if e['mesh'] == 'fsdp' else
+                                          (len(devices), 1))
   mesh = sharding_lib.make_mesh(config.mesh, devices)
-  element_spec = {k: (shape, np.dtype(dt)) for k, (shape, dt) in spec.items()}
-  exp = train_lib.Experiment(config, mesh, element_spec, modalities)
+  element_spec = {k: (shape, np.dtype(dt)) for k, (shape, dt) in e['spec'].items()}
+  exp = train_lib.Experiment(config, mesh, element_spec, e['modalities'], e['classes'],
+                             model_inputs=e['inputs'])
   batch = per_chip * len(devices)
-  start = time.perf_counter()
-  compiled = exp.lower_train_step(batch).compile()
-  seconds = time.perf_counter() - start
-  mem = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
-  kind = devices[0].device_kind
-  return {
-      'name': name, 'config': path, 'topology': topology, 'kind': kind,
-      'slice': _topology_name(topology, len(devices), kind), 'chips': len(devices),
-      'mesh': dict(mesh.shape), 'batch': batch, 'params': exp.num_params,
-      'state_bytes': int(mem.argument_size_in_bytes),
-      'temp_bytes': int(mem.temp_size_in_bytes),
-      'peak_bytes': int(mem.argument_size_in_bytes + mem.output_size_in_bytes +
-                        mem.temp_size_in_bytes - mem.alias_size_in_bytes),
-      'flops': float(cost.get('flops', 0.0)),
-      'bytes_accessed': float(cost.get('bytes accessed', 0.0)),
-      'compile_s': seconds,
-  }
-
-
-def _code_hash() -> str:
-  digest = hashlib.blake2b(digest_size=8)
-  for folder in ('affectjax', 'configs'):
-    for root, _, files in sorted(os.walk(os.path.join(REPO, folder))):
-      for f in sorted(files):
-        if f.endswith('.py'):
-          with open(os.path.join(root, f), 'rb') as fh:
-            digest.update(f.encode() + fh.read())
-  return digest.hexdigest()
-
-
-def _measure(name: str, topology: str, model_axis: int, per_chip: int, fresh: bool) -> dict:
-  import jax
-  key = hashlib.blake2b(json.dumps([name, topology, model_axis, per_chip, jax.__version__,
-                                    _code_hash()]).encode(), digest_size=8).hexdigest()
+  lowered = exp.lower_train_step(batch)
+  key = hashlib.blake2b(json.dumps([lowered.as_text(), topology, jax.__version__]).encode(),
+                        digest_size=12).hexdigest()
   cache = os.path.join(os.path.expanduser('~'), '.cache', 'affectjax', 'tpu_scale',
                        f'{key}.json')
   if os.path.exists(cache) and not fresh:
     with open(cache) as f:
       return dict(json.load(f), cached=True)
-  out = harness.measure(__file__, ['--entry', name, '--topology', topology, '--model-axis',
-                                   str(model_axis), '--per-chip', str(per_chip)],
-                        env={'JAX_PLATFORMS': 'cpu'})
-  out = dict(out, name=name, topology=topology, per_chip=per_chip)
+  start = time.perf_counter()
+  try:
+    compiled = lowered.compile()
+  except Exception as err:  # The TPU compiler's verdict (e.g. RESOURCE_EXHAUSTED).
+    out = {'error': ' '.join(str(err).split())[:300]}
+  else:
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
+    kind = devices[0].device_kind
+    out = {
+        'kind': kind, 'slice': _topology_name(topology, len(devices), kind),
+        'chips': len(devices), 'mesh': dict(mesh.shape), 'batch': batch,
+        'params': exp.num_params,
+        'param_bytes': compile_lib.state_bytes_per_device(exp.abstract_state.params),
+        'opt_bytes': compile_lib.state_bytes_per_device(exp.abstract_state.opt_state),
+        'state_bytes': int(mem.argument_size_in_bytes),
+        'temp_bytes': int(mem.temp_size_in_bytes),
+        'peak_bytes': int(mem.argument_size_in_bytes + mem.output_size_in_bytes +
+                          mem.temp_size_in_bytes - mem.alias_size_in_bytes),
+        'flops': float(cost.get('flops', 0.0)),
+        'bytes_accessed': float(cost.get('bytes accessed', 0.0)),
+        'compile_s': time.perf_counter() - start,
+    }
+  out.update(name=name, config=e['config'], topology=topology, per_chip=per_chip)
+  if 'error' in out and not _does_not_fit(out):
+    return out  # Not the compiler's verdict on the program: not worth keeping.
   os.makedirs(os.path.dirname(cache), exist_ok=True)
   from affectjax import workdir
   workdir.write_atomic(cache, 'the compile result', lambda f: json.dump(out, f))
   return out
+
+
+def _measure(name: str, topology: str, per_chip: int, fresh: bool) -> dict:
+  args = ['--entry', name, '--topology', topology, '--per-chip', str(per_chip)]
+  out = harness.measure(__file__, args + (['--fresh'] if fresh else []),
+                        env={'JAX_PLATFORMS': 'cpu'})
+  return dict(out, name=name, topology=topology, per_chip=per_chip)
 
 
 def _does_not_fit(row: dict) -> bool:
@@ -138,23 +172,23 @@ def _does_not_fit(row: dict) -> bool:
 
 
 def table(rows: list[dict]) -> str:
-  lines = ['| model | slice | mesh | global batch | parameters | params + optimizer GiB/chip | '
-           'activations GiB/chip | peak GiB/chip | fits HBM | TFLOP/step/chip | '
-           'roofline MFU bound | compile s |',
-           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+  lines = ['| model | slice | mesh | global batch | parameters | params GiB/chip | '
+           'optimizer GiB/chip | activations GiB/chip | peak GiB/chip | fits HBM | '
+           'TFLOP/step/chip | roofline MFU bound | compile s |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   gib = 2**30
   for r in rows:
     if 'error' in r:
       if _does_not_fit(r):  # The TPU compiler's own verdict, e.g. '... (18.54G) exceeds
         need = r['error'].split('RESOURCE_EXHAUSTED:')[-1].strip()  # available HBM'.
-        lines.append(f"| {r['name']} | {r['topology']} | | {r['per_chip']}/chip | | | | | "
+        lines.append(f"| {r['name']} | {r['topology']} | | {r['per_chip']}/chip | | | | | | "
                      f"no: {need[:110]} | | | |")
       else:
         lines.append(f"| {r['name']} | {r['topology']} | error: {r['error'][:80]} |"
-                     + ' |' * 9)
+                     + ' |' * 10)
       continue
     _, peak_flops, hbm, bandwidth = CHIPS.get(r['kind'], ('', 0, 0, 0))
-    mesh = ' x '.join(f'{k} {v}' for k, v in r['mesh'].items())
+    mesh = ' x '.join(f'{k} {v}' for k, v in r['mesh'].items() if v > 1) or 'one chip'
     fits = (f"yes ({hbm / gib:.0f} GiB)" if r['peak_bytes'] <= hbm else
             f"no ({hbm / gib:.0f} GiB)") if hbm else '?'
     if peak_flops and r['flops']:
@@ -162,10 +196,12 @@ def table(rows: list[dict]) -> str:
       mfu = f"{100 * compute_s / max(compute_s, r['bytes_accessed'] / bandwidth):.0f}%"
     else:
       mfu = '?'
-    lines.append(f"| {r['name']} | {r['slice']} ({r['topology']}) | {mesh} | {r['batch']} | "
-                 f"{r['params'] / 1e6:.1f} M | {r['state_bytes'] / gib:.2f} | "
+    params = r['params']
+    params = f'{params / 1e6:.1f} M' if params >= 1e5 else f'{params / 1e3:.0f} k'
+    lines.append(f"| {r['name']} | {r['slice']} ({r['topology']}) | {mesh} | {r['batch']:,} | "
+                 f"{params} | {r['param_bytes'] / gib:.3f} | {r['opt_bytes'] / gib:.3f} | "
                  f"{r['temp_bytes'] / gib:.2f} | {r['peak_bytes'] / gib:.2f} | {fits} | "
-                 f"{r['flops'] / 1e12:.2f} | {mfu} | {r['compile_s']:.0f} |")
+                 f"{r['flops'] / 1e12:.3f} | {mfu} | {r['compile_s']:.0f} |")
   return '\n'.join(lines)
 
 
@@ -177,42 +213,48 @@ def main(argv=None) -> int:
                  help='comma-separated entry names (default: all)')
   p.add_argument('--topology', default='')
   p.add_argument('--topologies', default=','.join(TOPOLOGIES))
-  p.add_argument('--model-axis', type=int, default=1)
-  p.add_argument('--per-chip', type=int, default=PER_CHIP, help=argparse.SUPPRESS)
+  p.add_argument('--per-chip', type=int, default=0, help=argparse.SUPPRESS)
   p.add_argument('--fresh', action='store_true', help='ignore cached compile results')
   p.add_argument('--readme', action='store_true', help='write the table into TPU_SETUP.md')
   args = p.parse_args(argv)
   if args.worker:
-    harness.report(compile_entry(args.entry, args.topology, args.model_axis, args.per_chip))
+    harness.report(compile_entry(args.entry, args.topology, args.per_chip, args.fresh))
     return 0
-  unknown = [e for e in args.entries.split(',') if e not in ENTRIES]
+  names = args.entries.split(',')
+  unknown = [e for e in names if e not in ENTRIES]
   if unknown:
     p.error(f'--entries: unknown {unknown[0]!r} ({", ".join(ENTRIES)})')
   start = time.time()
   rows = []
-  for name in args.entries.split(','):
+  for name in names:
     for topology in args.topologies.split(','):
-      per_chip = PER_CHIP
+      per_chip = ENTRIES[name]['per_chip']
       while True:
-        rows.append(_measure(name, topology, args.model_axis, per_chip, args.fresh))
+        rows.append(_measure(name, topology, per_chip, args.fresh))
         print(json.dumps(rows[-1]), flush=True)
         if not _does_not_fit(rows[-1]) or per_chip <= 8:
           break
         per_chip //= 2
   import jax
   from affectjax import hardware
+  sizes = '\n'.join(f'- {n}: `configs/{ENTRIES[n]["config"]}`, {ENTRIES[n]["what"]}; '
+                    f'{ENTRIES[n]["per_chip"]} examples per chip'
+                    + (', mesh all `fsdp`' if ENTRIES[n]['mesh'] == 'fsdp' else '')
+                    for n in names)
   section = f"""{START}
 Generated by `python experiments/benchmarks/tpu_scale.py --readme` in
 {(time.time() - start) / 60:.1f} min on {hardware.cpu_name()} ({os.cpu_count()} cores), jax
 {jax.__version__}, ahead-of-time compiles for the slice's devices (no TPU used;
-{sum(r.get('cached', False) for r in rows)} of {len(rows)} results read from the script's compile cache). Inputs:
-HiCMAE's clip shapes (16 face frames of 160 x 160, 200 log-mel frames of 64 bands), bf16
-compute, global batch {PER_CHIP} per chip (halved where that does not fit), mesh `model`
-axis {args.model_axis}. Per chip:
-"params + optimizer" = the step's arguments (parameters, AdamW moments, the batch shard);
-"activations" = the compiled temporaries; peak = arguments + outputs + temporaries -
-aliased. "roofline MFU bound" = (FLOPs / peak bf16 rate) / max(FLOPs / peak rate, bytes
-accessed / HBM bandwidth), from XLA's cost analysis: an upper bound, not a measurement.
+{sum(r.get('cached', False) for r in rows)} of {len(rows)} results read from the script's compile cache, keyed by the lowered program). bf16 compute, mesh
+`data` over every chip unless the entry says `fsdp`; per-chip batches halved where they do
+not fit. Entries:
+{sizes}
+
+Per chip: "params" and "optimizer" = the shard of the parameters and of the AdamW state
+one chip holds; "activations" = the compiled temporaries; peak = arguments + outputs +
+temporaries - aliased. "roofline MFU bound" = (FLOPs / peak bf16 rate) / max(FLOPs / peak
+rate, bytes accessed / HBM bandwidth), from XLA's cost analysis: an upper bound, not a
+measurement.
 
 {table(rows)}
 {END}"""
