@@ -12,7 +12,6 @@ Every process computes; process 0 writes what the test compares against one proc
   rows_<p>:   the rows of a global batch of 16 that process p reads.
 """
 
-import os
 import sys
 
 import numpy as np
