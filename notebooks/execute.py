@@ -5,7 +5,8 @@ sees real results without running anything.
   python notebooks/execute.py --small quickstart.ipynb   # the tests' small settings
 
 Each notebook is written atomically, only when every cell ran without an error; its
-metadata records the command, date and machine.
+metadata records the command, date, machine and a digest of the cells' sources
+(tests/test_notebooks.py checks that the committed outputs belong to the current cells).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NOTEBOOKS = ('quickstart.ipynb', 'ablation.ipynb')
+NOTEBOOKS = ('quickstart.ipynb', 'ablation.ipynb', 'predict.ipynb')
+
+
+def sources_digest(nb) -> str:
+  """SHA-256 of every cell's type and source, in order: what the outputs were made from."""
+  import hashlib
+  import json
+  cells = [[c.cell_type, c.source] for c in nb.cells]
+  return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
 
 def execute(name: str, small: bool) -> None:
@@ -34,7 +43,8 @@ def execute(name: str, small: bool) -> None:
   nb.metadata['affectjax'] = {
       'executed': datetime.datetime.now().isoformat(timespec='seconds'),
       'command': 'python notebooks/execute.py' + (' --small' if small else ''),
-      'small_settings': small, 'hardware': hardware.describe()}
+      'small_settings': small, 'hardware': hardware.describe(),
+      'sources_sha256': sources_digest(nb)}
   workdir.write_atomic(path, 'the executed notebook', lambda f: nbformat.write(nb, f))
   print(f'{name}: executed and saved with outputs')
 

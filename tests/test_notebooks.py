@@ -1,5 +1,7 @@
-"""The notebooks run top to bottom on a CPU with small settings."""
+"""The notebooks run top to bottom on a CPU with small settings, and the committed ones
+carry the outputs of their current cells."""
 
+import importlib.util
 import os
 
 import nbformat
@@ -9,7 +11,10 @@ from nbclient import NotebookClient
 from conftest import REPO
 
 
-@pytest.mark.parametrize('name', ['quickstart.ipynb', 'ablation.ipynb'])
+NAMES = ['quickstart.ipynb', 'ablation.ipynb', 'predict.ipynb']
+
+
+@pytest.mark.parametrize('name', NAMES)
 def test_notebook_executes(name, monkeypatch):
   monkeypatch.setenv('AFFECTJAX_NOTEBOOK_SMALL', '1')
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
@@ -23,5 +28,34 @@ def test_notebook_executes(name, monkeypatch):
   if name == 'quickstart.ipynb':
     assert 'test accuracy' in text
     assert any('image/png' in o.get('data', {}) for o in outputs)
+  elif name == 'predict.ipynb':
+    assert 'p=' in text and 're-scored test split' in text
+    assert any('image/png' in o.get('data', {}) for o in outputs)
   else:
     assert any('image/png' in o.get('data', {}) for o in outputs)
+
+
+def _execute_module():
+  spec = importlib.util.spec_from_file_location('execute',
+                                                os.path.join(REPO, 'notebooks', 'execute.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_committed_notebooks_hold_the_outputs_of_their_current_cells():
+  """`python notebooks/execute.py` after every edit: an edited cell changes the digest."""
+  execute = _execute_module()
+  assert list(execute.NOTEBOOKS) == NAMES
+  for name in NAMES:
+    nb = nbformat.read(os.path.join(REPO, 'notebooks', name), as_version=4)
+    meta = nb.metadata.get('affectjax', {})
+    assert meta.get('sources_sha256') == execute.sources_digest(nb), (
+        f'{name}: cells changed since it was executed; run python notebooks/execute.py')
+    assert meta.get('small_settings') is False, name  # Full settings, not the tests' ones.
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    assert sum(bool(c.get('outputs')) for c in code) >= len(code) - 1, name  # setup is silent
+    assert not [o for c in code for o in c.get('outputs', [])
+                if o.get('output_type') == 'error'], name
+    nb.cells[-1].source += '\n'
+    assert execute.sources_digest(nb) != meta['sources_sha256']
