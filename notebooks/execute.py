@@ -14,9 +14,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+BADGE = '[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]'
+_INSTALL_DEFAULT = re.compile(r"os\.environ\.get\('AFFECTJAX_REPO', '[^']*'\)")
+_UNPUBLISHED = re.compile(r'# No public repository URL is published yet: .*?the configs ship '
+                          r'inside it\.', re.S)
+_PUBLISHED = ("# The project's repository (pyproject.toml); AFFECTJAX_REPO may name a fork "
+              'or a path in\n    # your Drive instead. The configs ship inside the package.')
 NOTEBOOKS = ('quickstart.ipynb', 'ablation.ipynb', 'predict.ipynb')
 
 
@@ -28,12 +35,40 @@ def sources_digest(nb) -> str:
   return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
 
 
+def repository_url(pyproject: str = os.path.join(os.path.dirname(HERE), 'pyproject.toml')) -> str:
+  """pyproject.toml's `[project.urls] Repository`, or '' while none is published."""
+  import tomllib
+  with open(pyproject, 'rb') as f:
+    return tomllib.load(f).get('project', {}).get('urls', {}).get('Repository', '')
+
+
+def with_colab(nb, name: str, url: str):
+  """With the project's GitHub URL: a Colab badge under the title and that URL as the
+  install cell's default (AFFECTJAX_REPO still overrides it). Without one, unchanged."""
+  if not url:
+    return nb
+  m = re.fullmatch(r'https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?', url)
+  if not m:
+    raise ValueError(f'pyproject.toml [project.urls] Repository: {url!r} is not '
+                     'https://github.com/OWNER/NAME (Colab opens notebooks from GitHub)')
+  link = f'https://colab.research.google.com/github/{m[1]}/{m[2]}/blob/main/notebooks/{name}'
+  title, *rest = [line for line in nb.cells[0].source.split('\n') if not line.startswith(BADGE)]
+  while rest and not rest[0].strip():
+    rest.pop(0)
+  nb.cells[0].source = '\n'.join([title, '', f'{BADGE}({link})', '', *rest])
+  for cell in nb.cells:
+    if cell.cell_type == 'code':
+      cell.source = _UNPUBLISHED.sub(_PUBLISHED, _INSTALL_DEFAULT.sub(
+          f"os.environ.get('AFFECTJAX_REPO', {url!r})", cell.source))
+  return nb
+
+
 def execute(name: str, small: bool) -> None:
   import nbformat
   from nbclient import NotebookClient
   from affectjax import hardware, workdir
   path = os.path.join(HERE, name)
-  nb = nbformat.read(path, as_version=4)
+  nb = with_colab(nbformat.read(path, as_version=4), name, repository_url())
   if small:
     os.environ['AFFECTJAX_NOTEBOOK_SMALL'] = '1'
   else:

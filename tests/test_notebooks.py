@@ -59,3 +59,28 @@ def test_committed_notebooks_hold_the_outputs_of_their_current_cells():
                 if o.get('output_type') == 'error'], name
     nb.cells[-1].source += '\n'
     assert execute.sources_digest(nb) != meta['sources_sha256']
+
+
+def test_colab_badge_and_install_url_come_from_pyproject():
+  execute = _execute_module()
+  path = os.path.join(REPO, 'notebooks', 'quickstart.ipynb')
+  url = 'https://github.com/someone/affectjax'
+  nb = execute.with_colab(nbformat.read(path, as_version=4), 'quickstart.ipynb', url)
+  assert nb.cells[0].source.split('\n')[2] == (
+      f'{execute.BADGE}(https://colab.research.google.com/github/someone/affectjax/blob/main/'
+      'notebooks/quickstart.ipynb)')
+  assert f"os.environ.get('AFFECTJAX_REPO', '{url}')" in nb.cells[1].source
+  assert 'No public repository URL' not in nb.cells[1].source
+  again = execute.with_colab(nbformat.reads(nbformat.writes(nb), as_version=4),
+                             'quickstart.ipynb', url)
+  assert execute.sources_digest(again) == execute.sources_digest(nb)  # Idempotent.
+  plain = nbformat.read(path, as_version=4)
+  assert execute.sources_digest(execute.with_colab(plain, 'quickstart.ipynb', '')) == (
+      execute.sources_digest(nbformat.read(path, as_version=4)))
+  with pytest.raises(ValueError, match=r'\[project.urls\] Repository: .*github'):
+    execute.with_colab(plain, 'quickstart.ipynb', 'https://example.org/affectjax')
+  # The committed notebooks carry the badge exactly when pyproject publishes a URL.
+  published = execute.repository_url()
+  for name in NAMES:
+    nb = nbformat.read(os.path.join(REPO, 'notebooks', name), as_version=4)
+    assert (execute.BADGE in nb.cells[0].source) == bool(published), name
