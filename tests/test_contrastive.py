@@ -172,6 +172,30 @@ def test_lean_form_memory_grows_linearly_in_the_global_batch():
 
 
 @needs_ravdess
+def test_audio_visual_pairs_normalise_log_mel_per_speaker():
+  """`data.audio_norm=speaker`: each actor's real frames, in every split, have zero mean
+  and unit variance per band; the default (`train`) gives other features from the same
+  frames; an unknown norm names the choices."""
+  from affectjax.data import get_dataset
+  from affectjax.data.base import DataError
+  spec = config_path('ravdess_contrastive.py:fold1,smoke')
+  speaker = get_dataset(config_lib.load(spec, ['data.audio_norm=speaker']))
+  pooled = get_dataset(config_lib.load(spec))
+  for name, source in speaker.splits.items():
+    a = source.arrays
+    for actor in np.unique(a['actor']):
+      rows = a['actor'] == actor
+      frames = a['audio'][rows][a['frame_mask'][rows] > 0]
+      np.testing.assert_allclose(frames.mean(0), 0, atol=1e-3)
+      np.testing.assert_allclose(frames.std(0), 1, atol=1e-2)
+    assert (a['audio'][a['frame_mask'] == 0] == 0).all()
+    np.testing.assert_array_equal(a['frame_mask'], pooled.splits[name].arrays['frame_mask'])
+    assert not np.allclose(a['audio'], pooled.splits[name].arrays['audio'], atol=1e-2)
+  with pytest.raises(DataError, match=r"audio_norm: 'global' \(clip \| train \| speaker\)"):
+    get_dataset(config_lib.load(spec, ['data.audio_norm=global']))
+
+
+@needs_ravdess
 @pytest.mark.parametrize('variant', ['', ',supcon'])
 def test_one_device_and_4x2_mesh_pretraining_steps_agree(variant):
   from conftest import train_losses

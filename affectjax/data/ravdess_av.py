@@ -6,7 +6,8 @@ MFCC statistics that are not used: their first values repeat a constant, and the
 itself is here). The audio is the same clip's speech file,
 `ravdess/speech_16k/Actor_XX/03-...` (the ids differ only in the modality digit), turned
 into log-mel frames as `affectjax/data/ravdess.py` does (once, when loaded), standardised
-per band with the training actors' statistics (`audio_norm='train'`) or per clip.
+per band with the training actors' statistics (`audio_norm='train'`), per clip, or per
+speaker (`audio_norm='speaker'`).
 
 Fields: `audio` (T, n_mels) with `frame_mask` (T,), `face` (35,), `label` (8 emotions),
 `actor` (1-24; for per-actor analyses, never a model input).
@@ -87,8 +88,9 @@ def load(config) -> base.Dataset:
     face = (face - face[train].mean(0)) / (face[train].std(0) + 1e-6)
   waves, lengths = ravdess._pad(ravdess._decoded(files, d.top_db),
                                 int(d.max_seconds * ravdess.SAMPLE_RATE))
-  if d.audio_norm not in ('clip', 'train'):
-    raise base.DataError(f'config.data.audio_norm: {d.audio_norm!r} (clip | train)')
+  if d.audio_norm not in ravdess.NORMS:
+    raise base.DataError(f'config.data.audio_norm: {d.audio_norm!r} '
+                         f'({" | ".join(ravdess.NORMS)})')
   features = {'window_ms': d.window_ms, 'hop_ms': d.hop_ms, 'n_mels': d.n_mels,
               'normalize': d.audio_norm == 'clip'}
   splits = {}
@@ -102,13 +104,32 @@ def load(config) -> base.Dataset:
   if d.audio_norm == 'train':
     # Per band, over the training actors' real frames: the clip's level and spectral
     # shape (lost by per-clip normalisation) stay in the features.
-    train_frames = splits['train'].arrays['audio'][splits['train'].arrays['frame_mask'] > 0]
-    mean, std = train_frames.mean(0), train_frames.std(0) + 1e-5
+    train = splits['train'].arrays
+    mean, std = _band_statistics(train['audio'], train['frame_mask'])
     for source in splits.values():
-      a, m = source.arrays['audio'], source.arrays['frame_mask'][..., None]
-      source.arrays['audio'] = ((a - mean) / std * m).astype(np.float32)
+      _standardise(source.arrays, np.ones(len(source.arrays['audio']), bool), mean, std)
+  elif d.audio_norm == 'speaker':
+    # Per band over each actor's own real frames (no labels read): a speaker-independent
+    # technique that changes the protocol, so tables name it.
+    for source in splits.values():
+      a = source.arrays
+      for actor in np.unique(a['actor']):
+        rows = a['actor'] == actor
+        _standardise(a, rows, *_band_statistics(a['audio'][rows], a['frame_mask'][rows]))
   return base.Dataset(splits, modalities, len(ravdess.EMOTIONS),
                       f'{root} (audio-visual) fold {d.fold}', ravdess.EMOTIONS)
+
+
+def _band_statistics(audio: np.ndarray, frame_mask: np.ndarray):
+  """Per-band (mean, std) over the real frames of (N, T, bands) log-mel."""
+  frames = audio[frame_mask > 0]
+  return frames.mean(0), frames.std(0) + 1e-5
+
+
+def _standardise(arrays: dict, rows: np.ndarray, mean, std) -> None:
+  """`arrays['audio'][rows]` standardised per band in place; padded frames stay zero."""
+  a, m = arrays['audio'][rows], arrays['frame_mask'][rows][..., None]
+  arrays['audio'][rows] = ((a - mean) / std * m).astype(np.float32)
 
 
 def configure(config, arg: str | None = None):
@@ -127,8 +148,9 @@ def configure(config, arg: str | None = None):
     d.window_ms = 25.0
     d.hop_ms = 20.0
     d.n_mels = 64
-    # Log-mel standardisation: 'train' (per band, the training actors' statistics) or
-    # 'clip' (per clip and band, as affectjax/data/ravdess.py does).
+    # Log-mel standardisation: 'train' (per band, the training actors' statistics),
+    # 'clip' (per clip and band) or 'speaker' (per band, each actor's own statistics;
+    # name it in tables), as in affectjax/data/ravdess.py.
     d.audio_norm = 'train'
     for item in filter(None, (arg or '').split(',')):
       if item.startswith('fold') and item[4:].isdigit():
