@@ -253,10 +253,12 @@ def test_aot_tpu_compile_of_speech_configs(tiny_ravdess):
 
 @needs_libtpu
 @needs_data
-@pytest.mark.parametrize('name, small', [
-    ('mosi_ssm', ['model.width=16']),
-    # 30 s of TPU compile on 2 cores for a recurrent baseline: `-m experiment`.
-    pytest.param('mosi_bclstm', ['model.hidden=16'], marks=pytest.mark.experiment)])
+# 45 s (ContextualSSM) and 30 s (BC-LSTM) of TPU compile on 2 cores: long runs, `-m
+# experiment`; the S5 and Mamba layers' TPU compile stays in the default suite through
+# test_aot_tpu_compile_of_speech_configs.
+@pytest.mark.experiment
+@pytest.mark.parametrize('name, small', [('mosi_ssm', ['model.width=16']),
+                                         ('mosi_bclstm', ['model.hidden=16'])])
 def test_aot_tpu_compile_of_mosi_configs(name, small):
   from affectjax import compile as compile_lib
   report = compile_lib.compile_for_topology(
