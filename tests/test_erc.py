@@ -261,7 +261,7 @@ def _text_conversations(tmp_path):
   return ids, sentences, common
 
 
-@pytest.mark.experiment  # A second 22M-parameter fine-tuning run (40 s on 2 cores).
+@pytest.mark.experiment  # A second 22M-parameter fine-tuning run (79 s on 2 busy cores).
 def test_dialoguegcn_fine_tunes_its_text_encoder_end_to_end(tmp_path):
   """Token ids in, the pretrained encoder inside the graph model, with a parameter group
   (the adaptation run in the test above covers the encoder's own fine-tuning path)."""
