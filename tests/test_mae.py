@@ -3,6 +3,7 @@ trainer's masking stream (1 device vs 4x2, exact resume), and pretrain -> fine-t
 
 import json
 import os
+import re
 
 import flax.linen as nn
 import jax
@@ -266,6 +267,8 @@ def test_study_script_names_per_speaker_normalisation_and_writes_its_table(tmp_p
   summary = json.loads((tmp_path / 'w' / 'fold1' / 'summary.json').read_text())
   assert '**Per-speaker normalisation**' in text and '--audio-norm speaker' in text
   assert f"{100 * summary['reference']['uar']:.1f}" in text
+  # EmoDB's levels as read from its files (../shared's copies are peak-normalised).
+  assert re.search(r'mean peak\s+amplitude per emotion neutral 1\.00, happy 0\.9\d', text)
   saved = json.loads((tmp_path / 'w' / 'fold1' / 'scratch' / 'config.json').read_text())
   assert saved['data']['audio_norm'] == 'speaker'
   assert (tmp_path / 'reconstruction_fold1.png').stat().st_size > 0

@@ -201,6 +201,26 @@ def target_lines(summaries: list[dict]) -> str:
       f'({"beats" if scratch > logreg else "does not beat"} it).'])
 
 
+def emodb_levels(config) -> str:
+  """Each shared emotion's mean peak amplitude and RMS (over samples above -80 dBFS) in
+  EmoDB's files as read: whether the corpus keeps the level differences between emotions
+  that RAVDESS-trained models read."""
+  import soundfile as sf
+  names = {v: k for k, v in ravdess.EMODB_TO_RAVDESS.items()}
+  peak, rms = {}, {}
+  for f in ravdess._emodb_files(config):
+    letter = os.path.basename(f)[5]
+    if letter not in ravdess.EMODB_TO_RAVDESS:
+      continue
+    x = np.abs(sf.read(f, dtype='float32', always_2d=True)[0][:, 0])
+    peak.setdefault(letter, []).append(x.max())
+    rms.setdefault(letter, []).append(np.sqrt(np.mean(x[x > 1e-4] ** 2)))
+  order = [names[c] for c in ravdess.SHARED_CLASSES if names[c] in peak]
+  label = lambda c: ravdess.EMOTIONS[ravdess.EMODB_TO_RAVDESS[c]]  # noqa: E731
+  return (', '.join(f'{label(c)} {np.mean(peak[c]):.2f}' for c in order) + '; RMS: ' +
+          ', '.join(f'{label(c)} {np.mean(rms[c]):.3f}' for c in order))
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--workdir', required=True)
@@ -250,6 +270,7 @@ def main(argv=None) -> int:
           'statistics over all of that speaker\'s clips, test speakers included (their '
           'audio, never their labels): a known speaker-independent technique that changes '
           'the protocol.')
+  levels = emodb_levels(configs(folds[0], args.workdir, args)['pretrain'][0])
   figures = ', '.join(f'[fold {f}](reconstruction_fold{f}.png)' for f in folds)
   text = f"""# Audio masked autoencoder: RAVDESS speech emotion, EmoDB cross-corpus
 
@@ -279,6 +300,12 @@ and not comparable to the selected columns here.
 {tables(summaries)}
 
 {target_lines(summaries)}
+
+EmoDB columns: six classes, chance 16.7 UAR. Its files here, as read, have mean peak
+amplitude per emotion {levels}: peak-normalised per file, so the level differences between
+emotions that RAVDESS keeps (and that `train` and `speaker` normalisation leave in the
+features) are gone or inverted there; per-clip normalisation (`--audio-norm clip`) removes
+level in both corpora.
 
 ## Reconstructions
 
