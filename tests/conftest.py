@@ -34,10 +34,10 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_CACHE, ignore_errors=True)
 
 
-def load_script(*path: str):
-  """A script under experiments/ (e.g. 'benchmarks', 'ssm_scan.py'), imported as a module."""
+def load_script(*path: str, root: str = 'experiments'):
+  """A script under `root` (e.g. 'benchmarks', 'ssm_scan.py'), imported as a module."""
   name = os.path.splitext(path[-1])[0]
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'experiments', *path))
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, root, *path))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

@@ -1,14 +1,13 @@
 """The notebooks run top to bottom on a CPU with small settings, and the committed ones
 carry the outputs of their current cells."""
 
-import importlib.util
 import os
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 
 NAMES = ['quickstart.ipynb', 'ablation.ipynb', 'predict.ipynb']
@@ -35,17 +34,9 @@ def test_notebook_executes(name, monkeypatch):
     assert any('image/png' in o.get('data', {}) for o in outputs)
 
 
-def _execute_module():
-  spec = importlib.util.spec_from_file_location('execute',
-                                                os.path.join(REPO, 'notebooks', 'execute.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_committed_notebooks_hold_the_outputs_of_their_current_cells():
   """`python notebooks/execute.py` after every edit: an edited cell changes the digest."""
-  execute = _execute_module()
+  execute = load_script('execute.py', root='notebooks')
   assert list(execute.NOTEBOOKS) == NAMES
   for name in NAMES:
     nb = nbformat.read(os.path.join(REPO, 'notebooks', name), as_version=4)
@@ -62,7 +53,7 @@ def test_committed_notebooks_hold_the_outputs_of_their_current_cells():
 
 
 def test_colab_badge_and_install_url_come_from_pyproject():
-  execute = _execute_module()
+  execute = load_script('execute.py', root='notebooks')
   path = os.path.join(REPO, 'notebooks', 'quickstart.ipynb')
   url = 'https://github.com/someone/affectjax'
   nb = execute.with_colab(nbformat.read(path, as_version=4), 'quickstart.ipynb', url)

@@ -107,7 +107,7 @@ def load(config) -> base.Dataset:
     train = splits['train'].arrays
     mean, std = _band_statistics(train['audio'], train['frame_mask'])
     for source in splits.values():
-      _standardise(source.arrays, np.ones(len(source.arrays['audio']), bool), mean, std)
+      _standardise(source.arrays, slice(None), mean, std)
   elif d.audio_norm == 'speaker':
     # Per band over each actor's own real frames (no labels read): a speaker-independent
     # technique that changes the protocol, so tables name it.
@@ -126,7 +126,7 @@ def _band_statistics(audio: np.ndarray, frame_mask: np.ndarray):
   return frames.mean(0), frames.std(0) + 1e-5
 
 
-def _standardise(arrays: dict, rows: np.ndarray, mean, std) -> None:
+def _standardise(arrays: dict, rows, mean, std) -> None:
   """`arrays['audio'][rows]` standardised per band in place; padded frames stay zero."""
   a, m = arrays['audio'][rows], arrays['frame_mask'][rows][..., None]
   arrays['audio'][rows] = ((a - mean) / std * m).astype(np.float32)
