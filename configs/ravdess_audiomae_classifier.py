@@ -10,6 +10,9 @@ it and freeze it: a linear probe); tiny (default) | small | base | large; smoke.
 Selection: validation accuracy (4 held-out training actors: the next fold's). Log-mel is
 standardised per band with the training actors' statistics (`data.audio_norm='train'`,
 as in pretraining; per-clip statistics would erase each clip's level and spectral shape).
+In training, 20% of the time rows and 25% of the frequency columns (one of four) of patches
+are hidden per clip (AudioMAE's fine-tuning masking; `model.time_mask`, `model.freq_mask`),
+from scratch and fine-tuned alike.
 """
 
 from common import mae_size, mae_sizes, ravdess_speech_training, split_variants
@@ -24,6 +27,7 @@ def get_config(arg=None):
   c = config_lib.base_config()
   c.model = models.default_config('mae.MAEClassifier')
   c.model.size = mae_size(own)
+  c.model.time_mask, c.model.freq_mask = 0.2, 0.25
   ravdess.configure(c, data_arg)
   c.data.num_valid = 4
   c.data.audio_norm = 'train'  # Per band over the training actors: level and shape stay.

@@ -104,6 +104,46 @@ def test_cls_pooling_keeps_the_encoder_and_reads_the_token():
                                                               train=False)
 
 
+def test_fine_tuning_hides_whole_time_rows_and_frequency_columns_in_training_only():
+  from affectjax.layers import masking
+  keep, masked = masking.structured_masking(jax.random.key(3), 4, (10, 4), 0.2, 0.25)
+  masked = np.asarray(masked).reshape(4, 10, 4)
+  assert keep.shape == (4, 8 * 3)  # 2 of 10 rows and 1 of 4 columns hidden per example.
+  for b in range(4):
+    rows, cols = masked[b].all(axis=1), masked[b].all(axis=0)
+    assert rows.sum() == 2 and cols.sum() == 1
+    np.testing.assert_array_equal(masked[b], rows[:, None] | cols[None, :])
+    np.testing.assert_array_equal(np.flatnonzero(masked[b].ravel() == 0), keep[b])
+  assert len({tuple(m.ravel()) for m in masked}) > 1  # Each example its own draw.
+  with pytest.raises(ValueError, match='hide every row or column'):
+    masking.structured_masking(jax.random.key(3), 4, (10, 4), 0.2, 1.0)
+  batch = _batch(t=40)  # A 10 x 2 grid of patches.
+  plain = mae.MAEClassifier(('audio',), out_dim=8)
+  model = mae.MAEClassifier(('audio',), out_dim=8, time_mask=0.3, freq_mask=0.5)
+  params = plain.init(jax.random.key(0), batch, train=False)
+  # Evaluation sees every patch: the regulariser changes nothing there.
+  np.testing.assert_allclose(model.apply(params, batch, train=False),
+                             plain.apply(params, batch, train=False), atol=1e-6)
+  out = lambda x, k: model.apply(params, dict(batch, audio=x), train=True,  # noqa: E731
+                                 rngs={'dropout': jax.random.key(k)})
+  first = np.asarray(out(batch['audio'], 1))
+  assert np.abs(first - np.asarray(out(batch['audio'], 2))).max() > 1e-4
+  # Under one draw, changing the hidden patches changes nothing; the encoder skips them.
+  # (make_rng folds the module path into the key, so the hidden patches are found by
+  # moving each patch in turn.)
+  x = np.asarray(batch['audio']).copy()
+  probe = np.zeros((3, 20), bool)
+  for n in range(20):
+    moved = x.copy()
+    ti, fi = divmod(n, 2)
+    moved[:, 4 * ti:4 * ti + 4, 16 * fi:16 * fi + 16] += 5.0
+    probe[:, n] = np.abs(np.asarray(out(jnp.asarray(moved), 1)) - first).max(axis=1) > 1e-5
+  # 3 of 10 rows and 1 of 2 columns hidden: 7 x 1 patches reach the head. Example 1's
+  # rows 3..9 are padding, which reaches it either way.
+  assert probe[0].sum() == probe[2].sum() == 7
+  assert probe[1].sum() <= 3
+
+
 @needs_ravdess
 def test_one_device_and_4x2_mesh_pretraining_steps_agree():
   config = config_lib.load(config_path('ravdess_audiomae.py:fold1,smoke'))

@@ -48,6 +48,27 @@ def tube_masking(key: jax.Array, batch: int, grid: tuple[int, ...], mask_ratio: 
   return keep, masked
 
 
+def structured_masking(key: jax.Array, batch: int, grid: tuple[int, int], time_ratio: float,
+                       freq_ratio: float):
+  """AudioMAE's fine-tuning masking over a (time, frequency) token grid: per example,
+  round(ratio * rows) random time rows and round(ratio * columns) random frequency columns
+  are hidden whole (SpecAugment on patches). Every example keeps the same
+  (T - t) * (F - f) tokens. Returns (keep (B, K) ascending indices into the row-major
+  grid, masked (B, N) 1 where hidden)."""
+  t, f = grid
+  drop_t, drop_f = int(round(t * time_ratio)), int(round(f * freq_ratio))
+  if not (0 <= drop_t < t and 0 <= drop_f < f):
+    raise ValueError(f'structured masking: ratios ({time_ratio}, {freq_ratio}) hide every '
+                     f'row or column of a {t} x {f} token grid')
+  key_t, key_f = jax.random.split(key)
+  _, rows = random_masking(key_t, batch, t, drop_t / t)  # (B, T): 1 on hidden rows.
+  _, cols = random_masking(key_f, batch, f, drop_f / f)
+  masked = jnp.maximum(rows[:, :, None], cols[:, None, :]).reshape(batch, t * f)
+  k = (t - drop_t) * (f - drop_f)
+  keep = jnp.sort(jnp.argsort(masked, axis=1, stable=True)[:, :k], axis=1).astype(jnp.int32)
+  return keep, masked
+
+
 def take(tokens: jax.Array, index: jax.Array) -> jax.Array:
   """tokens (B, N, ...) at index (B, K) -> (B, K, ...)."""
   return jnp.take_along_axis(tokens, index.reshape(*index.shape, *([1] * (tokens.ndim - 2))),

@@ -347,6 +347,11 @@ class MAEClassifier(nn.Module):
   dropout: float = 0.0
   head_dropout: float = 0.0
   pool: str = 'mean'
+  # Fine-tuning regulariser (AudioMAE's): in training, hide this fraction of a
+  # spectrogram's time rows and of its frequency columns of patches (SpecAugment on
+  # patches, drawn from the `dropout` stream); the encoder skips them. 0 = off.
+  time_mask: float = 0.0
+  freq_mask: float = 0.0
   dtype: str = 'float32'
 
   @nn.compact
@@ -358,14 +363,19 @@ class MAEClassifier(nn.Module):
       raise ValueError(f'MAEClassifier: pool {self.pool!r} (mean | cls)')
     encoded = []
     for m in self.modalities:
-      x, valid, shape, _ = tokens_of(batch, m, self.mask_field, self.patch, self.tubelet)
+      x, valid, shape, grid = tokens_of(batch, m, self.mask_field, self.patch, self.tubelet)
       name = 'encoder' if len(self.modalities) == 1 else f'{m}_encoder'
+      keep = None
+      if train and x.ndim == 3 and (self.time_mask > 0 or self.freq_mask > 0):
+        keep, _ = masking.structured_masking(self.make_rng('dropout'), x.shape[0], grid,
+                                             self.time_mask, self.freq_mask)
       cls = None
       if self.pool == 'cls':
         cls = self.param(f'cls_{m}', nn.with_logical_partitioning(
             nn.initializers.normal(0.02), ('embed',)), (width,))
       encoded.append(PatchEncoder(shape, width, depth, heads, self.mlp_ratio, self.dropout,
-                                  self.dtype, name=name)(x, valid, train=train, prefix=cls))
+                                  self.dtype, name=name)(x, valid, keep, train=train,
+                                                         prefix=cls))
     if len(encoded) == 2:
       (ha, va), (hb, vb) = encoded
       ha, hb = Fusion(self.fusion_depth, heads, self.mlp_ratio * width, self.dropout,
