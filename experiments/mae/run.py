@@ -10,7 +10,8 @@ the next fold's 4 actors, the other 16 train), every run through `affectjax trai
   clip (535), without labels; checkpoint chosen on the validation actors' reconstruction
   error. The fold's test actors are never seen.
 - scratch: configs/ravdess_audiomae_classifier.py, the same encoder and head from a
-  random initialisation.
+  random initialisation. Both classifiers hide whole time rows and frequency columns
+  of patches in training (the config's `model.time_mask`, `model.freq_mask`).
 - finetune: the same, the encoder loaded from the fold's pretraining run (config.init),
   trained at 0.1x the head's rate; probe: loaded and frozen, a linear head.
 Classifiers are selected on validation accuracy; the table gives test UAR and WAR at that
@@ -270,7 +271,14 @@ def main(argv=None) -> int:
           'statistics over all of that speaker\'s clips, test speakers included (their '
           'audio, never their labels): a known speaker-independent technique that changes '
           'the protocol.')
-  levels = emodb_levels(configs(folds[0], args.workdir, args)['pretrain'][0])
+  first = configs(folds[0], args.workdir, args)
+  levels = emodb_levels(first['pretrain'][0])
+  model = first[args.classifiers.split(',')[0]][0].model
+  hidden = (f'in training {100 * model.time_mask:.0f}% of the time rows and '
+            f'{100 * model.freq_mask:.0f}% of the frequency columns of patches hidden per '
+            "clip (AudioMAE's fine-tuning masking, the config's default, from scratch and "
+            'fine-tuned alike)' if model.time_mask or model.freq_mask else
+            'no training masking')
   figures = ', '.join(f'[fold {f}](reconstruction_fold{f}.png)' for f in folds)
   text = f"""# Audio masked autoencoder: RAVDESS speech emotion, EmoDB cross-corpus
 
@@ -287,7 +295,8 @@ log-mel patches hidden per clip; validation reconstruction error (per-patch norm
 targets, hidden patches) of the selected checkpoint {ms([x['valid']['loss'] for x in pre], 1.0, 3)},
 test {ms([x['test']['loss'] for x in pre], 1.0, 3)}. Classifiers: {steps['finetune']} steps of
 {batch} ({ft_epochs:.0f} epochs over the 960 labelled training clips), mean-pooled encoder
-tokens into a linear head, selected on validation accuracy. Mean train seconds per run:
+tokens into a linear head, {hidden};
+selected on validation accuracy. Mean train seconds per run:
 {', '.join(f'{k} {v:.0f}' for k, v in train_s.items())}.
 
 {norm}
