@@ -34,6 +34,12 @@ def random_masking(key: jax.Array, batch: int, num_tokens: int, mask_ratio: floa
   return keep, masked
 
 
+def _visible(masked: jax.Array, k: int) -> jax.Array:
+  """Ascending indices (B, k) of the 0 entries of a 0/1 mask with exactly k zeros per row:
+  a stable sort puts the zeros first, in index order."""
+  return jnp.argsort(masked, axis=1, stable=True)[:, :k].astype(jnp.int32)
+
+
 def tube_masking(key: jax.Array, batch: int, grid: tuple[int, ...], mask_ratio: float):
   """VideoMAE's tube masking over a (time, *space) token grid: one random spatial mask
   per example, the same at every time step. Returns (keep, masked) as `random_masking`,
@@ -44,8 +50,7 @@ def tube_masking(key: jax.Array, batch: int, grid: tuple[int, ...], mask_ratio: 
   _, spatial = random_masking(key, batch, space, mask_ratio)
   masked = jnp.tile(spatial, (1, t))  # (B, T * S), time-major.
   k = t * num_kept(space, mask_ratio)
-  keep = jnp.sort(jnp.argsort(masked, axis=1, stable=True)[:, :k], axis=1).astype(jnp.int32)
-  return keep, masked
+  return _visible(masked, k), masked
 
 
 def structured_masking(key: jax.Array, batch: int, grid: tuple[int, int], time_ratio: float,
@@ -65,8 +70,7 @@ def structured_masking(key: jax.Array, batch: int, grid: tuple[int, int], time_r
   _, cols = random_masking(key_f, batch, f, drop_f / f)
   masked = jnp.maximum(rows[:, :, None], cols[:, None, :]).reshape(batch, t * f)
   k = (t - drop_t) * (f - drop_f)
-  keep = jnp.sort(jnp.argsort(masked, axis=1, stable=True)[:, :k], axis=1).astype(jnp.int32)
-  return keep, masked
+  return _visible(masked, k), masked
 
 
 def take(tokens: jax.Array, index: jax.Array) -> jax.Array:
