@@ -5,8 +5,9 @@ configs/ravdess_audiomae.py: trained from scratch, or started from a pretraining
   affectjax train --config configs/ravdess_audiomae_classifier.py:fold1,finetune --config.init.workdir=/tmp/affectjax/ravdess_audio_mae_fold1 --workdir /tmp/affectjax/ravdess_audio_mae_ft_fold1
 
 Variants after a colon, comma-separated: fold1 .. fold6; finetune (load `encoder` from
-config.init.workdir's best checkpoint; it trains at 0.1x the head's rate), probe (load
-it and freeze it: a linear probe); tiny (default) | small | base | large; smoke.
+config.init.workdir's best checkpoint; it trains at 0.1x the head's rate, or with
+`fullrate` at the head's rate), probe (load it and freeze it: a linear probe);
+tiny (default) | small | base | large; smoke.
 Selection: validation accuracy (4 held-out training actors: the next fold's). Log-mel is
 standardised per band with the training actors' statistics (`data.audio_norm='train'`,
 as in pretraining; per-clip statistics would erase each clip's level and spectral shape).
@@ -23,7 +24,7 @@ from affectjax.data import ravdess
 
 
 def get_config(arg=None):
-  own, data_arg = split_variants(arg, ('finetune', 'probe', *mae_sizes()))
+  own, data_arg = split_variants(arg, ('finetune', 'fullrate', 'probe', *mae_sizes()))
   c = config_lib.base_config()
   c.model = models.default_config('mae.MAEClassifier')
   c.model.size = mae_size(own)
@@ -32,8 +33,11 @@ def get_config(arg=None):
   c.data.num_valid = 4
   c.data.audio_norm = 'train'  # Per band over the training actors: level and shape stay.
   ravdess_speech_training(c, data_arg.split(','))
+  if 'fullrate' in own and 'finetune' not in own:
+    raise ValueError("variant fullrate sets the fine-tuned encoder's rate: use finetune,fullrate")
   if 'finetune' in own or 'probe' in own:
     c.init.checkpoint = 'best'
     c.init.map = (('encoder', 'encoder'),)  # The head is new; the decoder is unused.
-    c.optim.groups = (('encoder/.*', 0.0 if 'probe' in own else 0.1),)
+    rate = 0.0 if 'probe' in own else 1.0 if 'fullrate' in own else 0.1
+    c.optim.groups = (('encoder/.*', rate),)
   return c.lock()

@@ -214,6 +214,24 @@ def test_pretraining_resumes_exactly_then_fine_tunes(tmp_path, monkeypatch):
                           [f'init.workdir={run}'])
   assert tuple(probe.optim.groups) == (('encoder/.*', 0.0),)
   assert tuple(map(tuple, probe.init.map)) == (('encoder', 'encoder'),)
+  full = config_lib.load(
+      config_path('ravdess_audiomae_classifier.py:fold1,smoke,finetune,fullrate'),
+      [f'init.workdir={run}'])
+  assert tuple(full.optim.groups) == (('encoder/.*', 1.0),)
+  with pytest.raises(config_lib.ConfigError, match='use finetune,fullrate'):
+    config_lib.load(config_path('ravdess_audiomae_classifier.py:fold1,smoke,fullrate'))
+
+
+def test_study_chooses_the_fine_tuning_rate_per_fold_on_validation_only():
+  study = load_script('mae', 'run.py')
+  run = lambda valid, test: {'valid': {'accuracy': valid}, 'test': {'uar': test}}  # noqa: E731
+  # Fold 1: 1.0x wins on validation though 0.1x is better on test; fold 2: a tie keeps 0.1x.
+  summaries = [{'fold': 1, 'runs': {'finetune': run(0.4, 0.9), 'finetune_full': run(0.5, 0.1)}},
+               {'fold': 2, 'runs': {'finetune': run(0.3, 0.2), 'finetune_full': run(0.3, 0.8)}}]
+  chosen = study.select_rate(summaries)
+  assert [s['runs']['finetune_selected']['test']['uar'] for s in summaries] == [0.1, 0.2]
+  assert chosen[0].startswith('fold 1 1.0x') and chosen[1].startswith('fold 2 0.1x')
+  assert study.select_rate([{'fold': 1, 'runs': {'finetune': run(0.4, 0.9)}}]) == []
 
 
 def _video_batch(b=2, t=4, size=32):
