@@ -17,14 +17,14 @@ the next fold's 4 actors, the other 16 train), every run through `affectjax trai
   frozen, a linear head.
 Classifiers are selected on validation accuracy; the table gives test UAR and WAR at that
 checkpoint and at the last step (with both fine-tuning rates, one more row takes, per fold,
-the rate whose selected checkpoint has the higher validation accuracy), and the selected checkpoint's EmoDB scores (the six
-emotions EmoDB shares with RAVDESS, logits restricted to them; EmoDB's audio was in the
-pretraining data without labels, so the MAE rows' EmoDB columns are transductive).
-Reference row: logistic regression (`metrics.linear_probe`) on log-mel statistics of
-the training actors' clips. Apart from that per-fold choice of rate on validation, no setting is
-tuned: every run uses its config's defaults plus the step counts below, so nothing is chosen
-on test. Finished runs are read back, so an interrupted study resumes, and a study that
-asks for more classifiers trains only the missing ones.
+the rate whose selected checkpoint has the higher validation accuracy), and the selected
+checkpoint's EmoDB scores (the six emotions EmoDB shares with RAVDESS, logits restricted
+to them; EmoDB's audio was in the pretraining data without labels, so the MAE rows' EmoDB
+columns are transductive). Reference row: logistic regression (`metrics.linear_probe`) on
+log-mel statistics of the training actors' clips. Apart from that per-fold choice of rate
+on validation, no setting is tuned: every run uses its config's defaults plus the step
+counts below, so nothing is chosen on test. Finished runs are read back, so an interrupted
+study resumes, and a study that asks for more classifiers trains only the missing ones.
 """
 
 from __future__ import annotations
@@ -178,8 +178,9 @@ def run_fold(fold: int, workdir: str, args) -> dict:
     summary['steps'][name] = config.train.num_steps
     summary['batch'] = config.train.batch_size
   first = runs[args.classifiers.split(',')[0]][0]
-  summary.setdefault('reference', reference(first))
-  summary.setdefault('test_size', len(train._setup(first)[0].splits['test']))
+  if 'reference' not in summary:  # Computed once per fold, not on every added classifier.
+    summary['reference'] = reference(first)
+    summary['test_size'] = len(train._setup(first)[0].splits['test'])
   workdir_lib.write_atomic(path, 'the fold summary', lambda f: json.dump(summary, f, indent=1))
   return summary
 
