@@ -1,3 +1,5 @@
+import os
+
 import jax
 import numpy as np
 
@@ -61,3 +63,38 @@ def test_global_batches_are_sharded_over_data_axis():
   assert {s.data.shape for s in glob['x'].addressable_shards} == {(2, 3)}
   assert len(glob['x'].addressable_shards) == 8
   np.testing.assert_array_equal(np.asarray(glob['label']), local['label'])
+
+
+def test_processes_preparing_one_dataset_at_once_take_turns(tmp_path, capsys):
+  """Two preparations of the same unprepared builder at once (here two threads, each with
+  its own lock file descriptor, as two processes have): one prepares, the other waits,
+  then finds it prepared; without the lock both would write it."""
+  import threading
+  import time
+  from affectjax.data import prepared
+
+  class Builder:
+    name = 'toy'
+    data_dir = str(tmp_path / 'toy' / '1.0.0')
+    prepares = []
+
+    def is_prepared(self):
+      return os.path.isdir(self.data_dir)
+
+    def download_and_prepare(self, download_config):
+      assert download_config.manual_dir == 'raw'
+      self.prepares.append(threading.get_ident())
+      time.sleep(1.0)  # The other thread arrives while this one prepares.
+      os.makedirs(self.data_dir)
+
+  checks = []
+  threads = [threading.Thread(target=prepared.build_once, args=(Builder(), 'raw'),
+                              kwargs={'check': lambda: checks.append(1)}) for _ in range(2)]
+  for t in threads:
+    t.start()
+    time.sleep(0.2)
+  for t in threads:
+    t.join()
+  assert len(Builder.prepares) == 1 and checks == [1]
+  assert 'toy is being prepared by another process; waiting' in capsys.readouterr().out
+  assert prepared.build_once(Builder(), 'raw') is not None and len(Builder.prepares) == 1

@@ -7,6 +7,9 @@ $AFFECTJAX_DATA_DIR); prepared ArrayRecord data and derived caches live under
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import sys
@@ -54,16 +57,50 @@ def build_once(builder, manual_dir: str, check=None):
   """Prepares `builder` from the raw files in `manual_dir` unless it is already prepared.
 
   `check()` reads and validates the raw files first, so bad input ends in the reader's
-  one-line error and leaves nothing half-built in the TFDS directory."""
-  if not builder.is_prepared():
-    if check is not None:
-      check()
-    if not sys.stderr.isatty():  # Progress bars are for terminals, not logs and pipes.
-      tfds().disable_progress_bar()
-    _say_what_happens(builder, manual_dir)
-    builder.download_and_prepare(
-        download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
+  one-line error and leaves nothing half-built in the TFDS directory. Processes that
+  find the same dataset unprepared at once (the processes of a run on one host, parallel
+  test workers, two users' jobs) take turns on a lock beside it: the first prepares, the
+  others wait and then read what it wrote (TFDS alone would let both write, and the
+  second's final rename fails on the first's directory)."""
+  if builder.is_prepared():
+    return builder
+  with _preparing(builder):
+    if not builder.is_prepared():
+      if check is not None:
+        check()
+      if not sys.stderr.isatty():  # Progress bars are for terminals, not logs and pipes.
+        tfds().disable_progress_bar()
+      _say_what_happens(builder, manual_dir)
+      builder.download_and_prepare(
+          download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
   return builder
+
+
+@contextlib.contextmanager
+def _preparing(builder):
+  """Holds `<version dir>.lock` (an flock, dropped by the kernel if the holder dies) while
+  the body prepares the builder's version directory."""
+  path = os.fspath(builder.data_dir).rstrip(os.sep) + '.lock'
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise base.DataError(f'{path}: cannot create the preparation lock ({e.strerror})') \
+        from None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      print(f'affectjax: {builder.name} is being prepared by another process; waiting for '
+            f'it ({path})...', flush=True)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+      if e.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+        raise base.DataError(f'{path}: cannot lock ({e.strerror})') from None
+      # A file system without locks: prepare unlocked, as TFDS itself does.
+    yield
+  finally:
+    os.close(fd)
 
 
 def _say_what_happens(builder, manual_dir: str) -> None:
