@@ -10,10 +10,17 @@ import tempfile  # noqa: E402
 # One persistent compilation cache for the session, shared with the CLI subprocesses the
 # tests start: the same small steps are compiled by many tests (and by every resumed run
 # of the kill harness), and a cache hit is the identical executable.
+# pytest-xdist's workers (pyproject's addopts) inherit the folder from the controller, so
+# the workers share one cache; the test modules' `from conftest import ...` imports this
+# file again, hence no folder unless none is set.
 _OWN_CACHE = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
-_CACHE = os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
-                               tempfile.mkdtemp(prefix='affectjax-test-xla-cache-'))
+if _OWN_CACHE:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='affectjax-test-xla-cache-')
+_CACHE = os.environ['JAX_COMPILATION_CACHE_DIR']
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+# The ahead-of-time TPU compiles load libtpu without a TPU; by default the first process to
+# load it holds /tmp/libtpu_lockfile for life, so a second test worker's compile would abort.
+os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
 
 import jax  # noqa: E402
 
