@@ -79,8 +79,12 @@ def build_once(builder, manual_dir: str, check=None):
 @contextlib.contextmanager
 def _preparing(builder):
   """Holds `<version dir>.lock` (an flock, dropped by the kernel if the holder dies) while
-  the body prepares the builder's version directory."""
+  the body prepares the builder's version directory; a remote TFDS directory (gs://...)
+  has no local lock, so there TFDS's own behaviour stands."""
   path = os.fspath(builder.data_dir).rstrip(os.sep) + '.lock'
+  if '://' in path:
+    yield
+    return
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
