@@ -44,6 +44,10 @@ def create(workdir: str) -> None:
     raise WorkdirError(f'{workdir}: cannot write to the workdir: permission denied')
 
 
+# What flock raises on a file system without locks (then runs go on unlocked).
+NO_LOCKS = frozenset((errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL))
+
+
 @contextlib.contextmanager
 def lock(workdir: str) -> Iterator[None]:
   """Holds the workdir's lock for the body; see the module docstring."""
@@ -61,7 +65,7 @@ def lock(workdir: str) -> Iterator[None]:
       raise WorkdirError(f'{workdir}: in use by another run ({holder}); wait for it to end '
                          'or use another --workdir') from None
     except OSError as e:
-      if e.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+      if e.errno not in NO_LOCKS:
         raise WorkdirError(f'{path}: cannot lock the workdir: {describe_os_error(e)}') \
             from None
       log.warning('%s: this file system has no locks; running unlocked (start one run '

@@ -8,13 +8,13 @@ $AFFECTJAX_DATA_DIR); prepared ArrayRecord data and derived caches live under
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
 import sys
 
 from affectjax import config as config_lib
+from affectjax import workdir
 from affectjax.data import base
 
 
@@ -99,7 +99,7 @@ def _preparing(builder):
             f'it ({path})...', flush=True)
       fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError as e:
-      if e.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+      if e.errno not in workdir.NO_LOCKS:
         raise base.DataError(f'{path}: cannot lock ({e.strerror})') from None
       # A file system without locks: prepare unlocked, as TFDS itself does.
     yield
