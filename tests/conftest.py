@@ -54,6 +54,14 @@ def config_path(name: str) -> str:
   return os.path.join(REPO, 'configs', name)
 
 
+def saved_state(path):
+  """The tree a checkpoint item directory holds, read with a checkpointer that is closed
+  after (one left open is finalised later, after its asyncio loop has closed)."""
+  import orbax.checkpoint as ocp  # Imported here: conftest sets JAX's flags first.
+  with ocp.StandardCheckpointer() as reader:
+    return reader.restore(path)
+
+
 def train_losses(config, mesh_shape, batch_size: int, num_steps: int):
   """(losses, final state) of `num_steps` real train steps of `config` on a
   (data, model) or (data, fsdp, model) = `mesh_shape` mesh of the first devices: the

@@ -27,7 +27,7 @@ from affectjax import faults
 from affectjax import main as main_lib
 from affectjax import train
 from affectjax import workdir as workdir_lib
-from conftest import REPO, config_path
+from conftest import REPO, config_path, saved_state
 
 STEPS = 30
 # Validation loss selects (it falls at every evaluation here), so each evaluation writes a
@@ -43,7 +43,7 @@ def _config(*extra):
 
 def _final_state(workdir):
   path = os.path.join(workdir, 'checkpoints', 'latest', str(STEPS), 'state')
-  return jax.tree.leaves(ocp.StandardCheckpointer().restore(path))
+  return jax.tree.leaves(saved_state(path))
 
 
 def _results(workdir):
@@ -296,14 +296,17 @@ def test_corrupt_newest_checkpoint_falls_back(tmp_path, unfinished, how, caplog)
   newest = workdir / 'checkpoints' / 'latest' / '20'
   CORRUPTIONS[how](str(newest))
   ckpt = checkpoint_lib.Checkpoints(str(workdir))
-  with caplog.at_level(logging.WARNING, logger='affectjax'):
-    resume = ckpt.recover(exp.abstract_state, exp.abstract_state.params)
-  assert resume is not None and resume.step == 10
-  lines = [r.getMessage() for r in caplog.records if 'falling back' in r.getMessage()]
-  assert len(lines) == 1 and 'latest/20' in lines[0], caplog.text
-  assert not newest.exists() and (workdir / 'checkpoints' / 'corrupt' / 'latest-20').exists()
-  # best/20 came after step 10; the rule keeps best/10, which latest/10 records.
-  assert ckpt.steps('best') == [10] and ckpt.steps('latest') == [10]
+  try:
+    with caplog.at_level(logging.WARNING, logger='affectjax'):
+      resume = ckpt.recover(exp.abstract_state, exp.abstract_state.params)
+    assert resume is not None and resume.step == 10
+    lines = [r.getMessage() for r in caplog.records if 'falling back' in r.getMessage()]
+    assert len(lines) == 1 and 'latest/20' in lines[0], caplog.text
+    assert not newest.exists() and (workdir / 'checkpoints' / 'corrupt' / 'latest-20').exists()
+    # best/20 came after step 10; the rule keeps best/10, which latest/10 records.
+    assert ckpt.steps('best') == [10] and ckpt.steps('latest') == [10]
+  finally:  # Unclosed, orbax's managers were finalised later, after their event loop closed.
+    ckpt.close()
 
 
 def test_stray_step_directory_and_temporaries_do_not_block(tmp_path, unfinished, straight):
@@ -441,7 +444,7 @@ def test_divergence_never_names_a_bad_checkpoint(tmp_path):
   else:
     assert f'Last good checkpoint: step {steps[-1]} in ' in message
     for s in steps:
-      state = ocp.StandardCheckpointer().restore(workdir / f'checkpoints/latest/{s}/state')
+      state = saved_state(workdir / f'checkpoints/latest/{s}/state')
       assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
 
@@ -450,9 +453,12 @@ def test_non_finite_state_is_never_saved(tmp_path, unfinished):
   ckpt = checkpoint_lib.Checkpoints(str(tmp_path))
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), exp.abstract_state)
   bad = state.replace(params=jax.tree.map(lambda x: x + np.nan, state.params))
-  with pytest.raises(train.NonFiniteLossError, match='non-finite parameters at step 8; not '
-                     'saved. No checkpoint was saved before it'):
-    ckpt.save(8, bad, {}, {'best_value': None, 'best_step': None})
-  with pytest.raises(train.NonFiniteLossError, match='non-finite parameters at step 8'):
-    ckpt.save_best(8, bad.params, {'step': 8})
-  assert ckpt.steps('latest') == [] and ckpt.steps('best') == []
+  try:
+    with pytest.raises(train.NonFiniteLossError, match='non-finite parameters at step 8; '
+                       'not saved. No checkpoint was saved before it'):
+      ckpt.save(8, bad, {}, {'best_value': None, 'best_step': None})
+    with pytest.raises(train.NonFiniteLossError, match='non-finite parameters at step 8'):
+      ckpt.save_best(8, bad.params, {'step': 8})
+    assert ckpt.steps('latest') == [] and ckpt.steps('best') == []
+  finally:
+    ckpt.close()

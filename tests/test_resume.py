@@ -3,13 +3,12 @@
 import os
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from affectjax import config as config_lib
 from affectjax import train
 from affectjax.data import pipeline
-from conftest import config_path
+from conftest import config_path, saved_state
 
 ARGS = ['--config.train.num_steps=60', '--config.train.eval_every=10',
         '--config.train.log_every=5', '--config.data.num_train=512',
@@ -47,7 +46,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
   assert not (tmp_path / 'results.json').exists()
   steps = sorted(os.listdir(tmp_path / 'checkpoints' / 'latest'))
   assert steps == ['10']
-  state = ocp.StandardCheckpointer().restore(tmp_path / 'checkpoints/latest/10/state')
+  state = saved_state(tmp_path / 'checkpoints/latest/10/state')
   import jax
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
 
