@@ -234,6 +234,33 @@ def test_study_chooses_the_fine_tuning_rate_per_fold_on_validation_only():
   assert study.select_rate([{'fold': 1, 'runs': {'finetune': run(0.4, 0.9)}}]) == []
 
 
+
+def test_study_baselines_share_its_folds_and_face_the_logistic_regression(tmp_path):
+  """The study's supervised SpeechSSM/SpeechTransformer rows: their own models, the MAE
+  classifiers' data (fold, 4 validation actors, normalisation) and their own step count;
+  each supervised row is checked against the logistic regression."""
+  import argparse
+  study = load_script('mae', 'run.py')
+  args = argparse.Namespace(size='tiny', smoke=True, pretrain_steps=4, pretrain_every=2,
+                            finetune_steps=4, finetune_every=2, baseline_steps=6,
+                            classifiers='scratch,ssm,transformer', audio_norm='speaker')
+  runs = study.configs(3, str(tmp_path), args)
+  scratch = runs['scratch'][0]
+  for name, model in (('ssm', 'ssm.SpeechSSM'), ('transformer', 'ssm.SpeechTransformer')):
+    config, run_dir = runs[name]
+    assert config.model.name == model and run_dir == str(tmp_path / 'fold3' / name)
+    assert config.data.to_dict() == scratch.data.to_dict()
+    assert config.data.num_valid == 4 and config.data.audio_norm == 'speaker'
+    assert (config.train.num_steps, scratch.train.num_steps) == (6, 4)
+  run = lambda uar: {'test': {'uar': uar}}  # noqa: E731
+  summaries = [{'reference': {'uar': 0.5},
+                'runs': {'scratch': run(0.4), 'ssm': run(0.6), 'transformer': run(0.45)}}]
+  lines = study.target_lines(summaries).splitlines()
+  assert len(lines) == 3 and not any('Target' in x for x in lines)
+  assert lines[1] == ('- Baseline check: SpeechSSM (S5) on log-mel frames, supervised 60.0 '
+                      'UAR against logistic regression on log-mel statistics 50.0 (beats it).')
+  assert lines[0].endswith('(does not beat it).') and lines[2].endswith('(does not beat it).')
+
 def _video_batch(b=2, t=4, size=32):
   rng = np.random.default_rng(3)
   return {'video': jnp.asarray(rng.normal(size=(b, t, size, size, 3)), jnp.float32),

@@ -15,6 +15,10 @@ the next fold's 4 actors, the other 16 train), every run through `affectjax trai
 - finetune: the same, the encoder loaded from the fold's pretraining run (config.init),
   trained at 0.1x the head's rate; finetune_full: at the head's rate; probe: loaded and
   frozen, a linear head.
+- ssm, transformer: supervised baselines, configs/ravdess_ssm.py and
+  configs/ravdess_transformer.py (experiments/ssm's SpeechSSM and SpeechTransformer on
+  log-mel frames) with this study's validation actors and normalisation, trained for
+  `--baseline-steps` (experiments/ssm trains them for 300).
 Classifiers are selected on validation accuracy; the table gives test UAR and WAR at that
 checkpoint and at the last step (with both fine-tuning rates, one more row takes, per fold,
 the rate whose selected checkpoint has the higher validation accuracy), and the selected
@@ -51,13 +55,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 HERE = os.path.join(REPO, 'experiments', 'mae')
 CLASSIFIERS = {'scratch': '', 'finetune': 'finetune', 'finetune_full': 'finetune,fullrate',
                'probe': 'probe'}
+# Supervised frame-level baselines of experiments/ssm (their own configs, this study's
+# folds, validation actors and normalisation), trained for `--baseline-steps`.
+BASELINES = {'ssm': 'ravdess_ssm', 'transformer': 'ravdess_transformer'}
 LABELS = {'scratch': 'same encoder from scratch',
           'probe': 'MAE-pretrained encoder, frozen, linear head',
           'finetune': 'MAE-pretrained encoder, fine-tuned (encoder at 0.1x)',
           'finetune_full': 'MAE-pretrained encoder, fine-tuned (encoder at 1.0x)',
           'finetune_selected': 'MAE-pretrained encoder, fine-tuned, rate chosen per fold on '
-                               'validation'}
-ORDER = ('scratch', 'probe', 'finetune', 'finetune_full', 'finetune_selected')
+                               'validation',
+          'ssm': 'SpeechSSM (S5) on log-mel frames, supervised',
+          'transformer': 'SpeechTransformer on log-mel frames, supervised'}
+ORDER = ('ssm', 'transformer', 'scratch', 'probe', 'finetune', 'finetune_full',
+         'finetune_selected')
 RATES = {'finetune': '0.1x', 'finetune_full': '1.0x'}
 NUM_CLASSES = len(ravdess.EMOTIONS)
 
@@ -77,6 +87,12 @@ def configs(fold: int, workdir: str, args) -> dict:
                                       _steps(args.pretrain_steps, args.pretrain_every, args)),
                       pre_dir)}
   for run in args.classifiers.split(','):
+    if run in BASELINES:  # No size variants; validation as the MAE classifiers' (4 actors).
+      overrides = [*_steps(args.baseline_steps, args.finetune_every, args), 'data.num_valid=4']
+      out[run] = (config_lib.load(os.path.join(REPO, 'configs', f'{BASELINES[run]}.py') +
+                                  f':fold{fold}' + (',smoke' if args.smoke else ''), overrides),
+                  os.path.join(workdir, f'fold{fold}', run))
+      continue
     variant = CLASSIFIERS[run]
     overrides = _steps(args.finetune_steps, args.finetune_every, args)
     if variant:
@@ -166,7 +182,7 @@ def run_fold(fold: int, workdir: str, args) -> dict:
     results = train.train_and_evaluate(config, run_dir)
     entry = {'valid': results['valid'], 'test': results['test'],
              'best_step': results['best_step']}
-    if name in CLASSIFIERS:
+    if name != 'pretrain':
       entry['last'] = studies.checkpoint_metrics(config, run_dir, 'latest')
       entry['emodb'] = studies.emodb_scores(config, run_dir)
     else:
@@ -177,12 +193,17 @@ def run_fold(fold: int, workdir: str, args) -> dict:
     summary['train_s'][name] = results['timing']['train_s']
     summary['steps'][name] = config.train.num_steps
     summary['batch'] = config.train.batch_size
-  first = runs[args.classifiers.split(',')[0]][0]
+  first = runs[_mae_runs(args)[0]][0]
   if 'reference' not in summary:  # Computed once per fold, not on every added classifier.
     summary['reference'] = reference(first)
     summary['test_size'] = len(train._setup(first)[0].splits['test'])
   workdir_lib.write_atomic(path, 'the fold summary', lambda f: json.dump(summary, f, indent=1))
   return summary
+
+
+def _mae_runs(args) -> list[str]:
+  """The asked classifiers that use the MAE encoder (every study has at least one)."""
+  return [r for r in args.classifiers.split(',') if r in CLASSIFIERS]
 
 
 def select_rate(summaries: list[dict]) -> list[str]:
@@ -224,16 +245,21 @@ def target_lines(summaries: list[dict]) -> str:
   run = lambda name: mean([s['runs'][name]['test']['uar'] for s in summaries])  # noqa: E731
   logreg = mean([s['reference']['uar'] for s in summaries])
   verdict = lambda ok: 'met' if ok else 'not met'  # noqa: E731
-  best = 'finetune_selected' if 'finetune_selected' in summaries[0]['runs'] else 'finetune'
-  ft, scratch = run(best), run('scratch')
-  return '\n'.join([
-      f'- Target: the MAE-initialised encoder ({LABELS[best]}) above 60 UAR: {ft:.1f} '
-      f'({verdict(ft > 60)}).',
-      f'- Target: at least 5 points above the same encoder from scratch: {ft - scratch:+.1f} '
-      f'({verdict(ft - scratch >= 5)}).',
-      f'- Baseline check: the encoder from scratch {scratch:.1f} UAR against logistic '
-      f'regression on log-mel statistics {logreg:.1f} '
-      f'({"beats" if scratch > logreg else "does not beat"} it).'])
+  have = summaries[0]['runs']
+  lines = []
+  best = next((r for r in ('finetune_selected', 'finetune', 'finetune_full') if r in have), None)
+  if best:
+    ft = run(best)
+    lines.append(f'- Target: the MAE-initialised encoder ({LABELS[best]}) above 60 UAR: '
+                 f'{ft:.1f} ({verdict(ft > 60)}).')
+    if 'scratch' in have:
+      lines.append(f'- Target: at least 5 points above the same encoder from scratch: '
+                   f"{ft - run('scratch'):+.1f} ({verdict(ft - run('scratch') >= 5)}).")
+  for r in (r for r in ('scratch', *BASELINES) if r in have):
+    lines.append(f'- Baseline check: {LABELS[r]} {run(r):.1f} UAR against logistic regression '
+                 f'on log-mel statistics {logreg:.1f} '
+                 f'({"beats" if run(r) > logreg else "does not beat"} it).')
+  return '\n'.join(lines)
 
 
 def emodb_levels(config) -> str:
@@ -265,8 +291,10 @@ def main(argv=None) -> int:
   p.add_argument('--pretrain-every', type=int, default=500)
   p.add_argument('--finetune-steps', type=int, default=1500)
   p.add_argument('--finetune-every', type=int, default=100)
-  p.add_argument('--classifiers', default='scratch,finetune,finetune_full,probe',
-                 help=f'which of {",".join(CLASSIFIERS)} to train per fold')
+  p.add_argument('--classifiers', default='scratch,finetune,finetune_full,probe,ssm,transformer',
+                 help=f'which of {",".join([*CLASSIFIERS, *BASELINES])} to train per fold')
+  p.add_argument('--baseline-steps', type=int, default=1500,
+                 help='training steps of the supervised ssm and transformer baselines')
   p.add_argument('--audio-norm', default='train', choices=ravdess.NORMS,
                  help="log-mel statistics: the training actors' (train), each clip's own "
                  "(clip), or each speaker's (speaker; named in the table)")
@@ -274,6 +302,10 @@ def main(argv=None) -> int:
   p.add_argument('--figures', default=HERE, help='where the reconstruction PNGs go')
   p.add_argument('--out', default=os.path.join(HERE, 'RESULTS.md'))
   args = p.parse_args(argv)
+  unknown = [r for r in args.classifiers.split(',') if r not in {*CLASSIFIERS, *BASELINES}]
+  if unknown or not _mae_runs(args):
+    p.error(f'--classifiers: {", ".join(unknown) or "none of " + ",".join(CLASSIFIERS)} '
+            f'(known: {",".join([*CLASSIFIERS, *BASELINES])}; at least one MAE classifier)')
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s',
                       datefmt='%H:%M:%S')
   logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's per-item restore notes
@@ -289,14 +321,22 @@ def main(argv=None) -> int:
   steps, batch = summaries[0]['steps'], summaries[0]['batch']
   clips = summaries[0]['runs']['pretrain']['train_clips']
   epochs = steps['pretrain'] * batch / clips
-  ft_epochs = steps[asked[1]] * batch / (clips - 535)
-  train_s = {k: np.mean([s['train_s'][k] for s in summaries]) for k in steps}
+  mae_run = _mae_runs(args)[0]
+  ft_epochs = steps[mae_run] * batch / (clips - 535)
+  base = [r for r in BASELINES if r in asked]
+  baselines = (f" Supervised baselines ({', '.join(base)}): experiments/ssm's SpeechSSM and "
+               'SpeechTransformer configs with the validation actors and normalisation above, '
+               f"{steps[base[0]]} steps of {batch} ({steps[base[0]] * batch / (clips - 535):.0f} "
+               'epochs), selected on validation accuracy.' if base else '')
+  train_s = {k: np.mean([s['train_s'][k] for s in summaries])
+             for k in ('pretrain', *ORDER) if k in steps}
   pre = [s['runs']['pretrain'] for s in summaries]
   ms = studies.mean_std
   command = ('AFFECTJAX_DATA_DIR=../shared/data python experiments/mae/run.py --workdir W '
              f'--folds {args.folds} --size {args.size} --pretrain-steps {args.pretrain_steps} '
              f'--pretrain-every {args.pretrain_every} --finetune-steps {args.finetune_steps} '
              f'--finetune-every {args.finetune_every} --classifiers {args.classifiers}' +
+             (f' --baseline-steps {args.baseline_steps}' if base else '') +
              (f' --audio-norm {args.audio_norm}' if args.audio_norm != 'train' else '') +
              (' --smoke' if args.smoke else ''))
   norm = {'train': 'No per-speaker normalisation: log-mel is standardised per band with the '
@@ -312,7 +352,7 @@ def main(argv=None) -> int:
           'the protocol.')
   first = configs(folds[0], args.workdir, args)
   levels = emodb_levels(first['pretrain'][0])
-  model = first[args.classifiers.split(',')[0]][0].model
+  model = first[mae_run][0].model
   hidden = (f'in training {100 * model.time_mask:.0f}% of the time rows and '
             f'{100 * model.freq_mask:.0f}% of the frequency columns of patches hidden per '
             "clip (AudioMAE's fine-tuning masking, the config's default, from scratch and "
@@ -334,10 +374,10 @@ Pretraining: {clips} clips (the 16 training actors' 960 plus EmoDB's 535), no la
 {steps['pretrain']} steps of {batch} ({epochs:.0f} epochs); {int(100 * 0.8)}% of the 4 x 16
 log-mel patches hidden per clip; validation reconstruction error (per-patch normalised
 targets, hidden patches) of the selected checkpoint {ms([x['valid']['loss'] for x in pre], 1.0, 3)},
-test {ms([x['test']['loss'] for x in pre], 1.0, 3)}. Classifiers: {steps[asked[1]]} steps of
+test {ms([x['test']['loss'] for x in pre], 1.0, 3)}. Classifiers: {steps[mae_run]} steps of
 {batch} ({ft_epochs:.0f} epochs over the 960 labelled training clips), mean-pooled encoder
 tokens into a linear head, {hidden};
-selected on validation accuracy. Mean train seconds per run:
+selected on validation accuracy.{baselines} Mean train seconds per run:
 {', '.join(f'{k} {v:.0f}' for k, v in train_s.items())}.
 
 {norm}
