@@ -58,6 +58,7 @@ CLASSIFIERS = {'scratch': '', 'finetune': 'finetune', 'finetune_full': 'finetune
 # Supervised frame-level baselines of experiments/ssm (their own configs, this study's
 # folds, validation actors and normalisation), trained for `--baseline-steps`.
 BASELINES = {'ssm': 'ravdess_ssm', 'transformer': 'ravdess_transformer'}
+KNOWN = (*CLASSIFIERS, *BASELINES)
 LABELS = {'scratch': 'same encoder from scratch',
           'probe': 'MAE-pretrained encoder, frozen, linear head',
           'finetune': 'MAE-pretrained encoder, fine-tuned (encoder at 0.1x)',
@@ -81,17 +82,16 @@ def configs(fold: int, workdir: str, args) -> dict:
   """(config, run directory) of every run of one fold, all resolved before any training."""
   extra = f',{args.size}' + (',smoke' if args.smoke else '')
   pre_dir = os.path.join(workdir, f'fold{fold}', 'pretrain')
-  spec = lambda name, v='': os.path.join(REPO, 'configs', f'{name}.py') + (  # noqa: E731
-      f':fold{fold}{extra}' + (f',{v}' if v else ''))
+  spec = lambda name, v='', size=extra: os.path.join(  # noqa: E731
+      REPO, 'configs', f'{name}.py') + f':fold{fold}{size}' + (f',{v}' if v else '')
   out = {'pretrain': (config_lib.load(spec('ravdess_audiomae'),
                                       _steps(args.pretrain_steps, args.pretrain_every, args)),
                       pre_dir)}
   for run in args.classifiers.split(','):
     if run in BASELINES:  # No size variants; validation as the MAE classifiers' (4 actors).
       overrides = [*_steps(args.baseline_steps, args.finetune_every, args), 'data.num_valid=4']
-      out[run] = (config_lib.load(os.path.join(REPO, 'configs', f'{BASELINES[run]}.py') +
-                                  f':fold{fold}' + (',smoke' if args.smoke else ''), overrides),
-                  os.path.join(workdir, f'fold{fold}', run))
+      out[run] = (config_lib.load(spec(BASELINES[run], size=',smoke' if args.smoke else ''),
+                                  overrides), os.path.join(workdir, f'fold{fold}', run))
       continue
     variant = CLASSIFIERS[run]
     overrides = _steps(args.finetune_steps, args.finetune_every, args)
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
   p.add_argument('--finetune-steps', type=int, default=1500)
   p.add_argument('--finetune-every', type=int, default=100)
   p.add_argument('--classifiers', default='scratch,finetune,finetune_full,probe,ssm,transformer',
-                 help=f'which of {",".join([*CLASSIFIERS, *BASELINES])} to train per fold')
+                 help=f'which of {",".join(KNOWN)} to train per fold')
   p.add_argument('--baseline-steps', type=int, default=1500,
                  help='training steps of the supervised ssm and transformer baselines')
   p.add_argument('--audio-norm', default='train', choices=ravdess.NORMS,
@@ -302,10 +302,10 @@ def main(argv=None) -> int:
   p.add_argument('--figures', default=HERE, help='where the reconstruction PNGs go')
   p.add_argument('--out', default=os.path.join(HERE, 'RESULTS.md'))
   args = p.parse_args(argv)
-  unknown = [r for r in args.classifiers.split(',') if r not in {*CLASSIFIERS, *BASELINES}]
+  unknown = [r for r in args.classifiers.split(',') if r not in KNOWN]
   if unknown or not _mae_runs(args):
     p.error(f'--classifiers: {", ".join(unknown) or "none of " + ",".join(CLASSIFIERS)} '
-            f'(known: {",".join([*CLASSIFIERS, *BASELINES])}; at least one MAE classifier)')
+            f'(known: {",".join(KNOWN)}; at least one MAE classifier)')
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s',
                       datefmt='%H:%M:%S')
   logging.getLogger('absl').setLevel(logging.ERROR)  # orbax's per-item restore notes
@@ -322,11 +322,12 @@ def main(argv=None) -> int:
   clips = summaries[0]['runs']['pretrain']['train_clips']
   epochs = steps['pretrain'] * batch / clips
   mae_run = _mae_runs(args)[0]
-  ft_epochs = steps[mae_run] * batch / (clips - 535)
+  labelled = clips - 535  # The training actors' clips; EmoDB's are pretraining-only.
+  ft_epochs = steps[mae_run] * batch / labelled
   base = [r for r in BASELINES if r in asked]
   baselines = (f" Supervised baselines ({', '.join(base)}): experiments/ssm's SpeechSSM and "
                'SpeechTransformer configs with the validation actors and normalisation above, '
-               f"{steps[base[0]]} steps of {batch} ({steps[base[0]] * batch / (clips - 535):.0f} "
+               f"{steps[base[0]]} steps of {batch} ({steps[base[0]] * batch / labelled:.0f} "
                'epochs), selected on validation accuracy.' if base else '')
   train_s = {k: np.mean([s['train_s'][k] for s in summaries])
              for k in ('pretrain', *ORDER) if k in steps}
