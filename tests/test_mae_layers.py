@@ -81,6 +81,50 @@ def test_tube_masking_repeats_one_spatial_mask_over_time():
     np.testing.assert_array_equal(keep[b], np.flatnonzero(np.asarray(masked[b]) == 0))
 
 
+def test_cpu_attention_equals_jax_dot_product_attention_in_value_and_gradient():
+  """The CPU form (heads-major GEMMs, hand-written backward) is the same function as
+  jax.nn.dot_product_attention: values and gradients of q, k, v, for key-padding, per-head
+  and causal masks, no mask, and a fully masked example (uniform attention, no gradient
+  through its constant logits); cross-attention lengths differ (7 queries, 11 keys)."""
+  rng = np.random.default_rng(11)
+  b, nq, nk, h, d = 3, 7, 11, 2, 5
+  q, k, v = (jnp.asarray(rng.normal(size=(b, n, h, d)), jnp.float32) for n in (nq, nk, nk))
+  padding = jnp.asarray(rng.random((b, 1, 1, nk)) > 0.4).at[2].set(False)
+  masks = {'none': None, 'padding': padding,
+           'per head': jnp.asarray(rng.random((b, h, nq, nk)) > 0.5),
+           'causal': jnp.tril(jnp.ones((nq, nk), bool))[None, None]}
+  weights = jnp.asarray(rng.normal(size=(b, nq, h, d)), jnp.float32)
+  for name, mask in masks.items():
+    def loss(fn):
+      return lambda q, k, v: (fn(q, k, v) * weights).sum()
+    ours = lambda q, k, v: attention.dot_product_attention(q, k, v, mask)  # noqa: E731
+    ref = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, mask=mask)  # noqa: E731
+    np.testing.assert_allclose(jax.jit(ours)(q, k, v), ref(q, k, v), atol=1e-6, err_msg=name)
+    got = jax.jit(jax.grad(loss(ours), argnums=(0, 1, 2)))(q, k, v)
+    want = jax.grad(loss(ref), argnums=(0, 1, 2))(q, k, v)
+    for g, w, arg in zip(got, want, 'qkv'):
+      np.testing.assert_allclose(g, w, atol=1e-5, err_msg=f'{name}: d{arg}')
+  # The fully masked example attends uniformly, and its q and k get no gradient.
+  out = attention.dot_product_attention(q, k, v, padding)
+  np.testing.assert_allclose(out[2], jnp.broadcast_to(v[2].mean(0), (nq, h, d)), atol=1e-6)
+  dq, dk, _ = jax.grad(loss(lambda q, k, v: attention.dot_product_attention(q, k, v, padding)),
+                       argnums=(0, 1, 2))(q, k, v)
+  assert not np.asarray(dq[2]).any() and not np.asarray(dk[2]).any()
+
+
+def test_attention_form_is_picked_per_platform_when_lowered():
+  """The CPU lowering runs the hand-written form; a TPU lowering from this CPU host gets
+  jax.nn.dot_product_attention (no residual of the probabilities in its backward)."""
+  q = jnp.zeros((2, 5, 2, 4), jnp.float32)
+
+  def grad_of(q):
+    return jax.grad(lambda q: attention.dot_product_attention(q, q, q).sum())(q)
+  cpu = jax.jit(grad_of).lower(q).as_text(debug_info=True)
+  assert 'bhqd,bhqk->bhdk' in cpu and 'BTNH' not in cpu  # The hand-written backward.
+  tpu = jax.jit(grad_of).trace(q).lower(lowering_platforms=('tpu',)).as_text(debug_info=True)
+  assert 'bhqd,bhqk->bhdk' not in tpu and 'BTNH,BSNH->BNTS' in tpu
+
+
 @pytest.mark.parametrize('norm', ['post', 'pre'])
 def test_fused_attention_path_equals_the_explicit_softmax(norm):
   """attention_dropout=0 takes jax.nn.dot_product_attention; with attention dropout the
