@@ -142,3 +142,8 @@ def test_mae_mirror_has_the_affectjax_parameter_count_and_both_sides_train():
   # forward and both gradients.
   width = bench._sizes('tiny')[3]
   assert jx['gflop'] >= 3 * 2 * 2 * 8 * 200 * width * 4 * width / 1e9
+  # The attention table times the decoder's self-attention shape on all three forms.
+  shape = (2, 200, bench._sizes('tiny')[5], width // bench._sizes('tiny')[5])
+  for framework in bench.ATTENTION:
+    out = bench.bench_attention('tiny', 2, framework, repeats=1)
+    assert tuple(out['shape']) == shape and out['ms'] > 0, framework

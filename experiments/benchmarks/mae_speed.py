@@ -19,6 +19,11 @@ maximum RSS over the baseline before the first step, on CPU; peak device allocat
 GPU), and a compute floor: the affectjax step's FLOPs (XLA cost analysis of the compiled
 step) at the best fp32 matrix-multiply rate measured in the same run on the model's own
 GEMM shapes. Each configuration runs in its own process.
+
+A second table isolates the decoder's self-attention (all patches, its width and heads):
+forward + backward of `jax.nn.dot_product_attention`, of affectjax's
+`layers.attention.dot_product_attention` (on CPU its hand-written backward) and of
+PyTorch's `scaled_dot_product_attention`, each timed in its own process.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ REPO = harness.REPO
 FRAMES, BANDS, PATCH, MASK_RATIO = 200, 64, (4, 16), 0.8
 ROWS = (('tiny', 32), ('tiny', 128), ('small', 32), ('base', 16))
 FRAMEWORKS = ('affectjax', 'torch', 'torch_compile')
+ATTENTION = ('attention_jax', 'attention_affectjax', 'attention_torch')
 START, END = '<!-- mae-speed:start -->', '<!-- mae-speed:end -->'
 
 
@@ -205,6 +211,49 @@ def bench_torch(size: str, batch: int, steps: int, warmup: int, compiled: bool) 
           'params': sum(p.numel() for p in model.parameters()), 'device': device}
 
 
+def bench_attention(size: str, batch: int, framework: str, repeats: int = 10) -> dict:
+  """Forward + backward of the decoder's self-attention over every patch, (B, N, H, D)."""
+  _, _, _, d_width, _, d_heads = _sizes(size)
+  tokens = (FRAMES // PATCH[0]) * (BANDS // PATCH[1])
+  shape = (batch, tokens, d_heads, d_width // d_heads)
+  rng = np.random.default_rng(0)
+  q, k, v, w = (rng.normal(size=shape).astype(np.float32) for _ in range(4))
+  if framework == 'attention_torch':
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(os.cpu_count() or 1)
+    # SDPA takes (B, H, N, D).
+    q, k, v, w = (torch.from_numpy(x).transpose(1, 2).contiguous() for x in (q, k, v, w))
+    for x in (q, k, v):
+      x.requires_grad_(True)
+
+    def run():
+      for x in (q, k, v):
+        x.grad = None
+      (F.scaled_dot_product_attention(q, k, v) * w).sum().backward()
+      return q.grad
+  else:
+    import jax
+    import jax.numpy as jnp
+    from affectjax.layers import attention
+    fn = {'attention_jax': jax.nn.dot_product_attention,
+          'attention_affectjax': attention.dot_product_attention}[framework]
+    q, k, v, w = (jnp.asarray(x) for x in (q, k, v, w))
+    grad = jax.jit(jax.grad(lambda q, k, v: (fn(q, k, v) * w).sum(), argnums=(0, 1, 2)))
+
+    def run():
+      return jax.block_until_ready(grad(q, k, v))
+  run()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+  # QK^T and PV forward, four products of the same size backward.
+  flops = 6 * 2 * shape[0] * shape[2] * tokens * tokens * shape[3]
+  return {'ms': 1e3 * min(times), 'gflops': flops / min(times) / 1e9, 'shape': shape}
+
+
 def bench_gemm(size: str, batch: int, repeats: int = 5) -> dict:
   """The best fp32 GEMM rate on the step's GEMMs: the encoder MLP over the visible tokens,
   the decoder MLP over all tokens, and a square 2048 product."""
@@ -221,6 +270,8 @@ def bench_gemm(size: str, batch: int, repeats: int = 5) -> dict:
 def _worker(args) -> None:
   if args.framework == 'gemm':
     harness.report(bench_gemm(args.size, args.batch))
+  elif args.framework in ATTENTION:
+    harness.report(bench_attention(args.size, args.batch, args.framework))
   elif args.framework == 'affectjax':
     harness.report(bench_affectjax(args.size, args.batch, args.steps, args.warmup))
   else:
@@ -262,6 +313,23 @@ def table(rows: list[dict], rate_gflops: float) -> str:
   return '\n'.join(lines)
 
 
+def attention_table(rows: list[dict]) -> str:
+  lines = ['| size | (B, N, H, D) | jax.nn.dot_product_attention ms | affectjax ms | '
+           'torch SDPA ms | affectjax GFLOP/s | affectjax speed-up over jax.nn | '
+           'affectjax / torch (time) |', '|' + '---|' * 8]
+  for r in rows:
+    jx, ours, pt = (r['attention'].get(f) or {} for f in ATTENTION)
+    if 'ms' not in ours:
+      lines.append(f"| {r['size']} | | | {ours.get('error', '')[:60]} | | | | |")
+      continue
+    cell = lambda d: f"{d['ms']:.1f}" if 'ms' in d else d.get('error', '')[:40]  # noqa: E731
+    speed = f"{jx['ms'] / ours['ms']:.2f}x" if 'ms' in jx else ''
+    vs = f"{ours['ms'] / pt['ms']:.2f}x" if 'ms' in pt else ''
+    lines.append(f"| {r['size']} | {tuple(ours['shape'])} | {cell(jx)} | {cell(ours)} | "
+                 f"{cell(pt)} | {ours['gflops']:.0f} | {speed} | {vs} |")
+  return '\n'.join(lines)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
@@ -288,6 +356,7 @@ def main(argv=None) -> int:
     row = {'size': size, 'batch': batch}
     for framework in FRAMEWORKS:
       row[framework] = _measure(framework, size, batch, steps, args.warmup)
+    row['attention'] = {f: _measure(f, size, batch, 0, 0) for f in ATTENTION}
     rows.append(row)
     print(json.dumps(row), flush=True)
   rate = max(rates.values() or [0.0])
@@ -308,6 +377,11 @@ hidden; AdamW. Best fp32 GEMM rate measured in this run on the model's GEMM shap
 {rate:.0f} GFLOP/s; compute floor = the affectjax step's FLOPs at that rate.
 
 {table(rows, rate)}
+
+Decoder self-attention alone, forward + backward (best of 10; the step's sizes and batches;
+affectjax's CPU form is the one its steps above run):
+
+{attention_table(rows)}
 {END}"""
   print(section)
   if args.readme:
