@@ -147,3 +147,28 @@ def test_mae_mirror_has_the_affectjax_parameter_count_and_both_sides_train():
   for framework in bench.ATTENTION:
     out = bench.bench_attention('tiny', 2, framework, repeats=1)
     assert tuple(out['shape']) == shape and out['ms'] > 0, framework
+
+
+def test_tpu_scale_halves_the_batch_after_a_host_out_of_memory_and_says_unknown(
+    monkeypatch, capsys):
+  """A compile worker killed by this host's OOM killer is no verdict on the TPU: the row
+  says 'unknown' under the slice's name, and half the batch per chip is compiled next."""
+  scale = _script('tpu_scale')
+  asked = []
+  fitted = {'kind': 'TPU v5 lite', 'slice': 'v5e-8', 'chips': 8, 'mesh': {'fsdp': 8},
+            'batch': 128, 'params': 7e8, 'param_bytes': 2**28, 'opt_bytes': 2**29,
+            'state_bytes': 2**30, 'temp_bytes': 13 * 2**30, 'peak_bytes': 15 * 2**30,
+            'flops': 7e12, 'bytes_accessed': 1e12, 'compile_s': 300.0}
+
+  def measure(name, topology, per_chip, fresh):
+    asked.append(per_chip)
+    out = ({'error': 'worker killed by signal 9 (SIGKILL: host memory ran out?)'}
+           if per_chip == 32 else dict(fitted))
+    return dict(out, name=name, topology=topology, per_chip=per_chip)
+  monkeypatch.setattr(scale, '_measure', measure)
+  assert scale.main(['--entries', 'audio-visual MAE large', '--topologies', 'v5e:2x4']) == 0
+  out = capsys.readouterr().out
+  assert asked == [32, 16]
+  assert ('| audio-visual MAE large | v5e-8 (v5e:2x4) | | 32/chip |' in out
+          and 'unknown: this host ran out of memory compiling it' in out)
+  assert '| audio-visual MAE large | v5e-8 (v5e:2x4) | fsdp 8 | 128 |' in out

@@ -18,7 +18,9 @@ on collectives and on the host, so a measured MFU is lower.
 
 Each compile runs in its own process (the TPU compiler keeps memory between compiles).
 When the TPU compiler says a step does not fit the chip's HBM, that is the row's answer,
-and the script tries half the batch per chip (down to 8) to say what does fit. Big models
+and the script tries half the batch per chip (down to 8) to say what does fit. When this
+host runs out of memory compiling a step (the worker is killed), the row says so and
+half the batch is tried too: the answer for the larger batch is then unknown, not no. Big models
 take minutes to compile here, so each result is cached (~/.cache/affectjax/tpu_scale) under
 a hash of the lowered program (StableHLO text), the topology and the jax version: a
 change that alters the step compiles again, anything else (docs, other families) does not;
@@ -171,7 +173,22 @@ def _does_not_fit(row: dict) -> bool:
   return 'RESOURCE_EXHAUSTED' in row.get('error', '')
 
 
+def _host_ran_out(row: dict) -> bool:
+  return 'killed by signal 9' in row.get('error', '')
+
+
+def _slice(topology: str) -> str:
+  """'v5e:2x4' -> 'v5e-8 (v5e:2x4)', without compiling (Cloud TPU names v5p slices by
+  TensorCores, 2 per chip)."""
+  family, dims = topology.split(':')
+  chips = 1
+  for d in dims.split('x'):
+    chips *= int(d)
+  return f"{family}-{2 * chips if family == 'v5p' else chips} ({topology})"
+
+
 def table(rows: list[dict]) -> str:
+  host_gib = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
   lines = ['| model | slice | mesh | global batch | parameters | params GiB/chip | '
            'optimizer GiB/chip | activations GiB/chip | peak GiB/chip | fits HBM | '
            'TFLOP/step/chip | roofline MFU bound | compile s |',
@@ -181,11 +198,15 @@ def table(rows: list[dict]) -> str:
     if 'error' in r:
       if _does_not_fit(r):  # The TPU compiler's own verdict, e.g. '... (18.54G) exceeds
         need = r['error'].split('RESOURCE_EXHAUSTED:')[-1].strip()  # available HBM'.
-        lines.append(f"| {r['name']} | {r['topology']} | | {r['per_chip']}/chip | | | | | | "
-                     f"no: {need[:110]} | | | |")
+        lines.append(f"| {r['name']} | {_slice(r['topology'])} | | {r['per_chip']}/chip | | "
+                     f"| | | | no: {need[:160]} | | | |")
+      elif _host_ran_out(r):
+        lines.append(f"| {r['name']} | {_slice(r['topology'])} | | {r['per_chip']}/chip | | "
+                     f"| | | | unknown: this host ran out of memory compiling it "
+                     f"({host_gib:.0f} GiB) | | | |")
       else:
-        lines.append(f"| {r['name']} | {r['topology']} | error: {r['error'][:80]} |"
-                     + ' |' * 10)
+        lines.append(f"| {r['name']} | {_slice(r['topology'])} | | {r['per_chip']}/chip | | "
+                     f"| | | | error: {r['error'][:160]} | | | |")
       continue
     _, peak_flops, hbm, bandwidth = CHIPS.get(r['kind'], ('', 0, 0, 0))
     mesh = ' x '.join(f'{k} {v}' for k, v in r['mesh'].items() if v > 1) or 'one chip'
@@ -232,7 +253,7 @@ def main(argv=None) -> int:
       while True:
         rows.append(_measure(name, topology, per_chip, args.fresh))
         print(json.dumps(rows[-1]), flush=True)
-        if not _does_not_fit(rows[-1]) or per_chip <= 8:
+        if not (_does_not_fit(rows[-1]) or _host_ran_out(rows[-1])) or per_chip <= 8:
           break
         per_chip //= 2
   import jax
