@@ -243,15 +243,10 @@ def bench_attention(size: str, batch: int, framework: str, repeats: int = 10) ->
 
     def run():
       return jax.block_until_ready(grad(q, k, v))
-  run()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run()
-    times.append(time.perf_counter() - start)
+  seconds = harness.best_seconds(run, repeats)
   # QK^T and PV forward, four products of the same size backward.
   flops = 6 * 2 * shape[0] * shape[2] * tokens * tokens * shape[3]
-  return {'ms': 1e3 * min(times), 'gflops': flops / min(times) / 1e9, 'shape': shape}
+  return {'ms': 1e3 * seconds, 'gflops': flops / seconds / 1e9, 'shape': shape}
 
 
 def bench_gemm(size: str, batch: int, repeats: int = 5) -> dict:
