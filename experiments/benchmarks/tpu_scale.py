@@ -95,10 +95,13 @@ ENTRIES = {
 TOPOLOGIES = ('v5e:2x4', 'v5e:16x16', 'v5p:2x2x1', 'v5p:4x4x4')
 
 
-def _topology_name(topology: str, n: int, kind: str) -> str:
+def _slice_name(family: str, chips: int) -> str:
   # Cloud TPU names v5p slices by TensorCores (2 per chip), v5e/v6e by chips.
-  family = CHIPS.get(kind, (kind,))[0]
-  return f'{family}-{2 * n if family == "v5p" else n}'
+  return f'{family}-{2 * chips if family == "v5p" else chips}'
+
+
+def _topology_name(topology: str, n: int, kind: str) -> str:
+  return _slice_name(CHIPS.get(kind, (kind,))[0], n)
 
 
 def compile_entry(name: str, topology: str, per_chip: int, fresh: bool = False) -> dict:
@@ -178,13 +181,12 @@ def _host_ran_out(row: dict) -> bool:
 
 
 def _slice(topology: str) -> str:
-  """'v5e:2x4' -> 'v5e-8 (v5e:2x4)', without compiling (Cloud TPU names v5p slices by
-  TensorCores, 2 per chip)."""
+  """'v5e:2x4' -> 'v5e-8 (v5e:2x4)', without compiling."""
   family, dims = topology.split(':')
   chips = 1
   for d in dims.split('x'):
     chips *= int(d)
-  return f"{family}-{2 * chips if family == 'v5p' else chips} ({topology})"
+  return f'{_slice_name(family, chips)} ({topology})'
 
 
 def table(rows: list[dict]) -> str:
@@ -198,15 +200,13 @@ def table(rows: list[dict]) -> str:
     if 'error' in r:
       if _does_not_fit(r):  # The TPU compiler's own verdict, e.g. '... (18.54G) exceeds
         need = r['error'].split('RESOURCE_EXHAUSTED:')[-1].strip()  # available HBM'.
-        lines.append(f"| {r['name']} | {_slice(r['topology'])} | | {r['per_chip']}/chip | | "
-                     f"| | | | no: {need[:160]} | | | |")
+        verdict = f'no: {need[:160]}'
       elif _host_ran_out(r):
-        lines.append(f"| {r['name']} | {_slice(r['topology'])} | | {r['per_chip']}/chip | | "
-                     f"| | | | unknown: this host ran out of memory compiling it "
-                     f"({host_gib:.0f} GiB) | | | |")
+        verdict = f'unknown: this host ran out of memory compiling it ({host_gib:.0f} GiB)'
       else:
-        lines.append(f"| {r['name']} | {_slice(r['topology'])} | | {r['per_chip']}/chip | | "
-                     f"| | | | error: {r['error'][:160]} | | | |")
+        verdict = f"error: {r['error'][:160]}"
+      lines.append(f"| {r['name']} | {_slice(r['topology'])} | | {r['per_chip']}/chip | | | | "
+                   f"| | {verdict} | | | |")
       continue
     _, peak_flops, hbm, bandwidth = CHIPS.get(r['kind'], ('', 0, 0, 0))
     mesh = ' x '.join(f'{k} {v}' for k, v in r['mesh'].items() if v > 1) or 'one chip'
