@@ -11,7 +11,7 @@ import pytest
 from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax import sharding, train
-from affectjax.data import DataError, get_dataset, ravdess
+from affectjax.data import DataError, audio, get_dataset, ravdess
 from conftest import config_path, train_losses
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
@@ -59,7 +59,7 @@ def tiny_ravdess(tmp_path, monkeypatch):
 
 
 def test_log_mel_frames_masks_and_filterbank():
-  fb = ravdess.mel_filterbank(16000, 400, 64)
+  fb = audio.mel_filterbank(16000, 400, 64)
   assert fb.shape == (201, 64) and (fb >= 0).all() and (fb.max(axis=0) > 0.25).all()
   peaks = fb.argmax(axis=0)
   assert np.all(np.diff(peaks) >= 0)  # Bands rise in frequency.
@@ -67,13 +67,13 @@ def test_log_mel_frames_masks_and_filterbank():
   waves = np.zeros((2, 16000), np.float32)
   waves[0] = np.sin(2 * np.pi * 1000 * t)
   waves[1, :8000] = np.sin(2 * np.pi * 300 * t[:8000])
-  feats, mask = ravdess.log_mel(waves, np.array([16000, 8000]))
+  feats, mask = audio.log_mel(waves, np.array([16000, 8000]))
   assert feats.shape == (2, 98, 64)
   # 1 + (len - 400) // 160 real frames.
   np.testing.assert_array_equal(mask.sum(1), [98, 48])
   assert np.all(feats[1, 48:] == 0)
   # The loudest band is the one whose filter peaks nearest each tone.
-  raw, _ = ravdess.log_mel(waves, np.array([16000, 8000]), normalize=False)
+  raw, _ = audio.log_mel(waves, np.array([16000, 8000]), normalize=False)
   for i, hz in ((0, 1000), (1, 300)):
     band = np.argmax(raw[i, :int(mask[i].sum())].mean(0))
     assert abs(peaks[band] * 40 - hz) <= 80
@@ -133,11 +133,11 @@ def test_per_speaker_and_training_set_normalisation(tiny_ravdess):
 def test_trim_silence_and_resampling(tmp_path):
   import soundfile
   x = np.concatenate([np.zeros(8000), 0.5 * np.ones(4000), np.zeros(8000)]).astype(np.float32)
-  trimmed = ravdess.trim_silence(x)
+  trimmed = audio.trim_silence(x)
   assert 4000 <= len(trimmed) <= 4000 + 2 * 400
   path = str(tmp_path / 'a.wav')
   soundfile.write(path, np.zeros(22050, np.float32), 22050)
-  assert len(ravdess.read_audio(path)) == 16000
+  assert len(audio.read_audio(path)) == 16000
 
 
 def test_folds_are_speaker_independent(tiny_ravdess):

@@ -17,7 +17,7 @@ Per clip:
   as uint8 RGB; models get (x / 255 - ImageNet mean) / std, as VideoMAE feeds them.
 - audio: the audio track (or the audio file) decoded, mixed to mono and resampled to
   16 kHz, padded or cut to `max_seconds`, and turned into log-mel frames by the speech
-  pipeline's `ravdess.log_mel` (the one implementation), with `frame_mask`.
+  pipeline's `audio.log_mel` (the one implementation), with `frame_mask`.
 - label and speaker from the file name (`ravdess`: 03-01-<emotion>-...-<actor>;
   `crema-d`: <speaker>_<sentence>_<EMOTION>_<level>), from a CSV with columns
   `file,label[,speaker]` (label names; classes in first-seen order), or none (unlabelled,
@@ -45,14 +45,14 @@ import sys
 
 import numpy as np
 
-from affectjax.data import base, prepared, ravdess
+from affectjax.data import audio, base, prepared, ravdess
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.flv', '.webm', '.m4v')
-AUDIO_EXTENSIONS = ('.wav', '.flac', '.mp3', '.ogg', '.m4a')
+AUDIO_EXTENSIONS = audio.AUDIO_EXTENSIONS
 CREMA_EMOTIONS = ('NEU', 'HAP', 'SAD', 'ANG', 'FEA', 'DIS')
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], np.float32)
-SAMPLE_RATE = 16000
+SAMPLE_RATE = audio.SAMPLE_RATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,28 +166,6 @@ def read_video_frames(path: str) -> list[np.ndarray]:
   return frames
 
 
-def read_audio_track(path: str, rate: int = SAMPLE_RATE) -> np.ndarray:
-  """The first audio stream, mono float32 at `rate`."""
-  av = _av()
-  chunks = []
-  try:
-    with av.open(path) as container:
-      if not container.streams.audio:
-        raise base.DataError(f'{path}: no audio track')
-      resampler = av.AudioResampler(format='flt', layout='mono', rate=rate)
-      for frame in container.decode(audio=0):
-        chunks += [r.to_ndarray().reshape(-1) for r in resampler.resample(frame)]
-      chunks += [r.to_ndarray().reshape(-1) for r in resampler.resample(None)]
-  except av.FFmpegError as e:
-    raise base.DataError(f'{path}: cannot decode audio ({type(e).__name__}: {e})') from None
-  x = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-  if not len(x):
-    raise base.DataError(f'{path}: the audio track has no samples')
-  if not np.all(np.isfinite(x)):
-    raise base.DataError(f'{path}: audio has NaN/inf samples')
-  return x
-
-
 def sample_indices(count: int, frames: int, path: str) -> np.ndarray:
   """`frames` evenly spaced frame indices (segment centres) of a `count`-frame clip."""
   if count < frames:
@@ -257,11 +235,11 @@ def video_clip(path: str, s: Settings) -> np.ndarray:
 
 def audio_features(path: str, s: Settings) -> tuple[np.ndarray, np.ndarray]:
   """(log-mel (F, n_mels), frame_mask (F,)) of the first `max_seconds`."""
-  x = read_audio_track(path)
+  x = audio.read_audio_track(path)
   n = int(s.max_seconds * SAMPLE_RATE)
   wave = np.zeros((1, n), np.float32)
   wave[0, :min(n, len(x))] = x[:n]
-  feats, mask = ravdess.log_mel(wave, np.asarray([min(n, len(x))]), window_ms=s.window_ms,
+  feats, mask = audio.log_mel(wave, np.asarray([min(n, len(x))]), window_ms=s.window_ms,
                                 hop_ms=s.hop_ms, n_mels=s.n_mels)
   return feats[0], mask[0]
 

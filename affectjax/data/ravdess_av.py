@@ -5,7 +5,7 @@ ids in the audio-visual naming, `01-...`; `features` (N, 294): 35 action units, 
 MFCC statistics that are not used: their first values repeat a constant, and the speech
 itself is here). The audio is the same clip's speech file,
 `ravdess/speech_16k/Actor_XX/03-...` (the ids differ only in the modality digit), turned
-into log-mel frames as `affectjax/data/ravdess.py` does (once, when loaded), standardised
+into log-mel frames by `affectjax/data/audio.py`'s front end (once, when loaded), standardised
 per band with the training actors' statistics (`audio_norm='train'`), per clip, or per
 speaker (`audio_norm='speaker'`).
 
@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from affectjax.data import base, prepared, ravdess
+from affectjax.data import audio, base, prepared, ravdess
 
 NUM_ACTION_UNITS = 35
 
@@ -86,8 +86,8 @@ def load(config) -> base.Dataset:
       face[rows] = (face[rows] - face[rows].mean(0)) / (face[rows].std(0) + 1e-6)
   else:
     face = (face - face[train].mean(0)) / (face[train].std(0) + 1e-6)
-  waves, lengths = ravdess._pad(ravdess._decoded(files, d.top_db),
-                                int(d.max_seconds * ravdess.SAMPLE_RATE))
+  waves, lengths = audio.pack(audio.decoded(files, d.top_db),
+                              int(d.max_seconds * audio.SAMPLE_RATE))
   if d.audio_norm not in ravdess.NORMS:
     raise base.DataError(f'config.data.audio_norm: {d.audio_norm!r} '
                          f'({" | ".join(ravdess.NORMS)})')
@@ -96,7 +96,7 @@ def load(config) -> base.Dataset:
   splits = {}
   for split, who in split_actors.items():
     idx = np.flatnonzero(np.isin(actors, who))
-    source = ravdess.LogMelSource(waves[idx], lengths[idx], labels[idx], features,
+    source = audio.LogMelSource(waves[idx], lengths[idx], labels[idx], features,
                                   extra={'face': face[idx].astype(np.float32),
                                          'actor': actors[idx].astype(np.int32)})
     # Computed once (about 50 kB a clip), not per batch: pretraining takes many epochs.
