@@ -142,14 +142,21 @@ def unpack(waves: np.ndarray) -> np.ndarray:
   return waves.astype(np.float32) / 32767.0
 
 
+def file_sha256(path: str) -> bytes:
+  """SHA-256 of a file's bytes, read in 4 MiB blocks."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      digest.update(block)
+  return digest.digest()
+
+
 def files_digest(files: list[str], settings: str = '') -> str:
   """A hash of the files' bytes (in order) and a settings string: what the caches of
   decoded audio and encoder features are keyed by."""
   digest = hashlib.sha256(settings.encode())
   for path in files:
-    with open(path, 'rb') as f:
-      file_digest = hashlib.file_digest(f, 'sha256').digest()
-    digest.update(file_digest)
+    digest.update(file_sha256(path))
   return digest.hexdigest()[:24]
 
 

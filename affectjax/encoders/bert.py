@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from affectjax.errors import DataError
+from affectjax.layers.attention import TransformerEncoderLayer
 from affectjax.layers.pooling import masked_mean
 
 _REQUIRED = ('config.json', 'model.safetensors', 'tokenizer.json')
@@ -94,45 +95,12 @@ def check_folder(folder: str) -> str:
   return folder
 
 
-def _dense(features, axes, name):
-  return nn.Dense(features, name=name,
-                  kernel_init=nn.with_logical_partitioning(
-                      nn.initializers.normal(0.02), axes),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                         axes[1:]))
-
-
 def _layer_norm(eps, name):
   return nn.LayerNorm(eps, name=name,
                       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(),
                                                               ('embed',)),
                       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                              ('embed',)))
-
-
-class _Layer(nn.Module):
-  config: BertConfig
-  dropout: float
-
-  @nn.compact
-  def __call__(self, x, bias, *, train: bool):
-    c = self.config
-    heads, width = c.num_attention_heads, c.hidden_size // c.num_attention_heads
-    split = lambda y: y.reshape(*y.shape[:-1], heads, width)  # noqa: E731
-    q = split(_dense(c.hidden_size, ('embed', 'heads'), 'query')(x))
-    k = split(_dense(c.hidden_size, ('embed', 'heads'), 'key')(x))
-    v = split(_dense(c.hidden_size, ('embed', 'heads'), 'value')(x))
-    scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(width) + bias
-    probs = nn.Dropout(self.dropout, deterministic=not train)(jax.nn.softmax(scores, -1))
-    ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v).reshape(x.shape)
-    attn = _dense(c.hidden_size, ('heads', 'embed'), 'attention_output')(ctx)
-    attn = nn.Dropout(self.dropout, deterministic=not train)(attn)
-    x = _layer_norm(c.layer_norm_eps, 'attention_norm')(x + attn)
-    h = jax.nn.gelu(_dense(c.intermediate_size, ('embed', 'mlp'), 'intermediate')(x),
-                    approximate=False)
-    h = _dense(c.hidden_size, ('mlp', 'embed'), 'output')(h)
-    h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return _layer_norm(c.layer_norm_eps, 'output_norm')(x + h)
 
 
 class BertEncoder(nn.Module):
@@ -157,9 +125,12 @@ class BertEncoder(nn.Module):
          + embed(c.type_vocab_size, 'token_type_embeddings')(jnp.zeros_like(ids)))
     x = _layer_norm(c.layer_norm_eps, 'embeddings_norm')(x)
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    bias = jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
     for i in range(c.num_hidden_layers):
-      x = _Layer(c, self.dropout, name=f'layer_{i}')(x, bias, train=train)
+      # Padded positions come out as zeros; the real ones are BERT's.
+      x = TransformerEncoderLayer(
+          c.num_attention_heads, c.intermediate_size, self.dropout, norm='post',
+          activation='gelu_exact', layer_norm_eps=c.layer_norm_eps,
+          name=f'layer_{i}')(x, mask, train=train)
     return x
 
 
@@ -172,10 +143,11 @@ def mean_pool(hidden, mask):
 
 _EMBEDDINGS = {'word_embeddings': 'word_embeddings', 'position_embeddings':
                'position_embeddings', 'token_type_embeddings': 'token_type_embeddings'}
+# Hugging Face's names -> the shared transformer block's (layers/attention.py).
 _LAYER = {'attention.self.query': 'query', 'attention.self.key': 'key',
-          'attention.self.value': 'value', 'attention.output.dense': 'attention_output',
-          'attention.output.LayerNorm': 'attention_norm', 'intermediate.dense': 'intermediate',
-          'output.dense': 'output', 'output.LayerNorm': 'output_norm'}
+          'attention.self.value': 'value', 'attention.output.dense': 'attention_out',
+          'attention.output.LayerNorm': 'norm_1', 'intermediate.dense': 'mlp_in',
+          'output.dense': 'mlp_out', 'output.LayerNorm': 'norm_2'}
 
 
 def _strip_prefix(name: str) -> str:

@@ -23,26 +23,28 @@ def masked_softmax(scores: jax.Array, edges: jax.Array, axis: int = -1) -> jax.A
 _MASKED = -0.7 * float(np.finfo(np.float32).max)
 
 
-def _cpu_attention_forward(q, k, v, mask):
+def _cpu_attention_forward(q, k, v, mask, bias):
   scale = 1.0 / np.sqrt(q.shape[-1])
   # Heads-major (B, H, L, D) operands: every product below is a plain batched GEMM.
   qh, kh, vh = (y.transpose(0, 2, 1, 3) for y in (q, k, v))
   logits = jnp.einsum('bhqd,bhkd->bhqk', qh, kh, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
   if mask is not None:
     logits = jnp.where(mask, logits, _MASKED)
   e = jnp.exp(logits - logits.max(axis=-1, keepdims=True))
   probs = (e / e.sum(axis=-1, keepdims=True)).astype(v.dtype)
   out = jnp.matmul(probs, vh).transpose(0, 2, 1, 3)
-  return out, (qh, kh, vh, probs, mask)
+  return out, (qh, kh, vh, probs, mask, bias)
 
 
 @jax.custom_vjp
-def _cpu_attention(q, k, v, mask):
-  return _cpu_attention_forward(q, k, v, mask)[0]
+def _cpu_attention(q, k, v, mask, bias):
+  return _cpu_attention_forward(q, k, v, mask, bias)[0]
 
 
 def _cpu_attention_backward(residuals, d_out):
-  qh, kh, vh, probs, mask = residuals
+  qh, kh, vh, probs, mask, bias = residuals
   scale = 1.0 / np.sqrt(qh.shape[-1])
   d_out = d_out.transpose(0, 2, 1, 3)  # (B, H, Q, D)
   # dV and dK come out as (B, H, D, K): XLA:CPU runs that contraction over the queries
@@ -53,19 +55,24 @@ def _cpu_attention_backward(residuals, d_out):
   d_logits = p * (d_probs - (d_probs * p).sum(axis=-1, keepdims=True))
   if mask is not None:  # A fully masked row's logits are constants: no gradient.
     d_logits = jnp.where(mask, d_logits, 0.0)
+  d_bias = None
+  if bias is not None:  # Summed over the axes the bias was broadcast along.
+    axes = tuple(i for i, (b, n) in enumerate(zip(bias.shape, d_logits.shape)) if b != n)
+    d_bias = d_logits.sum(axis=axes, keepdims=True).astype(bias.dtype)
   d_logits = (d_logits * scale).astype(qh.dtype)
   d_q = jnp.matmul(d_logits, kh).transpose(0, 2, 1, 3)
   d_kt = jnp.einsum('bhqd,bhqk->bhdk', qh, d_logits)
-  return d_q, d_kt.transpose(0, 3, 1, 2), d_vt.transpose(0, 3, 1, 2), None
+  return d_q, d_kt.transpose(0, 3, 1, 2), d_vt.transpose(0, 3, 1, 2), None, d_bias
 
 
 _cpu_attention.defvjp(_cpu_attention_forward, _cpu_attention_backward)
 
 
-def dot_product_attention(q, k, v, mask=None):
-  """softmax(q k^T / sqrt(d)) v for q (B, Q, H, D), k and v (B, K, H, D), `mask` a boolean
-  array broadcastable to (B, H, Q, K) (true = attend): `jax.nn.dot_product_attention`'s
-  function and masking convention.
+def dot_product_attention(q, k, v, mask=None, bias=None):
+  """softmax(q k^T / sqrt(d) + bias) v for q (B, Q, H, D), k and v (B, K, H, D), `mask` a
+  boolean array broadcastable to (B, H, Q, K) (true = attend) and `bias` a 4-D array
+  broadcastable to it (e.g. relative position biases): `jax.nn.dot_product_attention`'s
+  function and conventions.
 
   On GPU and TPU it is `jax.nn.dot_product_attention` (a fused kernel where the platform
   has one). On CPU, where XLA runs that function's backward at about 20 GFLOP/s (a
@@ -75,73 +82,103 @@ def dot_product_attention(q, k, v, mask=None):
   experiments/benchmarks/README.md). The form is picked when the step is lowered
   (`jax.lax.platform_dependent`), so an ahead-of-time TPU compile from a CPU host gets
   the platform's own."""
-  def fused(q, k, v, mask):
-    return jax.nn.dot_product_attention(q, k, v, mask=mask)
-  return jax.lax.platform_dependent(q, k, v, mask, cpu=_cpu_attention, default=fused)
+  if bias is not None and bias.ndim != 4:
+    raise ValueError(f'dot_product_attention: bias must be 4-D (B, H, Q, K), got {bias.shape}')
+
+  def fused(q, k, v, mask, bias):
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask)
+  return jax.lax.platform_dependent(q, k, v, mask, bias, cpu=_cpu_attention, default=fused)
 
 
 def multi_head_attention(x, context, keys, num_heads: int, dropout: float = 0.0, *,
-                         train: bool, dtype=jnp.float32, prefix: str = ''):
+                         train: bool, dtype=jnp.float32, prefix: str = '',
+                         key_bias: bool = True, bias=None):
   """Multi-head attention of `x` (B, Q, D) over `context` (B, K, Dc), `keys` a boolean
-  mask broadcastable to (B, heads, Q, K). Declares its projections (`<prefix>query`,
-  `key`, `value`, `attention_out`) in the calling module, so self- and cross-attention
-  blocks share one implementation. Without dropout it runs through
-  `dot_product_attention` (a fused kernel where the platform has one)."""
+  mask broadcastable to (B, heads, Q, K), `bias` an optional 4-D additive bias on the
+  logits (relative positions). Declares its projections (`<prefix>query`, `key`, `value`,
+  `attention_out`) in the calling module, so self- and cross-attention blocks share one
+  implementation; `key_bias=False` for models whose key projection has none (Whisper).
+  Without dropout it runs through `dot_product_attention` (a fused kernel where the
+  platform has one)."""
   width = x.shape[-1]
   if width % num_heads:
     raise ValueError(f'attention: width {width} is not divisible by {num_heads} heads')
   head = width // num_heads
   split = lambda y: y.reshape(*y.shape[:-1], num_heads, head)  # noqa: E731
   q = split(dense(width, ('embed', 'heads'), name=f'{prefix}query', dtype=dtype)(x))
-  k = split(dense(width, ('embed', 'heads'), name=f'{prefix}key', dtype=dtype)(context))
+  k = split(dense(width, ('embed', 'heads'), name=f'{prefix}key', dtype=dtype,
+                  use_bias=key_bias)(context))
   v = split(dense(width, ('embed', 'heads'), name=f'{prefix}value', dtype=dtype)(context))
   if dropout:
     scores = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(head).astype(q.dtype)
+    if bias is not None:
+      scores = scores + bias.astype(scores.dtype)
     probs = nn.Dropout(dropout, deterministic=not train)(masked_softmax(scores, keys))
     ctx = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
   else:
-    ctx = dot_product_attention(q, k, v, keys)
+    ctx = dot_product_attention(q, k, v, keys, bias)
   return dense(width, ('heads', 'embed'), name=f'{prefix}attention_out', dtype=dtype)(
       ctx.reshape(*x.shape[:-1], width))
 
 
-class TransformerEncoderLayer(nn.Module):
-  """The transformer block every transformer of the codebase uses: multi-head
-  self-attention and an MLP, each with a residual, over padded sequences (padded keys are
-  masked out; padded positions come out as zeros).
+ACTIVATIONS = {
+    'relu': jax.nn.relu,
+    'gelu': jax.nn.gelu,  # The tanh approximation (jax's default).
+    'gelu_exact': lambda x: jax.nn.gelu(x, approximate=False),  # erf: BERT, Whisper, wav2vec2.
+}
 
-  `norm='post'`: x = LN(x + MHA(x)); x = LN(x + FFN(x)) (Vaswani et al. 2017, PyTorch's
-  default; the existing speech, contrastive and conversation models). `norm='pre'`:
-  x = x + MHA(LN(x)); x = x + FFN(LN(x)) (ViT, MAE). With `attention_dropout` 0 the
-  attention runs through `dot_product_attention` (a fused kernel where the platform
+
+class TransformerEncoderLayer(nn.Module):
+  """The transformer block every transformer of the codebase uses, the pretrained
+  encoders' included: multi-head self-attention and an MLP, each with a residual, over
+  padded sequences (padded keys are masked out; padded positions come out as zeros).
+
+  `norm='post'`: x = LN(x + MHA(x)); x = LN(x + FFN(x)) (Vaswani et al. 2017, BERT,
+  wav2vec2-base; PyTorch's default). `norm='pre'`: x = x + MHA(LN(x)); x = x + FFN(LN(x))
+  (ViT, MAE, Whisper, wav2vec2-large's "stable layer norm"). With `attention_dropout` 0
+  the attention runs through `dot_product_attention` (a fused kernel where the platform
   has one); dropout on the attention weights (`attention_dropout`, default `dropout`)
-  needs the explicit softmax. Parameter names are the same either way.
+  needs the explicit softmax. Parameter names are the same either way: `query`, `key`,
+  `value`, `attention_out`, `norm_1` (the attention's norm), `mlp_in`, `mlp_out`, `norm_2`.
+
+  `position_bias` (B or 1, heads, T, T) is added to the attention logits; with
+  `gated_bias` (WavLM, Chen et al. 2022) it is first scaled per query and head by a gate
+  computed from the attention's input (`gru_rel_pos_linear`, `gru_rel_pos_const`).
   """
   num_heads: int
   mlp_dim: int
   dropout: float = 0.1
   causal: bool = False
   norm: str = 'post'  # post | pre
-  activation: str = 'relu'  # relu | gelu
+  activation: str = 'relu'  # relu | gelu (tanh approximation) | gelu_exact
   attention_dropout: float | None = None  # None: `dropout`.
+  layer_norm_eps: float = 1e-6
+  key_bias: bool = True
+  gated_bias: bool = False
   dtype: str = 'float32'
 
   @nn.compact
-  def __call__(self, x, mask, *, train: bool):
+  def __call__(self, x, mask, *, train: bool, position_bias=None):
     if self.norm not in ('pre', 'post'):
       raise ValueError(f'TransformerEncoderLayer.norm: unknown {self.norm!r} (pre | post)')
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'TransformerEncoderLayer.activation: unknown {self.activation!r} '
+                       f'({" | ".join(ACTIVATIONS)})')
     dtype = jnp.dtype(self.dtype)
     keys = mask[:, None, None, :] > 0
     if self.causal:
       keys &= jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))[None, None]
     drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)  # noqa: E731
     attn_drop = self.dropout if self.attention_dropout is None else self.attention_dropout
-    norm_1, norm_2 = nn.LayerNorm(name='norm_1', dtype=dtype), nn.LayerNorm(name='norm_2',
-                                                                           dtype=dtype)
+    norm = lambda name: nn.LayerNorm(self.layer_norm_eps, name=name, dtype=dtype)  # noqa: E731
+    norm_1, norm_2 = norm('norm_1'), norm('norm_2')
     y = norm_1(x) if self.norm == 'pre' else x
-    attn = multi_head_attention(y, y, keys, self.num_heads, attn_drop, train=train, dtype=dtype)
+    if position_bias is not None and self.gated_bias:
+      position_bias = self._gate(y) * position_bias
+    attn = multi_head_attention(y, y, keys, self.num_heads, attn_drop, train=train, dtype=dtype,
+                                key_bias=self.key_bias, bias=position_bias)
     width = x.shape[-1]
-    act = {'relu': jax.nn.relu, 'gelu': jax.nn.gelu}[self.activation]
+    act = ACTIVATIONS[self.activation]
     if self.norm == 'post':
       x = norm_1(x + drop(attn))
       h = act(dense(self.mlp_dim, ('embed', 'mlp'), name='mlp_in', dtype=dtype)(x))
@@ -152,6 +189,19 @@ class TransformerEncoderLayer(nn.Module):
       h = act(dense(self.mlp_dim, ('embed', 'mlp'), name='mlp_in', dtype=dtype)(norm_2(x)))
       x = x + drop(dense(width, ('mlp', 'embed'), name='mlp_out', dtype=dtype)(drop(h)))
     return x * mask[..., None].astype(x.dtype)
+
+  def _gate(self, y):
+    """WavLM's gate (B, heads, T, 1) of the relative position bias, from the attention
+    input `y` (B, T, D) split into heads."""
+    b, t, width = y.shape
+    heads = y.reshape(b, t, self.num_heads, width // self.num_heads)
+    proj = dense(8, ('embed', None), name='gru_rel_pos_linear')(heads)
+    gate_a, gate_b = jnp.split(jax.nn.sigmoid(proj.reshape(b, t, self.num_heads, 2, 4).sum(-1)),
+                               2, axis=-1)
+    const = self.param('gru_rel_pos_const', nn.with_logical_partitioning(
+        nn.initializers.ones_init(), ('heads',)), (self.num_heads,))
+    gate = gate_a[..., 0] * (gate_b[..., 0] * const - 1.0) + 2.0  # (B, T, heads)
+    return gate.transpose(0, 2, 1)[..., None].astype(jnp.float32)
 
 
 class TransformerEncoder(nn.Module):
