@@ -36,6 +36,14 @@ ADDED_KEYS = {
     'init.hf': (),
     'data.audio_norm': 'clip',  # RAVDESS speech: per-clip statistics.
     'mesh.fsdp': 1,
+    'optim.layer_decay': 1.0,
+    'optim.layer_decay_prefix': '',
+    # The speech data modules' encoder fields (affectjax/data/encoded.py): log-mel frames.
+    'data.encoder': '',
+    'data.encoder_mode': 'frozen',
+    'data.encoder_pool': 4,
+    'data.encoder_pad_seconds': 0.0,
+    'data.encoder_norm': 'none',
 }
 # Keys removed since, with the value at which the old behaviour is the new default.
 REMOVED_KEYS = {
@@ -77,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   # ((path regex, learning-rate scale), ...): the first rule matching a parameter path
   # scales its updates (same schedule); scale 0 freezes it. See affectjax/optim.py.
   c.optim.groups = ()
+  # Layer-wise learning-rate decay under one subtree (1.0: off); see affectjax/optim.py.
+  c.optim.layer_decay = 1.0
+  c.optim.layer_decay_prefix = ''
   c.optim.schedule = 'cosine'  # constant | cosine | linear
   c.optim.warmup_steps = 0
   c.optim.weight_decay = 1e-4

@@ -16,9 +16,14 @@ Inputs:
   run's shape (`Run.fields`);
 - `.csv`: a header and one row per example; a vector field `f` of size d is the columns
   `f_0 .. f_<d-1>`, a scalar field is the column `f`; an `id` column is kept if present;
-- audio files (`.wav`, `.flac`, `.ogg`) or folders of them, for runs whose data pipeline
-  starts from audio (RAVDESS speech): decoded, resampled, trimmed, log-mel and normalised
-  exactly as in training (`data/ravdess.py:features_of_files`);
+- audio files (`.wav`, `.flac`, `.ogg`; `.mp3`, `.m4a` and other FFmpeg formats through
+  PyAV) or folders of them, for runs whose data pipeline starts from audio (RAVDESS
+  speech): decoded, resampled, trimmed, log-mel and normalised exactly as in training
+  (`data/ravdess.py:features_of_files`), or through the run's speech encoder
+  (`data/encoded.py:features_of_waves`: frozen features from the same weights, or the
+  encoder's input for a fine-tuned one);
+- waveforms already in memory: `run.predict(x, sample_rate=sr)` with `x` one 1-D array or a
+  list of them, for the same runs;
 - video files (`.mp4`, `.avi`, `.mov`, `.mkv`, `.webm`), for runs on built clips
   (`configs/clips_*`): the build's frame sampling, face crop, size and log-mel
   (`data/clips.py:features_of_files`);
@@ -38,10 +43,10 @@ import os
 import numpy as np
 
 from affectjax import errors
-from affectjax.data import base
+from affectjax.data import audio, base
 
 CARD, ARRAYS = 'run.json', 'preprocess.npz'
-AUDIO = ('.wav', '.flac', '.ogg')
+AUDIO = audio.AUDIO_EXTENSIONS
 VIDEO = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.flv')
 FORMAT = 1
 
@@ -158,10 +163,14 @@ class Run:
     return train.eval_outputs(self.exp, self._step, self.params, source,
                               self.batch_size)['prediction']
 
-  def predict(self, inputs) -> list[dict]:
-    """One dict per example of `inputs` (paths: files or folders): its id, and the class
-    probabilities and most likely label, or the score."""
-    ids, arrays = self.read(inputs)
+  def predict(self, inputs, sample_rate: int | None = None) -> list[dict]:
+    """One dict per example of `inputs` (paths: files or folders; or, with `sample_rate`,
+    a waveform array or a list of them): its id, and the class probabilities and most
+    likely label, or the score."""
+    if sample_rate is not None:
+      ids, arrays = self.read_waveforms(inputs, sample_rate)
+    else:
+      ids, arrays = self.read(inputs)
     out = np.asarray(self.predict_arrays(arrays), np.float64)
     if len(out) != len(ids):
       raise RuntimeError(f'predict: {len(out)} predictions for {len(ids)} inputs')
@@ -210,11 +219,46 @@ class Run:
       elif f.lower().endswith('.csv'):
         parts.append(self._csv(f))
       elif not f.lower().endswith((*AUDIO, *VIDEO)):
-        raise base.DataError(f'{f}: unknown input type (.wav .flac .ogg .mp4 .npz .csv'
+        raise base.DataError(f'{f}: unknown input type (.wav .flac .ogg .mp3 .m4a .mp4 .npz .csv'
                              f'{" .jsonl" if conversation else ""})')
     ids = [i for p in parts for i in p[0]]
     arrays = {k: np.concatenate([p[1][k] for p in parts]) for k in self.fields}
     return ids, arrays
+
+  def read_waveforms(self, waves, sample_rate: int) -> tuple[list[str], dict]:
+    """(ids 'waveform#i', input arrays) of waveforms in memory (1-D float arrays at
+    `sample_rate` Hz), through the run's audio pipeline."""
+    if isinstance(waves, np.ndarray) and waves.ndim == 1:
+      waves = [waves]
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or \
+        sample_rate <= 0:
+      raise base.DataError(f'predict: sample_rate must be a positive integer, got '
+                           f'{sample_rate!r}')
+    clips, names = [], []
+    for i, x in enumerate(waves):
+      x = np.asarray(x)
+      name = f'waveform#{i}'
+      if x.ndim != 1 or x.dtype.kind not in 'fiu' or not len(x):
+        raise base.DataError(f'{name}: field audio must be a non-empty 1-D array of samples, '
+                             f'got shape {x.shape} of {x.dtype}')
+      if x.dtype.kind in 'iu':  # PCM integers -> [-1, 1).
+        x = x / float(np.iinfo(x.dtype).max + 1)
+      if not np.isfinite(x).all():
+        raise base.DataError(f'{name}: field audio has NaN/inf samples')
+      clips.append(audio.resample(x.astype(np.float32), int(sample_rate)))
+      names.append(name)
+    return names, self._check(names[0], self._audio_arrays(clips, names))
+
+  def _audio_arrays(self, clips, names) -> dict:
+    pre = self.card['preprocess']
+    if pre.get('kind') == 'speech':
+      from affectjax.data import ravdess
+      return ravdess.features_of_waves(clips, names, pre, self.preprocess_arrays)
+    if pre.get('kind') == 'speech_encoder':
+      from affectjax.data import encoded
+      return encoded.features_of_waves(clips, names, pre)
+    raise base.DataError(f'{names[0]}: this run ({self.card["config"]}) does not read audio; '
+                         'give an .npz or .csv of its fields')
 
   def _check(self, where: str, arrays: dict) -> dict:
     out, n = {}, None
@@ -299,18 +343,18 @@ class Run:
     pre = self.card['preprocess']
     kind = pre.get('kind')
     video = [f for f in files if f.lower().endswith(VIDEO)]
-    if kind == 'speech' and not video:
-      from affectjax.data import ravdess
-      arrays = ravdess.features_of_files(files, pre, self.preprocess_arrays)
+    if kind in ('speech', 'speech_encoder') and not video:
+      arrays = self._audio_arrays([audio.read_audio(f) for f in files], files)
     elif kind == 'clips':
       from affectjax.data import clips
       arrays = clips.features_of_files(files, pre)
     else:
-      wanted = {'speech': 'audio files', 'clips': 'video or audio clips'}.get(kind)
+      wanted = {'speech': 'audio files', 'speech_encoder': 'audio files',
+                'clips': 'video or audio clips'}.get(kind)
       raise base.DataError(
           f'{(video or files)[0]}: this run ({self.card["config"]}) reads '
           + (wanted if wanted else f'{", ".join(self.card["modalities"])} features') +
-          (', not video' if video and kind == 'speech' else ', not audio or video files' if
+          (', not video' if video and kind in ('speech', 'speech_encoder') else ', not audio or video files' if
            not wanted else '') + ('' if wanted else '; give an .npz or .csv of its fields'))
     return list(files), self._check(files[0], arrays)
 

@@ -7,6 +7,12 @@ whole path). The first rule that matches a parameter decides: its updates are sc
 optimizer state, and its gradient is left out of the clipping norm). Parameters no rule
 matches train at the full rate. A config that fine-tunes a pretrained encoder at its own
 rate says, e.g., `groups = (('encoder/.*', 0.05),)`.
+
+Layer-wise learning-rate decay (`config.optim.layer_decay` < 1, BEiT's and the speech
+encoders' fine-tuning recipe) scales, under `config.optim.layer_decay_prefix` (the
+encoder's subtree, e.g. `towers/audio/speech/encoder`), block `layer_<i>` of L by
+decay^(L - i), its final norm (`norm_out`) by 1 and everything else there (the stem:
+convolutions, projections, positions) by decay^(L + 1); it multiplies the groups' scales.
 """
 
 from __future__ import annotations
@@ -59,6 +65,43 @@ def group_labels(params, groups) -> object:
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+_BLOCK = re.compile(r'(?:^|/)layer_(\d+)(?:/|$)')
+
+
+def layer_scales(params, prefix: str, decay: float) -> dict[str, float]:
+  """Path -> learning-rate scale of every parameter under `prefix` (see the module
+  docstring); empty when nothing is there."""
+  prefix = prefix.strip('/')
+  paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  inside = {p: p[len(prefix) + 1:] for p in paths if p.startswith(prefix + '/')}
+  blocks = {p: int(m.group(1)) for p, rest in inside.items() if (m := _BLOCK.search(rest))}
+  if not blocks:
+    return {}
+  top = 1 + max(blocks.values())
+  out = {}
+  for p, rest in inside.items():
+    depth = blocks[p] + 1 if p in blocks else top + 1 if rest.startswith('norm_out') else 0
+    out[p] = float(decay) ** (top + 1 - depth)
+  return out
+
+
+def _check_layer_decay(c, params) -> dict[str, float]:
+  decay, prefix = c.get('layer_decay', 1.0), c.get('layer_decay_prefix', '')
+  if (not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 < decay <= 1):
+    raise ConfigError(f'config.optim.layer_decay: must be in (0, 1] (1 = off), got {decay!r}')
+  if decay == 1:
+    return {}
+  if not isinstance(prefix, str) or not prefix.strip('/'):
+    raise ConfigError('config.optim.layer_decay_prefix: name the subtree whose blocks decay '
+                      '(e.g. towers/audio/speech/encoder)')
+  if params is None:
+    raise ValueError('make_optimizer: config.optim.layer_decay needs the parameter tree')
+  scales = layer_scales(params, prefix, decay)
+  if not scales:
+    raise ConfigError(f'config.optim.layer_decay_prefix: {prefix!r} holds no layer_<i> blocks')
+  return scales
+
+
 def schedule(config) -> optax.Schedule:
   c = config.optim
   steps = config.train.num_steps
@@ -92,6 +135,11 @@ def make_optimizer(config, params=None) -> optax.GradientTransformation:
     raise ConfigError(f'config.optim.name: unknown {c.name!r} (adam | adamw | sgd)')
   groups = tuple(c.get('groups', ()) or ())
   rules = check_groups(groups)
+  decays = _check_layer_decay(c, params)
+  if decays:  # One masked scale per distinct depth: a handful of transforms.
+    opt = optax.chain(opt, *[
+        optax.masked(optax.scale(v), _paths_mask({p for p, x in decays.items() if x == v}))
+        for v in sorted(set(decays.values())) if v != 1.0])
   if not rules:
     return optax.chain(optax.clip_by_global_norm(c.grad_clip), opt) if c.grad_clip > 0 else opt
   if params is None:
@@ -116,6 +164,10 @@ def make_optimizer(config, params=None) -> optax.GradientTransformation:
       {'train': train, 'frozen': optax.set_to_zero()},
       lambda p: jax.tree.map(lambda l: 'frozen' if l == 'frozen' else 'train',
                              group_labels(p, groups)))
+
+
+def _paths_mask(paths: set[str]):
+  return lambda p: jax.tree_util.tree_map_with_path(lambda q, _: path_str(q) in paths, p)
 
 
 def _mask_fn(groups: Sequence, label: str):

@@ -6,9 +6,12 @@
                           source go where; () loads the whole tree onto the whole model
   config.init.dont_load   regular expressions of target paths left at their random
                           initialisation (e.g. a new classifier head)
-  config.init.hf          ((target_subtree, folder), ...): Hugging Face encoder folders
-                          (BERT-style safetensors; '' = all-MiniLM-L6-v2), applied after
-                          the workdir, in order
+  config.init.hf          ((target_subtree, source), ...): pretrained encoders, applied
+                          after the workdir, in order: BERT-family text encoders (a
+                          Hugging Face folder; '' = all-MiniLM-L6-v2) and speech encoders
+                          (whisper-base, a Whisper / wav2vec2 / HuBERT / data2vec-audio /
+                          WavLM Hugging Face folder, or a CTranslate2 Whisper folder;
+                          affectjax/encoders/speech.py)
 
 Paths are '/'-joined parameter names (`towers/audio/dense_0/kernel`); a subtree is a path
 prefix ('' is the root). Within each mapped pair the two subtrees must hold the same
@@ -143,8 +146,11 @@ def apply(config, params):
     log.info('init: %d arrays from %s; %d left at their initialisation', len(new), where,
              len(target) - len(new))
   for dst_sub, folder in _pairs(c.get('hf', ()), 'hf'):
-    from affectjax.encoders import bert
-    tree = _flat(bert.load_params(folder))
+    from affectjax.encoders import bert, speech
+    if speech.is_speech_source(folder):
+      tree, where = _flat(speech.resolve(folder, 'config.init.hf').params()), folder
+    else:
+      tree, where = _flat(bert.load_params(folder)), bert.check_folder(folder)
     paths = {p for p in target if _under(p, dst_sub) is not None}
     if not paths:
       raise ConfigError(f'config.init.hf: this model has no parameters under {dst_sub!r}')
@@ -153,9 +159,10 @@ def apply(config, params):
       rest = _under(p, dst_sub)
       if rest not in tree:
         raise ConfigError(f'config.init.hf: this model\'s {p} has no counterpart {rest} in '
-                          f'{bert.check_folder(folder)}')
+                          f'{where}')
       new[p], source_of[p] = tree[rest], rest
-    _place(target, loaded, new, bert.check_folder(folder), source_of)
+    _place(target, loaded, new, where, source_of)
+    log.info('init: %d arrays from %s into %s', len(new), where, dst_sub or 'the model')
   leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
   return jax.tree_util.tree_unflatten(
       treedef, [loaded.get(path_str(p), x) for p, x in leaves])

@@ -1,5 +1,6 @@
 """Masked-autoencoder building blocks: patches, sin-cos positions, masking, the block set."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -110,6 +111,41 @@ def test_cpu_attention_equals_jax_dot_product_attention_in_value_and_gradient():
   dq, dk, _ = jax.grad(loss(lambda q, k, v: attention.dot_product_attention(q, k, v, padding)),
                        argnums=(0, 1, 2))(q, k, v)
   assert not np.asarray(dq[2]).any() and not np.asarray(dk[2]).any()
+
+
+def test_cpu_attention_with_a_bias_equals_jax_in_value_and_gradient():
+  """An additive logit bias (WavLM's relative positions), shared over the batch (1, H, Q, K)
+  or per example: values and gradients of q, k, v and of the bias itself equal
+  jax.nn.dot_product_attention's, with and without a padding mask; the explicit-softmax
+  path (attention dropout) adds it the same way."""
+  rng = np.random.default_rng(13)
+  b, nq, nk, h, d = 3, 7, 11, 2, 5
+  q, k, v = (jnp.asarray(rng.normal(size=(b, n, h, d)), jnp.float32) for n in (nq, nk, nk))
+  weights = jnp.asarray(rng.normal(size=(b, nq, h, d)), jnp.float32)
+  padding = jnp.asarray(rng.random((b, 1, 1, nk)) > 0.3).at[:, :, :, 0].set(True)
+  for shape in ((1, h, nq, nk), (b, h, nq, nk)):
+    bias = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    for mask in (None, padding):
+      ours = lambda q, k, v, bias: attention.dot_product_attention(q, k, v, mask, bias)  # noqa
+      ref = lambda q, k, v, bias: jax.nn.dot_product_attention(q, k, v, bias, mask)  # noqa
+      np.testing.assert_allclose(jax.jit(ours)(q, k, v, bias), ref(q, k, v, bias), atol=1e-6)
+      loss = lambda fn: lambda *a: (fn(*a) * weights).sum()  # noqa: E731
+      got = jax.jit(jax.grad(loss(ours), argnums=(0, 1, 2, 3)))(q, k, v, bias)
+      want = jax.grad(loss(ref), argnums=(0, 1, 2, 3))(q, k, v, bias)
+      for g, w, arg in zip(got, want, ('q', 'k', 'v', 'bias')):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, atol=1e-5, err_msg=f'{shape} d{arg}')
+  x = jnp.asarray(rng.normal(size=(b, nq, 8)), jnp.float32)
+  keys = jnp.ones((b, 1, 1, nq), bool)
+  bias = jnp.asarray(rng.normal(size=(1, 2, nq, nq)), jnp.float32)
+
+  class Both(nn.Module):
+    @nn.compact
+    def __call__(self, x, dropout):
+      return attention.multi_head_attention(x, x, keys, 2, dropout, train=False, bias=bias)
+  params = Both().init(jax.random.key(0), x, 0.0)
+  np.testing.assert_allclose(Both().apply(params, x, 0.1), Both().apply(params, x, 0.0),
+                             atol=1e-5)
 
 
 def test_attention_form_is_picked_per_platform_when_lowered():

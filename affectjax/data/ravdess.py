@@ -11,6 +11,8 @@ statistics: `clip` (default; each clip its own: level and spectral shape are los
 level and spectral shape stay), or `speaker` (each speaker's statistics over all of that
 speaker's clips, labels unused: per-speaker normalisation, a known speaker-independent
 technique that reads the test speakers' unlabelled audio, so tables name it).
+With `config.data.encoder` set, `audio` is a pretrained speech encoder's frozen features or
+its own input instead (`affectjax/data/encoded.py`).
 
 Splits are speaker-independent: `config.data.fold` (1-6) picks the test actors of
 `ravdess/actor_folds.json` (the six folds used by HiCMAE); the first
@@ -32,7 +34,7 @@ import os
 
 import numpy as np
 
-from affectjax.data import audio, base, prepared
+from affectjax.data import audio, base, encoded, prepared
 
 EMOTIONS = ('neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised')
 # EmoDB emotion letter (character 6 of the file name) -> RAVDESS class index.
@@ -86,8 +88,8 @@ def _train_statistics(d, waves, lengths):
   return mean[0], std[0]
 
 
-def _ravdess(config):
-  """(root, waveforms, lengths, labels, actors, {split: actors}) of the fold."""
+def _files(config):
+  """(root, files, labels, actors, {split: actors}) of the fold."""
   d = config.data
   root = os.path.join(prepared.data_dir(config, 'ravdess/speech_16k/Actor_XX/*.flac'),
                       'ravdess')
@@ -98,6 +100,13 @@ def _ravdess(config):
   labels, actors = np.asarray(labels, np.int32), np.asarray(actors)
   split_actors = fold_actors(read_folds(os.path.join(root, 'actor_folds.json')), d.fold,
                              d.num_valid)
+  return root, files, labels, actors, split_actors
+
+
+def _ravdess(config):
+  """(root, waveforms, lengths, labels, actors, {split: actors}) of the fold."""
+  d = config.data
+  root, files, labels, actors, split_actors = _files(config)
   waves, lengths = audio.pack(audio.decoded(files, d.top_db), int(d.max_seconds * SAMPLE_RATE))
   return root, waves, lengths, labels, actors, split_actors
 
@@ -141,6 +150,8 @@ def _features(d) -> dict:
 
 def load(config) -> base.Dataset:
   d = config.data
+  if encoded.enabled(d):
+    return _load_encoded(config)
   root, waves, lengths, labels, actors, split_actors = _ravdess(config)
   train = None
   if _norm(d) == 'train':
@@ -168,6 +179,22 @@ def load(config) -> base.Dataset:
                       EMOTIONS, preprocess=speech_preprocess(d),
                       preprocess_arrays={} if train is None else {'mean': train[0],
                                                                   'std': train[1]})
+
+
+def _load_encoded(config) -> base.Dataset:
+  """The fold through `config.data.encoder` (frozen features or encoder inputs)."""
+  d = config.data
+  if d.unlabelled:
+    raise base.DataError('config.data.unlabelled: unlabelled clips are for the log-mel '
+                         'pretraining configs, not with config.data.encoder')
+  root, files, labels, actors, split_actors = _files(config)
+  corpus = encoded.Corpus(config, audio.decoded(files, d.top_db), files, actors, 'RAVDESS speech')
+  splits = {split: corpus.source(idx, labels[idx]) for split, idx in (
+      (split, np.flatnonzero(np.isin(actors, who))) for split, who in split_actors.items())}
+  return base.Dataset(splits, ('audio',), len(EMOTIONS),
+                      f'{root}/speech_16k fold {d.fold} through {corpus.spec.name}', EMOTIONS,
+                      model_inputs=encoded.model_inputs(d),
+                      preprocess=encoded.preprocess(d, corpus.spec))
 
 
 def speech_preprocess(d) -> dict:
@@ -229,12 +256,11 @@ def _unlabelled_emodb(config):
           _emodb_speakers(files))
 
 
-def emodb_source(config) -> audio.LogMelSource:
+def emodb_source(config):
   """EmoDB clips of the emotions shared with RAVDESS, labelled with RAVDESS indices
   (normalised as `config.data.audio_norm` says; `train`: with the RAVDESS fold's
-  training statistics)."""
+  training statistics; or through `config.data.encoder`)."""
   d = config.data
-  train = _training_statistics(config)
   keep, labels = [], []
   for f in _emodb_files(config):
     name = os.path.basename(f)
@@ -243,6 +269,11 @@ def emodb_source(config) -> audio.LogMelSource:
     if name[5] in EMODB_TO_RAVDESS:
       keep.append(f)
       labels.append(EMODB_TO_RAVDESS[name[5]])
+  if encoded.enabled(d):
+    corpus = encoded.Corpus(config, audio.decoded(keep, d.top_db), keep, _emodb_speakers(keep),
+                            'EmoDB')
+    return corpus.source(np.arange(len(keep)), np.asarray(labels, np.int32))
+  train = _training_statistics(config)
   waves, lengths = audio.pack(audio.decoded(keep, d.top_db), int(d.max_seconds * SAMPLE_RATE))
   return audio.LogMelSource(waves, lengths, np.asarray(labels, np.int32), _features(d),
                       stats=_stats(d, waves, lengths, _emodb_speakers(keep), train))
@@ -267,6 +298,7 @@ def configure(config, arg: str | None = None, own=()):
     d.hop_ms = 20.0  # 50 frames/s: about 200 frames per trimmed clip.
     d.n_mels = 64
     d.audio_norm = 'clip'  # clip | train | speaker (per-speaker: name it in tables).
+    encoded.add_fields(d)  # data.encoder: a pretrained speech encoder instead of log-mel.
     for item in filter(None, (arg or '').split(',')):
       if item.startswith('fold') and item[4:].isdigit():
         d.fold = int(item[4:])

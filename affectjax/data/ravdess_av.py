@@ -7,7 +7,8 @@ itself is here). The audio is the same clip's speech file,
 `ravdess/speech_16k/Actor_XX/03-...` (the ids differ only in the modality digit), turned
 into log-mel frames by `affectjax/data/audio.py`'s front end (once, when loaded), standardised
 per band with the training actors' statistics (`audio_norm='train'`), per clip, or per
-speaker (`audio_norm='speaker'`).
+speaker (`audio_norm='speaker'`); or, with `config.data.encoder`, a pretrained speech
+encoder's frozen features or input (`affectjax/data/encoded.py`).
 
 Fields: `audio` (T, n_mels) with `frame_mask` (T,), `face` (35,), `label` (8 emotions),
 `actor` (1-24; for per-actor analyses, never a model input).
@@ -26,7 +27,7 @@ import os
 
 import numpy as np
 
-from affectjax.data import audio, base, prepared, ravdess
+from affectjax.data import audio, base, encoded, prepared, ravdess
 
 NUM_ACTION_UNITS = 35
 
@@ -86,6 +87,18 @@ def load(config) -> base.Dataset:
       face[rows] = (face[rows] - face[rows].mean(0)) / (face[rows].std(0) + 1e-6)
   else:
     face = (face - face[train].mean(0)) / (face[train].std(0) + 1e-6)
+  if encoded.enabled(d):
+    corpus = encoded.Corpus(config, audio.decoded(files, d.top_db), files, actors,
+                            'RAVDESS audio-visual')
+    splits = {}
+    for split, who in split_actors.items():
+      idx = np.flatnonzero(np.isin(actors, who))
+      splits[split] = corpus.source(idx, labels[idx], {'face': face[idx].astype(np.float32),
+                                                       'actor': actors[idx].astype(np.int32)})
+    return base.Dataset(splits, modalities, len(ravdess.EMOTIONS),
+                        f'{root} (audio-visual) fold {d.fold} through {corpus.spec.name}',
+                        ravdess.EMOTIONS, model_inputs=encoded.model_inputs(d),
+                        preprocess=encoded.preprocess(d, corpus.spec))
   waves, lengths = audio.pack(audio.decoded(files, d.top_db),
                               int(d.max_seconds * audio.SAMPLE_RATE))
   if d.audio_norm not in ravdess.NORMS:
@@ -152,6 +165,7 @@ def configure(config, arg: str | None = None):
     # 'clip' (per clip and band) or 'speaker' (per band, each actor's own statistics;
     # name it in tables), as in affectjax/data/ravdess.py.
     d.audio_norm = 'train'
+    encoded.add_fields(d)  # data.encoder: a pretrained speech encoder instead of log-mel.
     for item in filter(None, (arg or '').split(',')):
       if item.startswith('fold') and item[4:].isdigit():
         d.fold = int(item[4:])

@@ -243,10 +243,12 @@ class _Stream:
       f.close()
 
 
-def read_ctranslate2(paths: list[str], keep=None) -> tuple[str, dict[str, np.ndarray]]:
+def read_ctranslate2(paths: list[str], keep=None,
+                     shapes: dict | None = None) -> tuple[str, dict[str, np.ndarray]]:
   """(spec name, {variable: array}) of a CTranslate2 model file (binary versions 3-6),
   keeping the variables `keep(name)` accepts; int8 weights come back dequantised with
-  their `weight_scale`, float16 and bfloat16 as float32."""
+  their `weight_scale`, float16 and bfloat16 as float32. `shapes`, if given, receives
+  every variable's shape (kept or not)."""
   stream = _Stream(paths)
   unpack = lambda fmt: struct.unpack(fmt, stream.read(struct.calcsize(fmt)))[0]  # noqa: E731
 
@@ -266,6 +268,8 @@ def read_ctranslate2(paths: list[str], keep=None) -> tuple[str, dict[str, np.nda
       shape = tuple(unpack('<I') for _ in range(unpack('<B')))
       type_id = unpack('<B')
       size = unpack('<I')
+      if shapes is not None:
+        shapes[name] = shape
       if keep is not None and not keep(name):
         stream.skip(size)
         continue

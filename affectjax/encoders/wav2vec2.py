@@ -247,7 +247,7 @@ class Wav2Vec2Encoder(nn.Module):
           dtype=self.dtype, name=f'layer_{i}')(x, mask, train=train, position_bias=bias)
       hidden.append(x)
     if c.do_stable_layer_norm:
-      x = nn.LayerNorm(c.layer_norm_eps, name='encoder_norm', dtype=dtype)(x) * mask[..., None]
+      x = nn.LayerNorm(c.layer_norm_eps, name='norm_out', dtype=dtype)(x) * mask[..., None]
       hidden[-1] = x
     return hidden, mask
 
@@ -355,7 +355,8 @@ def convert(t: dict[str, np.ndarray], c: Wav2Vec2Config, where: str) -> dict[str
       v = take(prefix + 'parametrizations.weight.original1')
     p['position_conv'] = {'kernel': conv_kernel(_weight_norm(g, v)),
                           'bias': take(prefix + 'bias')}
-  p['encoder_norm'] = norm('encoder.layer_norm')
+  # Before the blocks (post-norm models) or after them (`norm_out`, the pre-norm ones).
+  p['norm_out' if c.do_stable_layer_norm else 'encoder_norm'] = norm('encoder.layer_norm')
   if c.model_type == 'wavlm':
     p['relative_position_embedding'] = take('encoder.layers.0.attention.rel_attn_embed.weight')
   for i in range(c.num_hidden_layers):

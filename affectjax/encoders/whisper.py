@@ -158,6 +158,18 @@ def is_ctranslate2(folder: str) -> bool:
   return any(os.path.isfile(os.path.join(folder, n)) for n in ('model.bin', 'model.bin.part1'))
 
 
+def read_config(source: str) -> WhisperConfig:
+  """The sizes of `source`'s encoder, without reading its weights (a CTranslate2 model's
+  from its variables' shapes)."""
+  if source in PACKAGED_NAMES or is_ctranslate2(source):
+    shapes: dict = {}
+    paths = weight_paths(source)
+    _, v = hf.read_ctranslate2(paths, lambda n: n == 'encoder/num_heads', shapes)
+    return _ct2_config(shapes, v, paths[0])
+  path = os.path.join(source, 'config.json')
+  return WhisperConfig.from_dict(hf.read_json(path), path)
+
+
 def load(source: str) -> tuple[WhisperConfig, dict[str, Any]]:
   """(config, parameter tree of `WhisperEncoder`) from `source`: 'whisper-base' (the
   installed packages), a CTranslate2 folder or a Hugging Face folder."""
@@ -217,32 +229,40 @@ def _from_hf(t: dict, config: WhisperConfig, where: str) -> dict:
   return params
 
 
+def _ct2_config(shapes: dict, v: dict, where: str) -> WhisperConfig:
+  """The encoder's sizes from a CTranslate2 Whisper's variable shapes."""
+  def shape(name):
+    if f'encoder/{name}' not in shapes:
+      raise DataError(f'{where}: variable encoder/{name} is missing (is this a Whisper model?)')
+    return shapes[f'encoder/{name}']
+  layers = [n.split('/')[1] for n in shapes if n.startswith('encoder/layer_')]
+  layers = [int(n[6:]) for n in layers if n[6:].isdigit()]
+  if not layers or 'encoder/num_heads' not in v:
+    raise DataError(f'{where}: variables encoder/layer_* or encoder/num_heads are missing')
+  conv1 = shape('conv1/weight')
+  return WhisperConfig(d_model=conv1[0], encoder_layers=1 + max(layers),
+                       encoder_attention_heads=int(np.asarray(v['encoder/num_heads']).reshape(-1)[0]),
+                       encoder_ffn_dim=shape('layer_0/ffn/linear_0/weight')[0],
+                       num_mel_bins=conv1[1],
+                       max_source_positions=shape('position_encodings/encodings')[0])
+
+
 def _from_ctranslate2(paths: list[str]) -> tuple[WhisperConfig, dict]:
   where = paths[0]
   spec, v = hf.read_ctranslate2(paths, lambda n: n.startswith('encoder/'))
   if spec != 'WhisperSpec':
     raise DataError(f'{where}: a CTranslate2 {spec}, not a Whisper model')
   take = lambda n: _take(v, f'encoder/{n}', where)  # noqa: E731
-  layers = 1 + max(int(n.split('/')[1][len('layer_'):]) for n in v
-                   if n.split('/')[1].startswith('layer_') and n.split('/')[1][6:].isdigit())
+  config = _ct2_config({k: x.shape for k, x in v.items()}, v, where)
   conv1 = take('conv1/weight')
-  heads = int(np.asarray(v['encoder/num_heads']).reshape(-1)[0]) if 'encoder/num_heads' in v \
-      else None
-  if heads is None:
-    raise DataError(f'{where}: variable encoder/num_heads is missing')
-  positions = take('position_encodings/encodings')
-  config = WhisperConfig(d_model=conv1.shape[0], encoder_layers=layers,
-                         encoder_attention_heads=heads,
-                         encoder_ffn_dim=take('layer_0/ffn/linear_0/weight').shape[0],
-                         num_mel_bins=conv1.shape[1], max_source_positions=positions.shape[0])
-  _check_positions(positions, config, where)
+  _check_positions(take('position_encodings/encodings'), config, where)
   d = config.d_model
   norm = lambda n: {'scale': take(f'{n}/gamma'), 'bias': take(f'{n}/beta')}  # noqa: E731
   dense = lambda n: {'kernel': take(f'{n}/weight').T, 'bias': take(f'{n}/bias')}  # noqa: E731
   params = {'conv1': {'kernel': _conv_kernel(conv1), 'bias': take('conv1/bias')},
             'conv2': {'kernel': _conv_kernel(take('conv2/weight')), 'bias': take('conv2/bias')},
             'norm_out': norm('layer_norm')}
-  for i in range(layers):
+  for i in range(config.encoder_layers):
     p = f'layer_{i}/'
     qkv_w, qkv_b = take(p + 'self_attention/linear_0/weight'), take(
         p + 'self_attention/linear_0/bias')

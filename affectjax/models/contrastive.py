@@ -13,13 +13,17 @@ A tower is chosen per modality by `towers.<modality>.kind`:
 - `mlp`: a vector feature (B, D) through `num_layers` Dense+GELU layers of `width`;
 - `ssm` / `transformer`: a sequence (B, T, D) with its mask field (`mask`, e.g.
   `frame_mask`), optionally `stride` consecutive frames stacked into one token, the
-  codebase's SSM encoder or transformer encoder layers, mean over real positions.
+  codebase's SSM encoder or transformer encoder layers, mean over real positions;
+- `speech_encoder`: a pretrained speech encoder's frozen layers, or the encoder itself
+  fine-tuned (`models/speech.py`; the data decides which, through the data field
+  `speech_encoder`), a learnt mix of its layers, `pool` (mean | mean_std | attention),
+  and a projection to `width` (0: none).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -30,8 +34,10 @@ from affectjax.layers.dense import dense
 from affectjax.layers.pooling import masked_mean
 from affectjax.layers.positions import sinusoidal_positions
 from affectjax.layers.ssm import SSMEncoder
+from affectjax.models.speech import POOLS as SPEECH_POOLS
+from affectjax.models.speech import SpeechEncoderTower
 
-TOWER_KINDS = ('mlp', 'ssm', 'transformer')
+TOWER_KINDS = ('mlp', 'ssm', 'transformer', 'speech_encoder')
 
 
 class Tower(nn.Module):
@@ -50,11 +56,21 @@ class Tower(nn.Module):
   mlp_ratio: int = 2
   ssm: str = 's5'
   bidirectional: bool = True
+  # Speech-encoder towers: a learnt mix of all layers (else the last), the encoder's own
+  # dropout and time masking when it is fine-tuned, and its source (set by the data).
+  layer_weights: bool = True
+  encoder_dropout: float = 0.0
+  mask_time_prob: float = 0.0
+  speech_encoder: str = ''
   dtype: str = 'float32'
 
   @nn.compact
   def __call__(self, x, mask, *, train: bool):
     dtype = jnp.dtype(self.dtype)
+    if self.kind == 'speech_encoder':
+      return SpeechEncoderTower(self.speech_encoder, self.width, self.dropout, self.pool,
+                                self.layer_weights, self.encoder_dropout, self.mask_time_prob,
+                                self.dtype, name='speech')(x, mask, train=train)
     drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)  # noqa: E731
     x = x.astype(dtype)
     if self.kind == 'mlp':
@@ -103,8 +119,10 @@ def check_towers(towers: Mapping[str, Mapping[str, Any]], modalities: Sequence[s
     if kind != 'mlp' and not towers[m].get('mask'):
       raise ValueError(f'config.model.towers.{m}.mask: a {kind} tower needs the name of its '
                        'mask field (e.g. frame_mask)')
-    if towers[m].get('pool', 'mean') not in ('mean', 'mean_std'):
-      raise ValueError(f'config.model.towers.{m}.pool: {towers[m]["pool"]!r} (mean | mean_std)')
+    pools = SPEECH_POOLS if kind == 'speech_encoder' else ('mean', 'mean_std')
+    if towers[m].get('pool', 'mean') not in pools:
+      raise ValueError(f'config.model.towers.{m}.pool: {towers[m]["pool"]!r} '
+                       f'({" | ".join(pools)})')
 
 
 class Towers(nn.Module):
@@ -112,12 +130,15 @@ class Towers(nn.Module):
   modalities: Sequence[str]
   towers: Mapping[str, Mapping[str, Any]]
   dtype: str = 'float32'
+  speech_encoder: str = ''  # From the data: the source a fine-tuned speech tower runs.
 
   @nn.compact
   def __call__(self, batch, *, train: bool) -> dict[str, jax.Array]:
     out = {}
     for m in self.modalities:
       spec = dict(self.towers[m])
+      if spec.get('kind') == 'speech_encoder':
+        spec['speech_encoder'] = self.speech_encoder
       field = spec.get('mask', '')
       out[m] = Tower(**spec, dtype=self.dtype, name=m)(
           batch[m], batch[field] if field else None, train=train)
@@ -141,10 +162,13 @@ class ContrastiveModel(nn.Module):
   init_scale: float = 1 / 0.07
   init_bias: float = -10.0
   dtype: str = 'float32'
+  speech_encoder: str = ''
+  data_fields: ClassVar[tuple[str, ...]] = ('speech_encoder',)
 
   @nn.compact
   def __call__(self, batch, *, train: bool):
-    feats = Towers(self.modalities, self.towers, self.dtype, name='towers')(batch, train=train)
+    feats = Towers(self.modalities, self.towers, self.dtype, self.speech_encoder,
+                   name='towers')(batch, train=train)
     emb = {}
     for m in self.modalities:
       z = dense(self.embed_dim, ('hidden', 'embed'), name=f'projection_{m}')(feats[m])
@@ -166,10 +190,13 @@ class Classifier(nn.Module):
   hidden: int = 0
   dropout: float = 0.1
   dtype: str = 'float32'
+  speech_encoder: str = ''
+  data_fields: ClassVar[tuple[str, ...]] = ('speech_encoder',)
 
   @nn.compact
   def __call__(self, batch, *, train: bool):
-    feats = Towers(self.modalities, self.towers, self.dtype, name='towers')(batch, train=train)
+    feats = Towers(self.modalities, self.towers, self.dtype, self.speech_encoder,
+                   name='towers')(batch, train=train)
     h = jnp.concatenate([feats[m].astype(jnp.float32) for m in self.modalities], axis=-1)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     if self.hidden:
