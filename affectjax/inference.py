@@ -256,7 +256,7 @@ class Run:
       return ravdess.features_of_waves(clips, names, pre, self.preprocess_arrays)
     if pre.get('kind') == 'speech_encoder':
       from affectjax.data import encoded
-      return encoded.features_of_waves(clips, names, pre)
+      return encoded.features_of_waves(clips, names, pre, self.preprocess_arrays)
     raise base.DataError(f'{names[0]}: this run ({self.card["config"]}) does not read audio; '
                          'give an .npz or .csv of its fields')
 

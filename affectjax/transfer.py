@@ -11,7 +11,9 @@
                           Hugging Face folder; '' = all-MiniLM-L6-v2) and speech encoders
                           (whisper-base, a Whisper / wav2vec2 / HuBERT / data2vec-audio /
                           WavLM Hugging Face folder, or a CTranslate2 Whisper folder;
-                          affectjax/encoders/speech.py)
+                          affectjax/encoders/speech.py); the source '<data.encoder>'
+                          stands for config.data.encoder, so a fine-tuning config loads
+                          whichever encoder its data pipeline was given
 
 Paths are '/'-joined parameter names (`towers/audio/dense_0/kernel`); a subtree is a path
 prefix ('' is the root). Within each mapped pair the two subtrees must hold the same
@@ -58,6 +60,24 @@ def _pairs(value, field: str) -> list[tuple[str, str]]:
         isinstance(x, str) for x in item):
       raise ConfigError(f'config.init.{field}[{i}]: expected a pair of strings, got {item!r}')
     out.append((item[0].strip('/'), item[1].strip('/') if field == 'map' else item[1]))
+  return out
+
+
+DATA_ENCODER = '<data.encoder>'
+
+
+def hf_sources(config) -> list[tuple[str, str]]:
+  """`config.init.hf` with '<data.encoder>' resolved to `config.data.encoder`."""
+  c = config.get('init')
+  pairs = _pairs(c.get('hf', ()) if c is not None else (), 'hf')
+  out = []
+  for target, source in pairs:
+    if source == DATA_ENCODER:
+      source = config.data.get('encoder', '')
+      if not source:
+        raise ConfigError(f'config.init.hf: {target!r} loads {DATA_ENCODER} but '
+                          'config.data.encoder is empty')
+    out.append((target, source))
   return out
 
 
@@ -145,7 +165,7 @@ def apply(config, params):
     _place(target, loaded, new, where, source_of)
     log.info('init: %d arrays from %s; %d left at their initialisation', len(new), where,
              len(target) - len(new))
-  for dst_sub, folder in _pairs(c.get('hf', ()), 'hf'):
+  for dst_sub, folder in hf_sources(config):
     from affectjax.encoders import bert, speech
     if speech.is_speech_source(folder):
       tree, where = _flat(speech.resolve(folder, 'config.init.hf').params()), folder

@@ -28,16 +28,30 @@ def mae_size(own) -> str:
   return sizes[-1] if sizes else 'tiny'
 
 
-def ravdess_av_towers() -> ml_collections.ConfigDict:
+def ravdess_av_towers(whisper: bool = False) -> ml_collections.ConfigDict:
   """The towers of the RAVDESS audio-visual family, shared by pretraining and
   fine-tuning so that `config.init` maps them one to one: log-mel frames (4 stacked per
-  token, 80 ms) through a 2-layer transformer; the 35 action units through a 2-layer MLP."""
+  token, 80 ms) through a 2-layer transformer, or with `whisper` frozen whisper-base layers
+  (a learnt mix, attentive statistics pooling, a projection to 64); the 35 action units
+  through a 2-layer MLP."""
+  audio = {'kind': 'transformer', 'width': 64, 'num_layers': 2, 'num_heads': 4,
+           'mlp_ratio': 2, 'dropout': 0.1, 'mask': 'frame_mask', 'stride': 4,
+           'pool': 'mean', 'token_drop': 0.0}
+  if whisper:
+    audio = {'kind': 'speech_encoder', 'width': 64, 'dropout': 0.1, 'mask': 'frame_mask',
+             'pool': 'attention', 'layer_weights': True, 'encoder_dropout': 0.0,
+             'mask_time_prob': 0.0}
   return ml_collections.ConfigDict({
-      'audio': {'kind': 'transformer', 'width': 64, 'num_layers': 2, 'num_heads': 4,
-                'mlp_ratio': 2, 'dropout': 0.1, 'mask': 'frame_mask', 'stride': 4,
-                'pool': 'mean', 'token_drop': 0.0},
-      'face': {'kind': 'mlp', 'width': 64, 'num_layers': 2, 'dropout': 0.1},
-  })
+      'audio': audio, 'face': {'kind': 'mlp', 'width': 64, 'num_layers': 2, 'dropout': 0.1}})
+
+
+def whisper_audio(c, smoke: bool) -> None:
+  """The `whisper` variant's data: frozen whisper-base features of every layer (80-ms
+  frames) instead of log-mel, clips up to 4.5 s (every trimmed RAVDESS clip)."""
+  with c.unlocked():
+    d = c.data
+    d.encoder, d.encoder_mode, d.encoder_pool = 'whisper-base', 'frozen', 4
+    d.max_seconds = 1.0 if smoke else 4.5
 
 
 def ravdess_av_train(c, smoke: bool) -> None:

@@ -6,11 +6,13 @@ configs/ravdess_contrastive.py: trained from scratch, or started from a pretrain
 
 Variants after a colon, comma-separated: fold1 .. fold6; finetune (load `towers` from
 config.init.workdir's best checkpoint; the towers train at 0.1x the head's rate), probe
-(load them and freeze them: a linear probe); audio or face (that tower alone); smoke.
+(load them and freeze them: a linear probe); audio or face (that tower alone); whisper
+(the audio tower reads frozen whisper-base features: configs/ravdess_whisper.py's encoder,
+so a whisper contrastive run fine-tunes here); smoke.
 Selection: validation UAR (4 held-out training actors).
 """
 
-from common import ravdess_av_towers, ravdess_av_train, split_variants
+from common import ravdess_av_towers, ravdess_av_train, split_variants, whisper_audio
 
 import ml_collections
 
@@ -19,15 +21,17 @@ from affectjax.data import ravdess_av
 
 
 def get_config(arg=None):
-  own, data_arg = split_variants(arg, ('finetune', 'probe', 'audio', 'face'))
+  own, data_arg = split_variants(arg, ('finetune', 'probe', 'audio', 'face', 'whisper'))
   c = config_lib.base_config()
   ravdess_av.configure(c, data_arg)
+  if 'whisper' in own:
+    whisper_audio(c, 'smoke' in data_arg.split(','))
   if 'audio' in own or 'face' in own:
     c.data.modalities = tuple(m for m in ('audio', 'face') if m in own)
   c.task = ml_collections.ConfigDict({
       'name': 'classification', 'num_classes': 8, 'loss': 'cross_entropy',
       'metrics': 'classification'})
-  towers = ravdess_av_towers()
+  towers = ravdess_av_towers('whisper' in own)
   c.model = ml_collections.ConfigDict({
       'name': 'contrastive.Classifier',
       'towers': {m: towers[m] for m in c.data.modalities},

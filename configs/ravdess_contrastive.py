@@ -9,12 +9,13 @@ then fine-tune (or linearly probe) the towers with configs/ravdess_av_classifier
 
 Variants after a colon, comma-separated: fold1 .. fold6 (test actors), sigmoid (the
 SigLIP loss instead of InfoNCE), supcon (adds the supervised contrastive loss over
-the emotion labels: label-supervised, no longer self-supervised), smoke. The checkpoint is chosen on validation
+the emotion labels: label-supervised, no longer self-supervised), whisper (the audio
+tower starts from frozen whisper-base features instead of log-mel), smoke. The checkpoint is chosen on validation
 audio<->face retrieval (mean R@1 over both directions; label-free). Evaluation also
 reports k-NN accuracy and a linear probe of each tower (fitted on the training actors).
 """
 
-from common import ravdess_av_towers, ravdess_av_train, split_variants
+from common import ravdess_av_towers, ravdess_av_train, split_variants, whisper_audio
 
 import ml_collections
 
@@ -23,9 +24,11 @@ from affectjax.data import ravdess_av
 
 
 def get_config(arg=None):
-  own, data_arg = split_variants(arg, ('sigmoid', 'supcon'))
+  own, data_arg = split_variants(arg, ('sigmoid', 'supcon', 'whisper'))
   c = config_lib.base_config()
   ravdess_av.configure(c, data_arg)
+  if 'whisper' in own:
+    whisper_audio(c, 'smoke' in data_arg.split(','))
   sigmoid = 'sigmoid' in own
   c.task = ml_collections.ConfigDict({
       'name': 'contrastive',
@@ -39,7 +42,7 @@ def get_config(arg=None):
   })
   c.model = ml_collections.ConfigDict({
       'name': 'contrastive.ContrastiveModel',
-      'towers': ravdess_av_towers(),
+      'towers': ravdess_av_towers('whisper' in own),
       'embed_dim': 64,
       # CLIP starts at temperature 0.07; SigLIP at scale 10, bias -10.
       'init_scale': 10.0 if sigmoid else 1 / 0.07,

@@ -67,7 +67,7 @@ def get_config(arg=None):
     t.num_steps, t.eval_every, t.log_every = 600, 60, 20
     o.warmup_steps = 60
     encoder = 'towers/audio/speech/encoder'
-    c.init.hf = ((encoder, d.encoder),)
+    c.init.hf = ((encoder, '<data.encoder>'),)  # Whichever encoder the data runs.
     o.groups = ((f'{encoder}/.*', 0.05),)  # The encoder at 5e-5, the head at 1e-3.
     o.layer_decay, o.layer_decay_prefix = 0.8, encoder
   if smoke:

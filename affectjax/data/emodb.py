@@ -66,11 +66,12 @@ def load(config) -> base.Dataset:
   where = f'{root} fold {d.fold} (test speaker {split_speakers["test"][0]})'
   clips = audio.decoded(files, d.top_db)
   if encoded.enabled(d):
-    corpus = encoded.Corpus(config, clips, files, speakers, 'EmoDB')
+    corpus = encoded.Corpus(config, clips, files, speakers, 'EmoDB', train_rows=rows['train'])
     return base.Dataset({s: corpus.source(r, labels[r]) for s, r in rows.items()},
                         ('audio',), len(EMOTIONS), f'{where} through {corpus.spec.name}',
                         EMOTIONS, model_inputs=encoded.model_inputs(d),
-                        preprocess=encoded.preprocess(d, corpus.spec))
+                        preprocess=encoded.preprocess(d, corpus.spec),
+                        preprocess_arrays=corpus.statistics)
   if d.audio_norm not in NORMS:
     raise base.DataError(f'config.data.audio_norm: {d.audio_norm!r} ({" | ".join(NORMS)})')
   waves, lengths = audio.pack(clips, int(d.max_seconds * audio.SAMPLE_RATE))

@@ -9,10 +9,11 @@ their `audio` field is instead, by `config.data.encoder_mode`:
   `frame_mask` (T,): the encoder runs once over the corpus (with progress) and the result
   is cached in `~/.cache/affectjax/features`, keyed by the weights' content, the audio
   files' content and every setting that changes a feature. `encoder_pool` encoder frames
-  (20 ms each) are averaged into one stored frame (4: 80 ms, a quarter of the memory);
-  `encoder_norm='speaker'` standardises each speaker's features per layer and dimension
-  over all that speaker's frames (test speakers' audio included, never their labels:
-  per-speaker normalisation, which tables must name).
+  (20 ms each) are averaged into one stored frame (4: 80 ms, a quarter of the memory).
+  `encoder_norm`: `none`; `train` standardises every layer and dimension with the training
+  split's statistics over its real frames (saved with the run for `predict`); `speaker`
+  standardises each speaker's features over all that speaker's frames (test speakers'
+  audio included, never their labels: per-speaker normalisation, which tables must name).
 * `finetune`: the encoder's own input, computed in the grain pipeline batch by batch:
   Whisper's log-mel frames `audio` (F, n_mels), or the waveform `audio` (S,) for the
   wav2vec2 family (standardised per clip when its preprocessor says so), with
@@ -33,7 +34,7 @@ import numpy as np
 from affectjax.data import audio, base
 
 MODES = ('frozen', 'finetune')
-NORMS = ('none', 'speaker')
+NORMS = ('none', 'train', 'speaker')
 
 
 def add_fields(d) -> None:
@@ -42,7 +43,7 @@ def add_fields(d) -> None:
   d.encoder_mode = 'frozen'  # frozen (cached features) | finetune (the model runs it).
   d.encoder_pool = 4  # frozen: encoder frames averaged per stored frame (4 = 80 ms).
   d.encoder_pad_seconds = 0.0  # Whisper only: 30 = its training window.
-  d.encoder_norm = 'none'  # frozen: none | speaker (per-speaker; tables name it).
+  d.encoder_norm = 'none'  # frozen: none | train | speaker (per-speaker; tables name it).
 
 
 def enabled(d) -> bool:
@@ -76,8 +77,9 @@ def spec_of(d):
 def check_init(config) -> None:
   """A fine-tuned encoder's architecture comes from `config.data.encoder`: a speech source
   in `config.init.hf` must be that same source."""
+  from affectjax import transfer
   from affectjax.encoders import speech
-  for target, source in config.get('init', {}).get('hf', ()) or ():
+  for target, source in transfer.hf_sources(config):
     if speech.is_speech_source(source) and source != config.data.encoder:
       raise base.DataError(f'config.init.hf: {target!r} loads {source!r} but '
                            f'config.data.encoder={config.data.encoder!r} (the model is built '
@@ -129,19 +131,41 @@ def frozen(d, spec, clips: list[np.ndarray], files: list[str], what: str):
   return features, mask
 
 
+def statistics(features: np.ndarray, mask: np.ndarray, batch: int = 64):
+  """Per layer and dimension (mean, std) (L, D) over the real frames of (N, L, T, D)
+  features, accumulated in float64 a batch of clips at a time."""
+  total = np.zeros(features.shape[1:2] + features.shape[3:])
+  square, count = np.zeros_like(total), 0.0
+  for start in range(0, len(features), batch):
+    x = features[start:start + batch].astype(np.float64)
+    w = mask[start:start + batch][:, None, :, None]
+    total += (x * w).sum((0, 2))
+    square += (np.square(x) * w).sum((0, 2))
+    count += float(w.sum())
+  mean = total / max(count, 1.0)
+  std = np.sqrt(np.maximum(square / max(count, 1.0) - mean ** 2, 0.0) + 1e-5)
+  return mean.astype(np.float32), std.astype(np.float32)
+
+
+def standardised(features: np.ndarray, mask: np.ndarray, mean, std) -> np.ndarray:
+  """(features - mean) / std per layer and dimension, zero on padded frames (float16)."""
+  out = np.empty_like(features)
+  for start in range(0, len(features), 64):
+    x = features[start:start + 64].astype(np.float32)
+    w = mask[start:start + 64][:, None, :, None]
+    out[start:start + 64] = ((x - mean[:, None]) / std[:, None] * w).astype(np.float16)
+  return out
+
+
 def speaker_normalised(features: np.ndarray, mask: np.ndarray, speakers) -> np.ndarray:
   """Each speaker's features standardised per layer and dimension over the real frames
-  of all that speaker's clips (float16 out, statistics in float64)."""
+  of all that speaker's clips."""
   out = np.empty_like(features)
   speakers = np.asarray(speakers)
   for who in np.unique(speakers):
     rows = np.flatnonzero(speakers == who)
-    x = features[rows].astype(np.float32)
-    w = mask[rows][:, None, :, None]
-    n = w.sum((0, 2), keepdims=True)
-    mean = (x * w).sum((0, 2), keepdims=True, dtype=np.float64) / n
-    var = (np.square(x - mean) * w).sum((0, 2), keepdims=True, dtype=np.float64) / n
-    out[rows] = ((x - mean) / np.sqrt(var + 1e-5) * w).astype(np.float16)
+    out[rows] = standardised(features[rows], mask[rows], *statistics(features[rows],
+                                                                     mask[rows]))
   return out
 
 
@@ -178,10 +202,15 @@ class Corpus:
   """Every clip of a corpus through the encoder of `config.data`: `source(rows, labels,
   extra)` gives the split sources (frozen features, or encoder inputs)."""
 
-  def __init__(self, config, clips: list[np.ndarray], files: list[str], speakers, what: str):
+  def __init__(self, config, clips: list[np.ndarray], files: list[str], speakers, what: str,
+               train_rows=None, statistics_from=None):
+    """`train_rows`: the training split's clips, whose statistics `encoder_norm='train'`
+    standardises with (kept in `self.statistics` for the run card); or `statistics_from`,
+    another corpus's (a cross-corpus test set standardised with the training corpus's)."""
     d = config.data
     check_init(config)
     self.d, self.spec = d, spec_of(d)
+    self.statistics = {}
     short = [f for f, c in zip(files, clips) if len(c) < self.spec.min_samples]
     if short:
       raise base.DataError(f'{short[0]}: field audio has fewer samples after trimming than '
@@ -191,6 +220,14 @@ class Corpus:
       self.features, self.mask = frozen(d, self.spec, clips, files, what)
       if d.encoder_norm == 'speaker':
         self.features = speaker_normalised(self.features, self.mask, speakers)
+      elif d.encoder_norm == 'train':
+        if statistics_from is not None:
+          mean, std = statistics_from['encoder_mean'], statistics_from['encoder_std']
+        else:
+          rows = np.asarray(train_rows)
+          mean, std = statistics(self.features[rows], self.mask[rows])
+        self.features = standardised(self.features, self.mask, mean, std)
+        self.statistics = {'encoder_mean': mean, 'encoder_std': std}
     else:
       self.waves, self.lengths = audio.pack(clips, int(d.max_seconds * audio.SAMPLE_RATE))
 
@@ -203,12 +240,14 @@ class Corpus:
     return InputSource(self.spec, self.waves[rows], self.lengths[rows], labels, self.d, extra)
 
 
-def features_of_waves(waves: list[np.ndarray], names: list[str], pre: dict) -> dict:
+def features_of_waves(waves: list[np.ndarray], names: list[str], pre: dict,
+                      arrays: dict) -> dict:
   """{'audio', 'frame_mask'} of new 16 kHz clips through a run's encoder pipeline (its run
   card's `preprocess`): silence-trimmed and checked as in training, cut to its length,
   then the frozen features or the encoder input; with per-speaker normalisation the clips
-  given together count as one speaker. The encoder's weights must be those the run was
-  trained on (the fingerprint is compared)."""
+  given together count as one speaker, with `train` the run's saved statistics
+  (`arrays`). The encoder's weights must be those the run was trained on (the
+  fingerprint is compared)."""
   import ml_collections
   from affectjax.encoders import speech
   spec = speech.resolve(pre['encoder'], 'run.json: preprocess.encoder')
@@ -225,6 +264,8 @@ def features_of_waves(waves: list[np.ndarray], names: list[str], pre: dict) -> d
                                             f'clips with {spec.name}')
     if pre['norm'] == 'speaker':
       features = speaker_normalised(features, mask, np.zeros(len(clips)))
+    elif pre['norm'] == 'train':
+      features = standardised(features, mask, arrays['encoder_mean'], arrays['encoder_std'])
     return {'audio': features, 'frame_mask': mask}
   d = ml_collections.ConfigDict({'encoder_pad_seconds': pre['pad_seconds'],
                                  'max_seconds': pre['max_seconds']})

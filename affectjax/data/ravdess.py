@@ -187,14 +187,23 @@ def _load_encoded(config) -> base.Dataset:
   if d.unlabelled:
     raise base.DataError('config.data.unlabelled: unlabelled clips are for the log-mel '
                          'pretraining configs, not with config.data.encoder')
-  root, files, labels, actors, split_actors = _files(config)
-  corpus = encoded.Corpus(config, audio.decoded(files, d.top_db), files, actors, 'RAVDESS speech')
-  splits = {split: corpus.source(idx, labels[idx]) for split, idx in (
-      (split, np.flatnonzero(np.isin(actors, who))) for split, who in split_actors.items())}
+  root, corpus, labels, rows = _encoded_corpus(config)
+  splits = {split: corpus.source(idx, labels[idx]) for split, idx in rows.items()}
   return base.Dataset(splits, ('audio',), len(EMOTIONS),
                       f'{root}/speech_16k fold {d.fold} through {corpus.spec.name}', EMOTIONS,
                       model_inputs=encoded.model_inputs(d),
-                      preprocess=encoded.preprocess(d, corpus.spec))
+                      preprocess=encoded.preprocess(d, corpus.spec),
+                      preprocess_arrays=corpus.statistics)
+
+
+def _encoded_corpus(config):
+  """(root, the fold's `encoded.Corpus`, labels, {split: rows})."""
+  d = config.data
+  root, files, labels, actors, split_actors = _files(config)
+  rows = {split: np.flatnonzero(np.isin(actors, who)) for split, who in split_actors.items()}
+  corpus = encoded.Corpus(config, audio.decoded(files, d.top_db), files, actors,
+                          'RAVDESS speech', train_rows=rows['train'])
+  return root, corpus, labels, rows
 
 
 def speech_preprocess(d) -> dict:
@@ -270,8 +279,9 @@ def emodb_source(config):
       keep.append(f)
       labels.append(EMODB_TO_RAVDESS[name[5]])
   if encoded.enabled(d):
+    train = _encoded_corpus(config)[1].statistics if d.encoder_norm == 'train' else None
     corpus = encoded.Corpus(config, audio.decoded(keep, d.top_db), keep, _emodb_speakers(keep),
-                            'EmoDB')
+                            'EmoDB', statistics_from=train)
     return corpus.source(np.arange(len(keep)), np.asarray(labels, np.int32))
   train = _training_statistics(config)
   waves, lengths = audio.pack(audio.decoded(keep, d.top_db), int(d.max_seconds * SAMPLE_RATE))

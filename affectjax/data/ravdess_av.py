@@ -89,7 +89,7 @@ def load(config) -> base.Dataset:
     face = (face - face[train].mean(0)) / (face[train].std(0) + 1e-6)
   if encoded.enabled(d):
     corpus = encoded.Corpus(config, audio.decoded(files, d.top_db), files, actors,
-                            'RAVDESS audio-visual')
+                            'RAVDESS audio-visual', train_rows=np.flatnonzero(train))
     splits = {}
     for split, who in split_actors.items():
       idx = np.flatnonzero(np.isin(actors, who))
@@ -98,7 +98,8 @@ def load(config) -> base.Dataset:
     return base.Dataset(splits, modalities, len(ravdess.EMOTIONS),
                         f'{root} (audio-visual) fold {d.fold} through {corpus.spec.name}',
                         ravdess.EMOTIONS, model_inputs=encoded.model_inputs(d),
-                        preprocess=encoded.preprocess(d, corpus.spec))
+                        preprocess=encoded.preprocess(d, corpus.spec),
+                        preprocess_arrays=corpus.statistics)
   waves, lengths = audio.pack(audio.decoded(files, d.top_db),
                               int(d.max_seconds * audio.SAMPLE_RATE))
   if d.audio_norm not in ravdess.NORMS:

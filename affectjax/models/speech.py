@@ -69,7 +69,8 @@ class SpeechEncoderTower(nn.Module):
     elif self.pool == 'mean_std':
       out = masked_mean_std(h, mask)
     else:
-      scores = dense(1, ('embed', None), name='attention_score')(
+      # No bias on the score: softmax ignores it (its gradient is zero, Adam's update noise).
+      scores = dense(1, ('embed', None), name='attention_score', use_bias=False)(
           jnp.tanh(dense(128, ('embed', 'mlp'), name='attention_hidden')(h)))[..., 0]
       w = masked_softmax(scores, mask > 0)[..., None]
       mean = (w * h).sum(1)
