@@ -354,7 +354,8 @@ class Run:
       raise base.DataError(
           f'{(video or files)[0]}: this run ({self.card["config"]}) reads '
           + (wanted if wanted else f'{", ".join(self.card["modalities"])} features') +
-          (', not video' if video and kind in ('speech', 'speech_encoder') else ', not audio or video files' if
+          (', not video' if video and kind in ('speech', 'speech_encoder') else
+           ', not audio or video files' if
            not wanted else '') + ('' if wanted else '; give an .npz or .csv of its fields'))
     return list(files), self._check(files[0], arrays)
 

@@ -218,10 +218,12 @@ def knn_accuracy(train_x, train_y, x, y, k: int, num_classes: int) -> float:
   return accuracy(y, votes.argmax(1))
 
 
-def linear_probe(train_x, train_y, x, num_classes: int, l2: float = 1e-2) -> np.ndarray:
-  """Predicted classes of `x` from a multinomial logistic regression fitted on
-  (`train_x`, `train_y`): features standardised with the train split's statistics, mean
-  cross-entropy plus `l2` * squared weights, L-BFGS (scipy; at most 300 iterations)."""
+def linear_probe(train_x, train_y, x, num_classes: int, l2: float = 1e-2,
+                 logits: bool = False) -> np.ndarray:
+  """Predicted classes of `x` (or, with `logits`, their (N, classes) scores) from a
+  multinomial logistic regression fitted on (`train_x`, `train_y`): features standardised
+  with the train split's statistics, mean cross-entropy plus `l2` * squared weights,
+  L-BFGS (scipy; at most 300 iterations)."""
   from scipy import optimize
   train_x = np.asarray(train_x, np.float64)
   mean, std = train_x.mean(0), train_x.std(0) + 1e-6
@@ -242,4 +244,4 @@ def linear_probe(train_x, train_y, x, num_classes: int, l2: float = 1e-2) -> np.
   res = optimize.minimize(objective, np.zeros(d * num_classes + num_classes), jac=True,
                           method='L-BFGS-B', options={'maxiter': 300})
   w, b = res.x[:d * num_classes].reshape(d, num_classes), res.x[d * num_classes:]
-  return (ts @ w + b).argmax(1)
+  return ts @ w + b if logits else (ts @ w + b).argmax(1)

@@ -94,3 +94,51 @@ def mean_std(values, scale: float = 100.0, digits: int = 1) -> str:
   v = np.asarray(values, np.float64) * scale
   return (f'{v.mean():.{digits}f} +- {v.std(ddof=1):.{digits}f}' if len(v) > 1
           else f'{v.mean():.{digits}f}')
+
+
+def paired(a, b) -> dict:
+  """Paired comparison of per-fold (or per-seed) scores `a` against `b`: the mean
+  difference a - b, its 95% confidence interval (Student's t over the n pairs, ddof 1),
+  and the exact two-sided sign-test p-value over the pairs that differ (ties dropped).
+  A gain is claimed only when the interval excludes 0."""
+  from scipy import stats
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  n = len(d)
+  mean = float(d.mean()) if n else float('nan')
+  if n > 1:
+    half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n))
+  else:
+    half = float('inf')
+  wins, losses = int((d > 0).sum()), int((d < 0).sum())
+  p = float(stats.binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+  return {'n': n, 'mean': mean, 'low': mean - half, 'high': mean + half, 'wins': wins,
+          'losses': losses, 'sign_p': p}
+
+
+def paired_text(a, b, scale: float = 100.0) -> str:
+  """'+3.1 [+0.4, +5.8], 6/0, p=0.03' for `paired(a, b)` (points on a 0-100 scale)."""
+  r = paired(a, b)
+  return (f"{scale * r['mean']:+.1f} [{scale * r['low']:+.1f}, {scale * r['high']:+.1f}], "
+          f"{r['wins']}/{r['losses']}, p={r['sign_p']:.2g}")
+
+
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def select_logistic(train_x, train_y, valid_x, valid_y, test_xs, num_classes: int,
+                    grid=L2_GRID) -> dict:
+  """A logistic regression (`metrics.linear_probe`) whose L2 is chosen on validation UAR
+  (the first of the best on ties, smaller L2 first): {'l2', 'valid_uar', 'logits' (one
+  (N, classes) array per entry of `test_xs`), 'predictions' (their classes)}. Test data
+  plays no part in the choice."""
+  sizes = np.cumsum([len(valid_x)] + [len(x) for x in test_xs])
+  every = np.concatenate([valid_x, *test_xs])
+  best = None
+  for l2 in grid:  # One fit per L2 scores validation and the test sets alike.
+    scores = np.split(metrics.linear_probe(train_x, train_y, every, num_classes, l2,
+                                           logits=True), sizes[:-1])
+    uar = metrics.unweighted_average_recall(valid_y, scores[0].argmax(1), num_classes)
+    if best is None or uar > best['valid_uar']:
+      best = {'l2': l2, 'valid_uar': uar, 'logits': scores[1:],
+              'predictions': [s.argmax(1) for s in scores[1:]]}
+  return best

@@ -10,9 +10,10 @@ then fine-tune (or linearly probe) the towers with configs/ravdess_av_classifier
 Variants after a colon, comma-separated: fold1 .. fold6 (test actors), sigmoid (the
 SigLIP loss instead of InfoNCE), supcon (adds the supervised contrastive loss over
 the emotion labels: label-supervised, no longer self-supervised), whisper (the audio
-tower starts from frozen whisper-base features instead of log-mel), smoke. The checkpoint is chosen on validation
-audio<->face retrieval (mean R@1 over both directions; label-free). Evaluation also
-reports k-NN accuracy and a linear probe of each tower (fitted on the training actors).
+tower starts from frozen whisper-base features instead of log-mel), smoke. The checkpoint
+is chosen on validation audio<->face retrieval (mean R@1 over both directions;
+label-free). Evaluation also reports k-NN accuracy and a linear probe of each tower
+(fitted on the training actors).
 """
 
 from common import ravdess_av_towers, ravdess_av_train, split_variants, whisper_audio

@@ -53,3 +53,43 @@ def test_sentiment_metrics_by_hand():
 
 def test_pearson_degenerate_is_zero():
   assert metrics.pearson([1, 1, 1], [1, 2, 3]) == 0.0
+
+
+def test_paired_comparison_on_hand_made_folds():
+  """Six folds, every one better by 2 to 4 points: mean +3, a t interval around it that
+  excludes 0, and the exact sign test 2 * 0.5**6; a tie is dropped from the sign test."""
+  from affectjax import studies
+  a = np.array([0.62, 0.70, 0.55, 0.81, 0.66, 0.73])
+  b = a - np.array([0.02, 0.03, 0.04, 0.03, 0.02, 0.04])
+  r = studies.paired(a, b)
+  assert r['n'] == 6 and r['wins'] == 6 and r['losses'] == 0
+  assert r['mean'] == pytest.approx(0.03)
+  half = 2.5706 * np.std(a - b, ddof=1) / np.sqrt(6)  # t(0.975, 5) = 2.5706
+  assert r['low'] == pytest.approx(0.03 - half, abs=1e-4) and r['low'] > 0
+  assert r['sign_p'] == pytest.approx(2 * 0.5 ** 6)
+  tied = studies.paired([0.5, 0.6, 0.7], [0.5, 0.5, 0.8])
+  assert (tied['wins'], tied['losses'], tied['sign_p']) == (1, 1, 1.0)
+  assert studies.paired_text(a, b).startswith('+3.0 [')
+
+
+def test_logistic_l2_is_chosen_on_validation_only():
+  """The L2 is the grid's best on validation UAR (the smaller one on a tie; test labels are
+  never given), the same on a rerun, and its validation score is the one reported."""
+  from affectjax import studies
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(200, 5))
+  y = (x[:, 0] > 0).astype(int)
+  noisy = rng.normal(size=(200, 40))  # Many useless dimensions: overfitting hurts.
+  xtr = np.concatenate([x[:40, :1] + 0.3 * rng.normal(size=(40, 1)), noisy[:40]], 1)
+  xva = np.concatenate([x[40:120, :1], noisy[40:120]], 1)
+  xte = np.concatenate([x[120:, :1], noisy[120:]], 1)
+  first = studies.select_logistic(xtr, y[:40], xva, y[40:120], [xte], 2, grid=(1e-4, 1.0))
+  again = studies.select_logistic(xtr, y[:40], xva, y[40:120], [xte], 2, grid=(1e-4, 1.0))
+  assert first['l2'] == again['l2']
+  scores = {}
+  for l2 in (1e-4, 1.0):
+    pred = metrics.linear_probe(xtr, y[:40], xva, 2, l2)
+    scores[l2] = metrics.unweighted_average_recall(y[40:120], pred, 2)
+  assert first['l2'] == max(scores, key=lambda k: (scores[k], -k))
+  assert first['valid_uar'] == pytest.approx(scores[first['l2']])
+  assert first['predictions'][0].shape == (80,)

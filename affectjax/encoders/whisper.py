@@ -213,8 +213,9 @@ def _conv_kernel(w):  # PyTorch (out, in, width) -> Flax (width, in, out).
 def _from_hf(t: dict, config: WhisperConfig, where: str) -> dict:
   take = lambda n: _take(t, n, where)  # noqa: E731
   _check_positions(take('embed_positions.weight'), config, where)
-  dense = lambda n, bias=True: ({'kernel': take(f'{n}.weight').T, 'bias': take(f'{n}.bias')}  # noqa: E731
-                                if bias else {'kernel': take(f'{n}.weight').T})
+  def dense(n, bias=True):
+    kernel = {'kernel': take(f'{n}.weight').T}
+    return dict(kernel, bias=take(f'{n}.bias')) if bias else kernel
   norm = lambda n: {'scale': take(f'{n}.weight'), 'bias': take(f'{n}.bias')}  # noqa: E731
   params = {'conv1': {'kernel': _conv_kernel(take('conv1.weight')), 'bias': take('conv1.bias')},
             'conv2': {'kernel': _conv_kernel(take('conv2.weight')), 'bias': take('conv2.bias')},
@@ -240,8 +241,9 @@ def _ct2_config(shapes: dict, v: dict, where: str) -> WhisperConfig:
   if not layers or 'encoder/num_heads' not in v:
     raise DataError(f'{where}: variables encoder/layer_* or encoder/num_heads are missing')
   conv1 = shape('conv1/weight')
+  heads = int(np.asarray(v['encoder/num_heads']).reshape(-1)[0])
   return WhisperConfig(d_model=conv1[0], encoder_layers=1 + max(layers),
-                       encoder_attention_heads=int(np.asarray(v['encoder/num_heads']).reshape(-1)[0]),
+                       encoder_attention_heads=heads,
                        encoder_ffn_dim=shape('layer_0/ffn/linear_0/weight')[0],
                        num_mel_bins=conv1[1],
                        max_source_positions=shape('position_encodings/encodings')[0])

@@ -57,6 +57,11 @@ CLIP_SPEC = {'audio': ((200, 64), F32), 'frame_mask': ((200,), F32),
 ERC_SPEC = {'text': ((112, 384), F32), 'speaker': ((112,), 'int32'),
             'label_mask': ((112,), F32), 'label': ((112,), 'int32')}
 ERC_INPUTS = {'num_speakers': 2, 'encoder': ''}
+# Speech encoders fine-tuned end to end on 4.5-s clips (configs/ravdess_whisper.py's
+# length): Whisper reads 450 log-mel frames, the wav2vec2 family 72,000 samples.
+import speech_encoders  # noqa: E402
+WHISPER_SPEC = {'audio': ((450, 80), F32), 'frame_mask': ((450,), F32), 'label': ((), 'int32')}
+WAV_SPEC = {'audio': ((72000,), F32), 'frame_mask': ((72000,), F32), 'label': ((), 'int32')}
 
 
 def _entry(config, modalities, spec, per_chip, mesh='data', classes=None, inputs=None,
@@ -87,6 +92,16 @@ ENTRIES = {
         {'audio': ((200, 64), F32), 'frame_mask': ((200,), F32), 'label': ((), 'int32'),
          'face': ((35,), F32), 'actor': ((), 'int32')}, 512, classes=8,
         what='512 pairs per chip (a global batch of 131,072 on v5e-256), memory-lean InfoNCE'),
+    'Whisper-base fine-tuning': _entry(
+        'ravdess_whisper.py:fold1,finetune', ('audio',), WHISPER_SPEC, 16, classes=8,
+        inputs={'speech_encoder': 'whisper-base'},
+        what='whisper-base\'s encoder under the config\'s head, trained end to end on 4.5-s '
+        'clips'),
+    'WavLM-base fine-tuning': _entry(
+        'ravdess_whisper.py:fold1,finetune', ('audio',), WAV_SPEC, 16, classes=8,
+        inputs={'speech_encoder': speech_encoders.wavlm_folder()},
+        what='WavLM-base-plus\'s sizes (randomly initialised), trained end to end on 4.5-s '
+        'waveforms'),
     'audio-visual MAE base': _entry('clips_avmae.py:ravdess,base', ('audio', 'video'),
                                     CLIP_SPEC, 32, what='HiCMAE\'s clip shapes'),
     'audio-visual MAE large': _entry('clips_avmae.py:ravdess,large', ('audio', 'video'),
