@@ -28,13 +28,16 @@ def get_config(arg=None):
   d.encoder = 'whisper-base'
   d.encoder_mode = 'finetune' if finetune else 'frozen'
   d.encoder_pool = 4
-  d.encoder_norm = 'speaker' if 'speaker' in own else 'none'
+  # Frozen features standardised with the training split's statistics, pooled by mean and
+  # std, a linear head: chosen on RAVDESS validation UAR only
+  # (experiments/speech_encoders/head_choice.py); per-speaker statistics only in the named
+  # variant.
+  d.encoder_norm = 'speaker' if 'speaker' in own else 'none' if finetune else 'train'
   c.model = ml_collections.ConfigDict({
       'name': 'contrastive.Classifier',
-      'towers': {'audio': {'kind': 'speech_encoder', 'mask': 'frame_mask', 'width': 256,
-                           'dropout': 0.2, 'pool': 'attention', 'layer_weights': True,
-                           'encoder_dropout': 0.1 if finetune else 0.0,
-                           'mask_time_prob': 0.0}},
+      'towers': {'audio': {'kind': 'speech_encoder', 'mask': 'frame_mask', 'width': 0,
+                           'dropout': 0.2, 'pool': 'mean_std', 'layer_weights': True,
+                           'encoder_dropout': 0.0, 'mask_time_prob': 0.0}},
       'hidden': 0, 'dropout': 0.2, 'dtype': 'float32'})
   c.task = ml_collections.ConfigDict({'name': 'classification', 'num_classes': 7,
                                       'loss': 'cross_entropy', 'metrics': 'classification'})

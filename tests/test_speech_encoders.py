@@ -308,3 +308,25 @@ def test_mask_time_spans_only_in_training_and_only_real_frames():
   trained, _ = model.apply(variables, waves, np.ones_like(waves), train=True,
                            rngs={'dropout': jax.random.PRNGKey(3)})
   assert np.abs(np.asarray(trained[0]) - np.asarray(plain[0])).max() > 0
+
+
+@pytest.mark.parametrize('name', ['whisper_tiny128', 'wavlm_large'])
+def test_frozen_features_equal_each_clip_alone_pooled(name):
+  """`speech.frozen_features` (fixed-size batches, filler rows, frames averaged in windows
+  of 3) gives each clip what the encoder gives it alone, averaged the same way."""
+  from affectjax.encoders import speech
+  spec = speech.resolve(os.path.join(HERE, name))
+  rng = np.random.default_rng(3)
+  clips = [(0.2 * rng.standard_normal(n)).astype(np.float32) for n in (5000, 3217, 6400)]
+  features, mask = speech.frozen_features(spec, clips, 6400, pool=3, batch_size=2)
+  module, params = spec.module(), spec.params()
+  for i, x in enumerate(clips):
+    inputs, m = spec.front_end(x[None], np.array([len(x)]))
+    hidden, out_mask = module.apply({'params': params}, inputs, m)
+    h = np.stack([np.asarray(a[0]) for a in hidden])  # (L, T, D)
+    t = h.shape[1]
+    assert int(np.asarray(out_mask).sum()) == t
+    want = np.stack([h[:, s:s + 3].mean(1) for s in range(0, t, 3)], axis=1)
+    assert mask[i].sum() == want.shape[1] and not mask[i, want.shape[1]:].any()
+    np.testing.assert_allclose(features[i, :, :want.shape[1]].astype(np.float32), want,
+                               atol=2e-3, rtol=2e-3)  # Stored as float16.

@@ -27,17 +27,18 @@ the clip being scored):
 - SpeechSSM: configs/ravdess_ssm.py (S5 on log-mel frames, its own per-clip normalisation)
   trained from scratch for its default steps on this study's folds.
 - LR whisper-base, last layer, mean: the encoder's output averaged over the clip's frames
-  (the issue's measurement; CTranslate2 gives the same output).
+  (the issue's measurement, there from CTranslate2's encoder).
 - LR whisper-base, layer chosen on validation, mean+std: per fold, the layer (of the 7
   hidden states) and L2 with the best validation UAR; the features are that layer's mean
   and std over frames.
 - whisper-base frozen + head (loop): configs/ravdess_whisper.py (emodb_whisper.py for
   EmoDB) through `affectjax train`: every layer cached, standardised with the training
-  split's statistics, a learnt softmax-weighted sum of the layers, attentive statistics
-  pooling and a small head; `:av` adds the action units as a second tower.
+  split's statistics, a learnt softmax-weighted sum of the layers, mean and standard
+  deviation over frames and a linear head (the head chosen on RAVDESS validation UAR:
+  head_choice.py); `:av` adds the action units as a second tower.
 - whisper-base fine-tuned (loop): `:finetune`, the encoder trained end to end (encoder at
-  0.05x the head's rate with layer-wise decay 0.8), on the folds `--finetune-folds` names
-  (a fold costs about an hour on 2 CPU cores).
+  0.05x the head's rate with layer-wise decay 0.8, 5 epochs), on the folds
+  `--finetune-folds` names (a fold costs about an hour on 2 CPU cores).
 - selected on validation: per fold, the whisper-base row with the best validation UAR.
 RAVDESS -> EmoDB: the RAVDESS models of each fold scored on EmoDB's clips of the six
 emotions both corpora have (neutral, happy, sad, angry, fearful, disgust; predictions
@@ -347,7 +348,7 @@ LABELS = {
     'lr_last': 'LR, whisper-base last layer, mean',
     'lr_layer': 'LR, whisper-base layer chosen on validation, mean+std',
     'lr_layer_av': 'LR, whisper-base layer chosen on validation + action units',
-    'head': 'whisper-base frozen, layer mix + attentive pooling head (loop)',
+    'head': 'whisper-base frozen, layer mix + mean/std pooling, linear head (loop)',
     'head_av': 'whisper-base frozen head + action-unit tower (loop)',
     'finetune': 'whisper-base fine-tuned (loop)',
     'selected': 'whisper-base, row chosen per fold on validation',
