@@ -88,7 +88,7 @@ def _train_statistics(d, waves, lengths):
   return mean[0], std[0]
 
 
-def _files(config):
+def fold_files(config):
   """(root, files, labels, actors, {split: actors}) of the fold."""
   d = config.data
   root = os.path.join(prepared.data_dir(config, 'ravdess/speech_16k/Actor_XX/*.flac'),
@@ -106,7 +106,7 @@ def _files(config):
 def _ravdess(config):
   """(root, waveforms, lengths, labels, actors, {split: actors}) of the fold."""
   d = config.data
-  root, files, labels, actors, split_actors = _files(config)
+  root, files, labels, actors, split_actors = fold_files(config)
   waves, lengths = audio.pack(audio.decoded(files, d.top_db), int(d.max_seconds * SAMPLE_RATE))
   return root, waves, lengths, labels, actors, split_actors
 
@@ -199,7 +199,7 @@ def _load_encoded(config) -> base.Dataset:
 def _encoded_corpus(config):
   """(root, the fold's `encoded.Corpus`, labels, {split: rows})."""
   d = config.data
-  root, files, labels, actors, split_actors = _files(config)
+  root, files, labels, actors, split_actors = fold_files(config)
   rows = {split: np.flatnonzero(np.isin(actors, who)) for split, who in split_actors.items()}
   corpus = encoded.Corpus(config, audio.decoded(files, d.top_db), files, actors,
                           'RAVDESS speech', train_rows=rows['train'])

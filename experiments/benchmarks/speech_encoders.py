@@ -106,29 +106,26 @@ def bench_affectjax_features(model: str, batch: int, repeats: int, rate: float) 
 
 def bench_ctranslate2(batch: int, repeats: int) -> dict:
   import ctranslate2
-  from affectjax.encoders import whisper
-  import shutil
-  folder = tempfile.mkdtemp(prefix='ct2_whisper_base_')
-  try:
-    with open(os.path.join(folder, 'model.bin'), 'wb') as f:
-      for part in whisper.weight_paths('whisper-base'):
-        with open(part, 'rb') as src:
-          shutil.copyfileobj(src, f)
-    for name in ('config.json', 'tokenizer.json', 'vocabulary.txt'):
-      shutil.copy(os.path.join(whisper.packaged_folder()[0], name), folder)
-    model = ctranslate2.models.Whisper(folder, device='cpu', compute_type='float32',
-                                       intra_threads=os.cpu_count() or 1)
+  ref = _reference()
+  with tempfile.TemporaryDirectory(prefix='ct2_whisper_base_') as folder:
+    model = ctranslate2.models.Whisper(ref.ctranslate2_folder(folder), device='cpu',
+                                       compute_type='float32', intra_threads=os.cpu_count() or 1)
     view = ctranslate2.StorageView.from_array(
         np.ascontiguousarray(_whisper_features(batch).transpose(0, 2, 1)))
     seconds = harness.best_seconds(lambda: model.encode(view, to_cpu=True), repeats)
-  finally:
-    shutil.rmtree(folder, ignore_errors=True)
   return {'clips_per_s': batch / seconds, 'seconds': seconds}
 
 
-def _torch_whisper():
+def _reference():
+  """tests/data/record_speech_reference.py: transformers' Whisper with these weights, and
+  the CTranslate2 folder of the packages."""
   sys.path.insert(0, os.path.join(REPO, 'tests', 'data'))
-  import record_speech_reference as ref
+  import record_speech_reference
+  return record_speech_reference
+
+
+def _torch_whisper():
+  ref = _reference()
   from affectjax.encoders import whisper
   config, params = whisper.load('whisper-base')
   return ref, ref._hf_whisper(config, params)

@@ -164,7 +164,8 @@ def ravdess_fold(fold: int, speaker: bool = False) -> Fold:
       x.setdefault(f'meanstd_{layer}', {})[split] = np.concatenate([mean[:, layer],
                                                                     std[:, layer]], 1)
     x.setdefault('au', {})[split] = arrays['face']
-  root, files, labels, file_actors, split_actors = ravdess._files(config)
+  _, files, labels, file_actors, split_actors = ravdess.fold_files(
+      load(f'ravdess_whisper.py:fold{fold}'))
   waves, lengths = audio.pack(audio.decoded(files, config.data.top_db),
                               int(4.0 * audio.SAMPLE_RATE))
   groups = file_actors if speaker else None

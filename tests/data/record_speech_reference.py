@@ -179,14 +179,9 @@ def record_whisper_base(path):
   for i, c in enumerate(clips):
     waves[i, :len(c)] = c
   feats, mask = audio.whisper_log_mel(waves, lengths)
-  with tempfile.TemporaryDirectory() as tmp:  # CTranslate2 wants one model.bin.
-    with open(os.path.join(tmp, 'model.bin'), 'wb') as f:
-      for part in whisper.weight_paths('whisper-base'):
-        with open(part, 'rb') as src:
-          shutil.copyfileobj(src, f)
-    for name in ('config.json', 'tokenizer.json', 'vocabulary.txt'):
-      shutil.copy(os.path.join(whisper.packaged_folder()[0], name), tmp)
-    model = ctranslate2.models.Whisper(tmp, device='cpu', compute_type='float32')
+  with tempfile.TemporaryDirectory() as tmp:
+    model = ctranslate2.models.Whisper(ctranslate2_folder(tmp), device='cpu',
+                                       compute_type='float32')
     ct2 = []
     for i in range(len(clips)):  # One clip at a time: CTranslate2 takes no padding mask.
       n = int(mask[i].sum())
@@ -205,6 +200,20 @@ def record_whisper_base(path):
                       max_samples=2 * RATE, **{f'ct2_{i}': x for i, x in enumerate(ct2)},
                       **{f'hf_{i}': x for i, x in enumerate(hf)},
                       ctranslate2_version=ctranslate2.__version__)
+
+
+def ctranslate2_folder(folder: str) -> str:
+  """`folder` made into the CTranslate2 model folder CTranslate2 itself reads (one
+  model.bin, the parts of the installed whisper-base packages joined, and their
+  config.json, tokenizer.json and vocabulary.txt)."""
+  from affectjax.encoders import whisper
+  with open(os.path.join(folder, 'model.bin'), 'wb') as f:
+    for part in whisper.weight_paths('whisper-base'):
+      with open(part, 'rb') as src:
+        shutil.copyfileobj(src, f)
+  for name in ('config.json', 'tokenizer.json', 'vocabulary.txt'):
+    shutil.copy(os.path.join(whisper.packaged_folder()[0], name), folder)
+  return folder
 
 
 def _hf_whisper(config, params):
