@@ -2,7 +2,9 @@
 
 On a terminal, a tqdm bar; otherwise (logs, pipes, CI) one line on stderr every
 `every` seconds with the count, the rate and the time left, and one at the end, so a
-first-time preparation never runs for minutes in silence.
+first-time preparation never runs for minutes in silence. Off a terminal the heading waits
+for the first of those lines (or the end): work that fails in its first seconds prints only
+its one error line.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ class Progress:
     self.done = 0
     self.start = self.last = time.time()
     self._bar = None
-    print(f'affectjax: {what}', file=sys.stderr, flush=True)
+    self._headed = False
     if sys.stderr.isatty():
+      self._heading()
       from tqdm import tqdm
       self._bar = tqdm(total=total, unit=unit, dynamic_ncols=True, leave=False)
+
+  def _heading(self) -> None:
+    if not self._headed:
+      self._headed = True
+      print(f'affectjax: {self.what}', file=sys.stderr, flush=True)
 
   def update(self, n: int = 1) -> None:
     self.done += n
@@ -35,6 +43,7 @@ class Progress:
     now = time.time()
     if now - self.last >= self.every:
       self.last = now
+      self._heading()
       print(f'affectjax: {self._line(now)}', file=sys.stderr, flush=True)
 
   def _line(self, now: float) -> str:
@@ -47,6 +56,7 @@ class Progress:
     if self._bar is not None:
       self._bar.close()
     now = time.time()
+    self._heading()
     print(f'affectjax: done, {self._line(now)} in {now - self.start:.0f} s', file=sys.stderr,
           flush=True)
 
