@@ -45,8 +45,12 @@ def test_tables_from_summaries():
     emo.append(fold)
   assert rav[0]['selected']['chosen'] == 'finetune' and rav[1]['selected']['chosen'] == 'head'
   args = argparse.Namespace(workdir='/tmp/w', finetune_folds=[1], head_steps=800,
-                            emodb_steps=800)
+                            emodb_steps=800, folds=[1, 2, 3, 4, 5, 6],
+                            emodb_folds=list(range(1, 11)), command='--workdir /tmp/w')
   text = study.results_md(rav, emo, args, 60.0)
+  assert 'run.py --workdir /tmp/w` (commit' in text
+  assert 'leave one speaker out (10 of 10 folds: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)' in text
+  assert '6 of 6 speaker-independent folds (1, 2, 3, 4, 5, 6)' in text
   assert '| whisper-base fine-tuned (loop) | 90.0 (n=1) |' in text
   # Head 72..77 against LR log-mel 40..45: +32 on every fold, all 6 wins.
   assert '| whisper-base frozen, layer mix + mean/std pooling, linear head (loop) | 74.5 +- 1.9 |' in text
