@@ -416,7 +416,7 @@ def runs_table(summaries: dict) -> str:
            '|---|---|---|---|---|---|---|']
   for study, folds in summaries.items():
     keys = sorted({k for s in folds for k, v in s.items() if isinstance(v, dict) and
-                   'train_s' in v})
+                   'train_s' in v and 'chosen' not in v})  # A chosen row repeats its run.
     for key in keys:
       rows = [s[key] for s in folds if key in s]
       commits = ', '.join(sorted({r['commit'] for r in rows if r['commit']}))
