@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -26,9 +27,11 @@ def describe() -> str:
           f'{os.cpu_count()} cores), jax {jax.__version__}')
 
 
+@functools.lru_cache(maxsize=None)
 def git_commit() -> dict | None:
   """{'commit', 'dirty'} of the checkout affectjax is imported from, or None (an installed
-  wheel, no git)."""
+  wheel, no git). Read once per process, when affectjax.train is imported: the code a
+  long study runs is what was checked out when it started, not a later HEAD."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   if not os.path.exists(os.path.join(root, '.git')):
     return None

@@ -42,6 +42,7 @@ from affectjax.data import pipeline
 
 
 log = logging.getLogger('affectjax')
+hardware.git_commit()  # The commit of the code this process loaded, for every run's record.
 
 
 NonFiniteLossError = errors.NonFiniteLossError
