@@ -16,7 +16,8 @@ def _row(uar, valid, emodb=None, **extra):
 
 def _run(uar, valid, emodb=None):
   return _row(uar, valid, emodb, train_s=60.0, commit='abc1234567', host='CPU X',
-              devices='1 x cpu', finished='2026-12-07', best_step=100)
+              devices='1 x cpu', finished='2026-12-07', best_step=100, timed_steps=800,
+              steps=800)
 
 
 def test_tables_from_summaries():
@@ -58,7 +59,7 @@ def test_tables_from_summaries():
   assert 'RAVDESS speech: ' in text and 'not met' in text and '(chosen rows per fold: finetune, head' in text
   assert 'Per-speaker normalisation' in text and '| LR, whisper-base layer chosen on validation, mean+std | 77.0 +- 0.0 |' in text
   assert 'Layers chosen on validation by the LR (speech): 3, 3, 3, 3, 3, 3' in text
-  assert '| RAVDESS | head | 6 | abc1234567 | 1 x cpu (CPU X) | 2026-12-07 .. 2026-12-07 | 6.0 |' in text
+  assert '| RAVDESS | head | 6 | abc1234567 | 1 x cpu (CPU X) | 2026-12-07 .. 2026-12-07 | 6.0 | 4800 / 4800 |' in text
   summary = study.summary_md(rav, emo)
   assert summary.startswith(study.START) and summary.endswith(study.END)
   assert '| whisper-base frozen + head | 74.5 +- 1.9 | 85.0 +- 0.0 | 80.0 +- 0.0 |' in summary

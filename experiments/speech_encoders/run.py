@@ -83,9 +83,19 @@ def load(name: str, overrides=()):
 
 def trained(config, workdir: str) -> dict:
   """The run's results.json (trained now, or read back), with the date it was written."""
-  results = train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir)
+  return _record(workdir)
+
+
+def _record(workdir: str) -> dict:
+  """A finished run's results.json, with the steps its config trains and the date the
+  results were written."""
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    steps = json.load(f)['train']['num_steps']
   stamp = os.path.getmtime(os.path.join(workdir, 'results.json'))
-  return dict(results, finished=datetime.datetime.fromtimestamp(
+  return dict(results, num_steps=steps, finished=datetime.datetime.fromtimestamp(
       stamp, datetime.timezone.utc).strftime('%Y-%m-%d'))
 
 
@@ -271,6 +281,8 @@ def _run_row(results: dict) -> dict:
   return {'uar': results['test']['uar'], 'accuracy': results['test']['accuracy'],
           'valid_uar': results['valid']['uar'], 'best_step': results.get('best_step'),
           'train_s': results['timing']['train_s'] + results['timing']['compile_s'],
+          'timed_steps': results['timing'].get('steps_this_invocation'),
+          'steps': results.get('num_steps'),
           'commit': (git.get('commit') or '')[:10] + ('+dirty' if git.get('dirty') else ''),
           'host': prov.get('host', ''), 'devices': results.get('devices', ''),
           'finished': results.get('finished', '')}
@@ -412,8 +424,8 @@ def emodb_table(summaries: list[dict], speaker: bool = False) -> str:
 
 def runs_table(summaries: dict) -> str:
   """Per trained row: its runs' commits, hardware, dates and training time."""
-  lines = ['| study | row | runs | commits | hardware | finished | train + compile (min) |',
-           '|---|---|---|---|---|---|---|']
+  lines = ['| study | row | runs | commits | hardware | finished | train + compile (min) | '
+           'steps timed / trained |', '|---|---|---|---|---|---|---|---|']
   for study, folds in summaries.items():
     keys = sorted({k for s in folds for k, v in s.items() if isinstance(v, dict) and
                    'train_s' in v and 'chosen' not in v})  # A chosen row repeats its run.
@@ -424,8 +436,17 @@ def runs_table(summaries: dict) -> str:
       dates = sorted(r['finished'] for r in rows if r['finished'])
       when = f'{dates[0]} .. {dates[-1]}' if dates else ''
       lines.append(f"| {study} | {key} | {len(rows)} | {commits} | {hosts} | {when} | "
-                   f"{sum(r['train_s'] for r in rows) / 60:.1f} |")
+                   f"{sum(r['train_s'] for r in rows) / 60:.1f} | "
+                   f"{_steps(rows)} |")
   return '\n'.join(lines)
+
+
+def _steps(rows) -> str:
+  """Steps the timings cover out of the steps trained (a resumed run times only its last
+  invocation); blank for summaries written before this was recorded."""
+  if any(r.get('timed_steps') is None for r in rows):
+    return ''
+  return f"{sum(r['timed_steps'] for r in rows)} / {sum(r['steps'] for r in rows)}"
 
 
 def layer_choices(summaries: list[dict], key: str) -> str:
@@ -537,13 +558,17 @@ def main(argv=None) -> int:
   start = time.time()
   rav = []
   for fold in args.folds:
-    rav.append(_cached(os.path.join(args.workdir, 'ravdess', f'fold{fold}', 'summary.json'),
-                       lambda: run_ravdess_fold(fold, args)))
+    rav.append(_refreshed(_cached(
+        os.path.join(args.workdir, 'ravdess', f'fold{fold}', 'summary.json'),
+        lambda: run_ravdess_fold(fold, args)), os.path.join(args.workdir, 'ravdess',
+                                                            f'fold{fold}')))
     log.info('RAVDESS fold %d: %s', fold, {k: round(v['uar'], 3) for k, v in rav[-1].items()})
   emo = []
   for fold in args.emodb_folds:
-    emo.append(_cached(os.path.join(args.workdir, 'emodb', f'fold{fold}', 'summary.json'),
-                       lambda: run_emodb_fold(fold, args)))
+    emo.append(_refreshed(_cached(
+        os.path.join(args.workdir, 'emodb', f'fold{fold}', 'summary.json'),
+        lambda: run_emodb_fold(fold, args)), os.path.join(args.workdir, 'emodb',
+                                                          f'fold{fold}')))
     log.info('EmoDB fold %d: %s', fold, {k: round(v['uar'], 3) for k, v in emo[-1].items()})
   text = results_md(rav, emo, args, time.time() - start)
   workdir_lib.write_atomic(args.results, 'the results', lambda f: f.write(text))
@@ -565,6 +590,16 @@ def _cached(path: str, compute) -> dict:
   workdir_lib.write_atomic(path, 'the fold summary',
                            lambda f: json.dump(out, f, default=_json))
   return out
+
+
+def _refreshed(summary: dict, folder: str) -> dict:
+  """The fold summary with each trained row's record (commit, hardware, timing) read again
+  from its run's results.json, so the runs table describes the runs as they are."""
+  for key, row in summary.items():
+    if isinstance(row, dict) and 'train_s' in row and 'chosen' not in row and os.path.exists(
+        os.path.join(folder, key, 'results.json')):
+      row.update(_run_row(_record(os.path.join(folder, key))))
+  return summary
 
 
 def _json(x):
