@@ -556,20 +556,8 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.WARNING)
   log.setLevel(logging.INFO)
   start = time.time()
-  rav = []
-  for fold in args.folds:
-    rav.append(_refreshed(_cached(
-        os.path.join(args.workdir, 'ravdess', f'fold{fold}', 'summary.json'),
-        lambda: run_ravdess_fold(fold, args)), os.path.join(args.workdir, 'ravdess',
-                                                            f'fold{fold}')))
-    log.info('RAVDESS fold %d: %s', fold, {k: round(v['uar'], 3) for k, v in rav[-1].items()})
-  emo = []
-  for fold in args.emodb_folds:
-    emo.append(_refreshed(_cached(
-        os.path.join(args.workdir, 'emodb', f'fold{fold}', 'summary.json'),
-        lambda: run_emodb_fold(fold, args)), os.path.join(args.workdir, 'emodb',
-                                                          f'fold{fold}')))
-    log.info('EmoDB fold %d: %s', fold, {k: round(v['uar'], 3) for k, v in emo[-1].items()})
+  rav = _study(args, 'ravdess', 'RAVDESS', args.folds, run_ravdess_fold)
+  emo = _study(args, 'emodb', 'EmoDB', args.emodb_folds, run_emodb_fold)
   text = results_md(rav, emo, args, time.time() - start)
   workdir_lib.write_atomic(args.results, 'the results', lambda f: f.write(text))
   print(text)
@@ -577,6 +565,17 @@ def main(argv=None) -> int:
     workdir_lib.replace_section(os.path.join(REPO, 'README.md'), summary_md(rav, emo), START,
                                 END, 'Pretrained speech encoders')
   return 0
+
+
+def _study(args, name: str, label: str, folds, run_fold) -> list[dict]:
+  """Each fold's summary (computed once, its runs' records read again), in fold order."""
+  out = []
+  for fold in folds:
+    folder = os.path.join(args.workdir, name, f'fold{fold}')
+    out.append(_refreshed(_cached(os.path.join(folder, 'summary.json'),
+                                  lambda: run_fold(fold, args)), folder))
+    log.info('%s fold %d: %s', label, fold, {k: round(v['uar'], 3) for k, v in out[-1].items()})
+  return out
 
 
 def _cached(path: str, compute) -> dict:
