@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import math
 import os
 import sys
 from typing import Any, Sequence
@@ -285,3 +286,54 @@ def split_cli_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 def to_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
+
+
+# -- declared valid ranges of the model and data fields ----------------------------------------
+# By field name, at any depth under config.model and config.data (a tower's `width` is
+# checked as the model's is; a per-modality dict such as `dropouts.audio` by its own name). A value outside its range would otherwise run to the end
+# (dropout 1.5 scales activations by -2, zero depths give an empty network, a zero window
+# an empty log-mel) or fail hours in with an error that names neither field nor file.
+PROBABILITY = ('dropout', 'dropouts', 'encoder_dropout', 'head_dropout', 'post_fusion_dropout',
+               'mask_ratio', 'audio_mask_ratio', 'video_mask_ratio', 'mask_time_prob',
+               'freq_mask', 'time_mask', 'token_drop')  # [0, 1)
+POSITIVE = ('num_heads', 'num_layers', 'decoder_depth', 'fusion_depth', 'subnet_depth',
+            'context_layers', 'context_heads', 'graph_heads', 'mlp_ratio', 'embed_dim',
+            'fusion_dim', 'post_fusion_dim', 'rank', 'node_size', 'dense_size',
+            'classifier_hidden', 'context_hidden', 'graph_hidden', 'fusion_hidden',
+            'fusion_layers', 'enhancement_size', 'feature_nodes', 'stride',
+            'hop_ms', 'window_ms', 'n_mels', 'max_seconds', 'top_db', 'num_frames', 'size',
+            'max_tokens', 'num_folds', 'num_train', 'num_test', 'num_valid', 'encoder_pool',
+            'repeat', 'valid_actors', 'num_speakers', 'face_margin', 'fold')  # > 0
+NON_NEGATIVE = ('hidden', 'width', 'state_size', 'num_bases', 'window_past', 'window_future',
+                'encoder_pad_seconds', 'max_utterances', 'text_context', 'noise',
+                'unique_modality')  # >= 0 (0: off, or the model's default)
+
+
+def check_ranges(config: ml_collections.ConfigDict) -> None:
+  """ConfigError naming the field for a model or data value outside its declared range,
+  a NaN or infinite number anywhere in them, or empty or repeated modalities."""
+  def walk(prefix, node, parent=''):
+    for key, value in node.items():
+      where = f'config.{prefix}.{key}'
+      if isinstance(value, (ml_collections.ConfigDict, dict)):
+        walk(f'{prefix}.{key}', value, key)
+        continue
+      if key == 'modalities' and isinstance(value, (tuple, list)):
+        if not value or len(set(value)) != len(value):
+          raise ConfigError(f'{where}: must name at least one modality, each once, got '
+                            f'{tuple(value)!r}')
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        continue
+      if not math.isfinite(value):
+        raise ConfigError(f'{where}: must be a finite number, got {value!r}')
+      if key not in (*PROBABILITY, *POSITIVE, *NON_NEGATIVE):
+        key = parent  # `dropouts.audio` is a dropout rate, `hidden.text` a size.
+      if key in PROBABILITY and not 0 <= value < 1:
+        raise ConfigError(f'{where}: must be in [0, 1), got {value!r}')
+      if key in POSITIVE and value <= 0:
+        raise ConfigError(f'{where}: must be > 0, got {value!r}')
+      if key in NON_NEGATIVE and value < 0:
+        raise ConfigError(f'{where}: must be >= 0, got {value!r}')
+  for group in ('model', 'data'):
+    if group in config:
+      walk(group, config[group])

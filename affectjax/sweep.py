@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import re
+import shlex
 import time
 
 import numpy as np
@@ -29,13 +30,26 @@ from affectjax import train
 log = logging.getLogger('affectjax')
 
 def parse_grid(items) -> list[tuple[str, list[str]]]:
-  """'a.b=1,2,3' -> ('a.b', ['1', '2', '3']); ';' separates values that hold commas."""
+  """'a.b=1,2,3' -> ('a.b', ['1', '2', '3']); ';' separates values that hold commas.
+
+  A key given twice, a value listed twice (it would count as two seeds of one cell) and
+  `seed` (the seeds come from `--seeds`, which would silently replace it) are errors."""
   grid = []
   for item in items:
     key, sep, values = item.partition('=')
-    if not sep or not values:
+    if not sep or not values or not key:
       raise config_lib.ConfigError(f'--grid {item}: expected KEY=V1,V2,...')
-    grid.append((key, values.split(';' if ';' in values else ',')))
+    if key == 'seed':
+      raise config_lib.ConfigError(f'--grid {item}: seeds come from --seeds N (runs seeds '
+                                   '0..N-1), not from the grid')
+    if key in [k for k, _ in grid]:
+      raise config_lib.ConfigError(f'--grid {item}: {key} is already a grid axis')
+    split = values.split(';' if ';' in values else ',')
+    repeated = sorted({v for v in split if split.count(v) > 1})
+    if repeated or '' in split:
+      what = f'value {repeated[0]!r} listed twice' if repeated else 'an empty value'
+      raise config_lib.ConfigError(f'--grid {item}: {what}')
+    grid.append((key, split))
   return grid
 
 
@@ -54,6 +68,13 @@ def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) ->
     raise config_lib.ConfigError('--seeds must be >= 1')
   keys = [k for k, _ in grid]
   cells = [list(zip(keys, values)) for values in itertools.product(*[v for _, v in grid])]
+  folders = {}
+  for cell in cells:  # Two cells in one folder would share (and count) one run.
+    other = folders.setdefault(cell_name(cell), cell)
+    if other is not cell:
+      raise config_lib.ConfigError(
+          f'--grid: cells {dict(other)} and {dict(cell)} both map to the folder '
+          f'{cell_name(cell)!r}; give values that differ in letters, digits or _.,=+-')
   # Resolve every config first: a typo in the last cell fails before hours of training.
   configs = {}
   for cell in cells:
@@ -79,8 +100,10 @@ def run(config_spec: str, grid_items, seeds: int, workdir: str, overrides=()) ->
   os.makedirs(workdir, exist_ok=True)
   _write_csv(os.path.join(workdir, 'sweep.csv'), rows)
   table = markdown_table(rows, keys, metric_names, seeds)
-  command = (f'affectjax sweep --config {config_spec} ' +
-             ' '.join(f'--grid {g}' for g in grid_items) + f' --seeds {seeds}')
+  command = shlex.join(['affectjax', 'sweep', '--config', config_spec,
+                        *[a for g in grid_items for a in ('--grid', g)], '--seeds',
+                        str(seeds), '--workdir', workdir,
+                        *[f'--config.{o}' for o in overrides]])
   with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
     spread = (f'mean +- std over seeds 0..{seeds - 1}' if seeds > 1 else
               'one seed (0), so no spread')

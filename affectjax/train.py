@@ -328,6 +328,7 @@ def _flat(d: dict, prefix: str = '') -> dict:
 
 
 def _validate(config) -> None:
+  config_lib.check_ranges(config)
   t = config.train
   for field in ('batch_size', 'num_steps', 'eval_every', 'log_every', 'eval_batch_size',
                 'keep_checkpoints'):

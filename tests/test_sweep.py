@@ -16,6 +16,13 @@ def test_parse_grid_and_cell_names():
       'model.rank=2,data.modalities=ta')
   with pytest.raises(ValueError, match='expected KEY=V1,V2'):
     sweep.parse_grid(['model.rank'])
+  # Each would silently run fewer configs than asked for, or count one run twice.
+  for items, match in ((['model.rank=2,4,2'], "value '2' listed twice"),
+                       (['model.rank=2,,4'], 'an empty value'),
+                       (['seed=0,1'], 'seeds come from --seeds'),
+                       (['model.rank=2', 'model.rank=4'], 'model.rank is already a grid axis')):
+    with pytest.raises(ValueError, match=match):
+      sweep.parse_grid(items)
 
 
 def test_aggregate_mean_and_sample_std():
@@ -40,6 +47,8 @@ def test_sweep_cli_runs_cells_once_and_aggregates(tmp_path, capsys, tiny_overrid
   assert config['seed'] == 1 and config['name'] == 'run1'  # `{seed}` filled in per run.
   table = (tmp_path / 'sweep.md').read_text()
   assert '| 3 | tav |' in table and '+-' in table
+  # The recorded command reproduces the sweep: the overrides and the workdir included.
+  assert "--config.name='run{seed}'" in table and f'--workdir {tmp_path}' in table
   assert (tmp_path / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
   # A second invocation reads the finished runs back instead of training again.
   mtime = (run_dir / 'results.json').stat().st_mtime_ns
@@ -51,6 +60,15 @@ def test_sweep_rejects_bad_cell_before_training(tmp_path, capsys):
   code = main_lib.main(['sweep', '--config', config_path('synthetic_tfn.py:smoke'),
                         '--grid', 'model.rank=2', '--seeds', '1', '--workdir', str(tmp_path)])
   assert code == 2 and 'unknown config key: model.rank' in capsys.readouterr().err
+  assert not any(tmp_path.iterdir())
+
+
+def test_sweep_refuses_two_cells_in_one_folder_before_training(tmp_path, capsys):
+  # 'a b' and 'a_b' are both written as the folder 'a_b'.
+  code = main_lib.main(['sweep', '--config', config_path('synthetic_tfn.py:smoke'),
+                        '--grid', 'name=a b;a_b', '--seeds', '1', '--workdir', str(tmp_path)])
+  err = capsys.readouterr().err
+  assert code == 2 and "both map to the folder 'name=a_b'" in err, err
   assert not any(tmp_path.iterdir())
 
 
