@@ -3,8 +3,8 @@
 __version__ = '0.1.0'
 
 
-def load_run(workdir: str):
-  """A trained run from its workdir alone, ready to `predict` on new inputs (see
-  `affectjax.inference`)."""
+def load_run(workdir: str, unfinished: bool = False):
+  """A finished run from its workdir alone, ready to `predict` on new inputs (see
+  `affectjax.inference`); `unfinished=True` also takes a run stopped before its end."""
   from affectjax import inference
-  return inference.load_run(workdir)
+  return inference.load_run(workdir, unfinished)

@@ -12,7 +12,10 @@ Each step is written by orbax into a temporary directory that is renamed to `<st
 only when complete, so a kill leaves either a whole checkpoint or a temporary.
 Every checkpoint's meta holds a SHA-256 digest of what it saved (every array's path,
 dtype, shape and bytes; the iterator state's JSON); a restore recomputes it, so a
-flipped byte or an edited iterator state is caught, not trained on. Only states whose
+flipped byte or an edited iterator state is caught, not trained on. The meta also holds
+the saved tree's structure (paths, shapes, dtypes): a checkpoint whose structure is not
+this run's (another model's, copied in) is refused with an error, not moved aside as
+corrupt and trained over from step 0. Only states whose
 parameters are all finite are saved, so the newest checkpoint is always a good one.
 
 The rule that makes the pieces consistent after a restart (`Checkpoints.recover`):
@@ -51,6 +54,13 @@ from affectjax import faults
 from affectjax.errors import CheckpointError, NonFiniteLossError, one_line, write_error
 
 log = logging.getLogger('affectjax')
+
+
+def structure(tree) -> str:
+  """SHA-256 of a tree's paths, shapes and dtypes (arrays or their abstract stand-ins)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return json_digest([[jax.tree_util.keystr(p), list(np.shape(x)), str(x.dtype)]
+                      for p, x in leaves])
 
 
 def digest(tree) -> str:
@@ -137,7 +147,7 @@ class Checkpoints:
     # The parameters' own digest lets another run load them without this run's state
     # structure (config.init from a latest checkpoint).
     meta = dict(meta, digest={'state': digest(host), 'data': json_digest(data_state),
-                              'params': digest(host.params)})
+                              'params': digest(host.params)}, structure=structure(host))
     self._write('latest', step, ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state),
         meta=ocp.args.JsonSave(meta)))
@@ -156,7 +166,7 @@ class Checkpoints:
     if not all_finite(host):
       raise NonFiniteLossError(
           f'non-finite parameters at step {step}; not saved. {self.last_good()}')
-    meta = dict(meta, digest={'params': digest(host)})
+    meta = dict(meta, digest={'params': digest(host)}, structure=structure(host))
     self._write('best', step, ocp.args.Composite(
         params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)))
     faults.point('best_saved')
@@ -220,8 +230,25 @@ class Checkpoints:
     self._latest_step = found.step if found else None
     return found
 
+  @staticmethod
+  def _check_structure(path: str, abstract) -> None:
+    """CheckpointError when the checkpoint's recorded structure is not `abstract`'s: it
+    is another run's, and neither corrupt (to be moved aside) nor resumable. A meta that
+    cannot be read is left to the restore's verification."""
+    try:
+      with open(os.path.join(path, 'meta', 'metadata')) as f:
+        saved = json.load(f).get('structure')
+    except (OSError, ValueError, AttributeError):
+      return
+    if saved is not None and saved != structure(abstract):
+      raise CheckpointError(
+          f'{path}: a checkpoint of another model (its arrays\' paths, shapes or dtypes are '
+          "not this run's), so not this run's checkpoint; refused: move it out of the "
+          'workdir or use a new --workdir')
+
   def _restore_latest(self, step: int, abstract_state) -> Resume:
     path = self._dir('latest', step)
+    self._check_structure(path, abstract_state)
     out = self._restore(path, ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
         meta=ocp.args.JsonRestore()))
@@ -234,6 +261,7 @@ class Checkpoints:
 
   def _restore_best(self, step: int, abstract_params):
     path = self._dir('best', step)
+    self._check_structure(path, abstract_params)
     out = self._restore(path, ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_params), meta=ocp.args.JsonRestore()))
     self._verify(path, out['meta'], {'params': lambda: digest(out['params'])})

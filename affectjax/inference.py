@@ -99,14 +99,22 @@ def read_config(workdir: str):
 
 
 class Run:
-  """A finished (or checkpointed) run: its config, card and best parameters."""
+  """A finished run: its config, card and best parameters. A run stopped before its end
+  is refused, as `eval` refuses it: its best checkpoint so far is not the run's answer
+  (`unfinished=True` takes it knowingly)."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, unfinished: bool = False):
     import jax
     from affectjax import checkpoint as checkpoint_lib
     from affectjax import sharding, train
     self.workdir = workdir
     self.config = read_config(workdir)
+    results = os.path.join(workdir, 'results.json')
+    if not unfinished and not os.path.exists(results):
+      raise errors.WorkdirError(
+          f'{results}: not found; the run has not finished, so its best checkpoint so far is '
+          'not its answer: resume it (affectjax train with the same config and workdir), or '
+          'load_run(workdir, unfinished=True) to use it anyway')
     path = os.path.join(workdir, CARD)
     try:
       with open(path) as f:
@@ -375,9 +383,9 @@ def evaluate(workdir: str, split: str = 'test') -> dict:
                         config.train.eval_batch_size, dataset.splits['train'])
 
 
-def load_run(workdir: str) -> Run:
-  """The run in `workdir`, ready to `predict` (see the module docstring)."""
-  return Run(workdir)
+def load_run(workdir: str, unfinished: bool = False) -> Run:
+  """The finished run in `workdir`, ready to `predict` (see the module docstring)."""
+  return Run(workdir, unfinished)
 
 
 def write_rows(rows: list[dict], path: str) -> None:

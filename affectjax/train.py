@@ -414,6 +414,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   _validate(config)
   results_path = os.path.join(workdir, 'results.json')
   extended = _check_workdir_config(config, workdir)
+  if os.path.exists(results_path) and not os.path.exists(os.path.join(workdir, 'config.json')):
+    # Results with no config to check them against: another run's, copied or half-deleted.
+    raise errors.WorkdirError(f'{results_path}: results of a run whose config.json is not in '
+                              'the workdir, so not known to be this run; use a new --workdir')
   if os.path.exists(results_path) and extended is None:
     log.info('%s exists: this run has finished', results_path)
     return _read_results(results_path)

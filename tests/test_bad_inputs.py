@@ -692,6 +692,17 @@ def _broken_results(c):
 CASES['train: results.json unreadable'] = _broken_results
 
 
+def _foreign_results(c):
+  # Only another run's results.json in the workdir: not a finished run of this config.
+  c.workdir.mkdir(parents=True, exist_ok=True)
+  (c.workdir / 'results.json').write_text('{"valid": {"accuracy": 1.0}, "test": {}}')
+  c.existing = True
+  return c.train('synthetic_tfn.py:smoke'), 'results.json: results of a run whose config.json'
+
+
+CASES['train: only another run\'s results.json'] = _foreign_results
+
+
 def _snapshot(path):
   if not os.path.exists(path):
     return None

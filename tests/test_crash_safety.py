@@ -27,7 +27,7 @@ from affectjax import faults
 from affectjax import main as main_lib
 from affectjax import train
 from affectjax import workdir as workdir_lib
-from conftest import REPO, config_path, saved_state
+from conftest import FAST_COMPILE, REPO, config_path, saved_state
 
 STEPS = 30
 # Validation loss selects (it falls at every evaluation here), so each evaluation writes a
@@ -160,7 +160,7 @@ def test_kill_at_every_point_resumes_exactly(tmp_path, straight, monkeypatch):
 
 def _cli(workdir, fault=None):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+             XLA_FLAGS=f'--xla_force_host_platform_device_count=8 {FAST_COMPILE}')
   env.pop('AFFECTJAX_FAULT', None)
   if fault:
     env['AFFECTJAX_FAULT'] = fault
@@ -341,6 +341,24 @@ def test_corrupt_best_checkpoint_stops_with_one_line(tmp_path, unfinished, capsy
   assert code == errors.EXIT_ERROR
   assert err[-1].startswith('affectjax: error: ') and 'checkpoints/latest' in err[-1]
   assert 'best checkpoint they refer to is corrupt' in err[-1]
+
+
+def test_another_models_checkpoints_are_refused_not_trained_over(tmp_path, unfinished, capsys):
+  """Checkpoints of another model copied into a workdir are not corrupt (moved aside, the
+  run restarted from 0 with exit 0): they are not this run's, and the run stops."""
+  source, _ = unfinished
+  workdir = tmp_path / 'run'
+  shutil.copytree(source / 'checkpoints', workdir / 'checkpoints')
+  listing = lambda: sorted(str(p.relative_to(workdir)) for p in workdir.rglob('*')  # noqa: E731
+                           if p.name != workdir_lib.LOCK_NAME)  # The lock file stays.
+  before = listing()
+  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'),
+                        '--workdir', str(workdir), *[f'--config.{o}' for o in OVERRIDES],
+                        '--config.model.post_fusion_dim=32'])  # Another shape.
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == errors.EXIT_ERROR and err[-1].startswith('affectjax: error: '), err
+  assert 'checkpoints/latest/20: a checkpoint of another model' in err[-1], err
+  assert listing() == before  # Nothing moved, deleted or written.
 
 
 # -- the lock, a full disk, failures before the first checkpoint ----------------------------

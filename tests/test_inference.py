@@ -64,6 +64,20 @@ def test_feature_files_give_the_runs_own_test_predictions(synthetic_run, tmp_pat
     assert next(csv.reader(f)) == ['id', 'label', 'p_0', 'p_1']
 
 
+
+def test_a_run_stopped_before_its_end_is_refused_unless_asked(synthetic_run, tmp_path, capsys):
+  import shutil
+  stopped = str(tmp_path / 'stopped')
+  shutil.copytree(synthetic_run, stopped)
+  os.remove(os.path.join(stopped, 'results.json'))  # As a run killed before its end.
+  np.savez(tmp_path / 'f.npz', text=np.zeros((2, 32)), audio=np.zeros((2, 16)),
+           vision=np.zeros((2, 24)))
+  assert main_lib.main(['predict', '--workdir', stopped, str(tmp_path / 'f.npz')]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith(f'affectjax: error: {stopped}/results.json: not found; the run has '
+                        'not finished') and len(err.splitlines()) == 1, err
+  assert len(affectjax.load_run(stopped, unfinished=True).predict(str(tmp_path / 'f.npz'))) == 2
+
 def test_bad_inputs_are_one_line_errors_naming_file_and_field(synthetic_run, tmp_path,
                                                               capsys):
   ok = {'text': np.zeros((2, 32)), 'audio': np.zeros((2, 16)), 'vision': np.zeros((2, 24))}
