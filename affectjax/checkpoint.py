@@ -51,6 +51,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from affectjax import faults
+from affectjax import workdir as workdir_lib
 from affectjax.errors import CheckpointError, NonFiniteLossError, one_line, write_error
 
 log = logging.getLogger('affectjax')
@@ -116,7 +117,9 @@ class Checkpoints:
   """The latest and best checkpoints of one run (see the module docstring)."""
 
   def __init__(self, workdir: str, keep: int = 2):
-    self.root = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.workdir = os.path.abspath(workdir)
+    self.root = os.path.join(self.workdir, 'checkpoints')
+    self.identity = workdir_lib.identity(self.workdir)  # Checked after every write.
     self.keep = max(1, keep)
     self._ckpt = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     self._latest_step = None
@@ -179,8 +182,14 @@ class Checkpoints:
         self._delete(kind, step)
       self._ckpt.save(path, args=args)
     except Exception as e:  # orbax and TensorStore raise many types for a failed write.
+      workdir_lib.check_identity(self.workdir, self.identity,
+                                 f'writing the {kind} checkpoint of step {step}')
       self._remove_temporaries(kind)
       raise write_error(path, f'the {kind} checkpoint of step {step}', e) from None
+    # orbax creates missing parent folders: a workdir deleted during the write is back,
+    # holding only this checkpoint.
+    workdir_lib.check_identity(self.workdir, self.identity,
+                               f'after writing the {kind} checkpoint of step {step}')
 
   def last_good(self) -> str:
     if self._latest_step is None:

@@ -632,6 +632,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
         'provenance': hardware.provenance(config_lib.data_dir(config), dataset.where),
     }
   ckpt.close()
+  workdir_lib.check_identity(workdir, ckpt.identity, 'before writing results.json')
   if lead:
     _final_tensorboard(workdir, config, results)
     exp.task.report(results, workdir, f'{config.name}, seed {config.seed}')

@@ -44,6 +44,26 @@ def create(workdir: str) -> None:
     raise WorkdirError(f'{workdir}: cannot write to the workdir: permission denied')
 
 
+def identity(workdir: str) -> tuple[int, int] | None:
+  """(device, inode) of the workdir, or None when it does not exist."""
+  try:
+    st = os.stat(workdir)
+  except OSError:
+    return None
+  return st.st_dev, st.st_ino
+
+
+def check_identity(workdir: str, expected: tuple[int, int] | None, what: str) -> None:
+  """WorkdirError when the workdir is gone or is another directory than `expected` (it
+  was deleted while the run wrote into it, and a write recreated the path): what the run
+  wrote before is lost, so it stops instead of finishing in a workdir without its config,
+  run card or earlier metrics."""
+  if expected is not None and identity(workdir) != expected:
+    raise WorkdirError(f'{workdir}: the workdir was deleted or replaced during the run '
+                       f'(noticed {what}); its earlier files are gone, so the run stops: '
+                       'start it again')
+
+
 # What flock raises on a file system without locks (then runs go on unlocked).
 NO_LOCKS = frozenset((errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL))
 

@@ -361,6 +361,24 @@ def test_another_models_checkpoints_are_refused_not_trained_over(tmp_path, unfin
   assert listing() == before  # Nothing moved, deleted or written.
 
 
+def test_a_workdir_deleted_during_the_run_stops_it_with_one_line(tmp_path, monkeypatch, capsys):
+  """`rm -rf WORKDIR` between the best and the latest checkpoint of step 10: orbax
+  recreates the folder for the latest one, which would leave a 'finished' run without its
+  config, run card or first metrics. The run stops instead."""
+  workdir = tmp_path / 'run'
+
+  def point(p):
+    if p == 'best_saved' and (workdir / 'config.json').exists():
+      shutil.rmtree(workdir)
+  monkeypatch.setattr(faults, 'point', point)
+  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'),
+                        '--workdir', str(workdir), *[f'--config.{o}' for o in OVERRIDES]])
+  err = capsys.readouterr().err.strip().splitlines()
+  assert code == errors.EXIT_ERROR and err[-1].startswith('affectjax: error: '), err
+  assert 'the workdir was deleted or replaced during the run' in err[-1], err
+  assert not (workdir / 'results.json').exists()
+
+
 # -- the lock, a full disk, failures before the first checkpoint ----------------------------
 
 
