@@ -36,7 +36,6 @@ Inputs:
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import os
 
@@ -96,6 +95,26 @@ def read_config(workdir: str):
   except (OSError, ValueError) as e:
     raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
   return ml_collections.ConfigDict(_tuples(raw))
+
+
+def _files_under(folder: str) -> list[str]:
+  """Every file under `folder`, sorted, following symbolic links but entering each real
+  directory once and listing each real file once (a link loop is not read again and
+  again; a file linked twice is one input)."""
+  seen_dirs, seen_files, out = set(), set(), []
+  for root, dirs, files in os.walk(folder, followlinks=True):
+    real = os.path.realpath(root)
+    if real in seen_dirs:
+      dirs[:] = []
+      continue
+    seen_dirs.add(real)
+    dirs.sort()
+    for name in files:
+      path = os.path.join(root, name)
+      if os.path.isfile(path) and os.path.realpath(path) not in seen_files:
+        seen_files.add(os.path.realpath(path))
+        out.append(path)
+  return sorted(out)
 
 
 class Run:
@@ -205,8 +224,8 @@ class Run:
     files = []
     for path in map(str, inputs):
       if os.path.isdir(path):
-        found = sorted(f for f in glob.glob(os.path.join(path, '**', '*'), recursive=True)
-                       if f.lower().endswith((*AUDIO, *VIDEO, '.npz', '.csv', '.jsonl')))
+        found = [f for f in _files_under(path)
+                 if f.lower().endswith((*AUDIO, *VIDEO, '.npz', '.csv', '.jsonl'))]
         if not found:
           raise base.DataError(f'{path}: no audio, video, .npz or .csv files')
         files += found
@@ -304,12 +323,9 @@ class Run:
 
   def _csv(self, path: str):
     try:
-      with open(path, newline='') as f:
-        rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+      rows = base.read_csv(path, 'a feature CSV: id and one column per feature', ())
+    except OSError as e:
       raise base.DataError(f'{path}: unreadable CSV ({errors.one_line(e)})') from None
-    if not rows:
-      raise base.DataError(f'{path}: no rows')
     arrays = {}
     for k, shape in self.fields.items():
       if len(shape) > 1:

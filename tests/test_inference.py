@@ -11,7 +11,7 @@ import pytest
 import affectjax
 from affectjax import inference, train
 from affectjax import main as main_lib
-from affectjax.data import get_dataset, ravdess
+from affectjax.data import base, get_dataset, ravdess
 from conftest import config_path
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
@@ -101,6 +101,39 @@ def test_bad_inputs_are_one_line_errors_naming_file_and_field(synthetic_run, tmp
   assert 'config.json: not found' in capsys.readouterr().err
   assert main_lib.main(['eval', '--workdir', synthetic_run, '--split', 'dev']) == 2
   assert '--split dev' in capsys.readouterr().err
+
+
+def test_a_folder_with_a_link_loop_is_read_once(synthetic_run, tmp_path):
+  folder = tmp_path / 'inputs'
+  (folder / 'sub').mkdir(parents=True)
+  np.savez(folder / 'f.npz', text=np.zeros((2, 32)), audio=np.zeros((2, 16)),
+           vision=np.zeros((2, 24)))
+  os.symlink(folder, folder / 'sub' / 'loop')  # inputs/sub/loop/sub/loop/... forever.
+  os.symlink(folder / 'f.npz', folder / 'sub' / 'again.npz')  # The same file twice.
+  rows = affectjax.load_run(synthetic_run).predict(str(folder))
+  assert len(rows) == 2
+
+
+def test_csv_inputs_from_excel_and_unquoted_commas(synthetic_run, tmp_path, capsys):
+  run = affectjax.load_run(synthetic_run)
+  header = ['id'] + [f'{k}_{i}' for k, s in run.fields.items() for i in range(s[0])]
+  row = ['a'] + ['0.5'] * (len(header) - 1)
+  # Excel's "CSV UTF-8" starts with a byte-order mark; the id column is still 'id'.
+  (tmp_path / 'excel.csv').write_bytes(
+      b'\xef\xbb\xbf' + (','.join(header) + '\n' + ','.join(row) + '\n').encode())
+  assert [r['id'] for r in run.predict(str(tmp_path / 'excel.csv'))] == ['a']
+  # One field too many (an unquoted comma) is an error, not a silently dropped value.
+  (tmp_path / 'comma.csv').write_text(','.join(header) + '\n' + ','.join(row + ['7']) + '\n')
+  assert main_lib.main(['predict', '--workdir', synthetic_run, str(tmp_path / 'comma.csv')]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err == (f'affectjax: error: {tmp_path / "comma.csv"}: row 1: has {len(header) + 1} '
+                 f'fields, the header {len(header)} (an unquoted comma in a field?)')
+  from affectjax.data import erc
+  (tmp_path / 'talk.csv').write_text('speaker,utterance\nA,hello there\nB,well, no\n')
+  with pytest.raises(base.DataError, match='talk.csv: row 2: has 3 fields, the header 2'):
+    erc.read_conversations(str(tmp_path / 'talk.csv'))
+  (tmp_path / 'talk.csv').write_bytes(b'\xef\xbb\xbfspeaker,utterance\nA,hello\n')
+  assert erc.read_conversations(str(tmp_path / 'talk.csv'))[0]['texts'] == ['hello']
 
 
 def test_eval_rescoring_equals_the_recorded_results(synthetic_run, capsys):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-from typing import Any, Mapping
+import io
+import os
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -102,3 +105,39 @@ def validate(arrays: Mapping[str, np.ndarray], modalities, num_classes, where: s
       first = int(np.argmax(out))
       raise DataError(f'{where}: field \'label\' has {int(out.sum())} values outside '
                       f'[0, {num_classes}) (first: {int(label[first])} in example {first})')
+
+
+def read_csv(path: str, what: str, columns: Sequence[str]) -> list[dict]:
+  """The rows of a CSV with (at least) `columns`, or a one-line error naming the file
+  and the line: binary or UTF-16 content, a malformed or over-long field, a row with more
+  (an unquoted comma) or fewer fields than the header, no rows. A UTF-8 byte-order mark
+  (Excel's "CSV UTF-8") is not part of the first column's name."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: not found (expected {what})')
+  with open(path, 'rb') as f:
+    raw = f.read()
+  if b'\0' in raw:
+    raise DataError(f'{path}: holds NUL bytes: a binary or UTF-16 file, not the UTF-8 '
+                         f'(or cp1252) CSV expected ({what})')
+  try:
+    text = raw.decode('utf-8-sig')
+  except UnicodeDecodeError:
+    text = raw.decode('cp1252', errors='replace')  # Older releases: curly quotes as cp1252.
+  reader = csv.DictReader(io.StringIO(text))
+  try:
+    rows = list(reader)
+  except csv.Error as e:
+    raise DataError(f'{path}: line {reader.line_num}: malformed CSV ({e})') from None
+  header = reader.fieldnames or []
+  for column in columns:
+    if column not in header:
+      raise DataError(f'{path}: column {column!r} is missing ({what})')
+  if not rows:
+    raise DataError(f'{path}: has a header but no rows ({what})')
+  for i, r in enumerate(rows):
+    extra, short = r.get(None) or [], sum(v is None for k, v in r.items() if k is not None)
+    if extra or short:
+      raise DataError(f'{path}: row {i + 1}: has {len(header) + len(extra) - short} fields, '
+                      f'the header {len(header)}' + (' (an unquoted comma in a field?)'
+                                                     if extra else ''))
+  return rows

@@ -37,7 +37,6 @@ pipeline demos on a handful of unlabelled clips only.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import glob
 import os
@@ -111,17 +110,14 @@ class Labels:
     if not os.path.isfile(path):
       raise base.DataError(f'{path}: label file not found')
     names = []
-    with open(path, newline='') as f:
-      rows = csv.DictReader(f)
-      if not rows.fieldnames or not {'file', 'label'} <= set(rows.fieldnames):
-        raise base.DataError(f'{path}: needs columns file,label[,speaker] (has '
-                             f'{rows.fieldnames})')
-      for i, row in enumerate(rows, 2):
-        if not row['file'] or not row['label']:
-          raise base.DataError(f'{path}:{i}: empty file or label')
-        self.table[os.path.basename(row['file'])] = (row['label'], row.get('speaker') or '')
-        if row['label'] not in names:
-          names.append(row['label'])
+    rows = base.read_csv(path, 'a label file needs columns file,label[,speaker]',
+                         ('file', 'label'))
+    for i, row in enumerate(rows, 2):
+      if not row['file'] or not row['label']:
+        raise base.DataError(f'{path}:{i}: empty file or label')
+      self.table[os.path.basename(row['file'])] = (row['label'], row.get('speaker') or '')
+      if row['label'] not in names:
+        names.append(row['label'])
     return tuple(names)
 
   def __call__(self, path: str) -> tuple[int, str]:

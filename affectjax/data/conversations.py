@@ -23,8 +23,6 @@ conversation builders and graph models build on.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from typing import Sequence
@@ -169,38 +167,6 @@ def read_meld_features(path: str) -> dict[str, list[dict]]:
   return read_features_pickle(path, len(MELD_EMOTIONS), _MELD_FEATURES_WHAT)
 
 
-def _read_csv(path: str, what: str, columns: Sequence[str]) -> list[dict]:
-  """The rows of a CSV with (at least) `columns`, or a one-line error naming the file
-  and the line: binary or UTF-16 content, a malformed or over-long field, no rows."""
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'{path}: not found (expected {what})')
-  with open(path, 'rb') as f:
-    raw = f.read()
-  if b'\0' in raw:
-    raise base.DataError(f'{path}: holds NUL bytes: a binary or UTF-16 file, not the UTF-8 '
-                         f'(or cp1252) CSV expected ({what})')
-  try:
-    text = raw.decode('utf-8-sig')
-  except UnicodeDecodeError:
-    text = raw.decode('cp1252', errors='replace')  # Older releases: curly quotes as cp1252.
-  reader = csv.DictReader(io.StringIO(text))
-  try:
-    rows = list(reader)
-  except csv.Error as e:
-    raise base.DataError(f'{path}: line {reader.line_num}: malformed CSV ({e})') from None
-  header = reader.fieldnames or []
-  for column in columns:
-    if column not in header:
-      raise base.DataError(f'{path}: column {column!r} is missing ({what})')
-  if not rows:
-    raise base.DataError(f'{path}: has a header but no rows ({what})')
-  for i, r in enumerate(rows):
-    if None in r or any(r[c] is None for c in columns):
-      raise base.DataError(f'{path}: row {i + 1}: has {len(r) - (None in r)} fields, the '
-                           f'header {len(header)}')
-  return rows
-
-
 def _int_cell(row: dict, column: str, path: str, index: int) -> int:
   try:
     return int(row[column])
@@ -249,7 +215,7 @@ def read_meld(directory: str) -> dict[str, list[dict]]:
   out = {}
   for split, name in (('train', 'train'), ('valid', 'dev'), ('test', 'test')):
     path = os.path.join(directory, f'{name}_sent_emo.csv')
-    rows = _read_csv(path, _MELD_WHAT, ('Utterance', 'Speaker', 'Emotion', 'Sentiment',
+    rows = base.read_csv(path, _MELD_WHAT, ('Utterance', 'Speaker', 'Emotion', 'Sentiment',
                                         'Dialogue_ID', 'Utterance_ID'))
     for i, r in enumerate(rows):
       r['_speaker'], r['_text'] = r['Speaker'], r['Utterance']
@@ -266,7 +232,7 @@ def read_emorynlp(directory: str) -> dict[str, list[dict]]:
   out = {}
   for split, name in (('train', 'train'), ('valid', 'dev'), ('test', 'test')):
     path = os.path.join(directory, f'emorynlp_{name}_final.csv')
-    rows = _read_csv(path, 'the EmoryNLP CSVs; published with '
+    rows = base.read_csv(path, 'the EmoryNLP CSVs; published with '
                      'https://github.com/emorynlp/emotion-detection',
                      ('Utterance', 'Speaker', 'Emotion', 'Season', 'Episode', 'Scene_ID',
                       'Utterance_ID'))

@@ -401,22 +401,27 @@ def read_conversations(path: str, label_field: str = 'label') -> list[dict]:
   """Dialogues from a JSONL file (one utterance per line: {"speaker", "utterance"[,
   "dialogue"]}) or a CSV with those columns; utterances in file order, grouped by
   `dialogue` (one dialogue when absent); `label_field` holds placeholder labels (0)."""
-  import csv
   import json
+  if path.lower().endswith('.csv'):  # Rows by their line in the file (the header is 1).
+    return _dialogues([(i + 2, r) for i, r in enumerate(base.read_csv(
+        path, 'a conversation CSV: [dialogue,] speaker, utterance', ('speaker', 'utterance')))],
+        path, label_field)
   rows = []
   try:
     with open(path, newline='') as f:
-      if path.lower().endswith('.csv'):
-        rows = [(i + 2, r) for i, r in enumerate(csv.DictReader(f))]
-      else:
-        for i, line in enumerate(f, 1):
-          if line.strip():
-            try:
-              rows.append((i, json.loads(line)))
-            except ValueError:
-              raise base.DataError(f'{path}:{i}: not a JSON object') from None
-  except (OSError, UnicodeDecodeError, csv.Error) as e:
+      for i, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            rows.append((i, json.loads(line)))
+          except ValueError:
+            raise base.DataError(f'{path}:{i}: not a JSON object') from None
+  except (OSError, UnicodeDecodeError) as e:
     raise base.DataError(f'{path}: unreadable ({type(e).__name__}: {e})') from None
+  return _dialogues(rows, path, label_field)
+
+
+def _dialogues(rows, path: str, label_field: str) -> list[dict]:
+  """(line, row) pairs grouped into dialogues, with each row's fields checked."""
   if not rows:
     raise base.DataError(f'{path}: no utterances')
   dialogues: dict[str, dict] = {}
