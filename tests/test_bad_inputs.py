@@ -527,6 +527,17 @@ CASES = {
                                               "split 'test' has no dialogues"),
     'IEMOCAP dialogue without speakers': _iemocap_case(
         lambda d: d[0].pop('Ses01_dlg02'), "has no speakers"),
+    'IEMOCAP dialogue in train and test': _iemocap_case(
+        lambda d: d[4].append('Ses01_dlg00'),
+        "dialogue 'Ses01_dlg00' is in field 'train_ids' and in 'test_ids': a dialogue in two"),
+    'IEMOCAP dialogue listed twice': _iemocap_case(
+        lambda d: d[3].append('Ses01_dlg01'), "'Ses01_dlg01' is listed twice in field 'train_ids'"),
+    'IEMOCAP id None': _iemocap_case(lambda d: d[5].append(None),
+                                     "field 'valid_ids': dialogue id None is a NoneType"),
+    'IEMOCAP id a list': _iemocap_case(lambda d: d[3].append(['Ses01_dlg00']),
+                                       "field 'train_ids': dialogue id ['Ses01_dlg00'] is a list"),
+    'IEMOCAP features dialogue in train and test': _features_case(
+        lambda d: d[8].append(d[7][0]), "is in field 'trainVid' and in 'testVid'"),
     'IEMOCAP lengths differ': _iemocap_case(
         lambda d: d[2].__setitem__('Ses01_dlg03', ['only one']), "field 'texts' has 1"),
     'unknown ERC corpus': lambda c: (c.erc('iemocap_dialoguegcn.py:smoke', 'data.corpus=friends'),

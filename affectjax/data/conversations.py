@@ -79,12 +79,37 @@ def _check_lengths(dialogue: dict, fields: Sequence[str], where: str) -> None:
                            f'{len(dialogue[f])} utterances but \'labels\' has {n}')
 
 
+def _check_split_ids(splits: dict, path: str, fields: dict) -> None:
+  """Dialogue ids are strings or integers, each in one split once: a dialogue in both
+  training and test data leaks its utterances into the score. `fields`: split -> the
+  file's name for that split's id list (for the message)."""
+  where = {}
+  for split, ids in splits.items():
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, '__iter__'):
+      raise base.DataError(f'{path}: field {fields[split]!r} must be a list of dialogue ids, '
+                           f'got {type(ids).__name__}')
+    for vid in ids:
+      if isinstance(vid, bool) or not isinstance(vid, (str, int, np.integer)):
+        raise base.DataError(f'{path}: field {fields[split]!r}: dialogue id {vid!r} is a '
+                             f'{type(vid).__name__}, expected a string or an integer')
+      if str(vid) in where:
+        other = where[str(vid)]
+        raise base.DataError(
+            f'{path}: dialogue {str(vid)!r} is listed twice in field {fields[split]!r}'
+            if other == split else
+            f'{path}: dialogue {str(vid)!r} is in field {fields[other]!r} and in '
+            f'{fields[split]!r}: a dialogue in two splits leaks into the score')
+      where[str(vid)] = split
+
+
 def read_iemocap_conversations(path: str) -> dict[str, list[dict]]:
   data = safe_pickle.load(path, _IEMOCAP_WHAT)
   if not isinstance(data, (list, tuple)) or len(data) != 6:
     raise base.DataError(f'{path}: expected a 6-element list, got {type(data).__name__} '
                          f'({_IEMOCAP_WHAT})')
   speakers, labels, sentences, train_ids, test_ids, valid_ids = data
+  _check_split_ids({'train': train_ids, 'valid': valid_ids, 'test': test_ids}, path,
+                   {'train': 'train_ids', 'valid': 'valid_ids', 'test': 'test_ids'})
   out = {}
   for split, ids in (('train', train_ids), ('valid', valid_ids), ('test', test_ids)):
     dialogues = []
@@ -119,6 +144,8 @@ def read_features_pickle(path: str, num_classes: int, what: str) -> dict[str, li
     raise base.DataError(f'{path}: expected a 9- or 10-element sequence ({what})')
   ids, speakers, labels, text, audio, visual, sentences, train_vid, test_vid = data[:9]
   extra = data[9] if len(data) == 10 and isinstance(data[9], dict) else None
+  _check_split_ids({'train': train_vid, 'test': test_vid}, path,
+                   {'train': 'trainVid', 'test': 'testVid'})
   train_vid = sorted(map(str, train_vid))
   if len(train_vid) < 2 or not len(test_vid):
     raise base.DataError(f'{path}: field \'trainVid\' has {len(train_vid)} and \'testVid\' '
