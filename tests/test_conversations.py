@@ -96,6 +96,29 @@ def test_iemocap_features_bad_label_and_malicious(tmp_path):
     conversations.read_meld(str(tmp_path))
 
 
+@pytest.mark.parametrize('protocol', [0, 1, 2, 4, 5])
+def test_python3_pickles_of_arrays_load_and_codec_tricks_are_refused(tmp_path, protocol):
+  # Protocols 0-2 write array bytes as latin-1 text rebuilt through _codecs.encode.
+  data = {'a': np.arange(5, dtype=np.float32), 'b': [np.eye(2)], 'c': np.int64(3)}
+  with open(tmp_path / 'ok.pkl', 'wb') as f:
+    pickle.dump(data, f, protocol=protocol)
+  out = safe_pickle.load(str(tmp_path / 'ok.pkl'))
+  np.testing.assert_array_equal(out['a'], data['a'])
+  np.testing.assert_array_equal(out['b'][0], np.eye(2))
+  assert out['c'] == 3 and isinstance(out['c'], np.int64)
+
+  class Bomb:  # _codecs.encode with another codec (a zlib bomb, base64, ...): refused.
+    def __reduce__(self):
+      import _codecs
+      return (_codecs.encode, (b'x' * 10, 'zlib'))
+
+  with open(tmp_path / 'bomb.pkl', 'wb') as f:
+    pickle.dump([Bomb()], f, protocol=protocol)
+  with pytest.raises(safe_pickle.UnsafePickleError, match="bomb.pkl: refusing _codecs.encode "
+                                                         "with 'zlib'"):
+    safe_pickle.load(str(tmp_path / 'bomb.pkl'))
+
+
 def test_meld_unknown_label_names_file_and_column(tmp_path):
   header = 'Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n'
   for name in ('train', 'dev', 'test'):

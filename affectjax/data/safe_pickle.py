@@ -34,6 +34,15 @@ class UnsafePickleError(pickle.UnpicklingError):
   """The pickle names a global outside the allow-list."""
 
 
+def _latin1_encode(text, encoding='utf-8', errors='strict'):
+  """What `_codecs.encode` does in a Python-3 pickle of protocol 0-2 (array bytes written
+  as a latin-1 string), and nothing else: another codec (zlib, base64, ...) is refused."""
+  if not isinstance(text, str) or encoding not in ('latin1', 'latin-1') or errors != 'strict':
+    raise UnsafePickleError(f'refusing _codecs.encode with {encoding!r} of a '
+                            f'{type(text).__name__} (only latin1 text rebuilds array bytes)')
+  return text.encode('latin1')
+
+
 class _Restricted(pickle.Unpickler):
 
   def __init__(self, f, path):
@@ -41,6 +50,8 @@ class _Restricted(pickle.Unpickler):
     self._path = path
 
   def find_class(self, module, name):
+    if (module, name) == ('_codecs', 'encode'):
+      return _latin1_encode
     if (module, name) in _ALLOWED:
       return super().find_class(module, name)
     raise UnsafePickleError(f'{self._path}: refusing to unpickle global {module}.{name} '
@@ -60,8 +71,10 @@ def load(path: str, what: str = 'a pickle'):
     data = f.read()
   try:
     return _Restricted(io.BytesIO(data), path).load()
-  except UnsafePickleError:
-    raise
+  except UnsafePickleError as e:
+    message = str(e)
+    raise UnsafePickleError(message if message.startswith(path) else f'{path}: {message}') \
+        from None
   except Exception as e:  # Truncated or garbage bytes surface as many exception types.
     raise ValueError(f'{path}: corrupt or unreadable pickle ({type(e).__name__}: '
                      f'{" ".join(str(e).split())[:120]}); expected {what}') from None
