@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
   _quiet_libraries()
   from affectjax import distributed, errors
   try:
-    _run(argv)
+    with _stop_on_signals():
+      _run(argv)
   except distributed.LaunchError as e:
     how = 'stopped' if e.status == errors.EXIT_INTERRUPTED else 'error'
     print(f'affectjax: {how}: {errors.one_line(e)}', file=sys.stderr)
@@ -252,6 +254,31 @@ def _run(argv) -> None:
     from affectjax import compile as compile_lib
     report = compile_lib.compile_for_topology(config, args.topology, args.batch_size)
     print(compile_lib.format_report(report))
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+  """SIGTERM and SIGHUP stop every command as Ctrl-C does: one line and exit 3, instead of
+  Python's silent default (exit 143). Training installs its own handlers over these (stop
+  at a step boundary with a checkpoint); every file a command writes is written
+  atomically, so a stop leaves none half written."""
+  import signal
+  import threading
+  from affectjax import errors
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handle(signum, frame):
+    del frame
+    raise errors.Interrupted(f'{signal.Signals(signum).name}; rerun the same command to '
+                             'start again')
+  previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGHUP)}
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
 
 
 class _ArgumentError(ValueError):

@@ -84,7 +84,20 @@ def test_generated_clips_give_speaker_folds_and_cli_build(tmp_path, capsys):
                         '--frames', '8', '--size', '32', '--max-seconds', '1',
                         '--tfds-dir', str(tfds_dir)])
   assert code == 0
-  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])['clips'] == 12
+  built = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert built['clips'] == 12
+  # A build stopped midway leaves TFDS's temporary beside the version folder; the next
+  # build (under the preparation lock) removes it.
+  version_dir = built['dataset'].rstrip('/')
+  shutil.rmtree(version_dir)
+  stale = os.path.join(os.path.dirname(version_dir),
+                       f'incomplete.AB12CD_{os.path.basename(version_dir)}')
+  os.makedirs(os.path.join(stale, 'shard'))
+  assert main_lib.main(['build-clips', '--input', str(folder), '--labels', 'ravdess',
+                        '--frames', '8', '--size', '32', '--max-seconds', '1',
+                        '--tfds-dir', str(tfds_dir)]) == 0
+  capsys.readouterr()
+  assert os.path.isdir(version_dir) and not os.path.exists(stale)
   config = config_lib.base_config()
   clips.configure(config, 'smoke,fold2')
   with config.unlocked():
@@ -101,6 +114,24 @@ def test_generated_clips_give_speaker_folds_and_cli_build(tmp_path, capsys):
   meta = ds.splits['test'].records
   who = {k: {meta[int(i)]['speaker'] for i in v.index} for k, v in ds.splits.items()}
   assert not (who['train'] & who['test']) and not (who['valid'] & who['test'])
+
+
+def test_sigterm_stops_build_clips_with_one_line(tmp_path, capsys, monkeypatch):
+  import signal
+  import time
+
+  def build(*args, **kwargs):  # Stands in for a long build: the signal arrives midway.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    raise AssertionError('the signal did not stop the command')
+  monkeypatch.setattr(clips, 'build', build)
+  before = signal.getsignal(signal.SIGTERM)
+  code = main_lib.main(['build-clips', '--input', str(tmp_path), '--tfds-dir',
+                        str(tmp_path / 'tfds')])
+  err = capsys.readouterr().err.strip()
+  assert code == 3 and err == ('affectjax: stopped: SIGTERM; rerun the same command to start '
+                               'again'), err
+  assert signal.getsignal(signal.SIGTERM) is before  # Restored after the command.
 
 
 def test_bad_clips_are_one_line_errors_or_counted_skips(tmp_path, capsys):

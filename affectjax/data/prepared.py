@@ -11,6 +11,8 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
+import shutil
 import sys
 
 from affectjax import config as config_lib
@@ -68,12 +70,26 @@ def build_once(builder, manual_dir: str, check=None):
     if not builder.is_prepared():
       if check is not None:
         check()
+      _remove_incomplete(builder)
       if not sys.stderr.isatty():  # Progress bars are for terminals, not logs and pipes.
         tfds().disable_progress_bar()
       _say_what_happens(builder, manual_dir)
       builder.download_and_prepare(
           download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
   return builder
+
+
+def _remove_incomplete(builder) -> None:
+  """Deletes TFDS's temporaries of this version (`incomplete.XXXXXX_<version>`) that a
+  stopped or killed preparation left; called under the preparation lock, so none of them
+  is another process's work in progress."""
+  version_dir = os.fspath(builder.data_dir).rstrip(os.sep)
+  parent, version = os.path.dirname(version_dir), os.path.basename(version_dir)
+  if '://' in parent or not os.path.isdir(parent):
+    return
+  for name in os.listdir(parent):
+    if re.fullmatch(r'incomplete\.[A-Z0-9]{6}_' + re.escape(version), name):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
 @contextlib.contextmanager
