@@ -9,6 +9,7 @@ must match the type already in the config, and the key must already exist.
 from __future__ import annotations
 
 import ast
+import difflib
 import importlib.util
 import json
 import math
@@ -174,8 +175,11 @@ def resolve_path(path: str) -> str:
                           name + '.py')
   if os.path.dirname(path) in ('', 'configs') and os.path.isfile(packaged):
     return packaged
+  known = [n[:-3] for n in os.listdir(packaged_configs_dir())
+           if n.endswith('.py') and n != 'common.py' and not n.startswith('_')]
+  near = difflib.get_close_matches(os.path.splitext(name)[0], known, n=1)
   raise ConfigError(f'config file not found: {path} (nor a packaged config of that name in '
-                    f'{packaged_configs_dir()})')
+                    f'{packaged_configs_dir()})' + (f'; did you mean {near[0]}?' if near else ''))
 
 
 def _load_file(spec: str) -> ml_collections.ConfigDict:
@@ -220,8 +224,12 @@ def apply_overrides(config: ml_collections.ConfigDict,
     parts = key.split('.')
     for i, part in enumerate(parts):
       if not isinstance(parent, ml_collections.ConfigDict) or part not in parent:
+        prefix = '.'.join(parts[:i])
+        near = (difflib.get_close_matches(part, list(parent.keys()), n=1)
+                if isinstance(parent, ml_collections.ConfigDict) else [])
+        hint = f'; did you mean {".".join(filter(None, (prefix, near[0])))}?' if near else ''
         raise ConfigError(f'unknown config key: {".".join(parts[:i + 1])} '
-                          f'(from --config.{key})')
+                          f'(from --config.{key}){hint}')
       if i < len(parts) - 1:
         parent = parent[part]
     current = parent[parts[-1]]

@@ -1,4 +1,5 @@
-"""The `affectjax` command line: flags only; the work lives in the modules.
+"""affectjax: train, evaluate and apply multimodal affect models (sentiment and emotion
+from text, speech, faces and conversations), on a CPU, a GPU or a TPU slice.
 
   affectjax train   --config configs/NAME.py[:ARG] --workdir DIR [--config.a.b=v ...]
   affectjax compile --config configs/NAME.py[:ARG] --topology v5e:2x4 [--config.a.b=v ...]
@@ -21,17 +22,29 @@ import logging
 import os
 import pickle
 import sys
+import textwrap
 
 
 def _parser() -> argparse.ArgumentParser:
   p = _Parser(prog='affectjax', description=__doc__,
-              formatter_class=argparse.RawDescriptionHelpFormatter)
+              formatter_class=argparse.RawDescriptionHelpFormatter,
+              epilog=textwrap.fill(
+                  'Any config field can be overridden on the command line of train, '
+                  'compile, sweep, robustness, extract-features and export-encoder: '
+                  '--config.a.b=VALUE (e.g. --config.train.num_steps=500). '
+                  '`affectjax COMMAND --help` for each command.', 88))
   from affectjax import __version__
   p.add_argument('--version', action='version', version=f'affectjax {__version__}')
   sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
-  train = sub.add_parser('train', help='train (or resume) one run in --workdir')
-  train.add_argument('--config', required=True, help='configs/NAME.py[:ARG]')
-  train.add_argument('--workdir', required=True)
+  train = sub.add_parser('train', help='train (or resume) one run in --workdir',
+                         description='Trains one run, or resumes it from its last checkpoint '
+                         '(rerun the same command after a stop or a crash). Override any '
+                         'config field with --config.a.b=VALUE, e.g. '
+                         '--config.train.num_steps=500 --config.model.dropout=0.1.')
+  train.add_argument('--config', required=True, help='configs/NAME.py[:VARIANTS], or a '
+                     'packaged config by name (synthetic_tfn, ravdess_whisper:fold1, ...)')
+  train.add_argument('--workdir', required=True, help='folder for the run: config, '
+                     'checkpoints, metrics, results.json (created; reused to resume)')
   _distributed_flags(train)
   comp = sub.add_parser('compile', help='ahead-of-time compile the train step for a '
                         'Cloud TPU topology (works on a CPU-only machine with libtpu)')
@@ -285,8 +298,23 @@ class _ArgumentError(ValueError):
   pass
 
 
+class _Help(argparse.HelpFormatter):
+  """Each option's help ends with its default, where it has a real one."""
+
+  def _get_help_string(self, action):
+    text = action.help or ''
+    if (action.default not in (None, '', False, argparse.SUPPRESS) and not action.required
+        and action.option_strings and '%(default)' not in text):
+      text += ' (default: %(default)s)'
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
   """argparse that raises (one line, status 2 from main) instead of exiting."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault('formatter_class', _Help)
+    super().__init__(*args, **kwargs)
 
   def error(self, message):
     raise _ArgumentError(f'{self.prog}: {message}')

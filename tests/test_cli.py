@@ -85,3 +85,18 @@ def test_start_up_header_and_compile_messages(tmp_path, caplog, tiny_overrides):
     assert part in head, part
   assert lines[1] == 'compiling the train and eval steps ...'
   assert lines[2].startswith('compiled in ')
+
+
+def test_help_names_overrides_and_defaults_and_typos_get_a_suggestion(capsys):
+  with pytest.raises(SystemExit):
+    main_lib.main(['train', '--help'])
+  out = capsys.readouterr().out
+  assert '--config.a.b=VALUE' in out and 'folder for the run' in out
+  with pytest.raises(SystemExit):
+    main_lib.main(['build-clips', '--help'])
+  assert 'frames sampled per clip (default: 16)' in ' '.join(capsys.readouterr().out.split())
+  assert main_lib.main(['train', '--config', 'synthtic_tfn', '--workdir', 'unused']) == 2
+  assert capsys.readouterr().err.strip().endswith('did you mean synthetic_tfn?')
+  assert main_lib.main(['train', '--config', 'synthetic_tfn', '--workdir', 'unused',
+                        '--config.train.num_step=3']) == 2
+  assert capsys.readouterr().err.strip().endswith('did you mean train.num_steps?')
