@@ -166,6 +166,30 @@ class Run:
     self.batch_size = 64
     self._step = None
 
+  def __repr__(self) -> str:
+    """What the run is: config, model, task, classes, inputs, best step and scores."""
+    lines = [f'affectjax run {self.workdir}',
+             f'  config {self.config.get("name", "")}: {self.config.model.name}, task '
+             f'{self.card["task"]}' + (
+                 f', {self.card["num_classes"]} classes' + (
+                     f' ({", ".join(map(str, self.class_names))})' if self.class_names
+                     else '') if self.card.get('num_classes') else ''),
+             '  inputs ' + ', '.join(f'{k} {tuple(v)}' for k, v in self.fields.items())]
+    try:
+      with open(os.path.join(self.workdir, 'results.json')) as f:
+        results = json.load(f)
+    except (OSError, ValueError):
+      lines.append('  unfinished: no results.json')
+    else:
+      lines.append(f'  best step {results.get("best_step")} by valid '
+                   f'{results.get("select_metric")}')
+      for split in ('valid', 'test'):
+        if isinstance(results.get(split), dict):
+          lines.append(f'  {split} ' + ', '.join(f'{k} {v:.4f}' for k, v in
+                                                 results[split].items()
+                                                 if isinstance(v, (int, float))))
+    return '\n'.join(lines)
+
   @property
   def fields(self) -> dict:
     """Input field -> per-example shape: what a feature file must hold."""
@@ -192,10 +216,13 @@ class Run:
 
   def predict(self, inputs, sample_rate: int | None = None) -> list[dict]:
     """One dict per example of `inputs` (paths: files or folders; or, with `sample_rate`,
-    a waveform array or a list of them): its id, and the class probabilities and most
-    likely label, or the score."""
+    a waveform array or a list of them; or a dict of feature arrays, field -> (examples,
+    ...)): its id, and the class probabilities and most likely label, or the score."""
     if sample_rate is not None:
       ids, arrays = self.read_waveforms(inputs, sample_rate)
+    elif isinstance(inputs, dict):  # Feature arrays in memory, as a .npz would hold them.
+      arrays = self._check('the arrays given', {k: np.asarray(v) for k, v in inputs.items()})
+      ids = [f'#{i}' for i in range(len(next(iter(arrays.values()))))]
     else:
       ids, arrays = self.read(inputs)
     out = np.asarray(self.predict_arrays(arrays), np.float64)

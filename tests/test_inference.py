@@ -43,6 +43,13 @@ def test_feature_files_give_the_runs_own_test_predictions(synthetic_run, tmp_pat
   rows = run.predict(str(tmp_path / 'f.npz'))
   with open(os.path.join(synthetic_run, 'results.json')) as f:
     accuracy = json.load(f)['test']['accuracy']
+  # The same arrays in memory give the same rows (ids by position).
+  in_memory = run.predict({k: test[k] for k in run.fields})
+  assert [r['probabilities'] for r in in_memory] == [r['probabilities'] for r in rows]
+  assert in_memory[0]['id'] == '#0'
+  summary = repr(run)
+  assert 'tensor_fusion.TFN, task classification, 2 classes' in summary
+  assert f'test accuracy {accuracy:.4f}' in summary and 'best step 6 by valid' in summary
   predicted = np.array([int(r['label']) for r in rows])
   assert len(rows) == 40 and np.mean(predicted == test['label']) == pytest.approx(accuracy)
   for r in rows:
