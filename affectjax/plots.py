@@ -43,3 +43,46 @@ def confusion_matrix_png(confusion, class_names: Sequence[str] | None, path: str
   workdir.write_atomic(path, 'the confusion-matrix figure',
                        lambda f: fig.savefig(f, format='png', dpi=110), mode='wb')
   return path
+
+
+def training_curves_png(metrics_path: str, select_metric: str, best_step, path: str,
+                        title: str = '') -> str | None:
+  """The run's curves from its metrics.jsonl: training loss (mean since the previous
+  evaluation) and validation loss per evaluated step on the left, the validation
+  selection metric on the right with the selected (best) step marked; written atomically.
+  None when the file holds no evaluation."""
+  import json
+  records = []
+  with open(metrics_path) as f:
+    for line in f:
+      if line.strip():
+        records.append(json.loads(line))
+  records = [r for r in records if isinstance(r.get('valid'), dict)]
+  if not records:
+    return None
+  steps = [r['step'] for r in records]
+  fig = new_figure((9, 3.4))
+  left, right = fig.subplots(1, 2)
+  train_loss = [r.get('train_loss', np.nan) for r in records]
+  left.plot(steps, train_loss, 'o-', ms=3, label='train (mean since last evaluation)')
+  if all('loss' in r['valid'] for r in records):
+    left.plot(steps, [r['valid']['loss'] for r in records], 's-', ms=3, label='valid')
+  left.set_xlabel('step')
+  left.set_ylabel('loss')
+  left.legend(fontsize=8)
+  values = [r['valid'].get(select_metric, np.nan) for r in records]
+  right.plot(steps, values, 'o-', ms=3, color='C2')
+  if best_step in steps:  # The checkpoint the run's results come from.
+    right.axvline(best_step, color='grey', ls=':', lw=1)
+    late = steps.index(best_step) > len(steps) / 2  # Label on the side with room.
+    right.annotate(f'selected: step {best_step}', (best_step, values[steps.index(best_step)]),
+                   fontsize=8, textcoords='offset points', xytext=(-4 if late else 4, -12),
+                   ha='right' if late else 'left')
+  right.set_xlabel('step')
+  right.set_ylabel(f'valid {select_metric}')
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  from affectjax import workdir
+  workdir.write_atomic(path, 'the training-curves figure',
+                       lambda f: fig.savefig(f, format='png', dpi=110), mode='wb')
+  return path

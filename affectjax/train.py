@@ -635,6 +635,10 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
   workdir_lib.check_identity(workdir, ckpt.identity, 'before writing results.json')
   if lead:
     _final_tensorboard(workdir, config, results)
+    from affectjax import plots
+    plots.training_curves_png(metrics_path, t.select_metric, best_step,
+                              os.path.join(workdir, 'curves.png'),
+                              f'{config.name}, seed {config.seed}')
     exp.task.report(results, workdir, f'{config.name}, seed {config.seed}')
     def write(f):
       json.dump(results, f, indent=2, sort_keys=True)

@@ -38,6 +38,8 @@ def test_cli_train_writes_everything(tmp_path, capsys, tiny_overrides, name, var
               f'best/test/{key}', f'hparam/best/valid/{key}'):
     assert tag.encode() in data, tag
   assert (workdir / 'checkpoints' / 'latest' / '12').is_dir()
+  # The curves as a figure: loss and the selection metric per evaluated step.
+  assert (workdir / 'curves.png').read_bytes()[:4] == b'\x89PNG'
   # What the numbers came from: versions, commit (in a checkout), devices, data.
   import jax
   from affectjax import __version__
