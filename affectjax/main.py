@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import pickle
 import sys
@@ -60,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
   rb = sub.add_parser('robustness', help='test metrics of a trained run with each modality '
                       'absent, noisy (per-feature std) or partly dropped (features, time '
                       'steps, a block of steps)')
-  rb.add_argument('--config', required=True)
-  rb.add_argument('--workdir', required=True)
+  rb.add_argument('--config', default='', help="the run's config (default: the one saved "
+                  'in --workdir, config.json)')
+  rb.add_argument('--workdir', required=True, help='a finished run')
   rb.add_argument('--levels', default='0.5,1,2',
                   help="noise std as multiples of each feature's training std")
   rb.add_argument('--fractions', default='0.25,0.5,0.75',
@@ -224,17 +226,23 @@ def _run(argv) -> None:
     else:
       inference.write_rows(inference.load_run(args.workdir).predict(args.inputs), args.out)
     return
-  config = config_lib.load(args.config, overrides)
+  if args.command == 'robustness' and not args.config:
+    from affectjax import inference
+    config = config_lib.apply_overrides(inference.read_config(args.workdir), overrides)
+  else:
+    config = config_lib.load(args.config, overrides)
   if args.command == 'robustness':
     from affectjax import robustness
     try:
       levels = tuple(float(x) for x in args.levels.split(',') if x)
+      if not levels or not all(math.isfinite(x) and x > 0 for x in levels):
+        raise ValueError
     except ValueError:
-      raise config_lib.ConfigError(f'--levels {args.levels}: expected numbers, e.g. '
-                                   '0.5,1,2') from None
+      raise config_lib.ConfigError(f'--levels {args.levels}: expected finite numbers > 0, '
+                                   'e.g. 0.5,1,2') from None
     try:
       fractions = tuple(float(x) for x in args.fractions.split(',') if x)
-      if not all(0 <= f <= 1 for f in fractions):
+      if not fractions or not all(0 <= f <= 1 for f in fractions):
         raise ValueError
     except ValueError:
       raise config_lib.ConfigError(f'--fractions {args.fractions}: expected numbers in '

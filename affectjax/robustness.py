@@ -127,29 +127,47 @@ def evaluate_robustness(config, workdir: str, levels=(0.5, 1.0, 2.0),
           f'std.\n\n{table}\n')
   workdir_lib.write_atomic(os.path.join(workdir, 'robustness.md'), 'the robustness table',
                            lambda f: f.write(text))
+  absent = {m: conditions[f'{m} absent'] for m in dataset.modalities}
   plot(curves, clean, metrics[0], os.path.join(workdir, 'robustness.png'),
-       f'{config.name}: test {metrics[0]} under corruption')
+       f'{config.name}: test {metrics[0]} under corruption', absent,
+       sweep.chance_level(metrics[0], config.task.get('num_classes', None)))
   report['table'] = table
   return report
 
 
-def plot(curves, clean: dict, metric: str, path: str, title: str) -> None:
-  """One panel per corruption kind: the metric against the level, one line per modality,
-  the clean value as a dashed line; the y axis starts at zero for accuracy-like metrics."""
+def plot(curves, clean: dict, metric: str, path: str, title: str, absent=None,
+         chance: float | None = None) -> None:
+  """A first panel with each modality absent (bars), then one panel per corruption kind:
+  the metric against the level, one line per modality (each its own marker and dash, so
+  overlapping lines stay visible); the clean value dashed grey and chance dotted red in
+  every panel; the y axis starts at zero for accuracy-like metrics."""
   from affectjax import plots
   kinds = [k for k in KINDS if k in curves]
-  if not kinds:
+  if not kinds and not absent:
     return
-  fig = plots.new_figure((4.2 * len(kinds), 3.4))
-  axes = fig.subplots(1, len(kinds))
+  panels = (['absent'] if absent else []) + kinds
+  fig = plots.new_figure((4.2 * len(panels), 3.6))
+  axes = np.atleast_1d(fig.subplots(1, len(panels)))
   scale = sweep.percent_scale(metric)
-  for ax, kind in zip(np.atleast_1d(axes), kinds):
-    for m, points in curves[kind].items():
-      ax.plot([p[0] for p in points], [p[1][metric] * scale for p in points], marker='o',
-              label=m)
+  styles = [('o', '-'), ('s', '--'), ('^', '-.'), ('D', ':'), ('v', '-')]
+  names = list(absent or {}) or sorted({m for k in kinds for m in curves[k]})
+  for ax, panel in zip(axes, panels):
+    if panel == 'absent':
+      ax.bar(range(len(names)), [absent[m][metric] * scale for m in names],
+             color=[f'C{i}' for i in range(len(names))])
+      ax.set_xticks(range(len(names)), [f'no {m}' for m in names])
+      ax.set_title('modality absent (zeros)')
+    else:
+      for m, points in curves[panel].items():
+        i = names.index(m) if m in names else 0
+        marker, dash = styles[i % len(styles)]
+        ax.plot([p[0] for p in points], [p[1][metric] * scale for p in points],
+                marker=marker, linestyle=dash, color=f'C{i}', alpha=0.85, label=m)
+      ax.set_xlabel('noise std (x feature std)' if panel == 'noise' else 'fraction dropped')
+      ax.set_title(panel)
     ax.axhline(clean[metric] * scale, color='gray', linestyle='--', label='clean')
-    ax.set_xlabel('noise std (x feature std)' if kind == 'noise' else 'fraction dropped')
-    ax.set_title(kind)
+    if chance is not None:
+      ax.axhline(chance * scale, color='tab:red', linestyle=':', label='chance')
     ax.set_ylabel(f'{metric}{" (%)" if scale == 100 else ""}')
     if metric not in LOWER_IS_BETTER and scale == 100:
       ax.set_ylim(0, max(100, ax.get_ylim()[1]))

@@ -89,6 +89,12 @@ def test_robustness_cli(tmp_path, capsys, tiny_overrides):
   assert report['conditions']['clean']['accuracy'] == pytest.approx(
       results['test']['accuracy'])
   assert all(report['drop']['clean'][m] == 0 for m in report['drop']['clean'])
+  # Without --config, the run's own config from the workdir: the same report.
+  assert main_lib.main(['robustness', '--workdir', str(tmp_path), '--levels', '1']) == 0
+  again = json.loads((tmp_path / 'robustness.json').read_text())
+  assert again['conditions'] == report['conditions']
+  assert main_lib.main(['robustness', '--workdir', str(tmp_path), '--levels', 'nan']) == 2
+  assert '--levels nan: expected finite numbers > 0' in capsys.readouterr().err
 
 
 def test_robustness_noise_is_per_feature_drops_are_signed_and_sequences_drop_steps():
