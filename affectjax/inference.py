@@ -431,6 +431,36 @@ def load_run(workdir: str, unfinished: bool = False) -> Run:
   return Run(workdir, unfinished)
 
 
+def write_sample_inputs(workdir: str, out: str, split: str = 'test', count: int = 8) -> dict:
+  """The first `count` examples of a split of the run's own dataset as a `.npz` that
+  `predict` reads (one array per input field, an `id` per example, and the true `label`,
+  which predict ignores): a first input for any family, and a template of the shapes a
+  run expects. Written atomically; reads the data directory as training did."""
+  from affectjax import workdir as workdir_lib
+  from affectjax.data import get_dataset
+  if count < 1:
+    raise errors.ConfigError(f'--count {count}: must be >= 1')
+  if not out.endswith('.npz'):
+    raise errors.ConfigError(f'--out {out}: must end in .npz')
+  config = read_config(workdir)
+  dataset = get_dataset(config)
+  if split not in dataset.splits:
+    raise errors.ConfigError(f'--split {split}: the dataset has '
+                             f'{", ".join(sorted(dataset.splits))}')
+  source = dataset.splits[split]
+  n = min(count, len(source))
+  batch = source.get_batch(np.arange(n))
+  with open(os.path.join(workdir, CARD)) as f:
+    fields = [k for k in json.load(f)['element_spec'] if k != 'label']
+  arrays = {k: np.asarray(batch[k]) for k in fields}
+  arrays['id'] = np.asarray([f'{split}#{i}' for i in range(n)])
+  if 'label' in batch:
+    arrays['label'] = np.asarray(batch['label'])
+  workdir_lib.write_atomic(out, 'the sample inputs', lambda f: np.savez(f, **arrays),
+                           mode='wb')
+  return {'out': out, 'split': split, 'examples': n, 'fields': fields}
+
+
 def write_rows(rows: list[dict], path: str) -> None:
   """Predictions as JSONL (`.jsonl`, or '-' for stdout) or CSV (`.csv`)."""
   from affectjax import workdir as workdir_lib

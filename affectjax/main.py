@@ -10,6 +10,7 @@ from text, speech, faces and conversations), on a CPU, a GPU or a TPU slice.
   affectjax build-clips --input FOLDER [--labels ravdess|crema-d|none|FILE.csv] [--face]
   affectjax eval    --workdir DIR [--split test]
   affectjax predict --workdir DIR INPUT [INPUT ...] [--out FILE.jsonl|FILE.csv]
+  affectjax sample-inputs --workdir DIR --out FILE.npz [--split test] [--count 8]
   affectjax launch  --processes N [--cpu-devices D] -- train --config ... --workdir DIR
 """
 
@@ -107,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
   pr.add_argument('inputs', nargs='+', help='files or folders')
   pr.add_argument('--out', default='-', help='FILE.jsonl or FILE.csv (default: JSONL on '
                   'stdout)')
+  si = sub.add_parser('sample-inputs', help="write the first examples of a run's own "
+                      'dataset split as a .npz that predict reads (a first input, and a '
+                      'template of the fields and shapes the run expects)')
+  si.add_argument('--workdir', required=True, help='a trained run')
+  si.add_argument('--out', required=True, help='FILE.npz to write')
+  si.add_argument('--split', default='test')
+  si.add_argument('--count', type=int, default=8, help='examples to write')
   la = sub.add_parser('launch', help='run one command as N processes of one JAX job on '
                       'this machine (loopback, gloo CPU collectives): a local stand-in '
                       'for a multi-host slice')
@@ -216,6 +224,14 @@ def _run(argv) -> None:
       import jax
       if jax.process_index():  # One voice: the others say only what goes wrong.
         logging.getLogger('affectjax').setLevel(logging.WARNING)
+  if args.command == 'sample-inputs':
+    if overrides:
+      raise config_lib.ConfigError(f'sample-inputs: --config.{overrides[0]}: a trained run '
+                                   'keeps its config (config.json in the workdir)')
+    from affectjax import inference
+    print(json.dumps(inference.write_sample_inputs(args.workdir, args.out, args.split,
+                                                   args.count)))
+    return
   if args.command in ('eval', 'predict'):
     if overrides:
       raise config_lib.ConfigError(f'{args.command}: --config.{overrides[0]}: a trained run '

@@ -72,6 +72,21 @@ def test_feature_files_give_the_runs_own_test_predictions(synthetic_run, tmp_pat
 
 
 
+def test_sample_inputs_write_a_first_npz_that_predict_reads(synthetic_run, tmp_path, capsys):
+  out = str(tmp_path / 'sample.npz')
+  assert main_lib.main(['sample-inputs', '--workdir', synthetic_run, '--out', out,
+                        '--count', '5']) == 0
+  assert json.loads(capsys.readouterr().out)['examples'] == 5
+  with np.load(out) as z:
+    assert {k: z[k].shape[1:] for k in ('text', 'audio', 'vision')} == {
+        'text': (32,), 'audio': (16,), 'vision': (24,)}
+    labels = z['label']
+  rows = affectjax.load_run(synthetic_run).predict(out)
+  assert [r['id'] for r in rows] == [f'test#{i}' for i in range(5)]
+  test = get_dataset(inference.read_config(synthetic_run)).splits['test'].arrays
+  np.testing.assert_array_equal(labels, test['label'][:5])  # The run's own test examples.
+
+
 def test_a_run_stopped_before_its_end_is_refused_unless_asked(synthetic_run, tmp_path, capsys):
   import shutil
   stopped = str(tmp_path / 'stopped')
