@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.machinery
 import importlib.util
 import json
 import math
@@ -186,12 +187,16 @@ def _load_file(spec: str) -> ml_collections.ConfigDict:
   path, _, arg = spec.partition(':')
   path = resolve_path(path)
   name = os.path.splitext(os.path.basename(path))[0]
-  module_spec = importlib.util.spec_from_file_location(f'_affectjax_config_{name}', path)
+  # Python source whatever the file's extension (a config saved as .txt or .cfg).
+  loader = importlib.machinery.SourceFileLoader(f'_affectjax_config_{name}', path)
+  module_spec = importlib.util.spec_from_loader(loader.name, loader)
   module = importlib.util.module_from_spec(module_spec)
   # A config may import shared helpers beside it (configs/common.py).
   sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
   try:
     module_spec.loader.exec_module(module)
+  except SystemExit as e:
+    raise ConfigError(f'{path}: called sys.exit({e.code!r}) while being imported') from None
   except Exception as e:  # A config file is user code; report where it broke.
     raise ConfigError(f'{path}: failed to import: {type(e).__name__}: {e}') from e
   finally:
@@ -202,10 +207,20 @@ def _load_file(spec: str) -> ml_collections.ConfigDict:
     config = module.get_config(arg) if arg else module.get_config()
   except ConfigError:
     raise
+  except SystemExit as e:
+    raise ConfigError(f'{spec}: get_config() called sys.exit({e.code!r})') from None
   except Exception as e:  # User code again: an unknown variant, a typo in a field.
     raise ConfigError(f'{spec}: get_config() failed: {type(e).__name__}: {e}') from None
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f'{path}: get_config() must return a ConfigDict')
+  for group, value in base_config().items():  # Every run reads every group.
+    if group not in config:
+      raise ConfigError(f'{path}: get_config() returned no config.{group} (start from '
+                        'affectjax.config.base_config())')
+    if isinstance(value, ml_collections.ConfigDict) != isinstance(
+        config[group], ml_collections.ConfigDict):
+      raise ConfigError(f'{path}: config.{group} must be '
+                        f'{"a group (ConfigDict)" if isinstance(value, ml_collections.ConfigDict) else "a value, not a group"}')
   with config.unlocked():
     if not config.get('name'):
       config.name = name + (f':{arg}' if arg else '')

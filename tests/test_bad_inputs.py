@@ -213,9 +213,9 @@ def _synthetic(*overrides, fragment, config='synthetic_tfn.py:smoke'):
   return lambda c: (c.train(config, *overrides), fragment)
 
 
-def _config_file(text, fragment, arg=''):
+def _config_file(text, fragment, arg='', name='cfg.py'):
   def build(c):
-    path = c.tmp / 'cfg.py'
+    path = c.tmp / name
     path.write_text(text)
     return c.train(f'{path}{arg}'), fragment
   return build
@@ -353,6 +353,14 @@ CASES = {
                                       'get_config() failed'),
     'get_config returns a dict': _config_file('def get_config():\n  return {}\n',
                                               'must return a ConfigDict'),
+    'get_config calls sys.exit': _config_file('import sys\ndef get_config():\n  sys.exit(3)\n',
+                                              'get_config() called sys.exit(3)'),
+    'config import calls sys.exit': _config_file('import sys\nsys.exit("no")\n',
+                                                 "called sys.exit('no') while being imported"),
+    'ConfigDict without a group': _config_file(
+        'import ml_collections\ndef get_config():\n'
+        '  return ml_collections.ConfigDict({"name": "x", "seed": 0})\n',
+        'get_config() returned no config.data'),
     'unknown variant': _other(['train', '--config', config_path('synthetic_tfn.py:bogus'),
                                '--workdir', '{W}'], "unknown config variant 'bogus'"),
     'unknown key': _synthetic('model.nonexistent=3', fragment='model.nonexistent'),

@@ -93,3 +93,12 @@ def test_unknown_selection_metric_fails_before_training(tmp_path, capsys):
   err = capsys.readouterr().err
   assert code == 2 and "select_metric: 'acc2' is not a validation metric" in err
   assert 'accuracy' in err and not (tmp_path / 'run').exists()
+
+
+def test_a_python_config_with_another_extension_loads(tmp_path):
+  text = open(config_path('synthetic_tfn.py')).read()
+  (tmp_path / 'tfn.cfg').write_text(text)
+  (tmp_path / 'common.py').write_text(open(config_path('common.py')).read())
+  loaded = config_lib.load(str(tmp_path / 'tfn.cfg') + ':smoke')
+  assert config_lib.to_dict(loaded) == config_lib.to_dict(
+      config_lib.load(config_path('synthetic_tfn.py:smoke'))) | {'name': 'tfn:smoke'}
