@@ -75,6 +75,10 @@ def initialize(auto_detect: bool = False, coordinator: str = '', num_processes: 
                              '--num-processes and --process-id') from None
   if not 0 <= pid < num:
     raise errors.ConfigError(f'process id {pid}: must be in [0, {num}) for {num} processes')
+  host, sep, port = coordinator.rpartition(':')
+  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise errors.ConfigError(f'--coordinator {coordinator}: expected HOST:PORT with a port in '
+                             f'1..65535 (or ${ENV_COORDINATOR})')
   import jax
   # CPU devices only: other platforms ignore these (one GPU or TPU host per process).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')

@@ -50,8 +50,25 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
 
 def axis_rules(config) -> tuple[tuple[str, Any], ...]:
   """The rules table with `config.mesh.rules` in front (first match wins)."""
-  extra = tuple(tuple(r) for r in (config.mesh.get('rules', ()) or ()))
-  return extra + LOGICAL_AXIS_RULES
+  from affectjax.errors import ConfigError
+  raw = config.mesh.get('rules', ()) or ()
+  known = {name for name, _ in LOGICAL_AXIS_RULES}
+  extra = []
+  for rule in raw if isinstance(raw, (tuple, list)) else [raw]:
+    if (not isinstance(rule, (tuple, list)) or len(rule) != 2
+        or not isinstance(rule[0], str)):
+      raise ConfigError(f'config.mesh.rules: {rule!r} is not a (logical axis, mesh axis) '
+                        "pair, e.g. (('mlp', 'model'),)")
+    logical, target = rule
+    if logical not in known:
+      raise ConfigError(f'config.mesh.rules: logical axis {logical!r} is not one the models '
+                        f'name ({", ".join(sorted(known))})')
+    targets = target if isinstance(target, (tuple, list)) else (target,)
+    if any(t is not None and t not in MESH_AXES for t in targets):
+      raise ConfigError(f'config.mesh.rules: {rule!r} maps to an unknown mesh axis (have '
+                        f'{", ".join(MESH_AXES)}, or None)')
+    extra.append((logical, tuple(target) if isinstance(target, list) else target))
+  return tuple(extra) + LOGICAL_AXIS_RULES
 
 
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
