@@ -333,14 +333,22 @@ class Run:
         raise base.DataError(f'{where}: field {k!r} has {len(v)} examples, others {n}')
       n = len(v)
       out[k] = v
+    if not n:
+      raise base.DataError(f'{where}: no examples (field {next(iter(out))!r} has 0 rows)')
     return out
 
   def _npz(self, path: str):
+    arrays, key = {}, None
     try:
       with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-      raise base.DataError(f'{path}: unreadable npz ({errors.one_line(e)})') from None
+        for key in z.files:
+          arrays[key] = z[key]
+    except (OSError, ValueError, EOFError) as e:
+      if key is not None and 'allow_pickle' in str(e):
+        raise base.DataError(f'{path}: field {key!r} holds Python objects (a pickled object '
+                             'array); give numbers, or strings for id') from None
+      where = f'field {key!r}: ' if key is not None else ''
+      raise base.DataError(f'{path}: {where}unreadable npz ({errors.one_line(e)})') from None
     ids = arrays.get('id')
     arrays = self._check(path, arrays)
     n = len(next(iter(arrays.values())))

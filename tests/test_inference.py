@@ -109,6 +109,9 @@ def test_bad_inputs_are_one_line_errors_naming_file_and_field(synthetic_run, tmp
       'shape.npz': ({**ok, 'audio': np.zeros((2, 15))}, "field 'audio' has examples of "
                     'shape (15,); this run reads (16,)'),
       'nan.npz': ({**ok, 'text': np.full((2, 32), np.nan)}, "field 'text' has NaN/inf"),
+      'empty.npz': ({k: v[:0] for k, v in ok.items()}, 'no examples (field '),
+      'objects.npz': ({**ok, 'audio': np.array([None, {}], dtype=object)},
+                      "field 'audio' holds Python objects"),
   }
   for name, (arrays, message) in cases.items():
     np.savez(tmp_path / name, **arrays)
