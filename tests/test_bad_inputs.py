@@ -528,6 +528,19 @@ CASES = {
         text=s['text'][:4])), "field 'text' has 4 rows"),
     'MMSA empty split': _mmsa_case(_mmsa_split('test', lambda s: s.update(
         {k: v[:0] for k, v in s.items()})), "split 'test' is empty"),
+    'MOSI id repeated': _mosi_case(lambda d: d['id'].__setitem__(1, d['id'][0]),
+                                   "field 'id' has"),
+    'MOSI id empty': _mosi_case(lambda d: d['id'].__setitem__(2, ''), "field 'id' row 2"),
+    'MMSA id repeated': _mmsa_case(_mmsa_split('train', lambda s: s['id'].__setitem__(
+        3, s['id'][0])), "train: field 'id' has 'vid0$_$0' 2 times"),
+    'MMSA id None': _mmsa_case(_mmsa_split('valid', lambda s: s.update(
+        id=np.asarray([None] * 9, dtype=object))), "valid: field 'id' row 0: None"),
+    'MMSA lengths of the wrong count': _mmsa_case(_mmsa_split('train', lambda s: s.update(
+        audio_lengths=np.full(5, 4))), "field 'audio_lengths' has 5 entries for 24 rows"),
+    'MMSA lengths longer than the sequence': _mmsa_case(_mmsa_split('test', lambda s: s.update(
+        text_lengths=np.full(9, 6))), "field 'text_lengths' must hold whole numbers in [0, 5]"),
+    'MMSA negative lengths': _mmsa_case(_mmsa_split('valid', lambda s: s.update(
+        vision_lengths=np.full(9, -1))), "field 'vision_lengths' must hold whole numbers"),
     'MMSA text labels': _mmsa_case(_mmsa_split('train', lambda s: s.update(
         regression_labels=np.asarray(['pos'] * 24))), "'regression_labels' is not numeric"),
     # IEMOCAP conversation pickle.

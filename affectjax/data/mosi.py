@@ -80,6 +80,7 @@ def read_poria_npz(path: str) -> dict[str, dict[str, np.ndarray]]:
     raise base.DataError(f'{path}: field \'sentiment\' has dtype {raw["sentiment"].dtype}, '
                          'expected numbers')
   check_label_range(raw['sentiment'], f'{path}: field \'sentiment\'')
+  raw['id'] = _checked_ids(raw['id'], path)
   unknown = sorted(set(map(str, raw['split'])) - {'train', 'test'})
   if unknown:
     raise base.DataError(f'{path}: field \'split\' has {unknown[0]!r} (expected train or '
@@ -119,6 +120,28 @@ def check_label_range(label: np.ndarray, where: str) -> None:
                          f'(first: {label[first]!r} in row {first})')
 
 
+def _checked_ids(raw, where: str) -> np.ndarray:
+  """Example ids as strings: one per row, each a non-empty string or integer, none twice
+  (a repeated id merges two examples in every per-id table and prediction)."""
+  ids = np.asarray(raw)
+  if ids.ndim != 1:
+    raise base.DataError(f'{where}: field \'id\' has shape {ids.shape}, expected one id per '
+                         'example')
+  for i, v in enumerate(ids.tolist()):
+    if isinstance(v, bytes):
+      v = v.decode('utf-8', 'replace')
+    if isinstance(v, bool) or not isinstance(v, (str, int)) or not str(v).strip():
+      raise base.DataError(f'{where}: field \'id\' row {i}: {v!r} is not a non-empty string '
+                           'or integer')
+  ids = np.asarray([v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v)
+                    for v in ids.tolist()])
+  unique, counts = np.unique(ids, return_counts=True)
+  if (counts > 1).any():
+    raise base.DataError(f'{where}: field \'id\' has {str(unique[counts > 1][0])!r} '
+                         f'{counts[counts > 1][0]} times; ids must be unique')
+  return ids
+
+
 def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
   """{split: arrays} from an MMSA pickle; ids 'video$_$clip' give video and segment."""
   data = safe_pickle.load(path, _MMSA_WHAT)
@@ -133,7 +156,7 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
     for field in (*MODALITIES, 'regression_labels', 'id'):
       if field not in d:
         raise base.DataError(f'{path}: {name}: field {field!r} is missing')
-    ids = np.asarray(d['id']).astype(str)
+    ids = _checked_ids(d['id'], f'{path}: {name}')
     video, segment = [], []
     for i in ids:
       v, _, clip = i.rpartition('$_$') if '$_$' in i else (i, '', '0')
@@ -162,8 +185,23 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
                              '(N, T, D)')
       arrays[m] = x
       lengths = d.get(f'{m}_lengths')
-      arrays[f'{m}_lengths'] = (np.full(len(x), x.shape[1], np.int32) if lengths is None
-                                else np.asarray(lengths, np.int32).reshape(-1))
+      if lengths is None:
+        lengths = np.full(len(x), x.shape[1], np.int32)
+      else:
+        field = f'{path}: {name}: field \'{m}_lengths\''
+        try:
+          raw_lengths = np.asarray(lengths, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+          raise base.DataError(f'{field} is not numeric') from None
+        if len(raw_lengths) != len(x):
+          raise base.DataError(f'{field} has {len(raw_lengths)} entries for {len(x)} rows')
+        if (not np.isfinite(raw_lengths).all() or (raw_lengths != np.round(raw_lengths)).any()
+            or raw_lengths.min() < 0 or raw_lengths.max() > x.shape[1]):
+          raise base.DataError(f'{field} must hold whole numbers in [0, {x.shape[1]}] (the '
+                               f'sequence length), got {raw_lengths.min():g} .. '
+                               f'{raw_lengths.max():g}')
+        lengths = raw_lengths.astype(np.int32)
+      arrays[f'{m}_lengths'] = lengths
     out[name] = arrays
   return out
 
