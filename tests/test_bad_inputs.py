@@ -541,6 +541,8 @@ CASES = {
         text_lengths=np.full(9, 6))), "field 'text_lengths' must hold whole numbers in [0, 5]"),
     'MMSA negative lengths': _mmsa_case(_mmsa_split('valid', lambda s: s.update(
         vision_lengths=np.full(9, -1))), "field 'vision_lengths' must hold whole numbers"),
+    'MMSA splits of different lengths': _mmsa_case(_mmsa_split('test', lambda s: s.update(
+        audio=np.zeros((9, 6, 3), np.float32))), "field 'audio' has (steps, features) train"),
     'MMSA text labels': _mmsa_case(_mmsa_split('train', lambda s: s.update(
         regression_labels=np.asarray(['pos'] * 24))), "'regression_labels' is not numeric"),
     # IEMOCAP conversation pickle.

@@ -203,6 +203,12 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
         lengths = raw_lengths.astype(np.int32)
       arrays[f'{m}_lengths'] = lengths
     out[name] = arrays
+  for m in MODALITIES:  # One model reads every split: the same steps and features.
+    shapes = {name: out[name][m].shape[1:] for name in out}
+    if len(set(shapes.values())) > 1:
+      raise base.DataError(f'{path}: field {m!r} has (steps, features) '
+                           + ', '.join(f'{k} {v}' for k, v in shapes.items())
+                           + '; every split needs the same')
   return out
 
 
