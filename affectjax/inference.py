@@ -97,6 +97,23 @@ def read_config(workdir: str):
   return ml_collections.ConfigDict(_tuples(raw))
 
 
+# The run card's fields and their JSON types (run.json, written by write_card).
+_CARD_FIELDS = {'element_spec': dict, 'class_names': (list, type(None)), 'modalities': list,
+                'num_classes': (int, type(None)), 'task': str, 'model_inputs': dict,
+                'preprocess': dict}
+
+
+def _check_card(path: str, card) -> None:
+  """WorkdirError naming the field of a run card that was edited into another type."""
+  if not isinstance(card, dict):
+    raise errors.WorkdirError(f'{path}: not a JSON object')
+  for field, kind in _CARD_FIELDS.items():
+    if field not in card:
+      raise errors.WorkdirError(f'{path}: field {field} is missing')
+    if isinstance(card[field], bool) or not isinstance(card[field], kind):
+      raise errors.WorkdirError(f'{path}: field {field} is a {type(card[field]).__name__}')
+
+
 def _files_under(folder: str) -> list[str]:
   """Every file under `folder`, sorted, following symbolic links but entering each real
   directory once and listing each real file once (a link loop is not read again and
@@ -143,13 +160,28 @@ class Run:
                                 'saved run cards: train it again to predict with it') from None
     except (OSError, ValueError) as e:
       raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
+    if not isinstance(self.card, dict):
+      raise errors.WorkdirError(f'{path}: not a JSON object')
     if self.card.get('format') != FORMAT:
       raise errors.WorkdirError(f'{path}: field format {self.card.get("format")!r} '
                                 f'(this affectjax reads {FORMAT})')
-    with np.load(os.path.join(workdir, ARRAYS)) as z:
-      self.preprocess_arrays = {k: z[k] for k in z.files}
-    self.spec = {k: (tuple(shape), np.dtype(dtype))
-                 for k, (shape, dtype) in self.card['element_spec'].items()}
+    _check_card(path, self.card)
+    arrays_path = os.path.join(workdir, ARRAYS)
+    try:
+      with np.load(arrays_path, allow_pickle=False) as z:
+        self.preprocess_arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+      raise errors.WorkdirError(f'{arrays_path}: not found; the run card needs it (train '
+                                'the run again)') from None
+    except Exception as e:  # A damaged npz surfaces as zipfile, OSError, ValueError ...
+      raise errors.WorkdirError(f'{arrays_path}: unreadable ({type(e).__name__}: '
+                                f'{errors.one_line(e)})') from None
+    try:
+      self.spec = {k: (tuple(int(n) for n in shape), np.dtype(dtype))
+                   for k, (shape, dtype) in self.card['element_spec'].items()}
+    except (TypeError, ValueError) as e:
+      raise errors.WorkdirError(f'{path}: field element_spec is not {{field: [shape, dtype]}} '
+                                f'({errors.one_line(e)})') from None
     self.class_names = self.card['class_names']
     with self.config.unlocked():
       self.config.mesh.data, self.config.mesh.model = 1, 1
@@ -343,7 +375,7 @@ class Run:
       with np.load(path, allow_pickle=False) as z:
         for key in z.files:
           arrays[key] = z[key]
-    except (OSError, ValueError, EOFError) as e:
+    except Exception as e:  # A damaged npz surfaces as zipfile, OSError, ValueError ...
       if key is not None and 'allow_pickle' in str(e):
         raise base.DataError(f'{path}: field {key!r} holds Python objects (a pickled object '
                              'array); give numbers, or strings for id') from None

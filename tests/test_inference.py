@@ -128,6 +128,34 @@ def test_bad_inputs_are_one_line_errors_naming_file_and_field(synthetic_run, tmp
   assert '--split dev' in capsys.readouterr().err
 
 
+def test_an_edited_run_card_or_statistics_file_is_one_line(synthetic_run, tmp_path, capsys):
+  import shutil
+  np.savez(tmp_path / 'f.npz', text=np.zeros((2, 32)), audio=np.zeros((2, 16)),
+           vision=np.zeros((2, 24)))
+  card = json.loads(open(os.path.join(synthetic_run, inference.CARD)).read())
+  edits = {
+      'modalities a string': (inference.CARD, json.dumps({**card, 'modalities': 'text'}),
+                              'field modalities is a str'),
+      'no element_spec': (inference.CARD, json.dumps({k: v for k, v in card.items()
+                                                      if k != 'element_spec'}),
+                          'field element_spec is missing'),
+      'bad shape': (inference.CARD, json.dumps({**card, 'element_spec': {'text': [['a'],
+                                                                                'float32']}}),
+                    'field element_spec is not'),
+      'card a list': (inference.CARD, '[1, 2]', 'not a JSON object'),
+      'statistics truncated': (inference.ARRAYS, 'PK\x03\x04', 'unreadable'),
+  }
+  for name, (file, text, message) in edits.items():
+    run = str(tmp_path / name.replace(' ', '_'))
+    shutil.copytree(synthetic_run, run)
+    with open(os.path.join(run, file), 'w') as f:
+      f.write(text)
+    assert main_lib.main(['predict', '--workdir', run, str(tmp_path / 'f.npz')]) == 2, name
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and os.path.join(run, file) in err and message in err, (
+        name, err)
+
+
 def test_a_folder_with_a_link_loop_is_read_once(synthetic_run, tmp_path):
   folder = tmp_path / 'inputs'
   (folder / 'sub').mkdir(parents=True)
