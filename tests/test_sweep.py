@@ -48,7 +48,7 @@ def test_sweep_cli_runs_cells_once_and_aggregates(tmp_path, capsys, tiny_overrid
   table = (tmp_path / 'sweep.md').read_text()
   assert '| 3 | tav |' in table and '+-' in table
   # The recorded command reproduces the sweep: the overrides and the workdir included.
-  assert "--config.name='run{seed}'" in table and f'--workdir {tmp_path}' in table
+  assert "'--config.name=run{seed}'" in table and f'--workdir {tmp_path}' in table
   assert (tmp_path / 'sweep.png').read_bytes()[:4] == b'\x89PNG'
   # A second invocation reads the finished runs back instead of training again.
   mtime = (run_dir / 'results.json').stat().st_mtime_ns
