@@ -172,3 +172,20 @@ def test_tpu_scale_halves_the_batch_after_a_host_out_of_memory_and_says_unknown(
   assert ('| audio-visual MAE large | v5e-8 (v5e:2x4) | | 32/chip |' in out
           and 'unknown: this host ran out of memory compiling it' in out)
   assert '| audio-visual MAE large | v5e-8 (v5e:2x4) | fsdp 8 | 128 |' in out
+
+
+def test_speech_encoder_benchmark_table_ratios_floors_and_errors():
+  bench = _script('speech_encoders')
+  rows = [
+      {'model': 'whisper-base', 'kind': 'features', 'framework': 'affectjax', 'batch': 8,
+       'clips_per_s': 8.0, 'seconds': 1.0, 'floor_s': 0.25},
+      {'model': 'whisper-base', 'kind': 'features', 'framework': 'ctranslate2', 'batch': 8,
+       'clips_per_s': 12.0, 'seconds': 0.667},
+      {'model': 'wavlm-base', 'kind': 'features', 'framework': 'torch', 'batch': 8,
+       'error': 'no module named transformers'},
+  ]
+  text = bench.render(rows, {'gflops': 100.0, 'by_framework': {'jax': 100.0}}, 60.0)
+  assert text.startswith(bench.START) and text.endswith(bench.END)
+  assert '| whisper-base | feature extraction | 8 | affectjax | 8.0 | 1.00x | 4.0x |' in text
+  assert '| whisper-base | feature extraction | 8 | ctranslate2 | 12.0 | 1.50x |  |' in text
+  assert '| wavlm-base | features | 8 | torch | error: no module named transformers | | |' in text
