@@ -18,13 +18,6 @@ if _OWN_CACHE:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='affectjax-test-xla-cache-')
 _CACHE = os.environ['JAX_COMPILATION_CACHE_DIR']
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
-# The tests' steps are small and few, so XLA's CPU compile dominates their time; LLVM's
-# expensive optimisation passes buy little at these sizes. Same semantics (no fast-math),
-# a third less time (tests/test_resume.py: 126 s -> 86 s on 2 busy cores). Appended, so
-# flags the caller sets stay.
-FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
-if FAST_COMPILE not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 # The ahead-of-time TPU compiles load libtpu without a TPU; by default the first process to
 # load it holds /tmp/libtpu_lockfile for life, so a second test worker's compile would abort.
 os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')

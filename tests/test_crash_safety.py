@@ -27,7 +27,7 @@ from affectjax import faults
 from affectjax import main as main_lib
 from affectjax import train
 from affectjax import workdir as workdir_lib
-from conftest import FAST_COMPILE, REPO, config_path, saved_state
+from conftest import REPO, config_path, saved_state
 
 STEPS = 30
 # Validation loss selects (it falls at every evaluation here), so each evaluation writes a
@@ -160,7 +160,7 @@ def test_kill_at_every_point_resumes_exactly(tmp_path, straight, monkeypatch):
 
 def _cli(workdir, fault=None):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count=8 {FAST_COMPILE}')
+             XLA_FLAGS='--xla_force_host_platform_device_count=8')
   env.pop('AFFECTJAX_FAULT', None)
   if fault:
     env['AFFECTJAX_FAULT'] = fault

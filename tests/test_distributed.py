@@ -19,7 +19,7 @@ from affectjax import faults
 from affectjax import losses
 from affectjax import train
 
-from conftest import FAST_COMPILE, config_path
+from conftest import config_path
 from test_erc import write_features_pickle
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,7 +30,7 @@ TFN = ('synthetic_tfn.py:smoke', ['data.num_valid=125', 'data.num_test=131',
 
 def _launch(args, processes=2, devices=4, extra_env=None, timeout=400):
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'AFFECTJAX_FAULT')}
-  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=FAST_COMPILE, **(extra_env or {}))
+  env.update(JAX_PLATFORMS='cpu', **(extra_env or {}))
   t = time.time()
   proc = subprocess.run([sys.executable, '-m', 'affectjax', 'launch', '--processes',
                          str(processes), '--cpu-devices', str(devices), '--grace', '15', '--',
