@@ -313,9 +313,10 @@ def to_dict(config: ml_collections.ConfigDict) -> dict:
 
 # -- declared valid ranges of the model and data fields ----------------------------------------
 # By field name, at any depth under config.model and config.data (a tower's `width` is
-# checked as the model's is; a per-modality dict such as `dropouts.audio` by its own name). A value outside its range would otherwise run to the end
-# (dropout 1.5 scales activations by -2, zero depths give an empty network, a zero window
-# an empty log-mel) or fail hours in with an error that names neither field nor file.
+# checked as the model's is; a per-modality dict such as `dropouts.audio` by its own
+# name). A value outside its range would otherwise run to the end (dropout 1.5 scales
+# activations by -2, zero depths give an empty network, a zero window an empty log-mel)
+# or fail hours in with an error that names neither field nor file.
 PROBABILITY = ('dropout', 'dropouts', 'encoder_dropout', 'head_dropout', 'post_fusion_dropout',
                'mask_ratio', 'audio_mask_ratio', 'video_mask_ratio', 'mask_time_prob',
                'freq_mask', 'time_mask', 'token_drop')  # [0, 1)

@@ -103,15 +103,29 @@ _CARD_FIELDS = {'element_spec': dict, 'class_names': (list, type(None)), 'modali
                 'preprocess': dict}
 
 
-def _check_card(path: str, card) -> None:
-  """WorkdirError naming the field of a run card that was edited into another type."""
+def read_card(workdir: str) -> dict:
+  """The run card (run.json) of `workdir`, checked: a WorkdirError naming the file and
+  field when it is missing, unreadable, of another format, or edited into other types."""
+  path = os.path.join(workdir, CARD)
+  try:
+    with open(path) as f:
+      card = json.load(f)
+  except FileNotFoundError:
+    raise errors.WorkdirError(f'{path}: not found; the run was trained before affectjax '
+                              'saved run cards: train it again to predict with it') from None
+  except (OSError, ValueError) as e:
+    raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
   if not isinstance(card, dict):
     raise errors.WorkdirError(f'{path}: not a JSON object')
+  if card.get('format') != FORMAT:
+    raise errors.WorkdirError(f'{path}: field format {card.get("format")!r} '
+                              f'(this affectjax reads {FORMAT})')
   for field, kind in _CARD_FIELDS.items():
     if field not in card:
       raise errors.WorkdirError(f'{path}: field {field} is missing')
     if isinstance(card[field], bool) or not isinstance(card[field], kind):
       raise errors.WorkdirError(f'{path}: field {field} is a {type(card[field]).__name__}')
+  return card
 
 
 def _files_under(folder: str) -> list[str]:
@@ -152,20 +166,7 @@ class Run:
           'not its answer: resume it (affectjax train with the same config and workdir), or '
           'load_run(workdir, unfinished=True) to use it anyway')
     path = os.path.join(workdir, CARD)
-    try:
-      with open(path) as f:
-        self.card = json.load(f)
-    except FileNotFoundError:
-      raise errors.WorkdirError(f'{path}: not found; the run was trained before affectjax '
-                                'saved run cards: train it again to predict with it') from None
-    except (OSError, ValueError) as e:
-      raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
-    if not isinstance(self.card, dict):
-      raise errors.WorkdirError(f'{path}: not a JSON object')
-    if self.card.get('format') != FORMAT:
-      raise errors.WorkdirError(f'{path}: field format {self.card.get("format")!r} '
-                                f'(this affectjax reads {FORMAT})')
-    _check_card(path, self.card)
+    self.card = read_card(workdir)
     arrays_path = os.path.join(workdir, ARRAYS)
     try:
       with np.load(arrays_path, allow_pickle=False) as z:
@@ -490,8 +491,7 @@ def write_sample_inputs(workdir: str, out: str, split: str = 'test', count: int 
   source = dataset.splits[split]
   n = min(count, len(source))
   batch = source.get_batch(np.arange(n))
-  with open(os.path.join(workdir, CARD)) as f:
-    fields = [k for k in json.load(f)['element_spec'] if k != 'label']
+  fields = [k for k in read_card(workdir)['element_spec'] if k != 'label']
   arrays = {k: np.asarray(batch[k]) for k in fields}
   arrays['id'] = np.asarray([f'{split}#{i}' for i in range(n)])
   if 'label' in batch:
