@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from affectjax import data as data_lib
+from affectjax import preemption
 from affectjax import sharding as sharding_lib
 from affectjax import train as train_lib
 
@@ -35,8 +36,8 @@ def compile_for_topology(config, topology: str, batch_size: int = 0) -> dict:
   dataset = data_lib.get_dataset(config)
   exp = train_lib.Experiment.for_dataset(config, mesh, dataset)
   batch_size = batch_size or config.train.batch_size
-  compiled = exp.lower_train_step(batch_size).compile()
-  exp.lower_init().compile()
+  compiled = preemption.compile(exp.lower_train_step(batch_size))
+  preemption.compile(exp.lower_init())
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):

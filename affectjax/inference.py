@@ -41,7 +41,7 @@ import os
 
 import numpy as np
 
-from affectjax import errors
+from affectjax import errors, preemption
 from affectjax.data import audio, base
 
 CARD, ARRAYS = 'run.json', 'preprocess.npz'
@@ -243,7 +243,7 @@ class Run:
     source = base.ArraySource({**{k: arrays[k] for k in self.fields},
                                'label': np.zeros((n, *label_shape), label_dtype)})
     if self._step is None:
-      self._step = self.exp.lower_eval_step(self.batch_size).compile()
+      self._step = preemption.compile(self.exp.lower_eval_step(self.batch_size))
     return train.eval_outputs(self.exp, self._step, self.params, source,
                               self.batch_size)['prediction']
 

@@ -308,8 +308,13 @@ def _stop_on_signals():
 
   def handle(signum, frame):
     del frame
-    raise errors.Interrupted(f'{signal.Signals(signum).name}; rerun the same command to '
-                             'start again')
+    error = errors.Interrupted(f'{signal.Signals(signum).name}; rerun the same command to '
+                               'start again')
+    # Held while XLA compiles (no compile runs before preemption is imported).
+    preemption = sys.modules.get('affectjax.preemption')
+    if preemption is None:
+      raise error
+    preemption.raise_or_hold(error)
   previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGHUP)}
   try:
     yield

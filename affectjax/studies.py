@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from affectjax import checkpoint as checkpoint_lib
-from affectjax import metrics, train, workdir as workdir_lib
+from affectjax import metrics, preemption, train, workdir as workdir_lib
 
 
 def _params(exp, workdir: str, kind: str):
@@ -33,7 +33,7 @@ def checkpoint_metrics(config, workdir: str, kind: str = 'latest', split: str = 
   """The task's metrics on `split` with the run's `kind` ('latest': the last step, or
   'best') checkpoint; 'step' says which step 'latest' was."""
   dataset, exp = train._setup(config)
-  eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
+  eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   step, params = _params(exp, workdir, kind)
   out = train.evaluate(exp, eval_step, params, dataset.splits[split],
                        config.train.eval_batch_size, dataset.splits['train'])
@@ -59,7 +59,7 @@ def emodb_scores(config, workdir: str, kind: str = 'best') -> dict:
     with open(path) as f:
       return json.load(f)
   dataset, exp = train._setup(config)
-  eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
+  eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   _, params = _params(exp, workdir, kind)
   out = train.eval_outputs(exp, eval_step, params, ravdess.emodb_source(config),
                            config.train.eval_batch_size)

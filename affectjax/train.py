@@ -157,7 +157,7 @@ class Experiment:
     run's checkpoint, Hugging Face folders) over it, with the same shardings. The
     optimizer state stays as initialised: the optimizers here (adam, adamw, sgd with
     momentum) start from zero moments whatever the parameter values."""
-    state = self.lower_init().compile()(jax.random.PRNGKey(seed))
+    state = preemption.compile(self.lower_init())(jax.random.PRNGKey(seed))
     return state.replace(params=transfer.apply(self.config, state.params))
 
   def lower_init(self):
@@ -430,9 +430,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     compile_start = time.time()
     log.info('compiling the train and eval steps ...')
     with _memory(f'compiling the train step (config.train.batch_size={t.batch_size})'):
-      train_step = exp.lower_train_step(t.batch_size).compile()
+      train_step = preemption.compile(exp.lower_train_step(t.batch_size))
     with _memory(f'evaluating (config.train.eval_batch_size={t.eval_batch_size})'):
-      eval_step = exp.lower_eval_step(t.eval_batch_size).compile()
+      eval_step = preemption.compile(exp.lower_eval_step(t.eval_batch_size))
       _first_eval_batch(exp, eval_step, dataset.splits['valid'], t.eval_batch_size)
     compile_s = time.time() - compile_start
     log.info('compiled in %.1f s', compile_s)
@@ -688,7 +688,7 @@ def load_trained(config, workdir: str):
                             '(affectjax train with the same config and workdir)')
   _check_workdir_config(config, workdir)
   dataset, exp = _setup(config)
-  eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
+  eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   ckpt = checkpoint_lib.Checkpoints(workdir, config.train.keep_checkpoints)
   params = ckpt.restore_best(exp.abstract_state.params)
   ckpt.close()
