@@ -20,8 +20,10 @@ from affectjax import train as train_lib
 def topology_devices(topology: str):
   """The devices of a TPU slice, e.g. 'v5e:2x4' (8 chips) or 'v4:2x2x1'."""
   from jax.experimental import topologies
+  from affectjax import hardware
   try:
-    desc = topologies.get_topology_desc(platform='tpu', topology_name=topology)
+    with hardware.quiet_libtpu():
+      desc = topologies.get_topology_desc(platform='tpu', topology_name=topology)
   except Exception as e:  # libtpu missing or an unknown name; say which.
     raise ValueError(f'--topology {topology}: cannot describe this TPU topology '
                      f'({type(e).__name__}: {" ".join(str(e).split())[:200]}); is libtpu '

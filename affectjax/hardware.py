@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import glob
 import os
 import platform
+import re
 import subprocess
 import sys
+import tempfile
 
 
 def cpu_name() -> str:
@@ -71,3 +75,47 @@ def provenance(data_dir: str = '', dataset: str = '') -> dict:
       'processes': jax.process_count(), 'host': cpu_name(),
       'data_dir': os.path.abspath(data_dir) if data_dir else None, 'dataset': dataset,
   }
+
+
+# What libtpu prints when it is installed (the `tpu` extra) on a machine without TPUs: it
+# looks for a TPU VM's metadata, fails, and says so on every start.
+_LIBTPU_NOISE = re.compile(r'TPU|libtpu|InitGoogle|Source Location Trace|^\S+\.cc:\d+$')
+
+
+def _libtpu_without_tpus() -> bool:
+  import importlib.util
+  return (importlib.util.find_spec('libtpu') is not None
+          and not glob.glob('/dev/accel*') and not os.path.exists('/dev/vfio')
+          and os.environ.get('AFFECTJAX_LIBRARY_LOGS', '') in ('', '0'))
+
+
+@contextlib.contextmanager
+def quiet_libtpu():
+  """Drops libtpu's start-up complaints from the body's standard error (written by C++
+  straight to file descriptor 2), on a machine with libtpu and no TPU; every other line
+  the body writes there comes out after it. AFFECTJAX_LIBRARY_LOGS=1 shows them all."""
+  if not _libtpu_without_tpus():
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      lines = captured.read().decode(errors='replace').splitlines()
+      kept = [line for line in lines if line.strip() and not _LIBTPU_NOISE.search(line)]
+      if kept:
+        sys.stderr.write('\n'.join(kept) + '\n')
+
+
+def start_jax() -> None:
+  """Initialises JAX's backends (after `distributed.initialize`), without libtpu's noise."""
+  with quiet_libtpu():
+    import jax
+    jax.devices()

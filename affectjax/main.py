@@ -204,8 +204,10 @@ def _run(argv) -> None:
     return
   rest, overrides = config_lib.split_cli_overrides(argv)
   args = _parser().parse_args(rest)
+  from affectjax import hardware
   if args.command == 'sweep':
     from affectjax import sweep
+    hardware.start_jax()
     print(sweep.run(args.config, args.grid, args.seeds, args.workdir, overrides)['table'])
     return
   if args.command == 'build-clips':
@@ -224,6 +226,7 @@ def _run(argv) -> None:
       import jax
       if jax.process_index():  # One voice: the others say only what goes wrong.
         logging.getLogger('affectjax').setLevel(logging.WARNING)
+  hardware.start_jax()
   if args.command == 'sample-inputs':
     if overrides:
       raise config_lib.ConfigError(f'sample-inputs: --config.{overrides[0]}: a trained run '

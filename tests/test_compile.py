@@ -33,6 +33,28 @@ def test_lmf_report_numbers(topology, devices):
   assert report['flops_per_step'] > 0 and report['peak_bytes_per_device'] > 0
 
 
+def test_cli_hides_libtpus_complaints_on_a_machine_without_tpus():
+  """libtpu (the `tpu` extra) without a TPU prints a screen of metadata-server errors from
+  C++ on every start; the CLI drops them unless AFFECTJAX_LIBRARY_LOGS=1 asks for them."""
+  import subprocess
+  import sys
+  from conftest import REPO
+  if os.path.exists('/dev/vfio') or any(n.startswith('accel') for n in os.listdir('/dev')):
+    pytest.skip('this machine has TPUs')
+  cmd = [sys.executable, '-m', 'affectjax', 'compile', '--config',
+         config_path('synthetic_tfn.py:smoke'), '--topology', 'v5e:2x4']
+  env = {k: v for k, v in os.environ.items() if k not in ('JAX_PLATFORMS', 'XLA_FLAGS')}
+  errs = {}
+  for logs in ('0', '1'):
+    proc = subprocess.run(cmd, cwd=REPO, env={**env, 'AFFECTJAX_LIBRARY_LOGS': logs},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'compiled train step for v5e:2x4' in proc.stdout
+    errs[logs] = proc.stderr
+  assert 'TPU' not in errs['0'] and 'libtpu' not in errs['0'], errs['0']
+  assert 'TPU' in errs['1']  # What the quiet run hid.
+
+
 def test_unknown_topology_is_one_line(capsys):
   code = main_lib.main(['compile', '--config', config_path('synthetic_tfn.py'),
                         '--topology', 'v99:9x9'])
