@@ -39,6 +39,8 @@ ENV_COORDINATOR = 'AFFECTJAX_COORDINATOR'
 ENV_NUM_PROCESSES = 'AFFECTJAX_NUM_PROCESSES'
 ENV_PROCESS_ID = 'AFFECTJAX_PROCESS_ID'
 ENV_CPU_DEVICES = 'AFFECTJAX_CPU_DEVICES'
+# The launcher's process id, in the processes it starts (see `follow_launcher`).
+ENV_LAUNCHER = 'AFFECTJAX_LAUNCHER_PID'
 # Seconds without a heartbeat after which the coordination service declares a process
 # dead (JAX's default is 100 s; also with --distributed); the launcher's runs use 10.
 ENV_HEARTBEAT = 'AFFECTJAX_HEARTBEAT_S'
@@ -87,6 +89,25 @@ def initialize(auto_detect: bool = False, coordinator: str = '', num_processes: 
     jax.config.update('jax_num_cpu_devices', int(devices))
   jax.distributed.initialize(coordinator, num, pid, **_timeouts())
   return True
+
+
+def follow_launcher(poll_s: float = 0.5) -> None:
+  """In a process started by `affectjax launch`: a stop signal (SIGTERM) to itself as soon
+  as the launcher is gone. A launcher killed outright (SIGKILL, the OOM killer) cannot
+  pass a signal on, and its processes would train on as orphans; this way every process
+  of the job gets SIGTERM at once, and training ones stop together at the next step
+  boundary with a checkpoint, as on preemption. The variable is taken out of the
+  environment, so the process's own subprocesses do not follow."""
+  raw = os.environ.pop(ENV_LAUNCHER, '')
+  if not raw.isdigit():
+    return
+  launcher = int(raw)
+
+  def watch():
+    while os.getppid() == launcher:
+      time.sleep(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
+  threading.Thread(target=watch, name='follow-launcher', daemon=True).start()
 
 
 def _timeouts() -> dict:
@@ -140,7 +161,7 @@ def launch(command: Sequence[str], processes: int, cpu_devices: int = 0,
   port = free_port()
   base = dict(os.environ if env is None else env)
   base.update({ENV_COORDINATOR: f'127.0.0.1:{port}', ENV_NUM_PROCESSES: str(processes),
-               ENV_HEARTBEAT: str(heartbeat_s)})
+               ENV_HEARTBEAT: str(heartbeat_s), ENV_LAUNCHER: str(os.getpid())})
   if cpu_devices:
     base[ENV_CPU_DEVICES] = str(cpu_devices)
   loud = base.get('AFFECTJAX_LIBRARY_LOGS', '') not in ('', '0')

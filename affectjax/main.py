@@ -195,6 +195,8 @@ def _quiet_libraries() -> None:
 
 def _run(argv) -> None:
   from affectjax import config as config_lib
+  from affectjax import distributed
+  distributed.follow_launcher()
   if argv[:1] == ['launch']:
     # The launched command's --config.a.b=v overrides belong to it, untouched.
     args = _parser().parse_args(argv)

@@ -156,6 +156,60 @@ def test_kill_and_resume_across_process_counts(tfn_reference, tmp_path, monkeypa
   _assert_same_run(tfn_reference[0], run)
 
 
+def _children(pid):
+  out = []
+  for name in os.listdir('/proc'):
+    try:
+      with open(f'/proc/{name}/stat') as f:
+        if name.isdigit() and int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
+          out.append(int(name))
+    except (OSError, IndexError, ValueError):
+      pass
+  return out
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads process parents from /proc')
+def test_launcher_killed_outright_leaves_no_orphans_and_the_run_resumes_exactly(
+    tfn_reference, tmp_path):
+  """SIGKILL to the launcher (it cannot pass a signal on): its processes notice it gone,
+  stop together at a step boundary with a checkpoint instead of training on as orphans,
+  and the relaunched command finishes the run the uninterrupted one would have."""
+  run = tmp_path / 'run'
+  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'AFFECTJAX_FAULT')}
+  launcher = subprocess.Popen(
+      [sys.executable, '-m', 'affectjax', 'launch', '--processes', '2', '--cpu-devices', '4',
+       '--', *_train_args(TFN, [], run)],
+      env={**env, 'JAX_PLATFORMS': 'cpu'}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True)
+  try:
+    for line in launcher.stderr:  # Killed mid-run: after the first logged step.
+      if ' step 20: ' in line:
+        break
+    else:
+      pytest.fail('the launched run ended before step 20')
+    children = _children(launcher.pid)
+    assert len(children) == 2
+    launcher.kill()
+    launcher.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(os.path.exists(f'/proc/{c}') and
+                                         open(f'/proc/{c}/stat').read().split()[2] != 'Z'
+                                         for c in children):
+      time.sleep(0.2)
+    alive = [c for c in children if os.path.exists(f'/proc/{c}')
+             and open(f'/proc/{c}/stat').read().split()[2] != 'Z']
+    assert not alive, 'orphans of the killed launcher still run'
+  finally:
+    launcher.kill()
+    launcher.stderr.close()
+  saved = [int(n) for n in os.listdir(run / 'checkpoints' / 'latest') if n.isdigit()]
+  assert saved and 20 <= max(saved) < 40, saved  # Stopped mid-run, with a checkpoint.
+  proc, _ = _launch(_train_args(TFN, [], run))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'resumed from' in proc.stderr
+  _assert_same_run(tfn_reference[0], run)
+
+
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   """Preemption of one host: the flag is combined over the processes, both save the same
   step and exit with the interrupted status; rerunning the command finishes the run."""
