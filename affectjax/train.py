@@ -612,7 +612,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
   finally:
     bar.close()
     if writer:
-      writer.close()
+      _close_writer(writer, workdir, failing=sys.exc_info()[1] is not None)
   train_s = time.time() - loop_start
 
   params = ckpt.restore_best(exp.abstract_state.params)
@@ -677,8 +677,27 @@ def _final_tensorboard(workdir: str, config, results: dict) -> None:
                for k, v in flat.items()}
     writer.add_hparams(hparams, {f'hparam/{k}': v for k, v in scalars.items()},
                        name='hparams')
+  except OSError as e:
+    raise errors.write_error(os.path.join(workdir, 'tensorboard'), 'TensorBoard events',
+                             e) from None
   finally:
+    _close_writer(writer, workdir, failing=sys.exc_info()[1] is not None)
+
+
+def _close_writer(writer, workdir: str, failing: bool) -> None:
+  """Closes a TensorBoard writer. While another error is on its way out (a full disk that
+  failed a checkpoint write, named in its message), the close's own failure, a bare
+  errno from the same full disk, must not replace it."""
+  try:
     writer.close()
+  except Exception as e:  # pylint: disable=broad-except
+    if failing:
+      log.debug('closing the TensorBoard writer also failed: %r', e)
+      return
+    if isinstance(e, OSError) or 'No space left' in str(e):
+      raise errors.write_error(os.path.join(workdir, 'tensorboard'), 'TensorBoard events',
+                               e) from None
+    raise
 
 
 def load_trained(config, workdir: str):

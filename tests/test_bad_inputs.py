@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -483,7 +484,7 @@ CASES = {
     'MOSI NaN label': _mosi_case(lambda d: d['sentiment'].__setitem__(4, np.nan),
                                  "'sentiment' has 1 values outside"),
     'MOSI NaN features': _mosi_case(lambda d: d['text_feat'].__setitem__((7, 3), np.nan),
-                                    "field 'text' has 1 NaN/inf"),
+                                    "field 'text_feat' has 1 NaN/inf values (first in row 7)"),
     'MOSI wrong feature width': _mosi_case(
         lambda d: d.update(text_feat=d['text_feat'][:, :99]), "'text_feat' has 99 features"),
     'MOSI no training utterances': _mosi_case(
@@ -785,6 +786,11 @@ def test_bad_input_is_one_line_exit_2(name, tmp_path, capsys):
   assert lines[0].startswith('affectjax: error: ') and 'Traceback' not in err
   assert fragment in lines[0], (name, lines[0])
   assert _snapshot(case.workdir) == before, 'the workdir was written'
+  # Nor a lock, a half-prepared dataset or an empty folder in the caches, unless the
+  # refusal came after valid files were prepared (a config or an encoder refused).
+  left = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / 'tfds').rglob('*'))
+  if not any(p.endswith('dataset_info.json') for p in left):
+    assert not left, (name, left)
 
 
 def test_source_replaced_under_a_prepared_cache_is_read_again(tmp_path):
@@ -803,3 +809,31 @@ def test_source_replaced_under_a_prepared_cache_is_read_again(tmp_path):
   assert os.path.getsize(path) == stat.st_size
   second = get_dataset(config).splits['test'].arrays['label']
   np.testing.assert_allclose(second, -first, rtol=1e-6)
+
+
+def test_a_failed_preparation_removes_its_lock_and_a_waiter_locks_afresh(tmp_path):
+  """A holds the preparation lock and fails (a refused input); B, waiting on it, must not
+  prepare under the removed file (a third process would lock a new one beside it)."""
+  import threading
+  import types
+  from affectjax.data import prepared
+  builder = types.SimpleNamespace(name='demo', data_dir=str(tmp_path / 'tfds' / 'demo' / '1.0'))
+  lock = tmp_path / 'tfds' / 'demo' / '1.0.lock'
+  waiting, seen = threading.Event(), {}
+
+  def b():
+    waiting.set()
+    with prepared._preparing(builder):
+      seen['inode_matches'] = lock.exists()
+  with pytest.raises(ValueError, match='refused'):
+    with prepared._preparing(builder):
+      assert lock.exists()
+      other = threading.Thread(target=b)
+      other.start()
+      waiting.wait()
+      time.sleep(0.3)  # B is now blocked in flock on A's file.
+      raise ValueError('refused')
+  other.join(timeout=10)
+  assert seen == {'inode_matches': True}
+  # B succeeded: its lock file stays (as after any preparation); A's folders were reused.
+  assert lock.exists()

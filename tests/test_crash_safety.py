@@ -453,6 +453,77 @@ def test_disk_full_is_one_line_and_resumes_exactly(tmp_path, straight, capsys, m
         subprocess.run(['umount', '-l', str(mnt)], check=False)
 
 
+def test_disk_full_while_preparing_a_dataset_is_one_line_and_leaves_nothing(
+    tmp_path, capsys, monkeypatch):
+  """The prepared-data folder on a 300 kB tmpfs (the MOSI-layout file prepares to ~0.8 MB):
+  one line naming the folder, no lock, temporary or empty folder left; with space, the
+  same command prepares it. Where mounting is not allowed, array_record's writer fails
+  as it does on a full disk."""
+  import numpy as np
+  from test_bad_inputs import mosi_arrays
+  data = tmp_path / 'data' / 'mosi'
+  data.mkdir(parents=True)
+  np.savez(data / 'mosi_utterances.npz', **mosi_arrays(train_videos=60, per_video=10))
+  mnt = tmp_path / 'small'
+  mnt.mkdir()
+  mounted = _tmpfs(mnt, '300k')
+  if not mounted:
+    from tensorflow_datasets.core import file_adapters
+    real = file_adapters.ArrayRecordFileAdapter.write_examples
+
+    def full(*args, **kwargs):
+      raise RuntimeError('Failed to finalize writing of split "train": write() failed: No '
+                         'space left on device; Failed to close chunk_writer')
+    monkeypatch.setattr(file_adapters.ArrayRecordFileAdapter, 'write_examples', full)
+  try:
+    tfds_dir = mnt / 'tfds'
+    args = ['train', '--config', config_path('mosi_tfn.py:smoke'), '--workdir',
+            str(tmp_path / 'run'), f'--config.data.dir={tmp_path / "data"}',
+            f'--config.data.tfds_dir={tfds_dir}', '--config.train.num_steps=2']
+    assert main_lib.main(args) == errors.EXIT_ERROR
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith('affectjax: ')]
+    assert len(err) == 1 and err[0].startswith('affectjax: error: '), err
+    assert 'no space left on device' in err[0] and str(tfds_dir) in err[0], err
+    assert not list(mnt.rglob('*')), list(mnt.rglob('*'))
+    assert not (tmp_path / 'run').exists()
+    if mounted:
+      subprocess.run(['mount', '-o', 'remount,size=64m', str(mnt)], check=True)
+    else:
+      monkeypatch.setattr(file_adapters.ArrayRecordFileAdapter, 'write_examples', real)
+    assert main_lib.main(args) == 0
+  finally:
+    if mounted and subprocess.run(['umount', str(mnt)], capture_output=True).returncode:
+      subprocess.run(['umount', '-l', str(mnt)], check=False)
+
+
+def test_tensorboard_close_does_not_hide_the_error_that_named_the_file(tmp_path, capsys,
+                                                                      monkeypatch):
+  """On a full disk the checkpoint write fails (its path in the message) and then the
+  TensorBoard writer's close fails too: the user sees the first, not a bare errno."""
+  import errno
+  from tensorboardX import SummaryWriter
+  real = ocp.Checkpointer.save
+  calls = []
+
+  def full(self, path, *args, **kwargs):
+    calls.append(path)
+    if len(calls) == 2:
+      raise OSError(errno.ENOSPC, 'No space left on device')
+    return real(self, path, *args, **kwargs)
+
+  def close(self):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(ocp.Checkpointer, 'save', full)
+  monkeypatch.setattr(SummaryWriter, 'close', close)
+  workdir = tmp_path / 'run'
+  args = ['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'), '--workdir',
+          str(workdir), *[f'--config.{o}' for o in OVERRIDES]]
+  assert main_lib.main(args) == errors.EXIT_ERROR
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and 'no space left on device' in err[0], err
+  assert str(workdir / 'checkpoints') in err[0], err
+
+
 def test_failure_before_the_first_checkpoint_does_not_pin_the_config(tmp_path, capsys):
   """A run that stopped before its first checkpoint holds no progress: the corrected
   command is not refused as 'a different config'."""

@@ -76,6 +76,10 @@ def read_poria_npz(path: str) -> dict[str, dict[str, np.ndarray]]:
     if not np.issubdtype(raw[field].dtype, np.number):
       raise base.DataError(f'{path}: field {field!r} has dtype {raw[field].dtype}, '
                            'expected numbers')
+    bad = ~np.isfinite(raw[field])
+    if bad.any():
+      raise base.DataError(f'{path}: field {field!r} has {int(bad.sum())} NaN/inf values '
+                           f'(first in row {int(np.argwhere(bad)[0, 0])})')
   if not np.issubdtype(raw['sentiment'].dtype, np.number):
     raise base.DataError(f'{path}: field \'sentiment\' has dtype {raw["sentiment"].dtype}, '
                          'expected numbers')

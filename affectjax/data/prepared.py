@@ -16,6 +16,7 @@ import shutil
 import sys
 
 from affectjax import config as config_lib
+from affectjax import errors
 from affectjax import workdir
 from affectjax.data import base
 
@@ -74,9 +75,34 @@ def build_once(builder, manual_dir: str, check=None):
       if not sys.stderr.isatty():  # Progress bars are for terminals, not logs and pipes.
         tfds().disable_progress_bar()
       _say_what_happens(builder, manual_dir)
-      builder.download_and_prepare(
-          download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
+      downloads = _missing_parents(os.path.join(os.fspath(builder.data_dir_root),
+                                                'downloads', 'extracted', 'x'))
+      try:
+        builder.download_and_prepare(
+            download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
+      except Exception as e:
+        # TFDS's own temporaries and empty download folders go; _preparing then removes
+        # the lock and the folders made for it.
+        _remove_incomplete(builder)
+        for folder in downloads:
+          with contextlib.suppress(OSError):
+            os.rmdir(folder)
+        if _is_write_failure(e):
+          raise errors.write_error(os.fspath(builder.data_dir), f'the prepared {builder.name} '
+                                   'dataset (set config.data.tfds_dir elsewhere, or free '
+                                   'space)', e) from None
+        raise
   return builder
+
+
+def _is_write_failure(e: BaseException) -> bool:
+  """An OSError, or array_record's / TFDS's RuntimeError around one (full disk, no
+  permission), rather than a bug."""
+  if isinstance(e, OSError):
+    return True
+  text = str(e)
+  return any(s in text for s in ('No space left on device', 'Permission denied',
+                                 'Read-only file system', 'Disk quota exceeded'))
 
 
 def _remove_incomplete(builder) -> None:
@@ -96,18 +122,48 @@ def _remove_incomplete(builder) -> None:
 def _preparing(builder):
   """Holds `<version dir>.lock` (an flock, dropped by the kernel if the holder dies) while
   the body prepares the builder's version directory; a remote TFDS directory (gs://...)
-  has no local lock, so there TFDS's own behaviour stands."""
+  has no local lock, so there TFDS's own behaviour stands. When the body fails (a refused
+  input, a full disk) the lock file and the folders made for it go, so a refusal leaves
+  nothing; a process that waited on the removed file takes the lock again on a new one."""
   path = os.fspath(builder.data_dir).rstrip(os.sep) + '.lock'
   if '://' in path:
     yield
     return
+  made = _missing_parents(path)
+  fd = _lock(builder, path)
   try:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-  except OSError as e:
-    raise base.DataError(f'{path}: cannot create the preparation lock ({e.strerror})') \
-        from None
-  try:
+    yield
+  except BaseException:
+    with contextlib.suppress(OSError):  # Still locked: a waiter then sees it gone.
+      os.remove(path)
+    os.close(fd)
+    fd = -1
+    for folder in made:  # Deepest first; one another process uses is not empty.
+      with contextlib.suppress(OSError):
+        os.rmdir(folder)
+    raise
+  finally:
+    if fd >= 0:
+      os.close(fd)
+
+
+def _missing_parents(path: str) -> list[str]:
+  out, folder = [], os.path.dirname(os.path.abspath(path))
+  while folder and not os.path.exists(folder):
+    out.append(folder)
+    folder = os.path.dirname(folder)
+  return out
+
+
+def _lock(builder, path: str) -> int:
+  """An open, flocked descriptor of `path` (the lock file still at that path)."""
+  while True:
+    try:  # The folders too: a failed holder removes those it made.
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise base.DataError(f'{path}: cannot create the preparation lock ({e.strerror})') \
+          from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -116,11 +172,15 @@ def _preparing(builder):
       fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError as e:
       if e.errno not in workdir.NO_LOCKS:
+        os.close(fd)
         raise base.DataError(f'{path}: cannot lock ({e.strerror})') from None
-      # A file system without locks: prepare unlocked, as TFDS itself does.
-    yield
-  finally:
-    os.close(fd)
+      return fd  # A file system without locks: prepare unlocked, as TFDS itself does.
+    try:
+      if os.stat(path).st_ino == os.fstat(fd).st_ino:
+        return fd
+    except FileNotFoundError:
+      pass
+    os.close(fd)  # Removed by a holder that failed: lock the new file instead.
 
 
 def _say_what_happens(builder, manual_dir: str) -> None:
