@@ -279,7 +279,7 @@ def _run(argv) -> None:
     if config.data.name != 'erc':
       raise config_lib.ConfigError(f'extract-features: {args.config} is not an ERC config '
                                    f'(config.data.name={config.data.name!r})')
-    path = erc.extract_features(config, progress=sys.stdout.isatty())
+    path = erc.extract_features(config)
     if args.out:
       import shutil
       shutil.copyfile(path, args.out)

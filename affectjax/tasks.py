@@ -192,7 +192,6 @@ class Contrastive(Task):
   logistic regression fitted on the train split's frozen tower features) per modality.
   """
   name: ClassVar[str] = 'contrastive'
-  needs_labels: ClassVar[bool] = False
   wants_reference: ClassVar[bool] = True
   modalities: tuple[str, ...] = ()
   loss_name: str = 'infonce'

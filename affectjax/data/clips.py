@@ -44,6 +44,7 @@ import sys
 
 import numpy as np
 
+from affectjax import progress
 from affectjax.data import audio, base, prepared, ravdess
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.flv', '.webm', '.m4v')
@@ -291,7 +292,8 @@ def _builder_class():
       s = self.builder_config.settings
       labels, skipped = Labels(s.labels), []
       files = self.builder_config.files
-      progress = _progress(len(files))
+      bar = progress.Progress(len(files), f'decoding {len(files)} clips once into '
+                              f'{self.data_dir_root}', unit='clips')
       for i, path in enumerate(files):
         try:
           example = decode_clip(path, s, labels)
@@ -301,8 +303,9 @@ def _builder_class():
           skipped.append(str(e))
           continue
         finally:
-          progress(i + 1)
+          bar.update()
         yield i, example
+      bar.close()
       if skipped:
         print(f'clips: skipped {len(skipped)} of {len(files)} clips (bad input); first: '
               f'{skipped[0]}', file=sys.stderr)
@@ -317,16 +320,6 @@ def audio_frames(s: Settings) -> int:
   n_fft = int(SAMPLE_RATE * s.window_ms / 1000)
   hop = int(SAMPLE_RATE * s.hop_ms / 1000)
   return 1 + (int(s.max_seconds * SAMPLE_RATE) - n_fft) // hop
-
-
-def _progress(total: int):
-  """One stderr line every 10% (and at the end) while decoding."""
-  step = max(1, total // 10)
-
-  def report(done):
-    if done % step == 0 or done == total:
-      print(f'clips: decoded {done}/{total}', file=sys.stderr, flush=True)
-  return report
 
 
 def build(folder: str, settings: Settings, tfds_dir: str):

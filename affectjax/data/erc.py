@@ -23,9 +23,7 @@ Audio and vision come only from the features pickles (`config.data.modalities`).
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
-import sys
 
 import numpy as np
 
@@ -200,7 +198,7 @@ def feature_cache_path(config, builder, weights_name=None) -> str:
   return os.path.join(root, name)
 
 
-def extract_features(config, builder=None, splits=None, progress: bool = False) -> str:
+def extract_features(config, builder=None, splits=None) -> str:
   """Frozen sentence embeddings of every utterance, written atomically to the cache."""
   from affectjax.encoders import bert
   d = config.data
@@ -214,13 +212,12 @@ def extract_features(config, builder=None, splits=None, progress: bool = False) 
   context = d.get('text_context', 0)
   texts = sorted({t for dialogues in splits.values() for dl in dialogues
                   for t in utterance_texts(dl, context)})
-  # Minutes on a CPU the first time: say so, with a bar on a terminal.
-  logging.getLogger('affectjax').info(
-      'embedding %d utterances with %s (once; cached in %s) ...', len(texts),
-      d.encoder or 'all-MiniLM-L6-v2',
-      os.path.dirname(path))
+  # Minutes on a CPU the first time: say so, with a bar on a terminal and a line every
+  # few seconds in a log.
   emb = bert.embed_texts(texts, d.encoder, d.max_tokens, params=params,
-                         progress=progress or sys.stderr.isatty())
+                         progress=f'embedding {len(texts)} utterances with '
+                         f'{d.encoder or "all-MiniLM-L6-v2"} once (cached in '
+                         f'{os.path.dirname(path)})')
   os.makedirs(os.path.dirname(path), exist_ok=True)
   workdir.write_atomic(path, 'the feature cache', lambda f: np.savez(
       f, texts=np.asarray(texts, dtype=object).astype(str), embeddings=emb), mode='wb')
@@ -331,7 +328,6 @@ def load(config) -> base.Dataset:
     if m != 'text' and m not in first:
       raise base.DataError(f'config.data.modalities: {d.corpus} has no {m} features (only '
                            'the *_features pickles do)')
-  context = d.get('text_context', 0)
   if d.text == 'pickle' and 'text' in modalities and 'text' not in first:
     raise base.DataError(f'config.data.text=pickle: {d.corpus} has no stored text features')
 

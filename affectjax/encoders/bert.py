@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from affectjax import progress as progress_lib
 from affectjax.errors import DataError
 from affectjax.layers.attention import TransformerEncoderLayer
 from affectjax.layers.pooling import masked_mean
@@ -297,9 +298,10 @@ def params_fingerprint(params) -> str:
 
 
 def embed_texts(texts, folder: str = '', max_tokens: int = 128, batch_size: int = 256,
-                progress: bool = False, params=None) -> np.ndarray:
+                progress: str = '', params=None) -> np.ndarray:
   """Frozen mean-pooled sentence embeddings (N, H) float32 of `texts`: the encoder of
-  `folder` (architecture and tokenizer), with `params` instead of its weights if given."""
+  `folder` (architecture and tokenizer), with `params` instead of its weights if given.
+  `progress`: what to call the work in progress lines (none when empty)."""
   folder = check_folder(folder)
   config = BertConfig.from_folder(folder)
   if params is None:
@@ -313,6 +315,7 @@ def embed_texts(texts, folder: str = '', max_tokens: int = 128, batch_size: int 
 
   texts = list(texts)
   out = np.zeros((len(texts), config.hidden_size), np.float32)
+  bar = progress_lib.Progress(len(texts), progress, unit='utterances') if progress else None
   for start in range(0, len(texts), batch_size):
     chunk = texts[start:start + batch_size]
     ids, mask = tokenizer(chunk)
@@ -322,8 +325,8 @@ def embed_texts(texts, folder: str = '', max_tokens: int = 128, batch_size: int 
     ids = np.pad(ids[:, :length], ((0, pad), (0, 0)))
     mask = np.pad(mask[:, :length], ((0, pad), (0, 0)))
     out[start:start + len(chunk)] = np.asarray(run(params, ids, mask))[:len(chunk)]
-    if progress:
-      print(f'\rembedded {start + len(chunk)}/{len(texts)}', end='', flush=True)
-  if progress:
-    print()
+    if bar:
+      bar.update(len(chunk))
+  if bar:
+    bar.close()
   return out

@@ -22,7 +22,6 @@ then, with `width` > 0, dropout and a GELU projection to `width`.
 from __future__ import annotations
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from affectjax.layers.attention import masked_softmax

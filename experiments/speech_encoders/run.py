@@ -469,7 +469,6 @@ def targets(rav: list[dict], emo: list[dict]) -> str:
 
 
 def results_md(rav, emo, args, wall_s) -> str:
-  import jax
   now = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
   git = hardware.git_commit() or {}
   head = load('ravdess_whisper.py:fold1')
