@@ -1,4 +1,4 @@
-"""Figures written next to results: confusion matrices."""
+"""Figures written next to results: confusion matrices, training curves, reconstructions."""
 
 from __future__ import annotations
 
@@ -85,4 +85,52 @@ def training_curves_png(metrics_path: str, select_metric: str, best_step, path: 
   from affectjax import workdir
   workdir.write_atomic(path, 'the training-curves figure',
                        lambda f: fig.savefig(f, format='png', dpi=110), mode='wb')
+  return path
+
+
+def reconstruction_png(x, masked, prediction, patch, frame_mask, path: str, title: str,
+                       norm_targets: bool = False, row_names: Sequence[str] = ()) -> str:
+  """Per row (one clip): the log-mel input, the masked input (hidden patches blank) and the
+  reconstruction (visible patches as given, hidden ones predicted and put back in log-mel
+  units), written atomically. `x` (B, T, F) cropped to whole patches; `masked`,
+  `prediction`: the model's (B, N) mask and (B, N, P) patch predictions; with
+  `norm_targets` the predictions are per-patch normalised and are mapped back with each
+  patch's own mean and deviation."""
+  from affectjax import workdir
+  from affectjax.layers import patches as patches_lib
+  x = np.asarray(x, np.float32)
+  patch = tuple(patch)
+  grid = np.asarray(patches_lib.patchify(x, patch))  # (B, N, P)
+  pred, masked = np.asarray(prediction, np.float32), np.asarray(masked) > 0
+  if norm_targets:  # The inverse of the model's per-patch normalisation of its targets.
+    mu, sd = grid.mean(-1, keepdims=True), grid.std(-1, keepdims=True)
+    pred = pred * np.sqrt(sd ** 2 + 1e-6) + mu
+  shape = x.shape[1:]
+
+  def image(g):
+    return np.asarray(patches_lib.unpatchify(g, patch, shape))
+  hidden = image(np.where(masked[..., None], np.nan, grid))
+  recon = image(np.where(masked[..., None], pred, grid))
+  real = np.asarray(frame_mask)[:, :x.shape[1]] > 0
+  fig = new_figure((12, 2.2 * len(x)))
+  axes = fig.subplots(len(x), 3, squeeze=False)
+  for r in range(len(x)):
+    n = max(int(real[r].sum()), 1)
+    vmin, vmax = np.percentile(x[r, :n], (1, 99))
+    for j, (img, name) in enumerate(((x[r], 'log-mel'), (hidden[r], 'masked input (hidden: '
+                                                                      'blank)'),
+                                     (recon[r], 'reconstruction (hidden patches predicted)'))):
+      ax = axes[r, j]
+      ax.imshow(img[:n].T, origin='lower', aspect='auto', vmin=vmin, vmax=vmax, cmap='magma',
+                interpolation='nearest')
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(name, fontsize=9)
+    if r < len(row_names):
+      axes[r, 0].set_ylabel(row_names[r], fontsize=8)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  workdir.write_atomic(path, 'the reconstruction figure',
+                       lambda f: fig.savefig(f, format='png', dpi=80), mode='wb')
   return path

@@ -62,8 +62,10 @@ class Task:
     """Metrics over a whole split from its concatenated, unpadded `eval_outputs`."""
     raise NotImplementedError
 
-  def report(self, results: dict, workdir: str, title: str) -> None:
-    """Figures of a finished run (written by the lead process); default none."""
+  def report(self, results: dict, workdir: str, title: str, run=None) -> None:
+    """Figures of a finished run (written by the lead process); default none. `run`:
+    (config, outputs_of(batch) -> the model's evaluation outputs with the selected
+    parameters, the test split), for figures that need the model."""
 
 
 def weights(batch: dict) -> jax.Array:
@@ -131,7 +133,7 @@ class Classification(Supervised):
     return metrics_lib.classification_metrics(labels, preds, self.num_classes,
                                               self.class_names)
 
-  def report(self, results, workdir, title):
+  def report(self, results, workdir, title, run=None):
     test = results.get('test', {})
     if 'confusion' in test:
       from affectjax import plots
@@ -390,6 +392,32 @@ class MaskedReconstruction(Task):
       suffix = f'_{m}' if m else ''
       out[f'error_sum{suffix}'], out[f'hidden{suffix}'] = self._per_example(rec, batch)
     return out
+
+  def report(self, results, workdir, title, run=None):
+    """reconstruction.png: a log-mel MAE's hidden patches predicted, for up to 4 test clips
+    spread over the split, with the evaluation's fixed masks and the selected checkpoint
+    (the audio-visual MAE's per-modality reconstructions are drawn by no figure yet)."""
+    if run is None:
+      return
+    config, outputs_of, test = run
+    if 'patch' not in config.model or not len(test) or 'audio' not in test.element_spec():
+      return
+    idx = np.unique(np.linspace(0, len(test) - 1, min(4, len(test))).astype(int))
+    batch = dict(test.get_batch(idx))
+    batch['mask'] = np.ones(len(idx), np.float32)
+    out = outputs_of(batch)
+    if not isinstance(out, dict) or 'prediction' not in out or np.ndim(batch['audio']) != 3:
+      return
+    from affectjax import plots
+    patch = tuple(config.model.patch)
+    x = np.asarray(batch['audio'])
+    x = x[:, :x.shape[1] // patch[0] * patch[0], :x.shape[2] // patch[1] * patch[1]]
+    plots.reconstruction_png(
+        x, out['masked'], out['prediction'], patch, batch['frame_mask'],
+        os.path.join(workdir, 'reconstruction.png'),
+        f'{title}: {config.model.mask_ratio:.0%} of {patch[0]} x {patch[1]} patches hidden, '
+        'selected checkpoint', norm_targets=bool(config.model.get('norm_targets', False)),
+        row_names=[f'test clip {i}' for i in idx])
 
   def metrics(self, gathered, reference=None) -> dict:
     out, total = {}, 0.0

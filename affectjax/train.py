@@ -142,6 +142,14 @@ class Experiment:
     return {name: jax.random.fold_in(jax.random.PRNGKey(0), i)
             for i, name in enumerate(self.task.eval_rng_streams)}
 
+  def apply_eval(self, params, batch) -> dict:
+    """The model's evaluation outputs on one host batch (NumPy arrays), with the fixed
+    evaluation keys: for figures and inspection, not for metrics (`evaluate`)."""
+    with self._context():
+      out = jax.jit(lambda p, b: self.model.apply({'params': p}, b, train=False,
+                                                 rngs=self.eval_rngs()))(params, batch)
+    return jax.tree.map(np.asarray, out)
+
   def _eval_step(self, params, batch):
     outputs = self.model.apply({'params': params}, batch, train=False, rngs=self.eval_rngs())
     return self.task.eval_outputs(outputs, batch)
@@ -639,7 +647,11 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
     plots.training_curves_png(metrics_path, t.select_metric, best_step,
                               os.path.join(workdir, 'curves.png'),
                               f'{config.name}, seed {config.seed}')
-    exp.task.report(results, workdir, f'{config.name}, seed {config.seed}')
+    # Figures that run the model do so on this process alone: one process of several
+    # cannot run a program over the job's mesh by itself.
+    exp.task.report(results, workdir, f'{config.name}, seed {config.seed}',
+                    run=(config, lambda batch: exp.apply_eval(params, batch),
+                         dataset.splits['test']) if jax.process_count() == 1 else None)
     def write(f):
       json.dump(results, f, indent=2, sort_keys=True)
       f.write('\n')

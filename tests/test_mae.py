@@ -195,6 +195,10 @@ def test_pretraining_resumes_exactly_then_fine_tunes(tmp_path, monkeypatch):
   again = json.loads((resumed / 'results.json').read_text())
   assert results['valid']['loss'] > 0
   assert (results['valid'], results['test']) == (again['valid'], again['test'])
+  # The pretraining run draws its reconstructions itself (4 test clips, 3 panels each).
+  from PIL import Image
+  with Image.open(run / 'reconstruction.png') as im:
+    assert im.size == (960, 704), im.size
   # Fine-tuning: the encoder loads one to one, the head is new and the encoder moves.
   _, source = _params(run, 'best')
   source = _flat(source)

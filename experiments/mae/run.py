@@ -41,7 +41,6 @@ import os
 import sys
 import time
 
-import jax
 import numpy as np
 
 from affectjax import checkpoint as checkpoint_lib
@@ -49,7 +48,6 @@ from affectjax import config as config_lib
 from affectjax import hardware, plots, studies, train
 from affectjax import workdir as workdir_lib
 from affectjax.data import ravdess
-from affectjax.layers import patches as patches_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(REPO, 'experiments', 'mae')
@@ -118,43 +116,16 @@ def reconstruction_png(config, workdir: str, path: str, clips: int = 4) -> None:
   idx = np.asarray(sorted(first.values())[:clips])
   batch = test.get_batch(idx)
   batch['mask'] = np.ones(len(idx), np.float32)
-  with exp._context():
-    out = jax.jit(lambda p, b: exp.model.apply(  # The evaluation's own masks.
-        {'params': p}, b, train=False, rngs=exp.eval_rngs()))(params, batch)
+  out = exp.apply_eval(params, batch)  # The evaluation's own masks.
   patch = tuple(config.model.patch)
   x = np.asarray(batch['audio'])  # (B, T, F), cropped to whole patches as the model does.
   x = x[:, :x.shape[1] // patch[0] * patch[0], :x.shape[2] // patch[1] * patch[1]]
-  grid_x = np.asarray(patches_lib.patchify(x, patch))  # (B, N, P)
-  pred, masked = np.asarray(out['prediction']), np.asarray(out['masked']) > 0
-  if config.model.norm_targets:  # Back to log-mel units with each patch's own statistics.
-    mu, sd = grid_x.mean(-1, keepdims=True), grid_x.std(-1, keepdims=True)
-    pred = pred * np.sqrt(sd ** 2 + 1e-6) + mu  # The inverse of mae._normalised.
-  hidden = np.where(masked[..., None], np.nan, grid_x)
-  recon = np.where(masked[..., None], pred, grid_x)
-  shape = x.shape[1:]
-  unp = lambda g: np.asarray(patches_lib.unpatchify(g, patch, shape))  # noqa: E731
-  real = np.asarray(batch['frame_mask']) > 0
-  fig = plots.new_figure((12, 2.2 * len(idx)))
-  axes = fig.subplots(len(idx), 3, squeeze=False)
-  for r, (a, b, c) in enumerate(zip(x, unp(hidden), unp(recon))):
-    n = int(real[r].sum())
-    vmin, vmax = np.percentile(a[:n], (1, 99))
-    for j, (img, title) in enumerate(((a, 'log-mel'), (b, 'masked input (hidden: blank)'),
-                                      (c, 'reconstruction (hidden patches predicted)'))):
-      ax = axes[r, j]
-      ax.imshow(img[:n].T, origin='lower', aspect='auto', vmin=vmin, vmax=vmax,
-                cmap='magma', interpolation='nearest')
-      ax.set_xticks([])
-      ax.set_yticks([])
-      if r == 0:
-        ax.set_title(title, fontsize=9)
-    axes[r, 0].set_ylabel(f'test clip {int(idx[r])}', fontsize=8)
-  fig.suptitle(f'{os.path.basename(path)}: {int(100 * config.model.mask_ratio)}% of '
-               f'{patch[0]} x {patch[1]} patches hidden, best checkpoint', fontsize=10)
-  fig.tight_layout()
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  workdir_lib.write_atomic(path, 'the reconstruction figure',
-                           lambda f: fig.savefig(f, format='png', dpi=80), mode='wb')
+  plots.reconstruction_png(
+      x, out['masked'], out['prediction'], patch, batch['frame_mask'], path,
+      f'{os.path.basename(path)}: {int(100 * config.model.mask_ratio)}% of {patch[0]} x '
+      f'{patch[1]} patches hidden, best checkpoint', norm_targets=config.model.norm_targets,
+      row_names=[f'test clip {int(i)}' for i in idx])
 
 
 def reference(config) -> dict:
