@@ -361,3 +361,44 @@ def check_ranges(config: ml_collections.ConfigDict) -> None:
   for group in ('model', 'data'):
     if group in config:
       walk(group, config[group])
+
+
+def validate(config) -> None:
+  """ConfigError naming the field for any value of the config that cannot be right: the
+  declared ranges (`check_ranges`), the train, seed and optimizer numbers. Checked
+  before training writes anything, and on a saved config before eval and predict."""
+  check_ranges(config)
+  t = config.train
+  for field in ('batch_size', 'num_steps', 'eval_every', 'log_every', 'eval_batch_size',
+                'keep_checkpoints'):
+    if not isinstance(t[field], int) or t[field] <= 0:
+      raise ConfigError(f'config.train.{field}: must be positive, got {t[field]}')
+  if t.select_mode not in ('max', 'min'):
+    raise ConfigError(f'config.train.select_mode: {t.select_mode!r} (max | min)')
+  if not isinstance(config.seed, int) or not 0 <= config.seed < 2 ** 32:
+    raise ConfigError(f'config.seed: must be an integer in [0, 2**32), got '
+                                 f'{config.seed!r}')
+  splits = t.get('eval_splits', ('valid', 'test'))
+  if not isinstance(splits, (tuple, list)) or 'valid' not in splits or len(set(splits)) != len(
+      splits):
+    raise ConfigError(f'config.train.eval_splits: must name distinct splits and '
+                                 f'include valid (selection), got {splits!r}')
+  o = config.optim
+  for field, low, strict in (('learning_rate', 0.0, True), ('weight_decay', 0.0, False),
+                             ('grad_clip', 0.0, False)):
+    value = o.get(field, 0.0)
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or (
+        value <= low if strict else value < low):
+      raise ConfigError(
+          f'config.optim.{field}: must be a finite number {">" if strict else ">="} {low}, '
+          f'got {value!r}')
+  if not isinstance(o.warmup_steps, int) or o.warmup_steps < 0:
+    raise ConfigError(f'config.optim.warmup_steps: must be >= 0, got '
+                                 f'{o.warmup_steps!r}')
+  if o.warmup_steps and o.schedule == 'constant':
+    raise ConfigError(f'config.optim.warmup_steps={o.warmup_steps}: the constant '
+                                 'schedule has no warmup (use cosine or linear, or 0)')
+  if o.warmup_steps >= t.num_steps:
+    raise ConfigError(
+        f'config.optim.warmup_steps={o.warmup_steps}: must be shorter than the run '
+        f'(config.train.num_steps={t.num_steps})')

@@ -94,7 +94,19 @@ def read_config(workdir: str):
                               '(affectjax train --workdir)?') from None
   except (OSError, ValueError) as e:
     raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
-  return ml_collections.ConfigDict(_tuples(raw))
+  from affectjax import config as config_lib
+  try:
+    if not isinstance(raw, dict):
+      raise config_lib.ConfigError(f'expected a JSON object, got {type(raw).__name__}')
+    config = ml_collections.ConfigDict(_tuples(raw))
+    config_lib.validate(config)  # Edited by hand, it is checked as training checked it.
+  except (KeyError, AttributeError) as e:
+    missing = str(e.args[0] if isinstance(e, KeyError) else e).strip('\'"')
+    raise errors.WorkdirError(f'{path}: a field is missing ({missing}); the file was edited '
+                              'or is not an affectjax config') from None
+  except (config_lib.ConfigError, TypeError) as e:
+    raise errors.WorkdirError(f'{path}: {errors.one_line(e)}') from None
+  return config
 
 
 # The run card's fields and their JSON types (run.json, written by write_card).

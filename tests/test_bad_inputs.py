@@ -481,6 +481,13 @@ CASES = {
         lambda d: d.update(video_feat=d['video_feat'][:-5]), "'video_feat' has 43 rows"),
     'MOSI labels outside [-3, 3]': _mosi_case(
         lambda d: d.update(sentiment=d['sentiment'] * 1000), "'sentiment' has"),
+    'MOSI float ids': _mosi_case(lambda d: d.update(id=np.arange(len(d['id'])) + 0.5),
+                                 "field 'id' row 0: 0.5 is not a non-empty string"),
+    'MOSI float video ids': _mosi_case(
+        lambda d: d.update(video_id=np.arange(len(d['id'])) + 0.5),
+        "field 'video_id' row 0: 0.5 is not a non-empty string"),
+    'MOSI fractional segments': _mosi_case(lambda d: d.update(segment=d['segment'] + 0.5),
+                                           "field 'segment' must hold whole numbers"),
     'MOSI NaN label': _mosi_case(lambda d: d['sentiment'].__setitem__(4, np.nan),
                                  "'sentiment' has 1 values outside"),
     'MOSI NaN features': _mosi_case(lambda d: d['text_feat'].__setitem__((7, 3), np.nan),
@@ -552,6 +559,9 @@ CASES = {
                                               'iemocap_conversations.pkl'),
     'IEMOCAP wrong layout': lambda c: (c.pickle('iemocap/iemocap_conversations.pkl', {'a': 1})
                                        and c.erc(), 'expected a 6-element list'),
+    'IEMOCAP deeply nested labels': _iemocap_case(
+        lambda d: d[1].__setitem__('Ses01_dlg00', [[[0]], [[1]], [[2]]]),
+        "field 'labels' has [[0]] at utterance 0, expected a class index"),
     'IEMOCAP string labels': _iemocap_case(
         lambda d: d[1].__setitem__('Ses01_dlg00', ['hap', 'sad', 'neu']),
         "field 'labels' has 'hap' at utterance 0"),

@@ -133,6 +133,7 @@ def test_an_edited_run_card_or_statistics_file_is_one_line(synthetic_run, tmp_pa
   np.savez(tmp_path / 'f.npz', text=np.zeros((2, 32)), audio=np.zeros((2, 16)),
            vision=np.zeros((2, 24)))
   card = json.loads(open(os.path.join(synthetic_run, inference.CARD)).read())
+  config = json.loads(open(os.path.join(synthetic_run, 'config.json')).read())
   edits = {
       'modalities a string': (inference.CARD, json.dumps({**card, 'modalities': 'text'}),
                               'field modalities is a str'),
@@ -144,6 +145,15 @@ def test_an_edited_run_card_or_statistics_file_is_one_line(synthetic_run, tmp_pa
                     'field element_spec is not'),
       'card a list': (inference.CARD, '[1, 2]', 'not a JSON object'),
       'statistics truncated': (inference.ARRAYS, 'PK\x03\x04', 'unreadable'),
+      'eval batch of 0': ('config.json', json.dumps({**config, 'train': {
+          **config['train'], 'eval_batch_size': 0}}),
+                          'config.train.eval_batch_size: must be positive, got 0'),
+      'dropout out of range': ('config.json', json.dumps({**config, 'model': {
+          **config['model'], 'dropout': 1.5}}), 'config.model.dropout: must be in [0, 1)'),
+      'config without train': ('config.json', json.dumps({k: v for k, v in config.items()
+                                                          if k != 'train'}),
+                               'a field is missing (train)'),
+      'config a list': ('config.json', '[]', 'expected a JSON object'),
   }
   for name, (file, text, message) in edits.items():
     run = str(tmp_path / name.replace(' ', '_'))

@@ -85,6 +85,12 @@ def read_poria_npz(path: str) -> dict[str, dict[str, np.ndarray]]:
                          'expected numbers')
   check_label_range(raw['sentiment'], f'{path}: field \'sentiment\'')
   raw['id'] = _checked_ids(raw['id'], path)
+  raw['video_id'] = _checked_ids(raw['video_id'], path, 'video_id', unique=False)
+  segment = raw['segment']
+  if not np.issubdtype(segment.dtype, np.number) or not np.isfinite(segment).all() or (
+      segment != np.round(segment)).any():
+    raise base.DataError(f'{path}: field \'segment\' must hold whole numbers (the '
+                         'utterance\'s position in its video)')
   unknown = sorted(set(map(str, raw['split'])) - {'train', 'test'})
   if unknown:
     raise base.DataError(f'{path}: field \'split\' has {unknown[0]!r} (expected train or '
@@ -124,25 +130,27 @@ def check_label_range(label: np.ndarray, where: str) -> None:
                          f'(first: {label[first]!r} in row {first})')
 
 
-def _checked_ids(raw, where: str) -> np.ndarray:
-  """Example ids as strings: one per row, each a non-empty string or integer, none twice
-  (a repeated id merges two examples in every per-id table and prediction)."""
+def _checked_ids(raw, where: str, field: str = 'id', unique: bool = True) -> np.ndarray:
+  """Ids as strings: one per row, each a non-empty string or integer; with `unique`, none
+  twice (a repeated example id merges two examples in every per-id table and prediction;
+  video ids repeat, one per utterance)."""
   ids = np.asarray(raw)
   if ids.ndim != 1:
-    raise base.DataError(f'{where}: field \'id\' has shape {ids.shape}, expected one id per '
-                         'example')
+    raise base.DataError(f'{where}: field {field!r} has shape {ids.shape}, expected one id '
+                         'per example')
   for i, v in enumerate(ids.tolist()):
     if isinstance(v, bytes):
       v = v.decode('utf-8', 'replace')
     if isinstance(v, bool) or not isinstance(v, (str, int)) or not str(v).strip():
-      raise base.DataError(f'{where}: field \'id\' row {i}: {v!r} is not a non-empty string '
-                           'or integer')
+      raise base.DataError(f'{where}: field {field!r} row {i}: {v!r} is not a non-empty '
+                           'string or integer')
   ids = np.asarray([v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v)
                     for v in ids.tolist()])
-  unique, counts = np.unique(ids, return_counts=True)
-  if (counts > 1).any():
-    raise base.DataError(f'{where}: field \'id\' has {str(unique[counts > 1][0])!r} '
-                         f'{counts[counts > 1][0]} times; ids must be unique')
+  if unique:
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+      raise base.DataError(f'{where}: field {field!r} has {str(values[counts > 1][0])!r} '
+                           f'{counts[counts > 1][0]} times; ids must be unique')
   return ids
 
 
