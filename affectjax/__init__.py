@@ -1,6 +1,8 @@
 """affectjax: multimodal affect models in JAX, sharded over a device mesh."""
 
-__version__ = '0.1.0'
+from affectjax.version import __version__
+
+__all__ = ['__version__', 'load_run']
 
 
 def load_run(workdir: str, unfinished: bool = False):

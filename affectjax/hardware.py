@@ -65,7 +65,7 @@ def provenance(data_dir: str = '', dataset: str = '') -> dict:
   import flax
   import jax
   import optax
-  from affectjax import __version__
+  from affectjax.version import __version__
   return {
       'affectjax': __version__, 'git': git_commit(), 'python': sys.version.split()[0],
       'jax': jax.__version__, 'jaxlib': _version('jaxlib'), 'flax': flax.__version__,

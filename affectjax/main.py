@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                   'compile, sweep, robustness, extract-features and export-encoder: '
                   '--config.a.b=VALUE (e.g. --config.train.num_steps=500). '
                   '`affectjax COMMAND --help` for each command.', 88))
-  from affectjax import __version__
+  from affectjax.version import __version__
   p.add_argument('--version', action='version', version=f'affectjax {__version__}')
   sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
   train = sub.add_parser('train', help='train (or resume) one run in --workdir',
@@ -248,8 +248,8 @@ def _run(argv) -> None:
       inference.write_rows(inference.load_run(args.workdir).predict(args.inputs), args.out)
     return
   if args.command == 'robustness' and not args.config:
-    from affectjax import inference
-    config = config_lib.apply_overrides(inference.read_config(args.workdir), overrides)
+    from affectjax import runcard
+    config = config_lib.apply_overrides(runcard.read_config(args.workdir), overrides)
   else:
     config = config_lib.load(args.config, overrides)
   if args.command == 'robustness':

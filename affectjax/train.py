@@ -34,6 +34,7 @@ from affectjax import hardware
 from affectjax import models
 from affectjax import optim
 from affectjax import preemption
+from affectjax import runcard
 from affectjax import sharding as sharding_lib
 from affectjax import tasks
 from affectjax import transfer
@@ -486,8 +487,7 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
     _truncate_metrics(metrics_path, start)
     try:
       config_lib.save(config, os.path.join(workdir, 'config.json'))
-      from affectjax import inference
-      inference.write_card(workdir, config, dataset, exp)  # What `affectjax predict` reads.
+      runcard.write_card(workdir, config, dataset, exp)  # What `affectjax predict` reads.
     except OSError as e:
       raise errors.write_error(os.path.join(workdir, 'config.json'), 'the config', e) from None
 

@@ -9,6 +9,7 @@ import pytest
 
 from affectjax import config as config_lib
 from affectjax import main as main_lib
+from affectjax import runcard
 from affectjax.data import base, clips
 from affectjax.data import get_dataset as clips_data
 from conftest import config_path, train_losses
@@ -236,11 +237,10 @@ def test_audio_visual_pretraining_then_fine_tuning_on_labelled_clips(tmp_path):
   # The fine-tuned run on raw video files: the build's decoding, frame sampling, size and
   # log-mel, so the same model inputs as its dataset's record of that clip.
   import affectjax
-  from affectjax import inference
   run = affectjax.load_run(str(tmp_path / 'fine'))
   clip = str(folder / '01-01-05-01-01-01-03.mp4')
   _, arrays = run.read([clip])
-  dataset = clips_data(inference.read_config(str(tmp_path / 'fine')))
+  dataset = clips_data(runcard.read_config(str(tmp_path / 'fine')))
   records = dataset.splits['train'].records
   index = next(i for i in range(len(records)) if records[i]['file'] in (
       b'01-01-05-01-01-01-03.mp4', '01-01-05-01-01-01-03.mp4'))

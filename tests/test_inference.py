@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import affectjax
-from affectjax import inference, train
+from affectjax import inference, runcard, train
 from affectjax import main as main_lib
 from affectjax.data import base, get_dataset, ravdess
 from conftest import config_path
@@ -33,7 +33,7 @@ def synthetic_run(tmp_path_factory):
 
 def test_feature_files_give_the_runs_own_test_predictions(synthetic_run, tmp_path, capsys,
                                                           monkeypatch):
-  config = inference.read_config(synthetic_run)
+  config = runcard.read_config(synthetic_run)
   test = get_dataset(config).splits['test'].arrays
   # The trained run scores the same examples (in order) as its own evaluation did.
   monkeypatch.setenv('AFFECTJAX_DATA_DIR', str(tmp_path / 'nowhere'))  # Never read.
@@ -83,7 +83,7 @@ def test_sample_inputs_write_a_first_npz_that_predict_reads(synthetic_run, tmp_p
     labels = z['label']
   rows = affectjax.load_run(synthetic_run).predict(out)
   assert [r['id'] for r in rows] == [f'test#{i}' for i in range(5)]
-  test = get_dataset(inference.read_config(synthetic_run)).splits['test'].arrays
+  test = get_dataset(runcard.read_config(synthetic_run)).splits['test'].arrays
   np.testing.assert_array_equal(labels, test['label'][:5])  # The run's own test examples.
 
 
@@ -132,19 +132,19 @@ def test_an_edited_run_card_or_statistics_file_is_one_line(synthetic_run, tmp_pa
   import shutil
   np.savez(tmp_path / 'f.npz', text=np.zeros((2, 32)), audio=np.zeros((2, 16)),
            vision=np.zeros((2, 24)))
-  card = json.loads(open(os.path.join(synthetic_run, inference.CARD)).read())
+  card = json.loads(open(os.path.join(synthetic_run, runcard.CARD)).read())
   config = json.loads(open(os.path.join(synthetic_run, 'config.json')).read())
   edits = {
-      'modalities a string': (inference.CARD, json.dumps({**card, 'modalities': 'text'}),
+      'modalities a string': (runcard.CARD, json.dumps({**card, 'modalities': 'text'}),
                               'field modalities is a str'),
-      'no element_spec': (inference.CARD, json.dumps({k: v for k, v in card.items()
+      'no element_spec': (runcard.CARD, json.dumps({k: v for k, v in card.items()
                                                       if k != 'element_spec'}),
                           'field element_spec is missing'),
-      'bad shape': (inference.CARD, json.dumps({**card, 'element_spec': {'text': [['a'],
+      'bad shape': (runcard.CARD, json.dumps({**card, 'element_spec': {'text': [['a'],
                                                                                 'float32']}}),
                     'field element_spec is not'),
-      'card a list': (inference.CARD, '[1, 2]', 'not a JSON object'),
-      'statistics truncated': (inference.ARRAYS, 'PK\x03\x04', 'unreadable'),
+      'card a list': (runcard.CARD, '[1, 2]', 'not a JSON object'),
+      'statistics truncated': (runcard.ARRAYS, 'PK\x03\x04', 'unreadable'),
       'eval batch of 0': ('config.json', json.dumps({**config, 'train': {
           **config['train'], 'eval_batch_size': 0}}),
                           'config.train.eval_batch_size: must be positive, got 0'),
@@ -215,7 +215,7 @@ def test_audio_files_go_through_the_training_pipeline(tmp_path, monkeypatch):
   workdir = str(tmp_path / 'speech')
   spec = config_path('ravdess_audiomae_classifier.py:fold1,smoke')
   assert main_lib.main(['train', '--config', spec, '--workdir', workdir]) == 0
-  config = inference.read_config(workdir)
+  config = runcard.read_config(workdir)
   exp, eval_step, params, dataset = train.load_trained(config, workdir)
   test = dataset.splits['test']
   want = train.eval_outputs(exp, eval_step, params, test, 128)['prediction'][:3]
@@ -256,7 +256,7 @@ def test_conversations_go_through_the_runs_text_encoder(tmp_path, monkeypatch):
       f'--config.data.cache_dir={tmp_path / "cache"}', '--config.train.batch_size=2',
       '--config.train.eval_batch_size=2', '--config.train.num_steps=2',
       '--config.train.eval_every=2', '--config.mesh.data=2', '--config.mesh.model=4']) == 0
-  config = inference.read_config(workdir)
+  config = runcard.read_config(workdir)
   exp, eval_step, params, dataset = train.load_trained(config, workdir)
   want = train.eval_outputs(exp, eval_step, params, dataset.splits['test'], 2)['prediction']
   d = config.data
