@@ -46,15 +46,6 @@ ENV_LAUNCHER = 'AFFECTJAX_LAUNCHER_PID'
 ENV_HEARTBEAT = 'AFFECTJAX_HEARTBEAT_S'
 
 
-class LaunchError(errors.ExpectedError):
-  """A launched process failed; the others were stopped. `status`: the launcher's exit
-  status (the failed process's own, or 1 when it was killed by a signal)."""
-
-  def __init__(self, message: str, status: int):
-    super().__init__(message)
-    self.status = status
-
-
 def initialize(auto_detect: bool = False, coordinator: str = '', num_processes: int = 0,
                process_id: int = -1) -> bool:
   """Joins the multi-process job, before any JAX computation; returns whether it did.
@@ -143,14 +134,15 @@ def launch(command: Sequence[str], processes: int, cpu_devices: int = 0,
            out=None, err=None, program: Sequence[str] = ()) -> int:
   """Runs `affectjax COMMAND` as `processes` processes of one job on this machine.
 
-  Returns 0 when every process succeeded; otherwise raises `LaunchError` naming the
+  Returns 0 when every process succeeded; otherwise raises `errors.LaunchError` naming the
   first process that failed, after stopping the rest (SIGTERM, which lets a training
   process save at its next step boundary; SIGKILL after `grace_s`). A process that
   dies without a word (killed) leaves the others blocked in a collective: they are
   stopped the same way, within `grace_s`. SIGINT or SIGTERM to the launcher is passed
   on to every process once; processes already stopping at a step boundary (status 3,
-  `errors.EXIT_INTERRUPTED`) get no further signal, only `grace_s` to finish. `program`: what runs instead of `python -m affectjax` (a
-  script's argv; the tests' multi-process checks)."""
+  `errors.EXIT_INTERRUPTED`) get no further signal, only `grace_s` to finish. `program`:
+  what runs instead of `python -m affectjax` (a script's argv; the tests' multi-process
+  checks)."""
   if processes < 1:
     raise errors.ConfigError(f'--processes {processes}: must be at least 1')
   if not command and not program:
@@ -248,7 +240,7 @@ def launch(command: Sequence[str], processes: int, cpu_devices: int = 0,
   said = last_error.get(failed, '')
   rest = [f'stopped process {i}' for i in stopped]
   rest += [f'process {i} then {_how(exits[i][1])}' for _, i in bad[1:] if i not in stopped]
-  raise LaunchError(f'launch: process {failed} of {processes} {how}'
+  raise errors.LaunchError(f'launch: process {failed} of {processes} {how}'
                     + (f' ({said})' if said else '') + ''.join(f'; {r}' for r in rest),
                     code if code > 0 else 1)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 
 # Exit statuses of the command line.
 EXIT_ERROR = 2  # Bad input: config, data, workdir, disk.
@@ -47,6 +48,19 @@ class NonFiniteLossError(ExpectedError, RuntimeError):
 
 class Interrupted(ExpectedError):
   """A signal stopped the run (the message says which, and what was saved)."""
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+  """A pickle names a global outside the restricted unpickler's allow-list."""
+
+
+class LaunchError(ExpectedError):
+  """A launched process failed; the others were stopped. `status`: the launcher's exit
+  status (the failed process's own, or 1 when it was killed by a signal)."""
+
+  def __init__(self, message: str, status: int):
+    super().__init__(message)
+    self.status = status
 
 
 def describe_os_error(e: OSError) -> str:

@@ -208,12 +208,12 @@ class Run:
         found = [f for f in _files_under(path)
                  if f.lower().endswith((*AUDIO, *VIDEO, '.npz', '.csv', '.jsonl'))]
         if not found:
-          raise base.DataError(f'{path}: no audio, video, .npz or .csv files')
+          raise errors.DataError(f'{path}: no audio, video, .npz or .csv files')
         files += found
       elif os.path.exists(path):
         files.append(path)
       else:
-        raise base.DataError(f'{path}: no such file or folder')
+        raise errors.DataError(f'{path}: no such file or folder')
     media = [f for f in files if f.lower().endswith((*AUDIO, *VIDEO))]
     parts = []
     if media:
@@ -227,7 +227,7 @@ class Run:
       elif f.lower().endswith('.csv'):
         parts.append(self._csv(f))
       elif not f.lower().endswith((*AUDIO, *VIDEO)):
-        raise base.DataError(f'{f}: unknown input type (.wav .flac .ogg .mp3 .m4a .mp4 .npz .csv'
+        raise errors.DataError(f'{f}: unknown input type (.wav .flac .ogg .mp3 .m4a .mp4 .npz .csv'
                              f'{" .jsonl" if conversation else ""})')
     ids = [i for p in parts for i in p[0]]
     arrays = {k: np.concatenate([p[1][k] for p in parts]) for k in self.fields}
@@ -240,19 +240,19 @@ class Run:
       waves = [waves]
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or \
         sample_rate <= 0:
-      raise base.DataError(f'predict: sample_rate must be a positive integer, got '
+      raise errors.DataError(f'predict: sample_rate must be a positive integer, got '
                            f'{sample_rate!r}')
     clips, names = [], []
     for i, x in enumerate(waves):
       x = np.asarray(x)
       name = f'waveform#{i}'
       if x.ndim != 1 or x.dtype.kind not in 'fiu' or not len(x):
-        raise base.DataError(f'{name}: field audio must be a non-empty 1-D array of samples, '
+        raise errors.DataError(f'{name}: field audio must be a non-empty 1-D array of samples, '
                              f'got shape {x.shape} of {x.dtype}')
       if x.dtype.kind in 'iu':  # PCM integers -> [-1, 1).
         x = x / float(np.iinfo(x.dtype).max + 1)
       if not np.isfinite(x).all():
-        raise base.DataError(f'{name}: field audio has NaN/inf samples')
+        raise errors.DataError(f'{name}: field audio has NaN/inf samples')
       clips.append(audio.resample(x.astype(np.float32), int(sample_rate)))
       names.append(name)
     return names, self._check(names[0], self._audio_arrays(clips, names))
@@ -265,30 +265,30 @@ class Run:
     if pre.get('kind') == 'speech_encoder':
       from affectjax.data import encoded
       return encoded.features_of_waves(clips, names, pre, self.preprocess_arrays)
-    raise base.DataError(f'{names[0]}: this run ({self.card["config"]}) does not read audio; '
+    raise errors.DataError(f'{names[0]}: this run ({self.card["config"]}) does not read audio; '
                          'give an .npz or .csv of its fields')
 
   def _check(self, where: str, arrays: dict) -> dict:
     out, n = {}, None
     for k, shape in self.fields.items():
       if k not in arrays:
-        raise base.DataError(f'{where}: field {k!r} is missing (this run reads '
+        raise errors.DataError(f'{where}: field {k!r} is missing (this run reads '
                              f'{", ".join(f"{f} {s}" for f, s in self.fields.items())})')
       v = np.asarray(arrays[k])
       if v.shape[1:] != shape:
-        raise base.DataError(f'{where}: field {k!r} has examples of shape {v.shape[1:]}; '
+        raise errors.DataError(f'{where}: field {k!r} has examples of shape {v.shape[1:]}; '
                              f'this run reads {shape}')
       if v.dtype.kind not in 'biuf':
-        raise base.DataError(f'{where}: field {k!r} is not numeric ({v.dtype})')
+        raise errors.DataError(f'{where}: field {k!r} is not numeric ({v.dtype})')
       v = v.astype(self.spec[k][1])
       if v.dtype.kind == 'f' and not np.isfinite(v).all():
-        raise base.DataError(f'{where}: field {k!r} has NaN/inf values')
+        raise errors.DataError(f'{where}: field {k!r} has NaN/inf values')
       if n is not None and len(v) != n:
-        raise base.DataError(f'{where}: field {k!r} has {len(v)} examples, others {n}')
+        raise errors.DataError(f'{where}: field {k!r} has {len(v)} examples, others {n}')
       n = len(v)
       out[k] = v
     if not n:
-      raise base.DataError(f'{where}: no examples (field {next(iter(out))!r} has 0 rows)')
+      raise errors.DataError(f'{where}: no examples (field {next(iter(out))!r} has 0 rows)')
     return out
 
   def _npz(self, path: str):
@@ -299,36 +299,36 @@ class Run:
           arrays[key] = z[key]
     except Exception as e:  # A damaged npz surfaces as zipfile, OSError, ValueError ...
       if key is not None and 'allow_pickle' in str(e):
-        raise base.DataError(f'{path}: field {key!r} holds Python objects (a pickled object '
+        raise errors.DataError(f'{path}: field {key!r} holds Python objects (a pickled object '
                              'array); give numbers, or strings for id') from None
       where = f'field {key!r}: ' if key is not None else ''
-      raise base.DataError(f'{path}: {where}unreadable npz ({errors.one_line(e)})') from None
+      raise errors.DataError(f'{path}: {where}unreadable npz ({errors.one_line(e)})') from None
     ids = arrays.get('id')
     arrays = self._check(path, arrays)
     n = len(next(iter(arrays.values())))
     if ids is not None and len(ids) != n:
-      raise base.DataError(f'{path}: field \'id\' has {len(ids)} entries for {n} examples')
+      raise errors.DataError(f'{path}: field \'id\' has {len(ids)} entries for {n} examples')
     return [f'{path}#{i}' for i in range(n)] if ids is None else list(map(str, ids)), arrays
 
   def _csv(self, path: str):
     try:
       rows = base.read_csv(path, 'a feature CSV: id and one column per feature', ())
     except OSError as e:
-      raise base.DataError(f'{path}: unreadable CSV ({errors.one_line(e)})') from None
+      raise errors.DataError(f'{path}: unreadable CSV ({errors.one_line(e)})') from None
     arrays = {}
     for k, shape in self.fields.items():
       if len(shape) > 1:
-        raise base.DataError(f'{path}: field {k!r} has examples of shape {shape}; a CSV '
+        raise errors.DataError(f'{path}: field {k!r} has examples of shape {shape}; a CSV '
                              'holds scalars and vectors only (use .npz)')
       cols = [k] if not shape else [f'{k}_{i}' for i in range(shape[0])]
       missing = [c for c in cols if c not in rows[0]]
       if missing:
-        raise base.DataError(f'{path}: field {k!r}: column {missing[0]!r} is missing '
+        raise errors.DataError(f'{path}: field {k!r}: column {missing[0]!r} is missing '
                              f'(expected {cols[0]}{" .. " + cols[-1] if len(cols) > 1 else ""})')
       try:
         values = np.asarray([[float(r[c]) for c in cols] for r in rows])
       except (TypeError, ValueError):
-        raise base.DataError(f'{path}: field {k!r}: a value is not a number') from None
+        raise errors.DataError(f'{path}: field {k!r}: a value is not a number') from None
       arrays[k] = values if shape else values[:, 0]
     ids = [r['id'] if 'id' in r else f'{path}#{i}' for i, r in enumerate(rows)]
     return ids, self._check(path, arrays)
@@ -338,13 +338,13 @@ class Run:
     from affectjax.data import erc
     pre = ml_collections.ConfigDict(self.card['preprocess'])
     if tuple(pre.modalities) != ('text',) or pre.text not in ('frozen', 'tokens'):
-      raise base.DataError(f'{path}: this run reads {", ".join(pre.modalities)} '
+      raise errors.DataError(f'{path}: this run reads {", ".join(pre.modalities)} '
                            f'({pre.text} text); conversations as text give the text only: '
                            'give an .npz of its fields')
     dialogues = erc.read_conversations(path, pre.label_field)
     longest = max(len(dl['texts']) for dl in dialogues)
     if pre.unit == 'dialogue' and longest > pre.max_len:
-      raise base.DataError(f'{path}: a dialogue of {longest} utterances; this run reads at '
+      raise errors.DataError(f'{path}: a dialogue of {longest} utterances; this run reads at '
                            f'most {pre.max_len}')
     arrays = erc.dialogue_arrays(dialogues, pre, tuple(pre.modalities), pre.max_len)
     utterances = {f'{dl["id"]}#{j}': (speaker, text) for dl in dialogues
@@ -364,7 +364,7 @@ class Run:
     else:
       wanted = {'speech': 'audio files', 'speech_encoder': 'audio files',
                 'clips': 'video or audio clips'}.get(kind)
-      raise base.DataError(
+      raise errors.DataError(
           f'{(video or files)[0]}: this run ({self.card["config"]}) reads '
           + (wanted if wanted else f'{", ".join(self.card["modalities"])} features') +
           (', not video' if video and kind in ('speech', 'speech_encoder') else

@@ -144,11 +144,11 @@ def main(argv=None) -> int:
   An unexpected error is a bug, and keeps its traceback."""
   argv = sys.argv[1:] if argv is None else list(argv)
   _quiet_libraries()
-  from affectjax import distributed, errors
+  from affectjax import errors
   try:
     with _stop_on_signals():
       _run(argv)
-  except distributed.LaunchError as e:
+  except errors.LaunchError as e:
     how = 'stopped' if e.status == errors.EXIT_INTERRUPTED else 'error'
     print(f'affectjax: {how}: {errors.one_line(e)}', file=sys.stderr)
     return e.status

@@ -348,7 +348,7 @@ def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
   dataset = data_lib.get_dataset(config)
   for split in ('train', *_eval_splits(config)):
     if split not in dataset.splits or not len(dataset.splits[split]):
-      raise data_lib.DataError(f'{dataset.where}: split {split!r} is empty')
+      raise errors.DataError(f'{dataset.where}: split {split!r} is empty')
   mesh = sharding_lib.make_mesh(config.mesh)
   exp = Experiment.for_dataset(config, mesh, dataset)
   t = config.train

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
+from affectjax import errors
 from affectjax.data import DataError, conversations, safe_pickle
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
@@ -90,7 +91,7 @@ def test_iemocap_features_bad_label_and_malicious(tmp_path):
 
   with open(tmp_path / 'evil.pkl', 'wb') as f:
     pickle.dump([Evil()], f)
-  with pytest.raises(safe_pickle.UnsafePickleError, match='evil.pkl: refusing'):
+  with pytest.raises(errors.UnsafePickleError, match='evil.pkl: refusing'):
     conversations.read_iemocap_conversations(str(tmp_path / 'evil.pkl'))
   with pytest.raises(FileNotFoundError, match='declare-lab/MELD'):
     conversations.read_meld(str(tmp_path))
@@ -114,7 +115,7 @@ def test_python3_pickles_of_arrays_load_and_codec_tricks_are_refused(tmp_path, p
 
   with open(tmp_path / 'bomb.pkl', 'wb') as f:
     pickle.dump([Bomb()], f, protocol=protocol)
-  with pytest.raises(safe_pickle.UnsafePickleError, match="bomb.pkl: refusing _codecs.encode "
+  with pytest.raises(errors.UnsafePickleError, match="bomb.pkl: refusing _codecs.encode "
                                                          "with 'zlib'"):
     safe_pickle.load(str(tmp_path / 'bomb.pkl'))
 

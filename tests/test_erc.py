@@ -13,7 +13,8 @@ from affectjax import config as config_lib
 from affectjax.errors import ConfigError
 from affectjax import main as main_lib
 from affectjax import optim, sharding, train
-from affectjax.data import DataError, erc, get_dataset, safe_pickle
+from affectjax import errors
+from affectjax.data import DataError, erc, get_dataset
 from conftest import config_path, load_script, train_losses
 
 MODELS = ['dialoguegcn', 'mmgcn', 'cogmen', 'broadmamba', 'contextfree']
@@ -129,7 +130,7 @@ def test_bad_inputs_are_one_line_errors(tiny_erc, tmp_path):
   # A pickle that would run code when unpickled is refused, naming the file.
   with open(os.path.join(data_dir, 'iemocap', 'IEMOCAP_features.pkl'), 'wb') as f:
     f.write(b"cos\nsystem\n(S'echo pwned'\ntR.")
-  with pytest.raises(safe_pickle.UnsafePickleError, match='IEMOCAP_features.pkl.*os.system'):
+  with pytest.raises(errors.UnsafePickleError, match='IEMOCAP_features.pkl.*os.system'):
     get_dataset(_load('dialoguegcn', tiny_erc + [f'data.tfds_dir={tmp_path / "t2"}']))
 
 

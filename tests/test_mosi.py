@@ -9,7 +9,8 @@ import pytest
 
 from affectjax import config as config_lib
 from affectjax import main as main_lib
-from affectjax.data import DataError, get_dataset, mosi, safe_pickle
+from affectjax import errors
+from affectjax.data import DataError, get_dataset, mosi
 from conftest import config_path, load_script
 
 DATA = os.environ.get('AFFECTJAX_DATA_DIR', '')
@@ -125,7 +126,7 @@ def test_malicious_pickle_is_refused(tmp_path):
   path = tmp_path / 'evil.pkl'
   with open(path, 'wb') as f:
     pickle.dump({'train': {'text': _Evil()}}, f)
-  with pytest.raises(safe_pickle.UnsafePickleError, match=f'{path}: refusing .*system'):
+  with pytest.raises(errors.UnsafePickleError, match=f'{path}: refusing .*system'):
     mosi.read_mmsa_pickle(str(path))
   assert not (tmp_path / 'pwned').exists() and not os.path.exists('pwned')
 

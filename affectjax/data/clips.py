@@ -44,6 +44,7 @@ import sys
 
 import numpy as np
 
+from affectjax import errors
 from affectjax import progress
 from affectjax.data import audio, base, prepared, ravdess
 
@@ -73,20 +74,20 @@ class Settings:
   def check(self):
     bad = set(self.modalities) - {'audio', 'video'}
     if bad or not self.modalities:
-      raise base.DataError(f'clips: modalities {self.modalities} must be audio and/or video')
+      raise errors.DataError(f'clips: modalities {self.modalities} must be audio and/or video')
     if self.frames < 1 or self.size < 8:
-      raise base.DataError(f'clips: frames={self.frames} must be >= 1 and size={self.size} '
+      raise errors.DataError(f'clips: frames={self.frames} must be >= 1 and size={self.size} '
                            '>= 8')
 
 
 def find_clips(folder: str, modalities) -> list[str]:
   if not os.path.isdir(folder):
-    raise base.DataError(f'{folder}: no such folder of clips')
+    raise errors.DataError(f'{folder}: no such folder of clips')
   ext = VIDEO_EXTENSIONS if 'video' in modalities else VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
   files = sorted(p for p in glob.glob(os.path.join(folder, '**', '*'), recursive=True)
                  if p.lower().endswith(ext) and os.path.isfile(p))
   if not files:
-    raise base.DataError(f'{folder}: no clips (looked for {" ".join(ext)})')
+    raise errors.DataError(f'{folder}: no clips (looked for {" ".join(ext)})')
   return files
 
 
@@ -105,17 +106,17 @@ class Labels:
     elif scheme.lower().endswith('.csv'):
       self.names = self._read_csv(scheme)
     else:
-      raise base.DataError(f'clips: labels {scheme!r} (ravdess | crema-d | none | FILE.csv)')
+      raise errors.DataError(f'clips: labels {scheme!r} (ravdess | crema-d | none | FILE.csv)')
 
   def _read_csv(self, path):
     if not os.path.isfile(path):
-      raise base.DataError(f'{path}: label file not found')
+      raise errors.DataError(f'{path}: label file not found')
     names = []
     rows = base.read_csv(path, 'a label file needs columns file,label[,speaker]',
                          ('file', 'label'))
     for i, row in enumerate(rows, 2):
       if not row['file'] or not row['label']:
-        raise base.DataError(f'{path}:{i}: empty file or label')
+        raise errors.DataError(f'{path}:{i}: empty file or label')
       self.table[os.path.basename(row['file'])] = (row['label'], row.get('speaker') or '')
       if row['label'] not in names:
         names.append(row['label'])
@@ -129,13 +130,13 @@ class Labels:
     if self.scheme == 'crema-d':
       parts = stem.split('_')
       if len(parts) < 3 or parts[2] not in CREMA_EMOTIONS:
-        raise base.DataError(f'{path}: not a CREMA-D name (<speaker>_<sentence>_<EMOTION>_...)')
+        raise errors.DataError(f'{path}: not a CREMA-D name (<speaker>_<sentence>_<EMOTION>_...)')
       return CREMA_EMOTIONS.index(parts[2]), parts[0]
     if self.scheme == 'none':
       return -1, stem
     key = os.path.basename(path)
     if key not in self.table:
-      raise base.DataError(f'{self.scheme}: no row for clip {key}')
+      raise errors.DataError(f'{self.scheme}: no row for clip {key}')
     label, speaker = self.table[key]
     return self.names.index(label), speaker or stem
 
@@ -144,7 +145,7 @@ def _av():
   try:
     import av
   except ImportError:
-    raise base.DataError('clips: decoding needs PyAV (pip install av)') from None
+    raise errors.DataError('clips: decoding needs PyAV (pip install av)') from None
   return av
 
 
@@ -154,19 +155,19 @@ def read_video_frames(path: str) -> list[np.ndarray]:
   try:
     with av.open(path) as container:
       if not container.streams.video:
-        raise base.DataError(f'{path}: no video stream')
+        raise errors.DataError(f'{path}: no video stream')
       frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
   except av.FFmpegError as e:
-    raise base.DataError(f'{path}: cannot decode video ({type(e).__name__}: {e})') from None
+    raise errors.DataError(f'{path}: cannot decode video ({type(e).__name__}: {e})') from None
   if not frames:
-    raise base.DataError(f'{path}: the video stream has no frames')
+    raise errors.DataError(f'{path}: the video stream has no frames')
   return frames
 
 
 def sample_indices(count: int, frames: int, path: str) -> np.ndarray:
   """`frames` evenly spaced frame indices (segment centres) of a `count`-frame clip."""
   if count < frames:
-    raise base.DataError(f'{path}: {count} video frames, fewer than the {frames} asked for')
+    raise errors.DataError(f'{path}: {count} video frames, fewer than the {frames} asked for')
   return ((np.arange(frames) + 0.5) * count / frames).astype(np.int64)
 
 
@@ -175,7 +176,7 @@ def _detector():
   cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades,
                                                'haarcascade_frontalface_default.xml'))
   if cascade.empty():
-    raise base.DataError('clips: OpenCV\'s face cascade is missing from this cv2 install '
+    raise errors.DataError('clips: OpenCV\'s face cascade is missing from this cv2 install '
                          '(use opencv-python-headless < 5)')
   return cascade
 
@@ -193,7 +194,7 @@ def face_box(frames: list[np.ndarray], path: str, margin: float) -> tuple[int, i
       x, y, w, h = max(boxes, key=lambda b: b[2] * b[3])
       found.append((x + w / 2, y + h / 2, max(w, h)))
   if not found:
-    raise base.DataError(f'{path}: no face found in any of the {len(frames)} sampled frames')
+    raise errors.DataError(f'{path}: no face found in any of the {len(frames)} sampled frames')
   cx, cy, side = np.median(np.asarray(found), axis=0)
   return int(round(cx)), int(round(cy)), max(2, int(round(side * margin)))
 
@@ -297,7 +298,7 @@ def _builder_class():
       for i, path in enumerate(files):
         try:
           example = decode_clip(path, s, labels)
-        except base.DataError as e:
+        except errors.DataError as e:
           if not s.skip_bad:
             raise
           skipped.append(str(e))
@@ -310,7 +311,7 @@ def _builder_class():
         print(f'clips: skipped {len(skipped)} of {len(files)} clips (bad input); first: '
               f'{skipped[0]}', file=sys.stderr)
       if len(skipped) == len(files):
-        raise base.DataError(f'clips: every one of the {len(files)} clips was bad')
+        raise errors.DataError(f'clips: every one of the {len(files)} clips was bad')
 
   _BUILDER = (Clips, ClipsConfig)
   return _BUILDER
@@ -407,7 +408,7 @@ def settings_of(config) -> Settings:
 def _input_dir(config) -> str:
   path = config.data.input
   if not path:
-    raise base.DataError('config.data.input: name the folder of clips')
+    raise errors.DataError('config.data.input: name the folder of clips')
   if os.path.isabs(path):
     return path
   return os.path.join(prepared.data_dir(config, f'{path}/'), path)
@@ -418,7 +419,7 @@ def split_speakers(speakers: np.ndarray, num_folds: int, fold: int) -> dict[str,
   fold `fold` is test, the next one validation, the rest training."""
   unique = sorted(set(speakers.tolist()))
   if not 1 <= fold <= num_folds or len(unique) < num_folds:
-    raise base.DataError(f'config.data: fold {fold} of {num_folds} needs at least '
+    raise errors.DataError(f'config.data: fold {fold} of {num_folds} needs at least '
                          f'{num_folds} speakers (found {len(unique)})')
   fold_of = {s: i % num_folds for i, s in enumerate(unique)}
   which = np.asarray([fold_of[s] for s in speakers.tolist()])
@@ -444,11 +445,11 @@ def load(config) -> base.Dataset:
   elif d.split == 'folds':
     index = split_speakers(speakers, int(d.num_folds), int(d.fold))
   else:
-    raise base.DataError(f'config.data.split: unknown {d.split!r} (folds | all)')
+    raise errors.DataError(f'config.data.split: unknown {d.split!r} (folds | all)')
   splits = {k: ClipSource(records, v, settings.modalities, labelled) for k, v in index.items()}
   for k, v in splits.items():
     if not len(v):
-      raise base.DataError(f'{folder}: split {k!r} is empty')
+      raise errors.DataError(f'{folder}: split {k!r} is empty')
   return base.Dataset(splits, tuple(settings.modalities),
                       len(labels.names) if labelled else None, f'{folder} (clips)',
                       labels.names or None, preprocess=clips_preprocess(settings))

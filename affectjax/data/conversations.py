@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from affectjax import errors
 from affectjax.data import base, safe_pickle
 
 IEMOCAP_LABELS = ('happy', 'sad', 'neutral', 'angry', 'excited', 'frustrated')
@@ -52,13 +53,13 @@ def _int_labels(values, path: str, dialogue, field: str = 'labels') -> list[int]
   try:
     values = list(values)
   except TypeError:
-    raise base.DataError(f'{path}: dialogue {str(dialogue)!r}: field {field!r} is not a list '
+    raise errors.DataError(f'{path}: dialogue {str(dialogue)!r}: field {field!r} is not a list '
                          f'of class indices') from None
   out = []
   for i, x in enumerate(values):
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)) and not (
         isinstance(x, (float, np.floating)) and float(x).is_integer()):
-      raise base.DataError(f'{path}: dialogue {str(dialogue)!r}: field {field!r} has {x!r} '
+      raise errors.DataError(f'{path}: dialogue {str(dialogue)!r}: field {field!r} has {x!r} '
                            f'at utterance {i}, expected a class index')
     out.append(int(x))
   return out
@@ -67,7 +68,7 @@ def _int_labels(values, path: str, dialogue, field: str = 'labels') -> list[int]
 def _check_labels(dialogue: dict, num_classes: int, where: str) -> None:
   for i, label in enumerate(dialogue['labels']):
     if not isinstance(label, (int, np.integer)) or not 0 <= label < num_classes:
-      raise base.DataError(f'{where}: dialogue {dialogue["id"]!r}: field \'labels\' has '
+      raise errors.DataError(f'{where}: dialogue {dialogue["id"]!r}: field \'labels\' has '
                            f'{label!r} at utterance {i}, outside [0, {num_classes})')
 
 
@@ -75,7 +76,7 @@ def _check_lengths(dialogue: dict, fields: Sequence[str], where: str) -> None:
   n = len(dialogue['labels'])
   for f in fields:
     if len(dialogue[f]) != n:
-      raise base.DataError(f'{where}: dialogue {dialogue["id"]!r}: field {f!r} has '
+      raise errors.DataError(f'{where}: dialogue {dialogue["id"]!r}: field {f!r} has '
                            f'{len(dialogue[f])} utterances but \'labels\' has {n}')
 
 
@@ -86,15 +87,15 @@ def _check_split_ids(splits: dict, path: str, fields: dict) -> None:
   where = {}
   for split, ids in splits.items():
     if isinstance(ids, (str, bytes)) or not hasattr(ids, '__iter__'):
-      raise base.DataError(f'{path}: field {fields[split]!r} must be a list of dialogue ids, '
+      raise errors.DataError(f'{path}: field {fields[split]!r} must be a list of dialogue ids, '
                            f'got {type(ids).__name__}')
     for vid in ids:
       if isinstance(vid, bool) or not isinstance(vid, (str, int, np.integer)):
-        raise base.DataError(f'{path}: field {fields[split]!r}: dialogue id {vid!r} is a '
+        raise errors.DataError(f'{path}: field {fields[split]!r}: dialogue id {vid!r} is a '
                              f'{type(vid).__name__}, expected a string or an integer')
       if str(vid) in where:
         other = where[str(vid)]
-        raise base.DataError(
+        raise errors.DataError(
             f'{path}: dialogue {str(vid)!r} is listed twice in field {fields[split]!r}'
             if other == split else
             f'{path}: dialogue {str(vid)!r} is in field {fields[other]!r} and in '
@@ -105,7 +106,7 @@ def _check_split_ids(splits: dict, path: str, fields: dict) -> None:
 def read_iemocap_conversations(path: str) -> dict[str, list[dict]]:
   data = safe_pickle.load(path, _IEMOCAP_WHAT)
   if not isinstance(data, (list, tuple)) or len(data) != 6:
-    raise base.DataError(f'{path}: expected a 6-element list, got {type(data).__name__} '
+    raise errors.DataError(f'{path}: expected a 6-element list, got {type(data).__name__} '
                          f'({_IEMOCAP_WHAT})')
   speakers, labels, sentences, train_ids, test_ids, valid_ids = data
   _check_split_ids({'train': train_ids, 'valid': valid_ids, 'test': test_ids}, path,
@@ -116,7 +117,7 @@ def read_iemocap_conversations(path: str) -> dict[str, list[dict]]:
     for vid in ids:
       for name, table in (('speakers', speakers), ('labels', labels), ('sentences', sentences)):
         if vid not in table:
-          raise base.DataError(f'{path}: dialogue {vid!r} of split {split} has no {name}')
+          raise errors.DataError(f'{path}: dialogue {vid!r} of split {split} has no {name}')
       d = {'id': str(vid), 'speakers': [str(s) for s in speakers[vid]],
            'texts': [str(s) for s in sentences[vid]],
            'labels': _int_labels(labels[vid], path, vid)}
@@ -141,14 +142,14 @@ def read_features_pickle(path: str, num_classes: int, what: str) -> dict[str, li
   (MELD: sentiments), is kept as `sentiments`."""
   data = safe_pickle.load(path, what)
   if not isinstance(data, (list, tuple)) or len(data) not in (9, 10):
-    raise base.DataError(f'{path}: expected a 9- or 10-element sequence ({what})')
+    raise errors.DataError(f'{path}: expected a 9- or 10-element sequence ({what})')
   ids, speakers, labels, text, audio, visual, sentences, train_vid, test_vid = data[:9]
   extra = data[9] if len(data) == 10 and isinstance(data[9], dict) else None
   _check_split_ids({'train': train_vid, 'test': test_vid}, path,
                    {'train': 'trainVid', 'test': 'testVid'})
   train_vid = sorted(map(str, train_vid))
   if len(train_vid) < 2 or not len(test_vid):
-    raise base.DataError(f'{path}: field \'trainVid\' has {len(train_vid)} and \'testVid\' '
+    raise errors.DataError(f'{path}: field \'trainVid\' has {len(train_vid)} and \'testVid\' '
                          f'{len(test_vid)} dialogues; need >= 2 training (validation is '
                          'carved from them) and >= 1 test')
   rng = np.random.default_rng(VALID_SEED)
@@ -166,14 +167,14 @@ def read_features_pickle(path: str, num_classes: int, what: str) -> dict[str, li
       key = keys.get(vid, vid)
       for name, table in tables.items():
         if key not in table:
-          raise base.DataError(f'{path}: field {name!r} has no entry for dialogue {vid!r}')
+          raise errors.DataError(f'{path}: field {name!r} has no entry for dialogue {vid!r}')
       d = {'id': vid, 'speakers': [_speaker_name(s) for s in speakers[key]],
            'texts': [str(s) for s in sentences[key]],
            'labels': _int_labels(labels[key], path, vid)}
       for name, table in (('text', text), ('audio', audio), ('vision', visual)):
         feats = np.asarray(table[key], np.float32)
         if feats.ndim != 2 or not np.isfinite(feats).all():
-          raise base.DataError(f'{path}: dialogue {vid!r}: field {name!r} must be finite '
+          raise errors.DataError(f'{path}: dialogue {vid!r}: field {name!r} must be finite '
                                f'(utterances, features) values, got shape {feats.shape}')
         d[name] = feats
       if extra is not None and key in extra:
@@ -198,7 +199,7 @@ def _int_cell(row: dict, column: str, path: str, index: int) -> int:
   try:
     return int(row[column])
   except (TypeError, ValueError):
-    raise base.DataError(f'{path}: row {index + 1}: column {column!r} is {row[column]!r}, '
+    raise errors.DataError(f'{path}: row {index + 1}: column {column!r} is {row[column]!r}, '
                          'expected an integer') from None
 
 
@@ -229,7 +230,7 @@ def _group(rows, key, order, path, label_fields) -> list[dict]:
       values = []
       for u in utts:
         if u[column] not in names:
-          raise base.DataError(f'{path}: dialogue {did!r}: column {column!r} has unknown '
+          raise errors.DataError(f'{path}: dialogue {did!r}: column {column!r} has unknown '
                                f'label {u[column]!r} (expected one of {list(names)})')
         values.append(names.index(u[column]))
       d[field] = values

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from affectjax import errors
 from affectjax.data import audio, base, encoded, prepared
 
 # Class order; the letter is character 6 of the file name.
@@ -34,12 +35,12 @@ def read_files(config) -> tuple[str, list[str], np.ndarray, np.ndarray]:
   root = os.path.join(prepared.data_dir(config, 'emodb/wav/*.wav'), 'emodb', 'wav')
   files = sorted(glob.glob(os.path.join(root, '*.wav')))
   if not files:
-    raise base.DataError(f'{root}: no .wav files')
+    raise errors.DataError(f'{root}: no .wav files')
   labels, speakers = [], []
   for f in files:
     name = os.path.basename(f)
     if len(name) < 7 or name[5] not in LETTERS or not name[:2].isdigit():
-      raise base.DataError(f'{f}: not an EmoDB name (speaker digits 1-2, emotion letter 6 '
+      raise errors.DataError(f'{f}: not an EmoDB name (speaker digits 1-2, emotion letter 6 '
                            f'of {"".join(LETTERS)})')
     labels.append(LETTERS[name[5]])
     speakers.append(name[:2])
@@ -50,7 +51,7 @@ def fold_speakers(speakers, fold: int) -> dict[str, list[str]]:
   """Leave one speaker out: test = the fold-th speaker, valid = the next, train = the rest."""
   names = sorted(set(speakers))
   if not isinstance(fold, int) or not 1 <= fold <= len(names):
-    raise base.DataError(f'config.data.fold: {fold!r} is not in 1..{len(names)} (one fold per '
+    raise errors.DataError(f'config.data.fold: {fold!r} is not in 1..{len(names)} (one fold per '
                          'EmoDB speaker)')
   test, valid = names[fold - 1], names[fold % len(names)]
   return {'train': [s for s in names if s not in (test, valid)], 'valid': [valid],
@@ -73,7 +74,7 @@ def load(config) -> base.Dataset:
                         preprocess=encoded.preprocess(d, corpus.spec),
                         preprocess_arrays=corpus.statistics)
   if d.audio_norm not in NORMS:
-    raise base.DataError(f'config.data.audio_norm: {d.audio_norm!r} ({" | ".join(NORMS)})')
+    raise errors.DataError(f'config.data.audio_norm: {d.audio_norm!r} ({" | ".join(NORMS)})')
   waves, lengths = audio.pack(clips, int(d.max_seconds * audio.SAMPLE_RATE))
   kwargs = {'window_ms': d.window_ms, 'hop_ms': d.hop_ms, 'n_mels': d.n_mels}
   stats = (audio.band_statistics(waves, lengths, speakers, kwargs)

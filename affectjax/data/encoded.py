@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 
+from affectjax import errors
 from affectjax.data import audio, base
 
 MODES = ('frozen', 'finetune')
@@ -54,22 +55,22 @@ def spec_of(d):
   """The resolved encoder of `config.data`, its fields checked."""
   from affectjax.encoders import speech
   if d.encoder_mode not in MODES:
-    raise base.DataError(f'config.data.encoder_mode: {d.encoder_mode!r} ({" | ".join(MODES)})')
+    raise errors.DataError(f'config.data.encoder_mode: {d.encoder_mode!r} ({" | ".join(MODES)})')
   if not isinstance(d.encoder_pool, int) or d.encoder_pool < 1:
-    raise base.DataError(f'config.data.encoder_pool: must be an integer >= 1, got '
+    raise errors.DataError(f'config.data.encoder_pool: must be an integer >= 1, got '
                          f'{d.encoder_pool!r}')
   if d.encoder_norm not in NORMS:
-    raise base.DataError(f'config.data.encoder_norm: {d.encoder_norm!r} ({" | ".join(NORMS)})')
+    raise errors.DataError(f'config.data.encoder_norm: {d.encoder_norm!r} ({" | ".join(NORMS)})')
   if d.encoder_norm != 'none' and d.encoder_mode != 'frozen':
-    raise base.DataError('config.data.encoder_norm: per-speaker normalisation applies to '
+    raise errors.DataError('config.data.encoder_norm: per-speaker normalisation applies to '
                          'frozen features (encoder_mode=frozen)')
   spec = speech.resolve(d.encoder)
   if d.encoder_pad_seconds not in (0, 0.0, 30, 30.0) or (
       d.encoder_pad_seconds and spec.family != 'whisper'):
-    raise base.DataError(f'config.data.encoder_pad_seconds: {d.encoder_pad_seconds!r} (0, or '
+    raise errors.DataError(f'config.data.encoder_pad_seconds: {d.encoder_pad_seconds!r} (0, or '
                          '30 for Whisper)')
   if d.max_seconds <= 0 or d.max_seconds > 30:
-    raise base.DataError(f'config.data.max_seconds: {d.max_seconds!r} must be in (0, 30] for '
+    raise errors.DataError(f'config.data.max_seconds: {d.max_seconds!r} must be in (0, 30] for '
                          'a speech encoder')
   return spec
 
@@ -81,7 +82,7 @@ def check_init(config) -> None:
   from affectjax.encoders import speech
   for target, source in transfer.hf_sources(config):
     if speech.is_speech_source(source) and source != config.data.encoder:
-      raise base.DataError(f'config.init.hf: {target!r} loads {source!r} but '
+      raise errors.DataError(f'config.init.hf: {target!r} loads {source!r} but '
                            f'config.data.encoder={config.data.encoder!r} (the model is built '
                            'from the data\'s encoder: name the same source in both)')
 
@@ -118,7 +119,7 @@ def frozen(d, spec, clips: list[np.ndarray], files: list[str], what: str):
       with np.load(path, allow_pickle=False) as z:
         return z['features'], z['frame_mask']
     except (OSError, ValueError, KeyError) as e:
-      raise base.DataError(f'{path}: unreadable feature cache ({e}); delete it to recompute') \
+      raise errors.DataError(f'{path}: unreadable feature cache ({e}); delete it to recompute') \
           from None
   features, mask = speech.frozen_features(
       spec, clips, int(d.max_seconds * audio.SAMPLE_RATE), int(d.encoder_pool),
@@ -213,7 +214,7 @@ class Corpus:
     self.statistics = {}
     short = [f for f, c in zip(files, clips) if len(c) < self.spec.min_samples]
     if short:
-      raise base.DataError(f'{short[0]}: field audio has fewer samples after trimming than '
+      raise errors.DataError(f'{short[0]}: field audio has fewer samples after trimming than '
                            f'{self.spec.name} reads ({self.spec.min_samples}); '
                            f'{len(short)} such clips')
     if d.encoder_mode == 'frozen':
@@ -252,7 +253,7 @@ def features_of_waves(waves: list[np.ndarray], names: list[str], pre: dict,
   from affectjax.encoders import speech
   spec = speech.resolve(pre['encoder'], 'run.json: preprocess.encoder')
   if spec.fingerprint() != pre['fingerprint']:
-    raise base.DataError(f'run.json: field preprocess.fingerprint is {pre["fingerprint"]} but '
+    raise errors.DataError(f'run.json: field preprocess.fingerprint is {pre["fingerprint"]} but '
                          f'{pre["encoder"]} now holds {spec.fingerprint()}: these are not the '
                          'weights the run was trained on')
   clips = [audio.prepare_clip(x, name, pre['top_db'], spec.min_samples)

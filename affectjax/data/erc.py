@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from affectjax import errors
 from affectjax.data import base, conversations, prepared
 from affectjax import workdir
 
@@ -104,7 +105,7 @@ def _builders():
 def prepare(corpus: str, data_dir: str, tfds_dir: str):
   """Builds (once) and returns the TFDS builder of `corpus` under `data_dir`."""
   if corpus not in CORPORA:
-    raise base.DataError(f'config.data.corpus: unknown {corpus!r} ({", ".join(CORPORA)})')
+    raise errors.DataError(f'config.data.corpus: unknown {corpus!r} ({", ".join(CORPORA)})')
   _, rel, label_names = CORPORA[corpus]
   path = os.path.join(data_dir, rel)
   if not os.path.exists(path):
@@ -131,13 +132,13 @@ def _check_source(corpus: str, path: str) -> None:
   widths = {}
   for split, dialogues in splits.items():
     if not dialogues:
-      raise base.DataError(f'{path}: split {split!r} has no dialogues')
+      raise errors.DataError(f'{path}: split {split!r} has no dialogues')
     for d in dialogues:
       for m in FEATURE_MODALITIES:
         if m in d:
           width = widths.setdefault(m, d[m].shape[1])
           if d[m].shape[1] != width:
-            raise base.DataError(f'{path}: dialogue {d["id"]!r}: field {m!r} has '
+            raise errors.DataError(f'{path}: dialogue {d["id"]!r}: field {m!r} has '
                                  f'{d[m].shape[1]} features per utterance, the others {width}')
 
 
@@ -159,7 +160,7 @@ def read_prepared(builder) -> dict[str, list[dict]]:
       d['texts'] = [_text(s) for s in r['texts']]
       dialogues.append(d)
     if not dialogues:
-      raise base.DataError(f'{builder.data_dir}: split {split!r} is empty')
+      raise errors.DataError(f'{builder.data_dir}: split {split!r} is empty')
     out[split] = sorted(dialogues, key=lambda d: d['id'])
   return out
 
@@ -229,7 +230,7 @@ def _load_cached(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
       return dict(zip(f['texts'].tolist(), f['embeddings']))
   except Exception as e:
-    raise base.DataError(f'{path}: unreadable feature cache ({e}); delete it to recompute') \
+    raise errors.DataError(f'{path}: unreadable feature cache ({e}); delete it to recompute') \
         from None
 
 
@@ -289,20 +290,20 @@ def _check_fields(config) -> None:
   """The data fields that need no file to be checked, checked before any file is read."""
   d = config.data
   if d.corpus in CORPORA and d.label_field not in CORPORA[d.corpus][2]:
-    raise base.DataError(f'config.data.label_field: {d.label_field!r} is not a label of '
+    raise errors.DataError(f'config.data.label_field: {d.label_field!r} is not a label of '
                          f'{d.corpus} (have {", ".join(CORPORA[d.corpus][2])})')
   if d.text not in ('frozen', 'tokens', 'pickle'):
-    raise base.DataError(f'config.data.text: unknown {d.text!r} (frozen | tokens | pickle)')
+    raise errors.DataError(f'config.data.text: unknown {d.text!r} (frozen | tokens | pickle)')
   context = d.get('text_context', 0)
   if not isinstance(context, int) or context < 0:
-    raise base.DataError(f'config.data.text_context={context!r}: must be an integer >= 0')
+    raise errors.DataError(f'config.data.text_context={context!r}: must be an integer >= 0')
   if context and d.text == 'pickle':
-    raise base.DataError('config.data.text_context: stored text features (text=pickle) '
+    raise errors.DataError('config.data.text_context: stored text features (text=pickle) '
                          'have no text to add context to')
   if d.get('unit', 'dialogue') not in ('dialogue', 'utterance'):
-    raise base.DataError(f'config.data.unit: unknown {d.unit!r} (dialogue | utterance)')
+    raise errors.DataError(f'config.data.unit: unknown {d.unit!r} (dialogue | utterance)')
   if d.max_utterances < 0:
-    raise base.DataError(f'config.data.max_utterances={d.max_utterances}: must be >= 0')
+    raise errors.DataError(f'config.data.max_utterances={d.max_utterances}: must be >= 0')
 
 
 def load(config) -> base.Dataset:
@@ -313,34 +314,34 @@ def load(config) -> base.Dataset:
   label_names = CORPORA[d.corpus][2]
   first = splits['train'][0]
   if len(first[d.label_field]) != len(first['texts']):  # Stored empty: the source lacks it.
-    raise base.DataError(f'{builder.builder_config.path}: has no {d.label_field!r} labels')
+    raise errors.DataError(f'{builder.builder_config.path}: has no {d.label_field!r} labels')
   num_classes = len(label_names[d.label_field])
   longest = max(len(dl['texts']) for dialogues in splits.values() for dl in dialogues)
   unit = d.get('unit', 'dialogue')
   max_len = 1 if unit == 'utterance' else d.max_utterances or -(-longest // 8) * 8
   if unit == 'dialogue' and longest > max_len:
-    raise base.DataError(f'config.data.max_utterances={max_len}: {d.corpus} has a dialogue '
+    raise errors.DataError(f'config.data.max_utterances={max_len}: {d.corpus} has a dialogue '
                          f'of {longest} utterances')
   modalities = tuple(d.modalities)
   for m in modalities:
     if m not in FEATURE_MODALITIES:
-      raise base.DataError(f'config.data.modalities: unknown {m!r} (text, audio, vision)')
+      raise errors.DataError(f'config.data.modalities: unknown {m!r} (text, audio, vision)')
     if m != 'text' and m not in first:
-      raise base.DataError(f'config.data.modalities: {d.corpus} has no {m} features (only '
+      raise errors.DataError(f'config.data.modalities: {d.corpus} has no {m} features (only '
                            'the *_features pickles do)')
   if d.text == 'pickle' and 'text' in modalities and 'text' not in first:
-    raise base.DataError(f'config.data.text=pickle: {d.corpus} has no stored text features')
+    raise errors.DataError(f'config.data.text=pickle: {d.corpus} has no stored text features')
 
   if not isinstance(d.num_speakers, int) or d.num_speakers < 1:
-    raise base.DataError(f'config.data.num_speakers={d.num_speakers!r}: must be an '
+    raise errors.DataError(f'config.data.num_speakers={d.num_speakers!r}: must be an '
                          'integer >= 1')
   if d.get('encoder_workdir') and not (d.text == 'frozen' and 'text' in modalities):
-    raise base.DataError(f'config.data.encoder_workdir: only frozen text features use it '
+    raise errors.DataError(f'config.data.encoder_workdir: only frozen text features use it '
                          f'(config.data.text={d.text!r}); fine-tuning starts from a run '
                          'through config.init.workdir')
   for subtree, folder in config.init.get('hf', ()) if d.text == 'tokens' else ():
     if folder != d.encoder:
-      raise base.DataError(f'config.init.hf: {subtree!r} loads {folder!r} but '
+      raise errors.DataError(f'config.init.hf: {subtree!r} loads {folder!r} but '
                            f'config.data.encoder={d.encoder!r} (the tokenizer must match)')
   embeddings = None
   if 'text' in modalities and d.text == 'frozen':
@@ -410,23 +411,23 @@ def read_conversations(path: str, label_field: str = 'label') -> list[dict]:
           try:
             rows.append((i, json.loads(line)))
           except ValueError:
-            raise base.DataError(f'{path}:{i}: not a JSON object') from None
+            raise errors.DataError(f'{path}:{i}: not a JSON object') from None
   except (OSError, UnicodeDecodeError) as e:
-    raise base.DataError(f'{path}: unreadable ({type(e).__name__}: {e})') from None
+    raise errors.DataError(f'{path}: unreadable ({type(e).__name__}: {e})') from None
   return _dialogues(rows, path, label_field)
 
 
 def _dialogues(rows, path: str, label_field: str) -> list[dict]:
   """(line, row) pairs grouped into dialogues, with each row's fields checked."""
   if not rows:
-    raise base.DataError(f'{path}: no utterances')
+    raise errors.DataError(f'{path}: no utterances')
   dialogues: dict[str, dict] = {}
   for line, r in rows:
     if not isinstance(r, dict):
-      raise base.DataError(f'{path}:{line}: not a JSON object')
+      raise errors.DataError(f'{path}:{line}: not a JSON object')
     for field in ('speaker', 'utterance'):
       if not isinstance(r.get(field), str) or not r[field].strip():
-        raise base.DataError(f'{path}:{line}: field {field!r} is missing or empty')
+        raise errors.DataError(f'{path}:{line}: field {field!r} is missing or empty')
     key = str(r.get('dialogue', '') or 'dialogue')
     dl = dialogues.setdefault(key, {'id': key, 'texts': [], 'speakers': [], label_field: []})
     dl['texts'].append(r['utterance'])

@@ -29,6 +29,7 @@ import os
 
 import numpy as np
 
+from affectjax import errors
 from affectjax.data import base, prepared, safe_pickle
 
 VALID_VIDEOS = 10
@@ -62,26 +63,26 @@ def read_poria_npz(path: str) -> dict[str, dict[str, np.ndarray]]:
                      f'expected {_NPZ_WHAT}') from None
   for field, ndim in _NPZ_FIELDS.items():
     if field not in raw:
-      raise base.DataError(f'{path}: field {field!r} is missing (expected {_NPZ_WHAT})')
+      raise errors.DataError(f'{path}: field {field!r} is missing (expected {_NPZ_WHAT})')
     if raw[field].ndim != ndim:
-      raise base.DataError(f'{path}: field {field!r} has shape {raw[field].shape}, '
+      raise errors.DataError(f'{path}: field {field!r} has shape {raw[field].shape}, '
                            f'expected {ndim} dimension(s)')
     if len(raw[field]) != len(raw['id']):
-      raise base.DataError(f'{path}: field {field!r} has {len(raw[field])} rows but \'id\' '
+      raise errors.DataError(f'{path}: field {field!r} has {len(raw[field])} rows but \'id\' '
                            f'has {len(raw["id"])}')
   for field, width in _PORIA_WIDTHS.items():
     if raw[field].shape[1] != width:
-      raise base.DataError(f'{path}: field {field!r} has {raw[field].shape[1]} features per '
+      raise errors.DataError(f'{path}: field {field!r} has {raw[field].shape[1]} features per '
                            f'utterance, expected {width} (Poria et al. 2017)')
     if not np.issubdtype(raw[field].dtype, np.number):
-      raise base.DataError(f'{path}: field {field!r} has dtype {raw[field].dtype}, '
+      raise errors.DataError(f'{path}: field {field!r} has dtype {raw[field].dtype}, '
                            'expected numbers')
     bad = ~np.isfinite(raw[field])
     if bad.any():
-      raise base.DataError(f'{path}: field {field!r} has {int(bad.sum())} NaN/inf values '
+      raise errors.DataError(f'{path}: field {field!r} has {int(bad.sum())} NaN/inf values '
                            f'(first in row {int(np.argwhere(bad)[0, 0])})')
   if not np.issubdtype(raw['sentiment'].dtype, np.number):
-    raise base.DataError(f'{path}: field \'sentiment\' has dtype {raw["sentiment"].dtype}, '
+    raise errors.DataError(f'{path}: field \'sentiment\' has dtype {raw["sentiment"].dtype}, '
                          'expected numbers')
   check_label_range(raw['sentiment'], f'{path}: field \'sentiment\'')
   raw['id'] = _checked_ids(raw['id'], path)
@@ -89,18 +90,18 @@ def read_poria_npz(path: str) -> dict[str, dict[str, np.ndarray]]:
   segment = raw['segment']
   if not np.issubdtype(segment.dtype, np.number) or not np.isfinite(segment).all() or (
       segment != np.round(segment)).any():
-    raise base.DataError(f'{path}: field \'segment\' must hold whole numbers (the '
+    raise errors.DataError(f'{path}: field \'segment\' must hold whole numbers (the '
                          'utterance\'s position in its video)')
   unknown = sorted(set(map(str, raw['split'])) - {'train', 'test'})
   if unknown:
-    raise base.DataError(f'{path}: field \'split\' has {unknown[0]!r} (expected train or '
+    raise errors.DataError(f'{path}: field \'split\' has {unknown[0]!r} (expected train or '
                          'test)')
   train_videos = sorted(set(raw['video_id'][raw['split'] == 'train']))
   if len(train_videos) <= VALID_VIDEOS:
-    raise base.DataError(f'{path}: field \'split\' has {len(train_videos)} training videos; '
+    raise errors.DataError(f'{path}: field \'split\' has {len(train_videos)} training videos; '
                          f'need more than the {VALID_VIDEOS} that validation takes')
   if not (raw['split'] == 'test').any():
-    raise base.DataError(f'{path}: field \'split\' has no test utterances')
+    raise errors.DataError(f'{path}: field \'split\' has no test utterances')
   rng = np.random.default_rng(VALID_SEED)
   valid_videos = set(rng.choice(train_videos, VALID_VIDEOS, replace=False))
   split = raw['split'].astype(object)
@@ -126,7 +127,7 @@ def check_label_range(label: np.ndarray, where: str) -> None:
   bad = ~np.isfinite(label) | (label < low) | (label > high)
   if bad.any():
     first = int(np.argmax(bad))
-    raise base.DataError(f'{where} has {int(bad.sum())} values outside [{low:g}, {high:g}] '
+    raise errors.DataError(f'{where} has {int(bad.sum())} values outside [{low:g}, {high:g}] '
                          f'(first: {label[first]!r} in row {first})')
 
 
@@ -136,20 +137,20 @@ def _checked_ids(raw, where: str, field: str = 'id', unique: bool = True) -> np.
   video ids repeat, one per utterance)."""
   ids = np.asarray(raw)
   if ids.ndim != 1:
-    raise base.DataError(f'{where}: field {field!r} has shape {ids.shape}, expected one id '
+    raise errors.DataError(f'{where}: field {field!r} has shape {ids.shape}, expected one id '
                          'per example')
   for i, v in enumerate(ids.tolist()):
     if isinstance(v, bytes):
       v = v.decode('utf-8', 'replace')
     if isinstance(v, bool) or not isinstance(v, (str, int)) or not str(v).strip():
-      raise base.DataError(f'{where}: field {field!r} row {i}: {v!r} is not a non-empty '
+      raise errors.DataError(f'{where}: field {field!r} row {i}: {v!r} is not a non-empty '
                            'string or integer')
   ids = np.asarray([v.decode('utf-8', 'replace') if isinstance(v, bytes) else str(v)
                     for v in ids.tolist()])
   if unique:
     values, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-      raise base.DataError(f'{where}: field {field!r} has {str(values[counts > 1][0])!r} '
+      raise errors.DataError(f'{where}: field {field!r} has {str(values[counts > 1][0])!r} '
                            f'{counts[counts > 1][0]} times; ids must be unique')
   return ids
 
@@ -158,16 +159,16 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
   """{split: arrays} from an MMSA pickle; ids 'video$_$clip' give video and segment."""
   data = safe_pickle.load(path, _MMSA_WHAT)
   if not isinstance(data, dict):
-    raise base.DataError(f'{path}: top level is {type(data).__name__}, expected a dict '
+    raise errors.DataError(f'{path}: top level is {type(data).__name__}, expected a dict '
                          f'with train/valid/test ({_MMSA_WHAT})')
   out = {}
   for name in base.SPLITS:
     if name not in data or not isinstance(data[name], dict):
-      raise base.DataError(f'{path}: split {name!r} is missing (expected {_MMSA_WHAT})')
+      raise errors.DataError(f'{path}: split {name!r} is missing (expected {_MMSA_WHAT})')
     d = data[name]
     for field in (*MODALITIES, 'regression_labels', 'id'):
       if field not in d:
-        raise base.DataError(f'{path}: {name}: field {field!r} is missing')
+        raise errors.DataError(f'{path}: {name}: field {field!r} is missing')
     ids = _checked_ids(d['id'], f'{path}: {name}')
     video, segment = [], []
     for i in ids:
@@ -177,10 +178,10 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
     try:
       label = np.asarray(d['regression_labels'], np.float32).reshape(-1)
     except (TypeError, ValueError):
-      raise base.DataError(f'{path}: {name}: field \'regression_labels\' is not numeric') \
+      raise errors.DataError(f'{path}: {name}: field \'regression_labels\' is not numeric') \
           from None
     if not len(label):
-      raise base.DataError(f'{path}: split {name!r} is empty')
+      raise errors.DataError(f'{path}: split {name!r} is empty')
     check_label_range(label, f'{path}: {name}: field \'regression_labels\'')
     arrays = {'id': ids, 'video_id': np.asarray(video), 'segment': np.asarray(segment, np.int32),
               'label': label}
@@ -188,12 +189,12 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
       try:
         x = np.asarray(d[m], np.float32)
       except (TypeError, ValueError):
-        raise base.DataError(f'{path}: {name}: field {m!r} is not a numeric array') from None
+        raise errors.DataError(f'{path}: {name}: field {m!r} is not a numeric array') from None
       if len(x) != len(label):
-        raise base.DataError(f'{path}: {name}: field {m!r} has {len(x)} rows but '
+        raise errors.DataError(f'{path}: {name}: field {m!r} has {len(x)} rows but '
                              f'\'regression_labels\' has {len(label)}')
       if x.ndim != 3:
-        raise base.DataError(f'{path}: {name}: field {m!r} has shape {x.shape}, expected '
+        raise errors.DataError(f'{path}: {name}: field {m!r} has shape {x.shape}, expected '
                              '(N, T, D)')
       arrays[m] = x
       lengths = d.get(f'{m}_lengths')
@@ -204,12 +205,12 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
         try:
           raw_lengths = np.asarray(lengths, np.float64).reshape(-1)
         except (TypeError, ValueError):
-          raise base.DataError(f'{field} is not numeric') from None
+          raise errors.DataError(f'{field} is not numeric') from None
         if len(raw_lengths) != len(x):
-          raise base.DataError(f'{field} has {len(raw_lengths)} entries for {len(x)} rows')
+          raise errors.DataError(f'{field} has {len(raw_lengths)} entries for {len(x)} rows')
         if (not np.isfinite(raw_lengths).all() or (raw_lengths != np.round(raw_lengths)).any()
             or raw_lengths.min() < 0 or raw_lengths.max() > x.shape[1]):
-          raise base.DataError(f'{field} must hold whole numbers in [0, {x.shape[1]}] (the '
+          raise errors.DataError(f'{field} must hold whole numbers in [0, {x.shape[1]}] (the '
                                f'sequence length), got {raw_lengths.min():g} .. '
                                f'{raw_lengths.max():g}')
         lengths = raw_lengths.astype(np.int32)
@@ -218,7 +219,7 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
   for m in MODALITIES:  # One model reads every split: the same steps and features.
     shapes = {name: out[name][m].shape[1:] for name in out}
     if len(set(shapes.values())) > 1:
-      raise base.DataError(f'{path}: field {m!r} has (steps, features) '
+      raise errors.DataError(f'{path}: field {m!r} has (steps, features) '
                            + ', '.join(f'{k} {v}' for k, v in shapes.items())
                            + '; every split needs the same')
   return out
@@ -306,12 +307,12 @@ def prepare(source: str, data_dir: str, tfds_dir: str, file: str = ''):
     stem, reader, what = 'poria', read_poria_npz, _NPZ_WHAT
   elif source == 'mmsa':
     if not file:
-      raise base.DataError('config.data.file: name the MMSA pickle (relative to the data dir)')
+      raise errors.DataError('config.data.file: name the MMSA pickle (relative to the data dir)')
     stem = ''.join(c if c.isalnum() else '_' for c in file).strip('_').lower()
     path = os.path.join(data_dir, file)
     reader, what = read_mmsa_pickle, _MMSA_WHAT
   else:
-    raise base.DataError(f'config.data.source: unknown {source!r} (poria | mmsa)')
+    raise errors.DataError(f'config.data.source: unknown {source!r} (poria | mmsa)')
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: not found (expected {what})')
   # The config name carries a hash of the file's content: a replaced file is rebuilt.
@@ -331,7 +332,7 @@ def read_prepared(builder) -> dict[str, dict[str, np.ndarray]]:
   for split, source in builder.as_data_source().items():
     records = [source[i] for i in range(len(source))]
     if not records:
-      raise base.DataError(f'{builder.data_dir}: split {split!r} is empty')
+      raise errors.DataError(f'{builder.data_dir}: split {split!r} is empty')
     arrays = {k: np.stack([r[k] for r in records]) for k in records[0]}
     for k, v in arrays.items():
       if k in ('id', 'video_id'):
@@ -369,14 +370,14 @@ def to_contextual(arrays: dict[str, np.ndarray], fields, max_len: int = 0) -> di
 def load(config) -> base.Dataset:
   d = config.data
   if d.mode not in ('utterance', 'contextual'):
-    raise base.DataError(f'config.data.mode: unknown {d.mode!r} (utterance | contextual)')
+    raise errors.DataError(f'config.data.mode: unknown {d.mode!r} (utterance | contextual)')
   builder = prepare(d.source, prepared.data_dir(config, 'mosi/ (or the MMSA pickle)'),
                     prepared.tfds_dir(config), d.get('file', ''))
   splits = read_prepared(builder)
   modalities = tuple(d.modalities)
   for m in modalities:
     if m not in MODALITIES:
-      raise base.DataError(f'config.data.modalities: unknown {m!r} (text, audio, vision)')
+      raise errors.DataError(f'config.data.modalities: unknown {m!r} (text, audio, vision)')
   extra = tuple(f'{m}_lengths' for m in modalities if f'{m}_lengths' in splits['train'])
   if d.mode == 'contextual':
     fields = (*modalities, *extra, 'label')
@@ -386,7 +387,7 @@ def load(config) -> base.Dataset:
     splits = {k: to_contextual(v, fields, -(-longest // 8) * 8) for k, v in splits.items()}
     extra = (*extra, 'label_mask')
   elif d.mode != 'utterance':
-    raise base.DataError(f'config.data.mode: unknown {d.mode!r} (utterance | contextual)')
+    raise errors.DataError(f'config.data.mode: unknown {d.mode!r} (utterance | contextual)')
   config_name = builder.builder_config.name if builder.builder_config else 'default'
   return base.Dataset.from_arrays(splits, modalities=modalities, num_classes=None,
                                   where=f'{builder.name}/{config_name}', extra=extra)

@@ -18,7 +18,6 @@ import sys
 from affectjax import config as config_lib
 from affectjax import errors
 from affectjax import workdir
-from affectjax.data import base
 
 
 def tfds():
@@ -39,7 +38,7 @@ def data_dir(config, holds: str) -> str:
   """The raw-data directory, or a one-line error saying what it should hold."""
   directory = config_lib.data_dir(config)
   if not directory:
-    raise base.DataError('config.data.dir: not set and $AFFECTJAX_DATA_DIR is empty; point '
+    raise errors.DataError('config.data.dir: not set and $AFFECTJAX_DATA_DIR is empty; point '
                          f'it at the folder that holds {holds}')
   return directory
 
@@ -162,7 +161,7 @@ def _lock(builder, path: str) -> int:
       os.makedirs(os.path.dirname(path), exist_ok=True)
       fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-      raise base.DataError(f'{path}: cannot create the preparation lock ({e.strerror})') \
+      raise errors.DataError(f'{path}: cannot create the preparation lock ({e.strerror})') \
           from None
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -173,7 +172,7 @@ def _lock(builder, path: str) -> int:
     except OSError as e:
       if e.errno not in workdir.NO_LOCKS:
         os.close(fd)
-        raise base.DataError(f'{path}: cannot lock ({e.strerror})') from None
+        raise errors.DataError(f'{path}: cannot lock ({e.strerror})') from None
       return fd  # A file system without locks: prepare unlocked, as TFDS itself does.
     try:
       if os.stat(path).st_ino == os.fstat(fd).st_ino:

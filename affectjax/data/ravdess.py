@@ -34,6 +34,7 @@ import os
 
 import numpy as np
 
+from affectjax import errors
 from affectjax.data import audio, base, encoded, prepared
 
 EMOTIONS = ('neutral', 'calm', 'happy', 'sad', 'angry', 'fearful', 'disgust', 'surprised')
@@ -52,10 +53,10 @@ def parse_ravdess_name(path: str, media: tuple[int, ...] = (3,)) -> tuple[int, i
       raise ValueError
     modality, emotion, actor = int(parts[0]), int(parts[2]), int(parts[6])
   except ValueError:
-    raise base.DataError(f'{path}: not a RAVDESS name (modality-channel-emotion-intensity-'
+    raise errors.DataError(f'{path}: not a RAVDESS name (modality-channel-emotion-intensity-'
                          'statement-repetition-actor)') from None
   if modality not in media or not 1 <= emotion <= 8 or not 1 <= actor <= 24:
-    raise base.DataError(f'{path}: field emotion/actor/modality out of range '
+    raise errors.DataError(f'{path}: field emotion/actor/modality out of range '
                          f'(modality {modality}, emotion {emotion}, actor {actor})')
   return emotion - 1, actor
 
@@ -66,7 +67,7 @@ NORMS = ('clip', 'train', 'speaker')
 def _norm(d) -> str:
   norm = d.get('audio_norm', 'clip')  # Runs saved before the option read per clip.
   if norm not in NORMS:
-    raise base.DataError(f'config.data.audio_norm: {norm!r} ({" | ".join(NORMS)})')
+    raise errors.DataError(f'config.data.audio_norm: {norm!r} ({" | ".join(NORMS)})')
   return norm
 
 
@@ -95,7 +96,7 @@ def fold_files(config):
                       'ravdess')
   files = sorted(glob.glob(os.path.join(root, 'speech_16k', 'Actor_*', '*.*')))
   if not files:
-    raise base.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
+    raise errors.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
   labels, actors = zip(*(parse_ravdess_name(f) for f in files))
   labels, actors = np.asarray(labels, np.int32), np.asarray(actors)
   split_actors = fold_actors(read_folds(os.path.join(root, 'actor_folds.json')), d.fold,
@@ -127,7 +128,7 @@ def read_folds(path: str) -> dict[int, list[int]]:
       raw = json.load(f)['test_actors_per_fold']
     folds = {int(k.replace('split', '')): [int(a) for a in v] for k, v in raw.items()}
   except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-    raise base.DataError(f'{path}: field test_actors_per_fold unreadable ({e})') from None
+    raise errors.DataError(f'{path}: field test_actors_per_fold unreadable ({e})') from None
   return dict(sorted(folds.items()))
 
 
@@ -136,7 +137,7 @@ def fold_actors(folds: dict[int, list[int]], fold: int,
   """Train / valid / test actors: test = the fold's actors, valid = the first `num_valid`
   actors of the next fold (so validation speakers are never tested on), train = the rest."""
   if fold not in folds:
-    raise base.DataError(f'config.data.fold: {fold} is not one of {sorted(folds)}')
+    raise errors.DataError(f'config.data.fold: {fold} is not one of {sorted(folds)}')
   keys = sorted(folds)
   test = folds[fold]
   valid = folds[keys[(keys.index(fold) + 1) % len(keys)]][:num_valid]
@@ -185,7 +186,7 @@ def _load_encoded(config) -> base.Dataset:
   """The fold through `config.data.encoder` (frozen features or encoder inputs)."""
   d = config.data
   if d.unlabelled:
-    raise base.DataError('config.data.unlabelled: unlabelled clips are for the log-mel '
+    raise errors.DataError('config.data.unlabelled: unlabelled clips are for the log-mel '
                          'pretraining configs, not with config.data.encoder')
   root, corpus, labels, rows = _encoded_corpus(config)
   splits = {split: corpus.source(idx, labels[idx]) for split, idx in rows.items()}
@@ -247,7 +248,7 @@ def _emodb_files(config) -> list[str]:
   root = os.path.join(prepared.data_dir(config, 'emodb/wav/*.wav'), 'emodb', 'wav')
   files = sorted(glob.glob(os.path.join(root, '*.wav')))
   if not files:
-    raise base.DataError(f'{root}: no .wav files')
+    raise errors.DataError(f'{root}: no .wav files')
   return files
 
 
@@ -274,7 +275,7 @@ def emodb_source(config):
   for f in _emodb_files(config):
     name = os.path.basename(f)
     if len(name) < 7:
-      raise base.DataError(f'{f}: not an EmoDB name (emotion is character 6)')
+      raise errors.DataError(f'{f}: not an EmoDB name (emotion is character 6)')
     if name[5] in EMODB_TO_RAVDESS:
       keep.append(f)
       labels.append(EMODB_TO_RAVDESS[name[5]])

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from affectjax import errors
 from affectjax.data import audio, base, encoded, prepared, ravdess
 
 NUM_ACTION_UNITS = 35
@@ -38,23 +39,23 @@ def read_action_units(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
       clips, feats = z['clip'], z['features']
   except FileNotFoundError:
-    raise base.DataError(f'{path}: no such file (RAVDESS face features)') from None
+    raise errors.DataError(f'{path}: no such file (RAVDESS face features)') from None
   except (OSError, ValueError, KeyError) as e:
-    raise base.DataError(f'{path}: fields clip/features unreadable ({e})') from None
+    raise errors.DataError(f'{path}: fields clip/features unreadable ({e})') from None
   if feats.ndim != 2 or feats.shape[1] < NUM_ACTION_UNITS or len(clips) != len(feats):
-    raise base.DataError(f'{path}: field features has shape {feats.shape}, expected '
+    raise errors.DataError(f'{path}: field features has shape {feats.shape}, expected '
                          f'({len(clips)}, >= {NUM_ACTION_UNITS})')
   au = np.asarray(feats[:, :NUM_ACTION_UNITS], np.float32)
   bad = ~np.isfinite(au)
   if bad.any():
     first = int(np.argwhere(bad.any(1))[0, 0])
-    raise base.DataError(f'{path}: field features has NaN/inf action units (first in clip '
+    raise errors.DataError(f'{path}: field features has NaN/inf action units (first in clip '
                          f'{clips[first]})')
   out = {}
   for clip, row in zip(clips, au):
     parts = str(clip).split('-')
     if len(parts) != 7 or not all(p.isdigit() for p in parts):
-      raise base.DataError(f'{path}: field clip has {clip!r}, not a RAVDESS id')
+      raise errors.DataError(f'{path}: field clip has {clip!r}, not a RAVDESS id')
     out['-'.join(['03'] + parts[1:])] = row
   return out
 
@@ -63,17 +64,17 @@ def load(config) -> base.Dataset:
   d = config.data
   modalities = tuple(d.modalities)
   if not modalities or not set(modalities) <= {'audio', 'face'}:
-    raise base.DataError(f'config.data.modalities: {modalities} (audio and/or face)')
+    raise errors.DataError(f'config.data.modalities: {modalities} (audio and/or face)')
   root = os.path.join(prepared.data_dir(config, 'ravdess/au_mfcc.npz and ravdess/speech_16k'),
                       'ravdess')
   faces = read_action_units(os.path.join(root, 'au_mfcc.npz'))
   files = sorted(glob.glob(os.path.join(root, 'speech_16k', 'Actor_*', '*.*')))
   if not files:
-    raise base.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
+    raise errors.DataError(f'{root}/speech_16k: no audio files (expected Actor_XX/*.flac)')
   ids = [os.path.splitext(os.path.basename(f))[0] for f in files]
   missing = [i for i in ids if i not in faces]
   if missing:
-    raise base.DataError(f'{root}/au_mfcc.npz: field clip has no face features for '
+    raise errors.DataError(f'{root}/au_mfcc.npz: field clip has no face features for '
                          f'{len(missing)} speech clips (first: {missing[0]})')
   labels, actors = zip(*(ravdess.parse_ravdess_name(f) for f in files))
   labels, actors = np.asarray(labels, np.int32), np.asarray(actors)
@@ -103,7 +104,7 @@ def load(config) -> base.Dataset:
   waves, lengths = audio.pack(audio.decoded(files, d.top_db),
                               int(d.max_seconds * audio.SAMPLE_RATE))
   if d.audio_norm not in ravdess.NORMS:
-    raise base.DataError(f'config.data.audio_norm: {d.audio_norm!r} '
+    raise errors.DataError(f'config.data.audio_norm: {d.audio_norm!r} '
                          f'({" | ".join(ravdess.NORMS)})')
   features = {'window_ms': d.window_ms, 'hop_ms': d.hop_ms, 'n_mels': d.n_mels,
               'normalize': d.audio_norm == 'clip'}

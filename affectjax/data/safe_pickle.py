@@ -12,6 +12,8 @@ import io
 import os
 import pickle
 
+from affectjax.errors import UnsafePickleError
+
 # (module, name) pairs that rebuild NumPy arrays and scalars (NumPy 1.x and 2.x paths).
 _ALLOWED = frozenset({
     ('numpy', 'ndarray'),
@@ -28,10 +30,6 @@ _ALLOWED = frozenset({
     ('builtins', 'slice'),
     ('builtins', 'complex'),
 })
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-  """The pickle names a global outside the allow-list."""
 
 
 def _latin1_encode(text, encoding='utf-8', errors='strict'):
