@@ -18,6 +18,7 @@ a block of rows scored against columns (`_*_rows`), so the two forms share it:
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 from typing import Callable, Mapping
 
@@ -222,6 +223,38 @@ def multimodal_loss(embeddings: Mapping[str, jax.Array], mask, loss: str, scale,
 
 # -- the memory-lean form ------------------------------------------------------------------
 
+def _clip_local(a, b, mask, gather, axes, block, scale):
+  """This device's share of `clip_loss` (its rows against every column) and the divisor."""
+  b_all, a_all, m_all = gather(b), gather(a), gather(mask)
+  n = jax.lax.psum(jnp.sum(mask), axes)
+  part = (_clip_rows(a, b_all, b, mask, m_all, scale, block) +
+          _clip_rows(b, a_all, a, mask, m_all, scale, block))
+  return part, 2.0 * jnp.maximum(n, 1.0)
+
+
+def _sigmoid_local(a, b, mask, gather, axes, block, scale, bias):
+  """This device's share of `sigmoid_loss` and the divisor."""
+  n = jax.lax.psum(jnp.sum(mask), axes)
+  part = _sigmoid_rows(a, gather(b), b, mask, gather(mask), scale, bias, block)
+  return part, jnp.maximum(n, 1.0)
+
+
+def _supcon_local(x, labels, mask, gather, axes, block, temperature):
+  """This device's share of `supervised_contrastive_loss` and the divisor. Its rows are
+  global rows [i * r, (i + 1) * r), i its index over `axes` in the order all_gather
+  concatenates them."""
+  r = x.shape[0]
+  row_index = jax.lax.axis_index(axes) * r + jnp.arange(r, dtype=jnp.int32)
+  part, anchors = _supcon_rows(x, gather(x), row_index, mask, gather(mask), labels,
+                               gather(labels), temperature, block)
+  return part, jnp.maximum(jax.lax.psum(anchors, axes), 1.0)
+
+
+# Each loss's shard_map form: (its rows' part of the sum, the global divisor).
+_LOCAL = {clip_loss: _clip_local, sigmoid_loss: _sigmoid_local,
+          supervised_contrastive_loss: _supcon_local}
+
+
 def sharded(loss_fn: Callable, mesh, axes, block: int | None = BLOCK) -> Callable:
   """The shard_map form of `clip_loss`, `sigmoid_loss` or `supervised_contrastive_loss`
   over `mesh`, with the batch split over the mesh axes `axes` (a name or a tuple of
@@ -235,29 +268,12 @@ def sharded(loss_fn: Callable, mesh, axes, block: int | None = BLOCK) -> Callabl
   def gather(x):
     return jax.lax.all_gather(x, axes, axis=0, tiled=True)
 
+  local_part = _LOCAL.get(loss_fn)
+  if local_part is None:
+    raise ValueError(f'sharded: no shard_map form of {loss_fn.__name__}')
+
   def local(a, b, mask, *scalars):
-    a_all, b_all, m_all = gather(a), gather(b), gather(mask)
-    n = jax.lax.psum(jnp.sum(mask), axes)
-    if loss_fn is clip_loss:
-      (scale,) = scalars
-      part = (_clip_rows(a, b_all, b, mask, m_all, scale, block) +
-              _clip_rows(b, a_all, a, mask, m_all, scale, block))
-      denom = 2.0 * jnp.maximum(n, 1.0)
-    elif loss_fn is sigmoid_loss:
-      scale, bias = scalars
-      part = _sigmoid_rows(a, b_all, b, mask, m_all, scale, bias, block)
-      denom = jnp.maximum(n, 1.0)
-    elif loss_fn is supervised_contrastive_loss:  # a: embeddings, b: labels.
-      (temperature,) = scalars
-      # This device's rows are global rows [i * r, (i + 1) * r), i its index over `axes`
-      # in the order all_gather concatenates them.
-      r = a.shape[0]
-      row_index = jax.lax.axis_index(axes) * r + jnp.arange(r, dtype=jnp.int32)
-      part, anchors = _supcon_rows(a, a_all, row_index, mask, m_all, b, b_all, temperature,
-                                   block)
-      denom = jnp.maximum(jax.lax.psum(anchors, axes), 1.0)
-    else:
-      raise ValueError(f'sharded: no shard_map form of {loss_fn.__name__}')
+    part, denom = local_part(a, b, mask, gather, axes, block, *scalars)
     return jax.lax.psum(part, axes) / denom
 
   def run(a, b, mask, scalars):
@@ -267,15 +283,13 @@ def sharded(loss_fn: Callable, mesh, axes, block: int | None = BLOCK) -> Callabl
                        in_specs=(spec, spec, spec) + (P(),) * len(scalars), out_specs=P())
     return fn(a, b, mask, *scalars)
 
-  if loss_fn is supervised_contrastive_loss:
-    @functools.wraps(loss_fn)
-    def wrapped_supcon(x, labels, temperature=0.1, mask=None):
-      return run(x, labels, mask, [temperature])
-    return wrapped_supcon
+  signature = inspect.signature(loss_fn)
 
   @functools.wraps(loss_fn)
-  def wrapped(a, b, *args):
-    *scalars, mask = args
+  def wrapped(*args, **kwargs):  # The loss's own arguments: two arrays, scalars, mask.
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    a, b, *scalars, mask = bound.arguments.values()
     return run(a, b, mask, scalars)
 
   return wrapped

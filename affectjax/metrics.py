@@ -169,21 +169,6 @@ def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
   return (top + np.log(np.exp(x - top).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
-def clip_loss_np(a, b, scale: float) -> float:
-  """Symmetric InfoNCE (CLIP) of paired rows over a whole split, in float64 NumPy."""
-  logits = scale * np.asarray(a, np.float64) @ np.asarray(b, np.float64).T
-  diag = np.diag(logits)
-  return float(((_logsumexp(logits, 1) - diag).mean() + (_logsumexp(logits, 0) - diag).mean())
-               / 2)
-
-
-def sigmoid_loss_np(a, b, scale: float, bias: float) -> float:
-  """SigLIP's pairwise sigmoid loss over a whole split (sum over pairs / rows)."""
-  logits = scale * np.asarray(a, np.float64) @ np.asarray(b, np.float64).T + bias
-  z = 2 * np.eye(len(logits)) - 1
-  return float(np.logaddexp(0, -z * logits).sum() / len(logits))
-
-
 def retrieval_metrics(queries, keys) -> dict:
   """Cross-modal retrieval of row i of `keys` from row i of `queries` (cosine scores of
   normalised rows): recall at 1, 5 and 10 (fraction of queries whose true key ranks in

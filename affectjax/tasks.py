@@ -288,10 +288,10 @@ class Contrastive(Task):
     scale, bias = float(gathered['scale'][0]), float(gathered['bias'][0])
     out = {}
     pair_losses = []
-    for a, b in losses.pairs(self.modalities):
-      fn = metrics_lib.clip_loss_np if self.loss_name == 'infonce' else (
-          lambda x, y, s: metrics_lib.sigmoid_loss_np(x, y, s, bias))
-      pair_losses.append(fn(emb[a], emb[b], scale))
+    for a, b in losses.pairs(self.modalities):  # The training loss, over the whole split.
+      x, y = jnp.asarray(emb[a], jnp.float32), jnp.asarray(emb[b], jnp.float32)
+      pair_losses.append(float(losses.clip_loss(x, y, scale) if self.loss_name == 'infonce'
+                               else losses.sigmoid_loss(x, y, scale, bias)))
     out['loss'] = float(np.mean(pair_losses))
     r1 = []
     for a, b in self._directions():

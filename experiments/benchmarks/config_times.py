@@ -1,7 +1,7 @@
 r"""How long each RAVDESS config takes on this machine, measured, for its docstring.
 
-For each config (fold 1, default variant) two short runs in fresh workdirs, of 10 and 30
-steps with one evaluation each, give the time of a training step (their difference over 20
+For each config (fold 1, default variant) two short runs in fresh workdirs, of 10 and 50
+steps with one evaluation each, give the time of a training step (their difference over 40
 steps) and of an evaluation with its checkpoint (the rest); the config's full run is then
 compile + num_steps x step + (num_steps / eval_every) x evaluation + the fixed start-up and
 final test evaluation the runs measured. A first 2-step run warms the caches (decoded
@@ -52,11 +52,14 @@ def measure(name: str, tmp: str) -> dict:
   warm_wall, _ = _run(name, os.path.join(tmp, f'{name}_warm'),
                       ['train.num_steps=2', 'train.eval_every=2', 'optim.warmup_steps=0'])
   runs = {}
-  for k in (10, 30):
+  for k in (10, 50):
     wall, res = _run(name, os.path.join(tmp, f'{name}_{k}'),
                      [f'train.num_steps={k}', f'train.eval_every={k}', 'optim.warmup_steps=0'])
     runs[k] = (wall, res['timing'])
-  step = (runs[30][1]['train_s'] - runs[10][1]['train_s']) / 20
+  step = (runs[50][1]['train_s'] - runs[10][1]['train_s']) / 40
+  if step <= 0:
+    raise SystemExit(f'config_times: {name}: 50 steps took no longer than 10; the machine '
+                     'was busy, rerun it alone')
   evaluation = max(runs[10][1]['train_s'] - 10 * step, 0.0)
   fixed = runs[10][0] - runs[10][1]['train_s'] - runs[10][1]['compile_s']
   full = (runs[10][1]['compile_s'] + fixed + t.num_steps * step
