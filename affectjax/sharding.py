@@ -105,6 +105,19 @@ def logical_sharding(mesh: Mesh, rules, logical_axes: Sequence[str | None]) -> N
   return NamedSharding(mesh, nn.logical_to_mesh_axes(tuple(logical_axes), rules))
 
 
+def batch_axes(rules) -> tuple[str, ...]:
+  """The mesh axes the logical `batch` axis is split over under `rules` (first match)."""
+  target = dict(reversed(rules)).get('batch')  # reversed: the first rule wins.
+  if target is None:
+    return ()
+  return tuple(target) if isinstance(target, (tuple, list)) else (target,)
+
+
+def batch_devices(mesh: Mesh, rules) -> int:
+  """How many ways a global batch is split: the product of its mesh axes' sizes."""
+  return int(np.prod([mesh.shape[a] for a in batch_axes(rules)], dtype=np.int64))
+
+
 def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
   """Leading axis over the data axis, the rest replicated."""
   return logical_sharding(mesh, rules, ('batch',) + (None,) * (ndim - 1))

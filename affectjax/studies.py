@@ -32,7 +32,7 @@ def _params(exp, workdir: str, kind: str):
 def checkpoint_metrics(config, workdir: str, kind: str = 'latest', split: str = 'test') -> dict:
   """The task's metrics on `split` with the run's `kind` ('latest': the last step, or
   'best') checkpoint; 'step' says which step 'latest' was."""
-  dataset, exp = train._setup(config)
+  dataset, exp = train.setup(config)
   eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   step, params = _params(exp, workdir, kind)
   out = train.evaluate(exp, eval_step, params, dataset.splits[split],
@@ -58,7 +58,7 @@ def emodb_scores(config, workdir: str, kind: str = 'best') -> dict:
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  dataset, exp = train._setup(config)
+  dataset, exp = train.setup(config)
   eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   _, params = _params(exp, workdir, kind)
   out = train.eval_outputs(exp, eval_step, params, ravdess.emodb_source(config),

@@ -342,9 +342,10 @@ def _validate(config) -> None:
   transfer.check(config)
 
 
-def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
-  """Dataset and Experiment on the config's mesh, with the batch sizes and the
-  selection metric checked against them."""
+def setup(config) -> tuple[data_lib.Dataset, Experiment]:
+  """The dataset and the Experiment of `config` on its mesh, with the batch sizes and the
+  selection metric checked against them: what training, evaluation and the study scripts
+  start from (public: studies call it, not the trainer's internals)."""
   dataset = data_lib.get_dataset(config)
   for split in ('train', *_eval_splits(config)):
     if split not in dataset.splits or not len(dataset.splits[split]):
@@ -352,11 +353,12 @@ def _setup(config) -> tuple[data_lib.Dataset, Experiment]:
   mesh = sharding_lib.make_mesh(config.mesh)
   exp = Experiment.for_dataset(config, mesh, dataset)
   t = config.train
-  split = mesh.shape['data'] * mesh.shape['fsdp']  # The batch's share of the devices.
+  split = sharding_lib.batch_devices(mesh, exp.rules)
   for name, bs in (('batch_size', t.batch_size), ('eval_batch_size', t.eval_batch_size)):
     if bs % split:
-      raise config_lib.ConfigError(f'config.train.{name}={bs} is not divisible by the '
-                                   f'data x fsdp axes ({split} devices)')
+      raise config_lib.ConfigError(
+          f'config.train.{name}={bs} is not divisible by the batch\'s mesh axes '
+          f'({" x ".join(sharding_lib.batch_axes(exp.rules))}: {split} devices)')
   names = sorted(exp.task.metric_names())
   if t.select_metric not in names:
     raise config_lib.ConfigError(f'config.train.select_metric: {t.select_metric!r} is not a '
@@ -397,7 +399,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log.info('%s exists: this run has finished', results_path)
     return _read_results(results_path)
   with preemption.signals() as stop:
-    dataset, exp = _setup(config)
+    dataset, exp = setup(config)
     t = config.train
     log.info('%s', header(config, dataset, exp, workdir))
     train_iter = pipeline.train_dataset(dataset.splits['train'], t.batch_size, config.seed,
@@ -684,7 +686,7 @@ def load_trained(config, workdir: str):
     raise FileNotFoundError(f'{workdir}/results.json: no finished run here; train it first '
                             '(affectjax train with the same config and workdir)')
   _check_workdir_config(config, workdir)
-  dataset, exp = _setup(config)
+  dataset, exp = setup(config)
   eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   ckpt = checkpoint_lib.Checkpoints(workdir, config.train.keep_checkpoints)
   params = ckpt.restore_best(exp.abstract_state.params)

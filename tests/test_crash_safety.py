@@ -217,7 +217,7 @@ def unfinished(tmp_path_factory):
   with pytest.MonkeyPatch.context() as mp:
     with _killed_at(mp, 'latest_saved', 2):
       train.train_and_evaluate(_config(), str(workdir))
-  dataset, exp = train._setup(_config())
+  dataset, exp = train.setup(_config())
   del dataset
   return workdir, exp
 
