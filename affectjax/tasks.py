@@ -84,6 +84,26 @@ class Supervised(Task):
   loss_name: str
   metrics_name: str
   class_names: tuple[str, ...] | None = None  # Keys of per-class metrics; default indices.
+  # What `config.task.loss` and `config.task.metrics` may name for this task.
+  LOSSES: ClassVar[tuple[str, ...]] = ()
+  METRICS: ClassVar[tuple[str, ...]] = ()
+  HAS_CLASSES: ClassVar[bool] = False
+
+  @classmethod
+  def from_config(cls, config, num_classes=None, class_names=None) -> 'Supervised':
+    c = config.task
+    loss, metrics = c.get('loss', ''), c.get('metrics', '')
+    if loss not in cls.LOSSES:
+      raise ConfigError(f'config.task.loss: {loss!r} does not fit task {cls.name!r} '
+                        f'({" | ".join(cls.LOSSES)})')
+    if metrics not in cls.METRICS:
+      raise ConfigError(f'config.task.metrics: {metrics!r} does not fit task {cls.name!r} '
+                        f'({" | ".join(cls.METRICS)})')
+    classes = c.num_classes if cls.HAS_CLASSES else None
+    if classes is not None and num_classes is not None and classes != num_classes:
+      raise ConfigError(f'config.task.num_classes={classes} but the dataset has '
+                        f'{num_classes} classes')
+    return cls(classes, loss, metrics, tuple(class_names) if class_names else None)
 
   def per_example_loss(self, outputs: jax.Array, labels: jax.Array) -> jax.Array:
     raise NotImplementedError
@@ -112,6 +132,9 @@ class Supervised(Task):
 class Classification(Supervised):
   """`num_classes` logits, softmax cross-entropy."""
   name: ClassVar[str] = 'classification'
+  LOSSES: ClassVar[tuple[str, ...]] = ('cross_entropy',)
+  METRICS: ClassVar[tuple[str, ...]] = ('classification',)
+  HAS_CLASSES: ClassVar[bool] = True
 
   @property
   def out_dim(self) -> int:
@@ -143,8 +166,12 @@ class Classification(Supervised):
 
 @dataclasses.dataclass(frozen=True)
 class Regression(Supervised):
-  """One score; L1 or squared error; regression or MOSI sentiment metrics."""
+  """One score; L1 or squared error. Metrics `regression` (MAE, MSE, correlation) or
+  `sentiment`: the CMU-MOSI/MOSEI protocol on the same score (binary accuracy and F1 with
+  and without neutral, 5- and 7-class accuracy, MAE, correlation)."""
   name: ClassVar[str] = 'regression'
+  LOSSES: ClassVar[tuple[str, ...]] = ('l1', 'mse')
+  METRICS: ClassVar[tuple[str, ...]] = ('regression', 'sentiment')
 
   @property
   def out_dim(self) -> int:
@@ -452,22 +479,5 @@ def get_task(config, num_classes: int | None = None, class_names=None) -> Task:
   if c.name not in classes:
     raise ConfigError(f'config.task.name: unknown {c.name!r} ({" | ".join(sorted(classes))})')
   cls = classes[c.name]
-  if issubclass(cls, Supervised):
-    loss = c.get('loss', '')
-    if c.name == 'classification' and loss != 'cross_entropy':
-      raise ConfigError(f'config.task.loss: {loss!r} does not fit task {c.name!r} '
-                        '(cross_entropy)')
-    if c.name == 'regression' and loss not in ('l1', 'mse'):
-      raise ConfigError(f'config.task.loss: {loss!r} does not fit task {c.name!r} (l1 | mse)')
-    allowed = ('classification',) if c.name == 'classification' else ('regression',
-                                                                       'sentiment')
-    if c.get('metrics', '') not in allowed:
-      raise ConfigError(f'config.task.metrics: {c.get("metrics")!r} does not fit task '
-                        f'{c.name!r} ({" | ".join(allowed)})')
-    classes_ = c.num_classes if c.name == 'classification' else None
-    if classes_ is not None and num_classes is not None and classes_ != num_classes:
-      raise ConfigError(f'config.task.num_classes={classes_} but the dataset has '
-                        f'{num_classes} classes')
-    return cls(classes_, loss, c.metrics, tuple(class_names) if class_names else None)
   return cls.from_config(config, num_classes=num_classes, class_names=class_names)
 

@@ -453,6 +453,12 @@ CASES = {
     'mesh larger than devices': _synthetic('mesh.data=4', 'mesh.model=4', fragment='mesh'),
     'unknown task': _synthetic('task.name=ranking', fragment='ranking'),
     'unknown loss': _synthetic('task.loss=hinge', fragment='hinge'),
+    'regression loss for a classifier': _synthetic(
+        'task.loss=mse', fragment="config.task.loss: 'mse' does not fit task 'classification' "
+        '(cross_entropy)'),
+    'sentiment metrics for a classifier': _synthetic(
+        'task.metrics=sentiment', fragment="config.task.metrics: 'sentiment' does not fit "
+        "task 'classification' (classification)"),
     'one class': _synthetic('task.num_classes=1', fragment='config.task.num_classes'),
     'unknown model module': _synthetic('model.name=nothere.Model', fragment='nothere'),
     'unknown model class': _synthetic('model.name=tensor_fusion.Nope', fragment='Nope'),
