@@ -19,18 +19,23 @@ Inputs:
 - audio files (`.wav`, `.flac`, `.ogg`; `.mp3`, `.m4a` and other FFmpeg formats through
   PyAV) or folders of them, for runs whose data pipeline starts from audio (RAVDESS
   speech): decoded, resampled, trimmed, log-mel and normalised exactly as in training
-  (`data/ravdess.py:features_of_files`), or through the run's speech encoder
-  (`data/encoded.py:features_of_waves`: frozen features from the same weights, or the
+  (`data/ravdess.py:inputs_from_files`), or through the run's speech encoder
+  (`data/encoded.py:inputs_from_waves`: frozen features from the same weights, or the
   encoder's input for a fine-tuned one);
 - waveforms already in memory: `run.predict(x, sample_rate=sr)` with `x` one 1-D array or a
   list of them, for the same runs;
 - video files (`.mp4`, `.avi`, `.mov`, `.mkv`, `.webm`), for runs on built clips
   (`configs/clips_*`): the build's frame sampling, face crop, size and log-mel
-  (`data/clips.py:features_of_files`);
+  (`data/clips.py:inputs_from_files`);
 - conversations (`.jsonl` lines {"speaker", "utterance"[, "dialogue"]}, or a `.csv` with
   those columns) for text ERC runs: the run's own text encoder (frozen features, or the
   token ids of a fine-tuned one), speakers and padding as in training
-  (`data/erc.py:dialogue_arrays`); one row per utterance.
+  (`data/erc.py:inputs_from_conversations`); one row per utterance, with its speaker and
+  text.
+
+Which of these a run reads is its data module's answer: the run card's `preprocess.kind`
+names the module (`affectjax.data.input_reader`), and the module's `inputs_from_*`
+functions repeat its pipeline; a run on stored features reads .npz and .csv.
 """
 
 from __future__ import annotations
@@ -172,13 +177,14 @@ class Run:
     """One dict per example of `inputs` (paths: files or folders; or, with `sample_rate`,
     a waveform array or a list of them; or a dict of feature arrays, field -> (examples,
     ...)): its id, and the class probabilities and most likely label, or the score."""
+    extra = {}
     if sample_rate is not None:
       ids, arrays = self.read_waveforms(inputs, sample_rate)
     elif isinstance(inputs, dict):  # Feature arrays in memory, as a .npz would hold them.
       arrays = self._check('the arrays given', {k: np.asarray(v) for k, v in inputs.items()})
       ids = [f'#{i}' for i in range(len(next(iter(arrays.values()))))]
     else:
-      ids, arrays = self.read(inputs)
+      ids, arrays, extra = self.read_with_columns(inputs)
     out = np.asarray(self.predict_arrays(arrays), np.float64)
     if len(out) != len(ids):
       raise RuntimeError(f'predict: {len(out)} predictions for {len(ids)} inputs')
@@ -189,9 +195,8 @@ class Run:
       names = self.class_names or [str(i) for i in range(probs.shape[1])]
       for i, p in zip(ids, probs):
         rows.append({'id': i, 'label': names[int(p.argmax())],
-                     'probabilities': {n: round(float(v), 6) for n, v in zip(names, p)}})
-        if i in getattr(self, '_utterances', {}):
-          rows[-1]['speaker'], rows[-1]['utterance'] = self._utterances[i]
+                     'probabilities': {n: round(float(v), 6) for n, v in zip(names, p)},
+                     **extra.get(i, {})})
     else:
       rows = [{'id': i, 'score': round(float(v), 6)} for i, v in zip(ids, out)]
     return rows
@@ -200,6 +205,16 @@ class Run:
 
   def read(self, inputs) -> tuple[list[str], dict]:
     """(example ids, input arrays) of files and folders, checked against the run."""
+    return self.read_with_columns(inputs)[:2]
+
+  @property
+  def reader(self):
+    """The data module that reads this run's raw inputs, or None (features only)."""
+    from affectjax import data as data_lib
+    return data_lib.input_reader(self.card['preprocess'].get('kind', ''))
+
+  def read_with_columns(self, inputs) -> tuple[list[str], dict, dict]:
+    """`read`, and {id: extra output columns} (a conversation's speaker and text)."""
     if isinstance(inputs, (str, os.PathLike)):
       inputs = [inputs]
     files = []
@@ -215,13 +230,15 @@ class Run:
       else:
         raise errors.DataError(f'{path}: no such file or folder')
     media = [f for f in files if f.lower().endswith((*AUDIO, *VIDEO))]
-    parts = []
+    parts, extra = [], {}
     if media:
       parts.append(self._media(media))
-    conversation = self.card['preprocess'].get('kind') == 'conversation'
+    conversation = hasattr(self.reader, 'inputs_from_conversations')
     for f in files:
       if conversation and f.lower().endswith(('.jsonl', '.csv')):
-        parts.append(self._conversations(f))
+        ids, arrays, columns = self.reader.inputs_from_conversations(f, self.card['preprocess'])
+        parts.append((ids, self._check(f, arrays)))
+        extra.update(columns)
       elif f.lower().endswith('.npz'):
         parts.append(self._npz(f))
       elif f.lower().endswith('.csv'):
@@ -231,7 +248,7 @@ class Run:
                              f'{" .jsonl" if conversation else ""})')
     ids = [i for p in parts for i in p[0]]
     arrays = {k: np.concatenate([p[1][k] for p in parts]) for k in self.fields}
-    return ids, arrays
+    return ids, arrays, extra
 
   def read_waveforms(self, waves, sample_rate: int) -> tuple[list[str], dict]:
     """(ids 'waveform#i', input arrays) of waveforms in memory (1-D float arrays at
@@ -258,15 +275,11 @@ class Run:
     return names, self._check(names[0], self._audio_arrays(clips, names))
 
   def _audio_arrays(self, clips, names) -> dict:
-    pre = self.card['preprocess']
-    if pre.get('kind') == 'speech':
-      from affectjax.data import ravdess
-      return ravdess.features_of_waves(clips, names, pre, self.preprocess_arrays)
-    if pre.get('kind') == 'speech_encoder':
-      from affectjax.data import encoded
-      return encoded.features_of_waves(clips, names, pre, self.preprocess_arrays)
-    raise errors.DataError(f'{names[0]}: this run ({self.card["config"]}) does not read audio; '
-                         'give an .npz or .csv of its fields')
+    if not hasattr(self.reader, 'inputs_from_waves'):
+      raise errors.DataError(f'{names[0]}: this run ({self.card["config"]}) does not read '
+                             'audio; give an .npz or .csv of its fields')
+    return self.reader.inputs_from_waves(clips, names, self.card['preprocess'],
+                                         self.preprocess_arrays)
 
   def _check(self, where: str, arrays: dict) -> dict:
     out, n = {}, None
@@ -333,43 +346,18 @@ class Run:
     ids = [r['id'] if 'id' in r else f'{path}#{i}' for i, r in enumerate(rows)]
     return ids, self._check(path, arrays)
 
-  def _conversations(self, path: str):
-    import ml_collections
-    from affectjax.data import erc
-    pre = ml_collections.ConfigDict(self.card['preprocess'])
-    if tuple(pre.modalities) != ('text',) or pre.text not in ('frozen', 'tokens'):
-      raise errors.DataError(f'{path}: this run reads {", ".join(pre.modalities)} '
-                           f'({pre.text} text); conversations as text give the text only: '
-                           'give an .npz of its fields')
-    dialogues = erc.read_conversations(path, pre.label_field)
-    longest = max(len(dl['texts']) for dl in dialogues)
-    if pre.unit == 'dialogue' and longest > pre.max_len:
-      raise errors.DataError(f'{path}: a dialogue of {longest} utterances; this run reads at '
-                           f'most {pre.max_len}')
-    arrays = erc.dialogue_arrays(dialogues, pre, tuple(pre.modalities), pre.max_len)
-    utterances = {f'{dl["id"]}#{j}': (speaker, text) for dl in dialogues
-                  for j, (speaker, text) in enumerate(zip(dl['speakers'], dl['texts']))}
-    self._utterances = utterances  # Speaker and text beside each utterance's prediction.
-    return list(utterances), self._check(path, arrays)
-
   def _media(self, files: list[str]):
-    pre = self.card['preprocess']
-    kind = pre.get('kind')
+    reader = self.reader
     video = [f for f in files if f.lower().endswith(VIDEO)]
-    if kind in ('speech', 'speech_encoder') and not video:
-      arrays = self._audio_arrays([audio.read_audio(f) for f in files], files)
-    elif kind == 'clips':
-      from affectjax.data import clips
-      arrays = clips.features_of_files(files, pre)
-    else:
-      wanted = {'speech': 'audio files', 'speech_encoder': 'audio files',
-                'clips': 'video or audio clips'}.get(kind)
+    reads = getattr(reader, 'INPUTS', '')
+    if not hasattr(reader, 'inputs_from_files') or (video and not getattr(
+        reader, 'READS_VIDEO', False)):
       raise errors.DataError(
           f'{(video or files)[0]}: this run ({self.card["config"]}) reads '
-          + (wanted if wanted else f'{", ".join(self.card["modalities"])} features') +
-          (', not video' if video and kind in ('speech', 'speech_encoder') else
-           ', not audio or video files' if
-           not wanted else '') + ('' if wanted else '; give an .npz or .csv of its fields'))
+          + (f'{reads}, not video' if reads else
+             f'{", ".join(self.card["modalities"])} features, not audio or video files; '
+             'give an .npz or .csv of its fields'))
+    arrays = reader.inputs_from_files(files, self.card['preprocess'], self.preprocess_arrays)
     return list(files), self._check(files[0], arrays)
 
 

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from affectjax import errors
 from affectjax import sweep
 from affectjax import train as train_lib
 from affectjax import workdir as workdir_lib
@@ -90,6 +91,16 @@ def corrupt(arrays, modality: str, kind: str, level, std, rng):
 def evaluate_robustness(config, workdir: str, levels=(0.5, 1.0, 2.0),
                         fractions=(0.25, 0.5, 0.75), seed: int = 0) -> dict:
   exp, eval_step, params, dataset = train_lib.load_trained(config, workdir)
+  if not hasattr(exp.task, 'label_metrics'):
+    raise errors.ConfigError(f'robustness: {workdir} is a {config.task.name} run; the '
+                             'curves score a classifier or regressor')
+  stored = getattr(dataset.splits['test'], 'arrays', None)
+  missing = sorted(set(exp.element_spec) - set(stored or ()))
+  if missing:
+    raise errors.ConfigError(
+        f'robustness: {config.get("name", "this config")} computes its model inputs in the '
+        f'input pipeline ({", ".join(missing)} are not stored arrays); the curves corrupt '
+        'stored feature arrays (MOSI, IEMOCAP or MELD features, synthetic data)')
   bs = config.train.eval_batch_size
   test = dataset.splits['test'].arrays
   train_arrays = dataset.splits['train'].arrays

@@ -18,7 +18,7 @@ from affectjax import errors
 from affectjax import workdir as workdir_lib
 
 CARD, ARRAYS = 'run.json', 'preprocess.npz'
-FORMAT = 1
+FORMAT = 2  # 2: preprocess.kind names the data module that reads raw inputs.
 
 
 def write_card(workdir: str, config, dataset, exp) -> None:

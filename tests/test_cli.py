@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import sys
 
 import pytest
 
@@ -102,3 +103,25 @@ def test_help_names_overrides_and_defaults_and_typos_get_a_suggestion(capsys):
   assert main_lib.main(['train', '--config', 'synthetic_tfn', '--workdir', 'unused',
                         '--config.train.num_step=3']) == 2
   assert capsys.readouterr().err.strip().endswith('did you mean train.num_steps?')
+
+
+def test_progress_off_a_terminal_says_what_count_rate_and_time_left(capsys, monkeypatch):
+  """In a log (not a terminal): the heading (what is cached where) with the first line,
+  a line every `every` seconds with count, rate and time left, a closing line; work that
+  ends in its first seconds prints its heading only at the end."""
+  from affectjax import progress
+  monkeypatch.setattr(sys.stderr, 'isatty', lambda: False)
+  bar = progress.Progress(4, 'decoding 4 clips once (cached in /c)', every=0.0)
+  bar.update()
+  bar.update(3)
+  bar.close()
+  lines = capsys.readouterr().err.splitlines()
+  assert lines[0] == 'affectjax: decoding 4 clips once (cached in /c)'
+  assert lines[1].startswith('affectjax: 1/4 clips (') and 's left)' in lines[1]
+  assert lines[2].startswith('affectjax: 4/4 clips (') and 'left' not in lines[2]
+  assert lines[3].startswith('affectjax: done, 4/4 clips (') and len(lines) == 4
+  quiet = progress.Progress(4, 'quick work', every=3600.0)
+  quiet.update(4)
+  assert capsys.readouterr().err == ''  # Nothing yet: a failure here would be one line.
+  quiet.close()
+  assert capsys.readouterr().err.splitlines()[0] == 'affectjax: quick work'

@@ -102,3 +102,20 @@ def test_a_python_config_with_another_extension_loads(tmp_path):
   loaded = config_lib.load(str(tmp_path / 'tfn.cfg') + ':smoke')
   assert config_lib.to_dict(loaded) == config_lib.to_dict(
       config_lib.load(config_path('synthetic_tfn.py:smoke'))) | {'name': 'tfn:smoke'}
+
+
+def test_ravdess_configs_say_their_measured_time():
+  """Each RAVDESS config's docstring carries the paragraph config_times.py measured and
+  wrote (step, evaluation and compile time, and the default run's length)."""
+  import importlib.util
+  from conftest import REPO
+  spec = importlib.util.spec_from_file_location(
+      'config_times', os.path.join(REPO, 'experiments', 'benchmarks', 'config_times.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for name in module.CONFIGS:
+    with open(os.path.join(REPO, 'configs', f'{name}.py')) as f:
+      doc = f.read().split('"""')[1]
+    assert 'measured by\nexperiments/benchmarks/config_times.py' in doc or (
+        'measured by experiments/benchmarks/config_times.py' in doc), name
+    assert 'min per fold' in ' '.join(doc.split()), name

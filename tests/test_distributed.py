@@ -3,6 +3,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -169,11 +170,13 @@ def _children(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads process parents from /proc')
-def test_launcher_killed_outright_leaves_no_orphans_and_the_run_resumes_exactly(
-    tfn_reference, tmp_path):
-  """SIGKILL to the launcher (it cannot pass a signal on): its processes notice it gone,
-  stop together at a step boundary with a checkpoint instead of training on as orphans,
-  and the relaunched command finishes the run the uninterrupted one would have."""
+@pytest.mark.parametrize('how', ['SIGKILL', 'SIGTERM'])
+def test_a_stopped_launcher_leaves_no_orphans_and_the_run_resumes_exactly(
+    tfn_reference, tmp_path, how):
+  """SIGKILL to the launcher (it cannot pass a signal on): its processes notice it gone;
+  SIGTERM: it passes the signal on. Either way they stop together at a step boundary with
+  a checkpoint instead of training on as orphans, and the relaunched command finishes the
+  run the uninterrupted one would have."""
   run = tmp_path / 'run'
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'AFFECTJAX_FAULT')}
   launcher = subprocess.Popen(
@@ -189,8 +192,9 @@ def test_launcher_killed_outright_leaves_no_orphans_and_the_run_resumes_exactly(
       pytest.fail('the launched run ended before step 20')
     children = _children(launcher.pid)
     assert len(children) == 2
-    launcher.kill()
-    launcher.wait()
+    launcher.send_signal(getattr(signal, how))
+    code = launcher.wait(timeout=120)
+    assert code == (-signal.SIGKILL if how == 'SIGKILL' else errors.EXIT_INTERRUPTED), code
     deadline = time.time() + 20
     while time.time() < deadline and any(os.path.exists(f'/proc/{c}') and
                                          open(f'/proc/{c}/stat').read().split()[2] != 'Z'

@@ -209,7 +209,7 @@ def test_eval_rescoring_equals_the_recorded_results(synthetic_run, capsys):
 
 
 @needs_ravdess
-def test_audio_files_go_through_the_training_pipeline(tmp_path, monkeypatch):
+def test_audio_files_go_through_the_training_pipeline(tmp_path, monkeypatch, capsys):
   """A speech run on raw RAVDESS files: the same log-mel, normalisation (the saved
   training statistics) and logits as the run's own test split gives for those clips."""
   workdir = str(tmp_path / 'speech')
@@ -232,6 +232,12 @@ def test_audio_files_go_through_the_training_pipeline(tmp_path, monkeypatch):
   np.testing.assert_allclose(run.predict_arrays(arrays), want, atol=1e-4)
   rows = run.predict(files)
   assert [r['id'] for r in rows] == files and rows[0]['label'] in ravdess.EMOTIONS
+  # The run card names the data module that read the audio (and reads it again here).
+  assert run.card['preprocess']['kind'] == 'ravdess' and run.reader is ravdess
+  # Robustness corrupts stored feature arrays: a pipeline that computes log-mel is refused.
+  monkeypatch.setenv('AFFECTJAX_DATA_DIR', DATA)
+  assert main_lib.main(['robustness', '--workdir', workdir]) == 2
+  assert 'computes its model inputs in the input pipeline' in capsys.readouterr().err
 
 
 def test_conversations_go_through_the_runs_text_encoder(tmp_path, monkeypatch):

@@ -250,7 +250,7 @@ def test_study_baselines_share_its_folds_and_face_the_logistic_regression(tmp_pa
                             classifiers='scratch,ssm,transformer', audio_norm='speaker')
   runs = study.configs(3, str(tmp_path), args)
   scratch = runs['scratch'][0]
-  for name, model in (('ssm', 'ssm.SpeechSSM'), ('transformer', 'ssm.SpeechTransformer')):
+  for name, model in (('ssm', 'ssm.SpeechSSM'), ('transformer', 'speech.SpeechTransformer')):
     config, run_dir = runs[name]
     assert config.model.name == model and run_dir == str(tmp_path / 'fold3' / name)
     assert config.data.to_dict() == scratch.data.to_dict()

@@ -32,4 +32,26 @@ def get_dataset(config) -> Dataset:
   return module.load(config)
 
 
-__all__ = ['ArraySource', 'Dataset', 'DataError', 'get_dataset']
+def input_reader(kind: str):
+  """The data module that turns new raw inputs into a trained run's model arrays, named
+  by its run card's `preprocess.kind` (the module's own name, as `config.data.name` names
+  a dataset module); None for a run on stored features (it reads .npz and .csv only).
+
+  A reader module defines any of: `inputs_from_files(files, preprocess, arrays)` (media
+  files), `inputs_from_waves(waves, names, preprocess, arrays)` (16 kHz waveforms),
+  `inputs_from_conversations(path, preprocess)` -> (ids, arrays, {id: extra columns}),
+  and `INPUTS`, what it reads in words; `READS_VIDEO` when its files may be video."""
+  if not kind:
+    return None
+  if not isinstance(kind, str) or not kind.isidentifier():
+    raise DataError(f'run.json: field preprocess.kind {kind!r} is not a data module name')
+  try:
+    return importlib.import_module(f'affectjax.data.{kind}')
+  except ModuleNotFoundError as e:
+    if e.name == f'affectjax.data.{kind}':
+      raise DataError(f'run.json: field preprocess.kind {kind!r}: no affectjax/data/{kind}.py '
+                      '(a run of another affectjax version?)') from None
+    raise
+
+
+__all__ = ['ArraySource', 'Dataset', 'DataError', 'get_dataset', 'input_reader']

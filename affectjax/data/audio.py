@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from affectjax.data.base import ComputedSource
 from affectjax.errors import DataError
 
 SAMPLE_RATE = 16000
@@ -252,7 +253,7 @@ def band_statistics(waves: np.ndarray, lengths: np.ndarray, groups: np.ndarray,
   return mean[which].astype(np.float32), std[which].astype(np.float32)
 
 
-class LogMelSource:
+class LogMelSource(ComputedSource):
   """Waveforms in memory (int16, `pack`); `get_batch` returns log-mel frames (`audio`),
   `frame_mask` and `label` (plus any `extra` per-clip arrays, e.g. the same clip's face
   features), so the features are computed inside the grain pipeline, batch by batch."""
@@ -282,12 +283,6 @@ class LogMelSource:
       feats = ((feats - mean) / std * mask[..., None]).astype(np.float32)
     return {'audio': feats, 'frame_mask': mask, 'label': self.arrays['label'][indices],
             **{k: self.arrays[k][indices] for k in self.extra}}
-
-  def __getitem__(self, i):
-    return {k: v[0] for k, v in self.get_batch(np.array([i])).items()}
-
-  def element_spec(self) -> dict:
-    return {k: (v.shape[1:], v.dtype) for k, v in self.get_batch(np.array([0])).items()}
 
 
 # -- Whisper's front end --------------------------------------------------------------------

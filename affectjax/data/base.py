@@ -40,6 +40,25 @@ class ArraySource:
     return {k: (v.shape[1:], v.dtype) for k, v in self.arrays.items()}
 
 
+class ComputedSource:
+  """A source whose examples are computed batch by batch in the input pipeline (log-mel
+  from waveforms, encoder features, decoded clips): subclasses define `__len__` and
+  `get_batch(indices)`; one example and the element spec come from a batch of one."""
+
+  def __len__(self) -> int:
+    raise NotImplementedError
+
+  def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+  def __getitem__(self, i):
+    return {k: v[0] for k, v in self.get_batch(np.array([i])).items()}
+
+  def element_spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-example shape and dtype of every field `get_batch` returns."""
+    return {k: (v.shape[1:], v.dtype) for k, v in self.get_batch(np.array([0])).items()}
+
+
 @dataclasses.dataclass
 class Dataset:
   """Splits of one dataset plus what the model and task need to know about it."""

@@ -252,14 +252,9 @@ def decode_clip(path: str, s: Settings, labels: Labels) -> dict:
   return out
 
 
-_BUILDER = None
-
-
+@prepared.builder_cache
 def _builder_class():
   """Defines the TFDS builder on first use (keeps tfds out of light imports)."""
-  global _BUILDER
-  if _BUILDER is not None:
-    return _BUILDER
   tfds = prepared.tfds()
 
   class ClipsConfig(tfds.core.BuilderConfig):
@@ -313,8 +308,7 @@ def _builder_class():
       if len(skipped) == len(files):
         raise errors.DataError(f'clips: every one of the {len(files)} clips was bad')
 
-  _BUILDER = (Clips, ClipsConfig)
-  return _BUILDER
+  return (Clips, ClipsConfig)
 
 
 def audio_frames(s: Settings) -> int:
@@ -350,7 +344,11 @@ def model_inputs(rows, fields) -> dict[str, np.ndarray]:
   return out
 
 
-def features_of_files(files: list[str], preprocess: dict) -> dict[str, np.ndarray]:
+INPUTS = 'video or audio clips'  # What a run on built clips predicts from.
+READS_VIDEO = True
+
+
+def inputs_from_files(files: list[str], preprocess: dict, arrays=None) -> dict[str, np.ndarray]:
   """Video (or audio) files through the pipeline a clips run was built with: the same
   frame sampling, face crop, size and log-mel (`clips_preprocess`)."""
   s = Settings(**{k: (tuple(v) if k == 'modalities' else v) for k, v in preprocess.items()
@@ -361,7 +359,7 @@ def features_of_files(files: list[str], preprocess: dict) -> dict[str, np.ndarra
 
 
 def clips_preprocess(s: 'Settings') -> dict:
-  """What `features_of_files` needs to repeat a build's decoding on new files."""
+  """What `inputs_from_files` needs to repeat a build's decoding on new files."""
   out = dataclasses.asdict(s)
   out.pop('labels')
   out.pop('skip_bad')
@@ -369,7 +367,7 @@ def clips_preprocess(s: 'Settings') -> dict:
   return {'kind': 'clips', **out}
 
 
-class ClipSource:
+class ClipSource(base.ComputedSource):
   """Random access to some records of a built clips dataset, as the pipeline wants them:
   `get_batch(indices)` -> {'video' float32 normalised, 'audio', 'frame_mask', 'label'}."""
 
@@ -387,12 +385,6 @@ class ClipSource:
   def get_batch(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     return model_inputs([self.records[int(i)] for i in self.index[np.asarray(indices)]],
                         self.fields)
-
-  def __getitem__(self, i):
-    return {k: v[0] for k, v in self.get_batch(np.array([i])).items()}
-
-  def element_spec(self) -> dict:
-    return {k: (v.shape[1:], v.dtype) for k, v in self.get_batch(np.array([0])).items()}
 
 
 def settings_of(config) -> Settings:

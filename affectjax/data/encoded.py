@@ -94,7 +94,7 @@ def model_inputs(d) -> dict:
 
 def preprocess(d, spec) -> dict:
   """The run card's description: `features_of_waves` repeats it on new audio."""
-  return {'kind': 'speech_encoder', 'encoder': d.encoder, 'fingerprint': spec.fingerprint(),
+  return {'kind': 'encoded', 'encoder': d.encoder, 'fingerprint': spec.fingerprint(),
           'mode': d.encoder_mode, 'pool': int(d.encoder_pool),
           'pad_seconds': float(d.encoder_pad_seconds), 'norm': d.encoder_norm,
           'max_seconds': float(d.max_seconds), 'top_db': float(d.top_db),
@@ -170,7 +170,7 @@ def speaker_normalised(features: np.ndarray, mask: np.ndarray, speakers) -> np.n
   return out
 
 
-class InputSource:
+class InputSource(base.ComputedSource):
   """Clips in memory (int16, `audio.pack`); `get_batch` returns the encoder's own input
   (`audio`: Whisper's log-mel or the waveform) with `frame_mask` and `label`, plus any
   `extra` per-clip arrays: the fine-tuning pipeline, computed batch by batch."""
@@ -191,12 +191,6 @@ class InputSource:
                                        self.length, self.pad_seconds)
     return {'audio': inputs, 'frame_mask': mask, 'label': self.labels[indices],
             **{k: v[indices] for k, v in self.extra.items()}}
-
-  def __getitem__(self, i):
-    return {k: v[0] for k, v in self.get_batch(np.array([i])).items()}
-
-  def element_spec(self) -> dict:
-    return {k: (v.shape[1:], v.dtype) for k, v in self.get_batch(np.array([0])).items()}
 
 
 class Corpus:
@@ -241,7 +235,15 @@ class Corpus:
     return InputSource(self.spec, self.waves[rows], self.lengths[rows], labels, self.d, extra)
 
 
-def features_of_waves(waves: list[np.ndarray], names: list[str], pre: dict,
+INPUTS = 'audio files'  # What a run of this module's pipeline predicts from.
+
+
+def inputs_from_files(files: list[str], pre: dict, arrays: dict) -> dict:
+  """`inputs_from_waves` of audio files, decoded and resampled to 16 kHz."""
+  return inputs_from_waves([audio.read_audio(f) for f in files], files, pre, arrays)
+
+
+def inputs_from_waves(waves: list[np.ndarray], names: list[str], pre: dict,
                       arrays: dict) -> dict:
   """{'audio', 'frame_mask'} of new 16 kHz clips through a run's encoder pipeline (its run
   card's `preprocess`): silence-trimmed and checked as in training, cut to its length,

@@ -48,14 +48,9 @@ CORPORA = {
 FEATURE_MODALITIES = ('text', 'audio', 'vision')
 
 
-_BUILDERS = None
-
-
+@prepared.builder_cache
 def _builders():
   """The builder classes, defined on first use (importing TFDS takes a second)."""
-  global _BUILDERS
-  if _BUILDERS is not None:
-    return _BUILDERS
   tfds = prepared.tfds()
 
   @dataclasses.dataclass
@@ -98,8 +93,7 @@ def _builders():
         record.update({m: d[m] for m in c.features})
         yield d['id'], record
 
-  _BUILDERS = (ErcConversations, ErcConfig)
-  return _BUILDERS
+  return (ErcConversations, ErcConfig)
 
 
 def prepare(corpus: str, data_dir: str, tfds_dir: str):
@@ -358,7 +352,7 @@ def load(config) -> base.Dataset:
       extra=tuple(extra), class_names=label_names[d.label_field],
       # Speaker ids are capped at num_speakers - 1; token ids come from d.encoder's vocabulary.
       model_inputs={'num_speakers': d.num_speakers, 'encoder': d.encoder},
-      preprocess={'kind': 'conversation', 'max_len': max_len, 'modalities': list(d.modalities),
+      preprocess={'kind': 'erc', 'max_len': max_len, 'modalities': list(d.modalities),
                   **{k: d.get(k, v) for k, v in (
                       ('text', 'frozen'), ('encoder', ''), ('encoder_workdir', ''),
                       ('max_tokens', 128), ('text_context', 0), ('num_speakers', 1),
@@ -392,6 +386,29 @@ def dialogue_arrays(dialogues, d, modalities, max_len: int, embeddings=None):
   if unit == 'utterance':
     dialogues, feats = split_utterances(dialogues, feats)
   return pad_dialogues(dialogues, max_len, d['label_field'], d['num_speakers'], feats)
+
+
+INPUTS = 'conversations (.jsonl or .csv of speaker and utterance)'
+
+
+def inputs_from_conversations(path: str, preprocess: dict):
+  """(utterance ids, model arrays, {id: {'speaker', 'utterance'}}) of the conversations in
+  `path` through a text ERC run's pipeline (its run card's `preprocess`)."""
+  import ml_collections
+  pre = ml_collections.ConfigDict(preprocess)
+  if tuple(pre.modalities) != ('text',) or pre.text not in ('frozen', 'tokens'):
+    raise errors.DataError(f'{path}: this run reads {", ".join(pre.modalities)} '
+                           f'({pre.text} text); conversations as text give the text only: '
+                           'give an .npz of its fields')
+  dialogues = read_conversations(path, pre.label_field)
+  longest = max(len(dl['texts']) for dl in dialogues)
+  if pre.unit == 'dialogue' and longest > pre.max_len:
+    raise errors.DataError(f'{path}: a dialogue of {longest} utterances; this run reads at '
+                           f'most {pre.max_len}')
+  arrays = dialogue_arrays(dialogues, pre, tuple(pre.modalities), pre.max_len)
+  extra = {f'{dl["id"]}#{j}': {'speaker': speaker, 'utterance': text} for dl in dialogues
+           for j, (speaker, text) in enumerate(zip(dl['speakers'], dl['texts']))}
+  return list(extra), arrays, extra
 
 
 def read_conversations(path: str, label_field: str = 'label') -> list[dict]:

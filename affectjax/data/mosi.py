@@ -228,14 +228,9 @@ def read_mmsa_pickle(path: str) -> dict[str, dict[str, np.ndarray]]:
 # -- TFDS builders -------------------------------------------------------------------------
 
 
-_BUILDERS = None
-
-
+@prepared.builder_cache
 def _builders():
   """Defines the builder classes on first use (keeps tfds out of light imports)."""
-  global _BUILDERS
-  if _BUILDERS is not None:
-    return _BUILDERS
   tfds = prepared.tfds()
 
   def text():
@@ -295,8 +290,7 @@ def _builders():
       for i, key in enumerate(arrays['id']):
         yield f'{i}:{key}', {k: v[i] for k, v in arrays.items()}
 
-  _BUILDERS = (MosiPoria, MmsaSentiment, SourceConfig)
-  return _BUILDERS
+  return (MosiPoria, MmsaSentiment, SourceConfig)
 
 
 def prepare(source: str, data_dir: str, tfds_dir: str, file: str = ''):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -27,6 +28,13 @@ def tfds():
 
 def cache_dir() -> str:
   return os.path.join(os.path.expanduser('~'), '.cache', 'affectjax')
+
+
+def builder_cache(define):
+  """Decorates a data module's function that defines its TFDS builder classes: they are
+  defined on first use (TFDS is imported only then) and once (TFDS registers each name
+  once per process)."""
+  return functools.cache(define)
 
 
 def tfds_dir(config) -> str:

@@ -208,23 +208,26 @@ def _encoded_corpus(config):
 
 
 def speech_preprocess(d) -> dict:
-  """What `features_of_files` needs to repeat this pipeline on new audio files."""
-  return {'kind': 'speech', 'sample_rate': SAMPLE_RATE, 'top_db': float(d.top_db),
+  """What `inputs_from_files` needs to repeat this pipeline on new audio files."""
+  return {'kind': 'ravdess', 'sample_rate': SAMPLE_RATE, 'top_db': float(d.top_db),
           'max_seconds': float(d.max_seconds), 'audio_norm': _norm(d), **{
               k: float(v) if k != 'n_mels' else int(v) for k, v in _features(d).items()}}
 
 
-def features_of_files(files: list[str], preprocess: dict, arrays: dict) -> dict:
+INPUTS = 'audio files'  # What a run of this module's pipeline predicts from.
+
+
+def inputs_from_files(files: list[str], preprocess: dict, arrays: dict) -> dict:
   """{'audio', 'frame_mask'} of audio files through the pipeline a run was trained with
   (`speech_preprocess`): decoded and resampled to 16 kHz, silence trimmed, cut to
   `max_seconds`, log-mel, normalised as the run was (`train`: its saved training
   statistics; `speaker`: the files given together are taken as one speaker)."""
-  return features_of_waves([audio.read_audio(f) for f in files], files, preprocess, arrays)
+  return inputs_from_waves([audio.read_audio(f) for f in files], files, preprocess, arrays)
 
 
-def features_of_waves(waves: list[np.ndarray], names: list[str], preprocess: dict,
+def inputs_from_waves(waves: list[np.ndarray], names: list[str], preprocess: dict,
                       arrays: dict) -> dict:
-  """`features_of_files` of decoded 16 kHz waveforms (`names` for errors): a silent clip,
+  """`inputs_from_files` of decoded 16 kHz waveforms (`names` for errors): a silent clip,
   or one shorter than a log-mel window after trimming, is a one-line error."""
   window = int(SAMPLE_RATE * preprocess['window_ms'] / 1000)
   clips = [audio.prepare_clip(x, name, preprocess['top_db'], window)

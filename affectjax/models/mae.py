@@ -36,7 +36,7 @@ and studies; `small`, `base` and `large` as the ViT encoders the papers use.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -308,22 +308,35 @@ class AudioVisualMAE(nn.Module):
       skips = [hidden[j] for j in levels]  # Through the encoder's final norm (HiCMAE).
       pooled[m] = jnp.stack([_unit(masked_mean(s.astype(jnp.float32), visible))
                              for s in skips]) if skips else None
-      enc[m] = (h, visible, keep, grid, valid, skips, x, shape, masked)
+      enc[m] = _Encoded(h, visible, keep, grid, valid, skips, x, shape, masked)
     (a, b) = self.modalities
     ha, hb = Fusion(self.fusion_depth, heads, self.mlp_ratio * width, self.dropout,
-                    self.dtype, name='fusion')(enc[a][0], enc[a][1], enc[b][0], enc[b][1],
-                                               train=train)
+                    self.dtype, name='fusion')(enc[a].tokens, enc[a].visible, enc[b].tokens,
+                                               enc[b].visible, train=train)
     for m, h in ((a, ha), (b, hb)):
-      _, _, keep, grid, valid, skips, x, shape, masked = enc[m]
-      pred = MAEDecoder(x[0].size // valid.shape[1], d_width, d_depth, d_heads,
+      e = enc[m]
+      pred = MAEDecoder(e.x[0].size // e.valid.shape[1], d_width, d_depth, d_heads,
                         self.mlp_ratio, self.dropout, self.dtype, name=f'{m}_decoder')(
-                            h, keep, grid, valid, skips, train=train)
-      recon[m] = {'prediction': pred, 'target': _targets(x, shape, self.norm_targets),
-                  'masked': masked * valid}
+                            h, e.keep, e.grid, e.valid, e.skips, train=train)
+      recon[m] = {'prediction': pred, 'target': _targets(e.x, e.shape, self.norm_targets),
+                  'masked': e.masked * e.valid}
     out = {'reconstruction': recon}
     if levels:
       out['levels'] = pooled
     return out
+
+
+class _Encoded(NamedTuple):
+  """One modality after its encoder, as the fusion and its decoder need it."""
+  tokens: jax.Array  # (B, visible, width): the encoder's output.
+  visible: jax.Array  # (B, visible): 1 for real visible tokens.
+  keep: jax.Array  # (B, visible): which of the grid's tokens were kept.
+  grid: tuple  # The token grid's shape.
+  valid: jax.Array  # (B, N): 1 for tokens that hold real input.
+  skips: list  # The encoder's intermediate levels the decoder reads.
+  x: jax.Array  # The input, cropped to whole patches.
+  shape: tuple  # The patch (or tubelet) shape.
+  masked: jax.Array  # (B, N): 1 for hidden tokens.
 
 
 def _unit(v: jax.Array) -> jax.Array:

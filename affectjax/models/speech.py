@@ -1,5 +1,11 @@
-"""A pretrained speech encoder as a tower: frozen features or the encoder itself, then a
-learnt mix of its layers and a pooling over time.
+"""Speech models: a pretrained speech encoder as a tower, and a transformer on log-mel.
+
+`SpeechTransformer`: one label per clip from log-mel frames `batch['audio']` (B, T, mels)
+with `frame_mask` (B, T); the attention baseline of `models/ssm.py`'s `SpeechSSM` (same
+width and depth).
+
+`SpeechEncoderTower`: a pretrained speech encoder's frozen features or the encoder itself,
+then a learnt mix of its layers and a pooling over time.
 
 `SpeechEncoderTower` is what `models/contrastive.py`'s `Tower(kind='speech_encoder')` runs,
 so a speech encoder serves every model that mounts towers: the emotion classifier on
@@ -21,12 +27,43 @@ then, with `width` > 0, dropout and a GELU projection to `width`.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import flax.linen as nn
 import jax.numpy as jnp
 
-from affectjax.layers.attention import masked_softmax
+from affectjax.layers.attention import TransformerEncoderLayer, masked_softmax
 from affectjax.layers.dense import dense
 from affectjax.layers.pooling import layer_weighted_sum, masked_mean, masked_mean_std
+from affectjax.layers.positions import sinusoidal_positions
+
+
+def frames(batch):
+  """(log-mel frames as float32 (B, T, mels), their mask (B, T))."""
+  return batch['audio'].astype(jnp.float32), batch['frame_mask']
+
+
+class SpeechTransformer(nn.Module):
+  """The attention baseline for `SpeechSSM`: same width and depth, post-norm encoder
+  layers with sinusoidal positions, mean over real frames, linear classifier."""
+  modalities: Sequence[str]
+  out_dim: int
+  width: int = 64
+  num_layers: int = 2
+  num_heads: int = 4
+  mlp_ratio: int = 2
+  dropout: float = 0.1
+  dtype: str = 'float32'
+
+  @nn.compact
+  def __call__(self, batch, *, train: bool):
+    x, mask = frames(batch)
+    h = dense(self.width, name='input')(x) + sinusoidal_positions(x.shape[1], self.width)
+    for i in range(self.num_layers):
+      h = TransformerEncoderLayer(self.num_heads, self.mlp_ratio * self.width, self.dropout,
+                                  name=f'layer_{i}')(h, mask, train=train)
+    h = nn.Dropout(self.dropout, deterministic=not train)(masked_mean(h, mask))
+    return dense(self.out_dim, ('hidden', 'classes'), name='out')(h)
 
 POOLS = ('mean', 'mean_std', 'attention')
 

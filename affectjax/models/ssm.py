@@ -5,8 +5,9 @@
   `label_mask` (B, L); one output per utterance.
 - `BroadMamba`: emotion recognition in conversation (conversation builders): any
   subset of modalities, `speaker` and `label_mask` (B, L); (B, L, classes) logits.
-- `SpeechSSM` and `SpeechTransformer`: one label per clip from log-mel frames
-  `batch['audio']` (B, T, mels) with `frame_mask` (B, T).
+- `SpeechSSM`: one label per clip from log-mel frames `batch['audio']` (B, T, mels) with
+  `frame_mask` (B, T); its attention baseline, `SpeechTransformer`, is in
+  `models/speech.py`.
 
 Padded utterances and frames never change real outputs (see `affectjax/layers/ssm.py`).
 """
@@ -19,13 +20,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from affectjax.layers.attention import TransformerEncoderLayer, masked_softmax
+from affectjax.layers.attention import masked_softmax
 from affectjax.layers.dense import dense
 from affectjax.layers.pooling import masked_mean
-from affectjax.layers.positions import sinusoidal_positions
 from affectjax.layers.recurrent import BiLSTM
 from affectjax.layers.ssm import SSMEncoder
 from affectjax.models.conversation import ConversationModel
+from affectjax.models.speech import frames
 
 
 def _mask(batch) -> jax.Array:
@@ -168,15 +169,11 @@ class BroadMamba(ConversationModel):
     return jax.nn.logsumexp(log_p + weights[..., None], axis=-2)
 
 
-def _frames(batch):
-  return batch['audio'].astype(jnp.float32), batch['frame_mask']
-
-
 class SpeechSSM(nn.Module):
   """Frame-level speech emotion recognition: SSM encoder over log-mel frames, mean
   over real frames, linear classifier. S5 by default: on a CPU its scan over P/2
-  complex states is about 5x faster per step here than the selective scan's
-  (length, channels, 16) states."""
+  complex states is faster per step than the selective scan's (length, channels, 16)
+  states (measured in experiments/benchmarks/README.md's scan table)."""
   modalities: Sequence[str]
   out_dim: int
   ssm: str = 's5'  # s5 | mamba
@@ -189,31 +186,8 @@ class SpeechSSM(nn.Module):
 
   @nn.compact
   def __call__(self, batch, *, train: bool):
-    x, mask = _frames(batch)
+    x, mask = frames(batch)
     h = SSMEncoder(self.width, self.num_layers, self.ssm, self.bidirectional, self.state_size,
                    self.dropout, dtype=self.dtype, name='encoder')(x, mask, train=train)
-    h = nn.Dropout(self.dropout, deterministic=not train)(masked_mean(h, mask))
-    return dense(self.out_dim, ('hidden', 'classes'), name='out')(h)
-
-
-class SpeechTransformer(nn.Module):
-  """The attention baseline for `SpeechSSM`: same width and depth, post-norm encoder
-  layers with sinusoidal positions, mean over real frames, linear classifier."""
-  modalities: Sequence[str]
-  out_dim: int
-  width: int = 64
-  num_layers: int = 2
-  num_heads: int = 4
-  mlp_ratio: int = 2
-  dropout: float = 0.1
-  dtype: str = 'float32'
-
-  @nn.compact
-  def __call__(self, batch, *, train: bool):
-    x, mask = _frames(batch)
-    h = dense(self.width, name='input')(x) + sinusoidal_positions(x.shape[1], self.width)
-    for i in range(self.num_layers):
-      h = TransformerEncoderLayer(self.num_heads, self.mlp_ratio * self.width, self.dropout,
-                                  name=f'layer_{i}')(h, mask, train=train)
     h = nn.Dropout(self.dropout, deterministic=not train)(masked_mean(h, mask))
     return dense(self.out_dim, ('hidden', 'classes'), name='out')(h)

@@ -110,12 +110,21 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('--configs', default=','.join(CONFIGS))
   p.add_argument('--write', action='store_true', help="rewrite the configs' docstrings")
+  p.add_argument('--write-from', default='', help='write the docstrings from the JSON lines '
+                 'an earlier run of this script printed (its log), measuring nothing')
   args = p.parse_args(argv)
   from affectjax import hardware
   machine = f'{os.cpu_count()} cores of {hardware.cpu_name()}'
+  if args.write_from:
+    with open(args.write_from) as f:
+      for line in f:
+        if line.startswith('{'):
+          m = json.loads(line)
+          write_docstring(m['config'], sentence(m, m.get('machine', machine)))
+    return 0
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.configs.split(','):
-      m = measure(name, tmp)
+      m = {**measure(name, tmp), 'machine': machine}
       text = sentence(m, machine)
       print(json.dumps(m), flush=True)
       print(text, flush=True)

@@ -87,7 +87,7 @@ ENTRIES = {
     'SpeechSSM (40 s)': _entry(
         'ravdess_ssm.py:fold1', ('audio',),
         {'audio': ((4000, 64), F32), 'frame_mask': ((4000,), F32), 'label': ((), 'int32')}, 32,
-        classes=8, what='4,000 log-mel frames (40 s at a 10 ms hop), 20x RAVDESS\'s clips'),
+        classes=8, what='4,000 log-mel frames (80 s at the config\'s 20 ms hop), 20x RAVDESS\'s clips'),
     'contrastive (large batch)': _entry(
         'ravdess_contrastive.py:fold1', ('audio', 'face'),
         {'audio': ((200, 64), F32), 'frame_mask': ((200,), F32), 'label': ((), 'int32'),
