@@ -82,8 +82,9 @@ def build_once(builder, manual_dir: str, check=None):
       if not sys.stderr.isatty():  # Progress bars are for terminals, not logs and pipes.
         tfds().disable_progress_bar()
       _say_what_happens(builder, manual_dir)
-      downloads = _missing_parents(os.path.join(os.fspath(builder.data_dir_root),
-                                                'downloads', 'extracted', 'x'))
+      root = getattr(builder, 'data_dir_root', None)  # TFDS's; not every builder's.
+      downloads = _missing_parents(os.path.join(os.fspath(root), 'downloads', 'extracted',
+                                                'x')) if root else []
       try:
         builder.download_and_prepare(
             download_config=tfds().download.DownloadConfig(manual_dir=manual_dir))
