@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from affectjax import errors
 from affectjax.errors import ConfigError
 
 
@@ -402,3 +403,70 @@ def validate(config) -> None:
     raise ConfigError(
         f'config.optim.warmup_steps={o.warmup_steps}: must be shorter than the run '
         f'(config.train.num_steps={t.num_steps})')
+
+
+# -- a config against the run already in a workdir ----------------------------------------
+
+
+def _has_progress(workdir: str) -> bool:
+  """Whether the workdir holds a run worth protecting: a checkpoint or results."""
+  from affectjax import checkpoint as checkpoint_lib
+  return (os.path.exists(os.path.join(workdir, 'results.json')) or
+          checkpoint_lib.has_checkpoint(workdir))
+
+
+def check_workdir(config, workdir: str) -> int | None:
+  """Refuses a config that differs from the one the workdir's run was made with. A
+  workdir without a checkpoint or results holds no progress (a run that failed before
+  its first checkpoint), and its config.json is simply replaced. The one change allowed
+  is a larger `train.num_steps` (a run extended from its last checkpoint): then the
+  recorded number of steps is returned."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError) as e:
+    if not _has_progress(workdir):
+      return None
+    raise ConfigError(f'{path}: unreadable ({errors.one_line(e)}); the workdir '
+                                 'holds a run whose config cannot be checked') from None
+  new = to_dict(config)
+  if old != new:
+    flat_old, flat_new = flat(old), flat(new)
+    # A run recorded before a key existed matches a config that leaves it at the value
+    # that reproduces the old behaviour.
+    for key, value in ADDED_KEYS.items():
+      if key not in flat_old and flat_new.get(key) == json.dumps(value):
+        del flat_new[key]
+    for key, value in REMOVED_KEYS.items():
+      if key not in flat_new and flat_old.get(key) == json.dumps(value):
+        del flat_old[key]
+    diff = sorted(flat_old.items() ^ flat_new.items())
+    if not diff or not _has_progress(workdir):
+      return None
+    keys = {k for k, _ in diff}
+    if keys == {'train.num_steps'}:
+      before, after = json.loads(flat_old[keys.pop()]), config.train.num_steps
+      if after > before:
+        return before
+      raise ConfigError(
+          f'--config.train.num_steps={after}: the run in {workdir} was made for {before} '
+          'steps; it can be extended (more steps), not shortened')
+    key = diff[0][0]
+    raise ConfigError(
+        f'{path}: the workdir holds a run with a different config (first difference: '
+        f'{key}); use a new --workdir or the same config')
+  return None
+
+
+def flat(d: dict, prefix: str = '') -> dict:
+  """A nested dict as {'a.b': JSON text of the value}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = json.dumps(v)
+  return out

@@ -274,68 +274,6 @@ def _append_metrics(path: str, record: dict) -> None:
     raise errors.write_error(path, f'the metrics record of step {record["step"]}', e) from None
 
 
-def _has_progress(workdir: str) -> bool:
-  """Whether the workdir holds a run worth protecting: a checkpoint or results."""
-  return (os.path.exists(os.path.join(workdir, 'results.json')) or
-          checkpoint_lib.has_checkpoint(workdir))
-
-
-def _check_workdir_config(config, workdir: str) -> int | None:
-  """Refuses a config that differs from the one the workdir's run was made with. A
-  workdir without a checkpoint or results holds no progress (a run that failed before
-  its first checkpoint), and its config.json is simply replaced. The one change allowed
-  is a larger `train.num_steps` (a run extended from its last checkpoint): then the
-  recorded number of steps is returned."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      old = json.load(f)
-  except (OSError, ValueError) as e:
-    if not _has_progress(workdir):
-      return None
-    raise config_lib.ConfigError(f'{path}: unreadable ({errors.one_line(e)}); the workdir '
-                                 'holds a run whose config cannot be checked') from None
-  new = config_lib.to_dict(config)
-  if old != new:
-    flat_old, flat_new = _flat(old), _flat(new)
-    # A run recorded before a key existed matches a config that leaves it at the value
-    # that reproduces the old behaviour.
-    for key, value in config_lib.ADDED_KEYS.items():
-      if key not in flat_old and flat_new.get(key) == json.dumps(value):
-        del flat_new[key]
-    for key, value in config_lib.REMOVED_KEYS.items():
-      if key not in flat_new and flat_old.get(key) == json.dumps(value):
-        del flat_old[key]
-    diff = sorted(flat_old.items() ^ flat_new.items())
-    if not diff or not _has_progress(workdir):
-      return None
-    keys = {k for k, _ in diff}
-    if keys == {'train.num_steps'}:
-      before, after = json.loads(flat_old[keys.pop()]), config.train.num_steps
-      if after > before:
-        return before
-      raise config_lib.ConfigError(
-          f'--config.train.num_steps={after}: the run in {workdir} was made for {before} '
-          'steps; it can be extended (more steps), not shortened')
-    key = diff[0][0]
-    raise config_lib.ConfigError(
-        f'{path}: the workdir holds a run with a different config (first difference: '
-        f'{key}); use a new --workdir or the same config')
-  return None
-
-
-def _flat(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict) and v:
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = json.dumps(v)
-  return out
-
-
 def _validate(config) -> None:
   config_lib.validate(config)
   optim.check_groups(config.optim.get('groups', ()))
@@ -390,7 +328,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   next step boundary with a checkpoint of that step (`errors.Interrupted`)."""
   _validate(config)
   results_path = os.path.join(workdir, 'results.json')
-  extended = _check_workdir_config(config, workdir)
+  extended = config_lib.check_workdir(config, workdir)
   if os.path.exists(results_path) and not os.path.exists(os.path.join(workdir, 'config.json')):
     # Results with no config to check them against: another run's, copied or half-deleted.
     raise errors.WorkdirError(f'{results_path}: results of a run whose config.json is not in '
@@ -421,7 +359,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir_lib.create(workdir)
     with workdir_lib.lock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
       # Checked again under the lock: another process may have finished it meanwhile.
-      extended = _check_workdir_config(config, workdir)
+      extended = config_lib.check_workdir(config, workdir)
       if os.path.exists(results_path):
         if extended is None:
           return _read_results(results_path)
@@ -652,7 +590,7 @@ def _final_tensorboard(workdir: str, config, results: dict) -> None:
       scalars.update(_scalars(results.get(split, {}), f'best/{split}'))
     for k, v in scalars.items():
       writer.add_scalar(k, v, step)
-    flat = {k: json.loads(v) for k, v in _flat(config_lib.to_dict(config)).items()}
+    flat = {k: json.loads(v) for k, v in config_lib.flat(config_lib.to_dict(config)).items()}
     hparams = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
                for k, v in flat.items()}
     writer.add_hparams(hparams, {f'hparam/{k}': v for k, v in scalars.items()},
@@ -685,7 +623,7 @@ def load_trained(config, workdir: str):
   if not os.path.exists(os.path.join(workdir, 'results.json')):
     raise FileNotFoundError(f'{workdir}/results.json: no finished run here; train it first '
                             '(affectjax train with the same config and workdir)')
-  _check_workdir_config(config, workdir)
+  config_lib.check_workdir(config, workdir)
   dataset, exp = setup(config)
   eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   ckpt = checkpoint_lib.Checkpoints(workdir, config.train.keep_checkpoints)
