@@ -33,11 +33,18 @@ def topology_devices(topology: str):
 
 def compile_for_topology(config, topology: str, batch_size: int = 0) -> dict:
   """Compiles init and the train step for `topology`; returns a memory/FLOPs report."""
+  if batch_size < 0:
+    raise ValueError(f'--batch-size {batch_size}: must be positive (or 0: the config\'s)')
   devices = topology_devices(topology)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   dataset = data_lib.get_dataset(config)
   exp = train_lib.Experiment.for_dataset(config, mesh, dataset)
   batch_size = batch_size or config.train.batch_size
+  split = sharding_lib.batch_devices(mesh, exp.rules)
+  if batch_size % split:
+    raise ValueError(f'--batch-size {batch_size}: not divisible by the batch\'s mesh axes on '
+                     f'{topology} ({" x ".join(sharding_lib.batch_axes(exp.rules))}: {split} '
+                     'devices)')
   compiled = preemption.compile(exp.lower_train_step(batch_size))
   preemption.compile(exp.lower_init())
   mem = compiled.memory_analysis()

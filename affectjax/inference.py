@@ -220,8 +220,9 @@ class Run:
     files = []
     for path in map(str, inputs):
       if os.path.isdir(path):
-        found = [f for f in _files_under(path)
-                 if f.lower().endswith((*AUDIO, *VIDEO, '.npz', '.csv', '.jsonl'))]
+        reads = (*AUDIO, *VIDEO, '.npz', '.csv') + (
+            ('.jsonl',) if hasattr(self.reader, 'inputs_from_conversations') else ())
+        found = [f for f in _files_under(path) if f.lower().endswith(reads)]
         if not found:
           raise errors.DataError(f'{path}: no audio, video, .npz or .csv files')
         files += found

@@ -55,6 +55,16 @@ def test_cli_hides_libtpus_complaints_on_a_machine_without_tpus():
   assert 'TPU' in errs['1']  # What the quiet run hid.
 
 
+@pytest.mark.parametrize('size, fragment', [
+    ('3', "--batch-size 3: not divisible by the batch's mesh axes on v5e:2x4 (data x fsdp: 8"),
+    ('-4', '--batch-size -4: must be positive')])
+def test_a_batch_the_slice_cannot_split_is_one_line(size, fragment, capsys):
+  code = main_lib.main(['compile', '--config', config_path('synthetic_tfn.py:smoke'),
+                        '--topology', 'v5e:2x4', '--batch-size', size])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+
+
 def test_unknown_topology_is_one_line(capsys):
   code = main_lib.main(['compile', '--config', config_path('synthetic_tfn.py'),
                         '--topology', 'v99:9x9'])
