@@ -47,11 +47,11 @@ import os
 import numpy as np
 
 from affectjax import errors, preemption
-from affectjax.data import audio, base
+from affectjax.data import audio, base, video
 from affectjax.runcard import ARRAYS, CARD, read_card, read_config
 
 AUDIO = audio.AUDIO_EXTENSIONS
-VIDEO = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.flv')
+VIDEO = video.VIDEO_EXTENSIONS
 
 
 def _files_under(folder: str) -> list[str]:

@@ -20,7 +20,7 @@ LAYERS = {
     'affectjax.layers': 1, 'affectjax.layers.': 1, 'affectjax.config': 1,
     'affectjax.metrics': 1, 'affectjax.losses': 1, 'affectjax.optim': 1,
     'affectjax.checkpoint': 1, 'affectjax.plots': 1, 'affectjax.data.audio': 1,
-    'affectjax.data.base': 1, 'affectjax.data.safe_pickle': 1,
+    'affectjax.data.base': 1, 'affectjax.data.safe_pickle': 1, 'affectjax.data.video': 1,
     'affectjax.errors': 0, 'affectjax.faults': 0, 'affectjax.progress': 0,
     'affectjax.version': 0, 'affectjax.hardware': 0, 'affectjax.workdir': 0,
     'affectjax.preemption': 0, 'affectjax.distributed': 0, 'affectjax.sharding': 0,

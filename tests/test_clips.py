@@ -10,7 +10,7 @@ import pytest
 from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax import runcard
-from affectjax.data import base, clips
+from affectjax.data import base, clips, video
 from affectjax.data import get_dataset as clips_data
 from conftest import config_path, train_losses
 
@@ -68,8 +68,8 @@ def test_real_videos_decode_crop_the_face_and_build_once(tmp_path, capsys):
   again = clips.build(VIDEOS, settings, str(tmp_path / 'tfds'))
   assert again.data_dir == builder.data_dir
   # The face box: a detector hit on a real face, centred on it (not the frame centre).
-  frames = clips.read_video_frames(os.path.join(VIDEOS, 'WolfgangLanger_Pexels.mp4'))
-  cx, cy, side = clips.face_box(frames[::60], 'x', 1.0)
+  frames = video.read_video_frames(os.path.join(VIDEOS, 'WolfgangLanger_Pexels.mp4'))
+  cx, cy, side = video.face_box(frames[::60], 'x', 1.0)
   assert 40 < side < 360 and (cx, cy) != (320, 180)
 
 
