@@ -43,7 +43,7 @@ def get_config(arg=None):
                                       'metrics': 'classification',
                                       'num_classes': {'ravdess': 8, 'crema-d': 6}[c.data.labels]})
   c.train.select_metric, c.train.select_mode = 'accuracy', 'max'
-  c.train.num_steps = 600 if 'smoke' not in data_arg else c.train.num_steps
+  c.train.num_steps = 600 if 'smoke' not in data_arg.split(',') else c.train.num_steps
   if 'finetune' in own or 'probe' in own:
     c.init.checkpoint = 'best'
     loaded = ('encoder',) if len(modalities) == 1 else ('audio_encoder', 'video_encoder',
