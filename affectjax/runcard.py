@@ -52,18 +52,23 @@ def _tuples(x):
   return x
 
 
+def _read_json(path: str, if_missing: str):
+  """A workdir file's JSON, or a WorkdirError naming it (`if_missing`: what to say when
+  it is not there)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise errors.WorkdirError(f'{path}: not found; {if_missing}') from None
+  except (OSError, ValueError) as e:
+    raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
+
+
 def read_config(workdir: str):
   """The run's resolved config, from its config.json."""
   import ml_collections
   path = os.path.join(workdir, 'config.json')
-  try:
-    with open(path) as f:
-      raw = json.load(f)
-  except FileNotFoundError:
-    raise errors.WorkdirError(f'{path}: not found; is {workdir} an affectjax run '
-                              '(affectjax train --workdir)?') from None
-  except (OSError, ValueError) as e:
-    raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
+  raw = _read_json(path, f'is {workdir} an affectjax run (affectjax train --workdir)?')
   from affectjax import config as config_lib
   try:
     if not isinstance(raw, dict):
@@ -89,14 +94,8 @@ def read_card(workdir: str) -> dict:
   """The run card (run.json) of `workdir`, checked: a WorkdirError naming the file and
   field when it is missing, unreadable, of another format, or edited into other types."""
   path = os.path.join(workdir, CARD)
-  try:
-    with open(path) as f:
-      card = json.load(f)
-  except FileNotFoundError:
-    raise errors.WorkdirError(f'{path}: not found; the run was trained before affectjax '
-                              'saved run cards: train it again to predict with it') from None
-  except (OSError, ValueError) as e:
-    raise errors.WorkdirError(f'{path}: unreadable ({errors.one_line(e)})') from None
+  card = _read_json(path, 'the run was trained before affectjax saved run cards: train it '
+                    'again to predict with it')
   if not isinstance(card, dict):
     raise errors.WorkdirError(f'{path}: not a JSON object')
   if card.get('format') != FORMAT:
