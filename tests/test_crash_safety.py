@@ -164,6 +164,11 @@ def _cli(workdir, fault=None):
   env.pop('AFFECTJAX_FAULT', None)
   if fault:
     env['AFFECTJAX_FAULT'] = fault
+  if fault and fault.startswith('compiling'):
+    # A real compile (the session's cache would return the executable at once): the
+    # signal must land while XLA's threads work.
+    env['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
+    env.pop('JAX_COMPILATION_CACHE_DIR', None)
   cmd = [sys.executable, '-m', 'affectjax.main', 'train', '--config',
          config_path('synthetic_tfn.py:redundant,smoke'), '--workdir', str(workdir),
          *[f'--config.{o}' for o in OVERRIDES]]
