@@ -11,6 +11,7 @@ from affectjax import config as config_lib
 from affectjax import main as main_lib
 from affectjax import runcard
 from affectjax.data import base, clips, video
+from affectjax.data import labels as labels_lib
 from affectjax.data import get_dataset as clips_data
 from conftest import config_path, train_losses
 
@@ -145,7 +146,7 @@ def test_bad_clips_are_one_line_errors_or_counted_skips(tmp_path, capsys):
   (folder / 'truncated.mp4').write_bytes(full[:len(full) // 3])
   (folder / 'garbage.mp4').write_bytes(os.urandom(2000))
   s = clips.Settings(frames=8, size=32, max_seconds=1.0)
-  labels = clips.Labels('none')
+  labels = labels_lib.Labels('none')
   for name, match in (('silent.mp4', 'no audio track'),
                       ('short.mp4', '4 video frames, fewer than the 8 asked for'),
                       ('truncated.mp4', 'cannot decode'), ('garbage.mp4', 'cannot decode')):
@@ -169,10 +170,10 @@ def test_bad_clips_are_one_line_errors_or_counted_skips(tmp_path, capsys):
   with pytest.raises(base.DataError, match='no such folder'):
     clips.find_clips(str(tmp_path / 'missing'), ('video',))
   with pytest.raises(base.DataError, match='not a CREMA-D name'):
-    clips.Labels('crema-d')(str(folder / 'good.mp4'))
+    labels_lib.Labels('crema-d')(str(folder / 'good.mp4'))
   (tmp_path / 'labels.csv').write_text('file,emotion\ngood.mp4,happy\n')
   with pytest.raises(base.DataError, match='needs columns file,label'):
-    clips.Labels(str(tmp_path / 'labels.csv'))
+    labels_lib.Labels(str(tmp_path / 'labels.csv'))
 
 
 def _train(config, workdir, *overrides):

@@ -46,11 +46,11 @@ import numpy as np
 
 from affectjax import errors
 from affectjax import progress
-from affectjax.data import audio, base, prepared, ravdess, video
+from affectjax.data import audio, base, prepared, video
+from affectjax.data import labels as labels_lib
 
 VIDEO_EXTENSIONS = video.VIDEO_EXTENSIONS
 AUDIO_EXTENSIONS = audio.AUDIO_EXTENSIONS
-CREMA_EMOTIONS = ('NEU', 'HAP', 'SAD', 'ANG', 'FEA', 'DIS')
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], np.float32)
 SAMPLE_RATE = audio.SAMPLE_RATE
@@ -91,56 +91,6 @@ def find_clips(folder: str, modalities) -> list[str]:
   return files
 
 
-class Labels:
-  """Label (class index, or -1 when unlabelled) and speaker of each clip."""
-
-  def __init__(self, scheme: str):
-    self.scheme = scheme
-    self.table: dict[str, tuple[str, str]] = {}
-    if scheme == 'ravdess':
-      self.names = ravdess.EMOTIONS
-    elif scheme == 'crema-d':
-      self.names = CREMA_EMOTIONS
-    elif scheme == 'none':
-      self.names = ()
-    elif scheme.lower().endswith('.csv'):
-      self.names = self._read_csv(scheme)
-    else:
-      raise errors.DataError(f'clips: labels {scheme!r} (ravdess | crema-d | none | FILE.csv)')
-
-  def _read_csv(self, path):
-    if not os.path.isfile(path):
-      raise errors.DataError(f'{path}: label file not found')
-    names = []
-    rows = base.read_csv(path, 'a label file needs columns file,label[,speaker]',
-                         ('file', 'label'))
-    for i, row in enumerate(rows, 2):
-      if not row['file'] or not row['label']:
-        raise errors.DataError(f'{path}:{i}: empty file or label')
-      self.table[os.path.basename(row['file'])] = (row['label'], row.get('speaker') or '')
-      if row['label'] not in names:
-        names.append(row['label'])
-    return tuple(names)
-
-  def __call__(self, path: str) -> tuple[int, str]:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    if self.scheme == 'ravdess':
-      emotion, actor = ravdess.parse_ravdess_name(path, media=(1, 2, 3))
-      return emotion, f'{actor:02d}'
-    if self.scheme == 'crema-d':
-      parts = stem.split('_')
-      if len(parts) < 3 or parts[2] not in CREMA_EMOTIONS:
-        raise errors.DataError(f'{path}: not a CREMA-D name (<speaker>_<sentence>_<EMOTION>_...)')
-      return CREMA_EMOTIONS.index(parts[2]), parts[0]
-    if self.scheme == 'none':
-      return -1, stem
-    key = os.path.basename(path)
-    if key not in self.table:
-      raise errors.DataError(f'{self.scheme}: no row for clip {key}')
-    label, speaker = self.table[key]
-    return self.names.index(label), speaker or stem
-
-
 def video_clip(path: str, s: Settings) -> np.ndarray:
   """(frames, size, size, 3) uint8."""
   import cv2
@@ -166,7 +116,7 @@ def audio_features(path: str, s: Settings) -> tuple[np.ndarray, np.ndarray]:
   return feats[0], mask[0]
 
 
-def decode_clip(path: str, s: Settings, labels: Labels) -> dict:
+def decode_clip(path: str, s: Settings, labels: labels_lib.Labels) -> dict:
   label, speaker = labels(path)
   out = {'file': os.path.basename(path), 'speaker': speaker, 'label': np.int32(label)}
   if 'video' in s.modalities:
@@ -210,7 +160,7 @@ def _builder_class():
 
     def _generate_examples(self):
       s = self.builder_config.settings
-      labels, skipped = Labels(s.labels), []
+      labels, skipped = labels_lib.Labels(s.labels), []
       files = self.builder_config.files
       bar = progress.Progress(len(files), f'decoding {len(files)} clips once into '
                               f'{self.data_dir_root}', unit='clips')
@@ -245,7 +195,7 @@ def build(folder: str, settings: Settings, tfds_dir: str):
   """Builds (once) and returns the TFDS builder for the clips under `folder`."""
   settings.check()
   files = find_clips(folder, settings.modalities)
-  Labels(settings.labels)  # A bad label scheme or CSV fails before any decoding.
+  labels_lib.Labels(settings.labels)  # A bad label scheme or CSV fails before any decoding.
   key = prepared.content_hash(files + ([settings.labels] if os.path.isfile(settings.labels)
                                        else []))
   digest = prepared.hash_text(repr(dataclasses.astuple(settings)))
@@ -277,7 +227,7 @@ def inputs_from_files(files: list[str], preprocess: dict, arrays=None) -> dict[s
   frame sampling, face crop, size and log-mel (`clips_preprocess`)."""
   s = Settings(**{k: (tuple(v) if k == 'modalities' else v) for k, v in preprocess.items()
                   if k != 'kind'})
-  rows = [decode_clip(f, s, Labels('none')) for f in files]
+  rows = [decode_clip(f, s, labels_lib.Labels('none')) for f in files]
   fields = [m for m in ('video', 'audio') if m in s.modalities]
   return model_inputs(rows, fields + (['frame_mask'] if 'audio' in s.modalities else []))
 
@@ -353,7 +303,7 @@ def load(config) -> base.Dataset:
   meta = [records[i] for i in range(len(records))]
   speakers = np.asarray([m['speaker'].decode() if isinstance(m['speaker'], bytes)
                          else m['speaker'] for m in meta])
-  labels = Labels(settings.labels)
+  labels = labels_lib.Labels(settings.labels)
   labelled = bool(labels.names)
   if d.split == 'all':
     index = {k: np.arange(len(meta)) for k in base.SPLITS}
