@@ -82,11 +82,16 @@ def provenance(data_dir: str = '', dataset: str = '') -> dict:
 _LIBTPU_NOISE = re.compile(r'TPU|libtpu|InitGoogle|Source Location Trace|^\S+\.cc:\d+$')
 
 
+def library_logs() -> bool:
+  """Whether AFFECTJAX_LIBRARY_LOGS asks for the libraries' own log output."""
+  return os.environ.get('AFFECTJAX_LIBRARY_LOGS', '') not in ('', '0')
+
+
 def _libtpu_without_tpus() -> bool:
   import importlib.util
   return (importlib.util.find_spec('libtpu') is not None
           and not glob.glob('/dev/accel*') and not os.path.exists('/dev/vfio')
-          and os.environ.get('AFFECTJAX_LIBRARY_LOGS', '') in ('', '0'))
+          and not library_logs())
 
 
 @contextlib.contextmanager

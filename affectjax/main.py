@@ -178,7 +178,8 @@ def _quiet_libraries() -> None:
   AFFECTJAX_LIBRARY_LOGS=1. A failed checkpoint write (a full disk) otherwise buries the
   one-line error under pages of orbax and asyncio task tracebacks, and the background
   threads it leaves report 'Event loop is closed' as unraisable exceptions."""
-  loud = os.environ.get('AFFECTJAX_LIBRARY_LOGS', '') not in ('', '0')
+  from affectjax import hardware
+  loud = hardware.library_logs()
   logging.basicConfig(level=logging.WARNING if loud else logging.CRITICAL,
                       format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
   logging.getLogger('affectjax').setLevel(logging.INFO)
