@@ -169,7 +169,7 @@ def packaged_configs_dir() -> str:
 
 def resolve_path(path: str) -> str:
   """A config file: the path as given if it exists, else a packaged config by name
-  (`synthetic_tfn`, `synthetic_tfn.py` or `configs/synthetic_tfn.py`)."""
+  (`synthetic`, `synthetic.py` or `configs/synthetic.py`)."""
   if os.path.isfile(path):
     return path
   name = os.path.basename(path)

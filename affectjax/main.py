@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                          'config field with --config.a.b=VALUE, e.g. '
                          '--config.train.num_steps=500 --config.model.dropout=0.1.')
   train.add_argument('--config', required=True, help='configs/NAME.py[:VARIANTS], or a '
-                     'packaged config by name (synthetic_tfn, ravdess_whisper:fold1, ...)')
+                     'packaged config by name (synthetic:tfn, ravdess_whisper:fold1, ...)')
   train.add_argument('--workdir', required=True, help='folder for the run: config, '
                      'checkpoints, metrics, results.json (created; reused to resume)')
   _distributed_flags(train)
@@ -72,13 +72,13 @@ def _parser() -> argparse.ArgumentParser:
   ex = sub.add_parser('extract-features', help='frozen text-encoder embeddings of every '
                       'utterance of an ERC corpus, into the feature cache (and --out)')
   ex.add_argument('--config', required=True, help='an ERC config, e.g. '
-                  'configs/iemocap_dialoguegcn.py')
+                  'configs/erc.py:dialoguegcn')
   ex.add_argument('--out', default='', help='also write the (texts, embeddings) npz here')
   exp_enc = sub.add_parser('export-encoder', help='write the text encoder a finished '
                            'fine-tuning run chose (its best checkpoint) as a Hugging Face '
                            'folder, for frozen features through config.data.encoder')
   exp_enc.add_argument('--config', required=True, help='the run\'s config, e.g. '
-                       'configs/iemocap_contextfree.py:finetune,utterance')
+                       'configs/erc.py:contextfree,finetune,utterance')
   exp_enc.add_argument('--workdir', required=True)
   exp_enc.add_argument('--out', required=True, help='new folder to write')
   bc = sub.add_parser('build-clips', help='decode a folder of raw clips (videos with audio, '

@@ -1,6 +1,6 @@
 """Grids of config overrides x seeds, each cell an ordinary resumable run.
 
-  affectjax sweep --config configs/mosi_tfn.py --grid model.post_fusion_dim=32,64 \
+  affectjax sweep --config configs/mosi.py:tfn --grid model.post_fusion_dim=32,64 \
       --grid data.modalities=t,ta,tav --seeds 5 --workdir DIR
 
 Runs live in DIR/<cell>/seed<k>/ (a finished run is read back, not retrained) and

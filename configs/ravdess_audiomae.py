@@ -18,25 +18,54 @@ evaluation with its checkpoint 9 s, compiling 5 s, so the default 600 steps (eva
 every 50) take about 5 min per fold.
 """
 
-from common import mae_size, mae_sizes, ravdess_speech_training, split_variants
 
+import common
 import ml_collections
 
 from affectjax import config as config_lib
-from affectjax import models
-from affectjax.data import ravdess
+from affectjax.models import mae
 
 
 def get_config(arg=None):
-  own, data_arg = split_variants(arg, mae_sizes())
+  v = common.variants(arg, flags=('smoke',), folds=6, size=('tiny', *[s for s in mae.SIZES if s != 'tiny']))
   c = config_lib.base_config()
-  c.model = models.default_config('mae.AudioMAE')
-  c.model.size = mae_size(own)
-  ravdess.configure(c, data_arg)
-  c.data.num_valid, c.data.unlabelled = 4, ('emodb',)
-  c.data.audio_norm = 'train'  # Per band over the training actors: level and shape stay.
-  ravdess_speech_training(c, data_arg.split(','))
-  c.task = ml_collections.ConfigDict({'name': 'masked_reconstruction',
-                                                 'loss': 'mse'})
-  c.train.select_metric, c.train.select_mode = 'loss', 'min'
+  c.model = ml_collections.ConfigDict({
+      'name': 'mae.AudioMAE',
+      'size': v.size,  # Width, depth and heads of encoder and decoder: mae.SIZES.
+      'patch': (4, 16),  # 4 frames x 16 mel bands.
+      'mask_ratio': 0.8,
+      'norm_targets': True,  # Reconstruct per-patch normalised values.
+      'mlp_ratio': 4,
+      'dropout': 0.0,
+      'mask_field': 'frame_mask',
+      'dtype': 'float32',
+  })
+  c.data = ml_collections.ConfigDict({
+      'name': 'ravdess',
+      'dir': '',  # Else $AFFECTJAX_DATA_DIR.
+      'modalities': ('audio',),
+      'fold': v.fold,
+      'num_valid': 4,  # Validation actors: the whole next fold.
+      'unlabelled': ('emodb',),  # Every EmoDB clip, unlabelled (EmoDB is then transductive).
+      'max_seconds': 1.0 if v.smoke else 4.0,
+      'top_db': 40.0,  # Leading and trailing silence trimmed below this.
+      'window_ms': 25.0,
+      'hop_ms': 20.0,  # 50 frames/s: about 200 frames per trimmed clip.
+      'n_mels': 64,
+      'audio_norm': 'train',  # Per band over the training actors: level and shape stay.
+      'encoder': '',  # '' = log-mel frames.
+      'encoder_mode': 'frozen',
+      'encoder_pool': 4,
+      'encoder_pad_seconds': 0.0,
+      'encoder_norm': 'none',
+  })
+  c.task = ml_collections.ConfigDict({'name': 'masked_reconstruction', 'loss': 'mse'})
+  c.train.update(batch_size=32, eval_batch_size=64, num_steps=600, eval_every=50,
+                 log_every=50, select_metric='loss', select_mode='min')
+  c.optim.update(name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
+                 weight_decay=0.05)
+  if v.smoke:
+    c.train.update(num_steps=4, eval_every=2, log_every=2, batch_size=16,
+                   eval_batch_size=128)
+    c.optim.warmup_steps = 1
   return c.lock()

@@ -21,28 +21,69 @@ evaluation with its checkpoint 15 s, compiling 5 s, so the default 600 steps (ev
 every 50) take about 5 min per fold.
 """
 
-from common import mae_size, mae_sizes, ravdess_speech_training, split_variants
+
+import common
+import ml_collections
 
 from affectjax import config as config_lib
-from affectjax import models
-from affectjax.data import ravdess
+from affectjax.models import mae
 
 
 def get_config(arg=None):
-  own, data_arg = split_variants(arg, ('finetune', 'fullrate', 'probe', *mae_sizes()))
-  c = config_lib.base_config()
-  c.model = models.default_config('mae.MAEClassifier')
-  c.model.size = mae_size(own)
-  c.model.time_mask, c.model.freq_mask = 0.2, 0.25
-  ravdess.configure(c, data_arg)
-  c.data.num_valid = 4
-  c.data.audio_norm = 'train'  # Per band over the training actors: level and shape stay.
-  ravdess_speech_training(c, data_arg.split(','))
-  if 'fullrate' in own and 'finetune' not in own:
+  v = common.variants(arg, flags=('fullrate', 'smoke'), folds=6,
+                      start=('scratch', 'finetune', 'probe'),
+                      size=('tiny', *[s for s in mae.SIZES if s != 'tiny']))
+  if v.fullrate and v.start != 'finetune':
     raise ValueError("variant fullrate sets the fine-tuned encoder's rate: use finetune,fullrate")
-  if 'finetune' in own or 'probe' in own:
+  c = config_lib.base_config()
+  c.model = ml_collections.ConfigDict({
+      'name': 'mae.MAEClassifier',
+      'size': v.size,  # As configs/ravdess_audiomae.py's encoder.
+      'patch': (4, 16),
+      'tubelet': (2, 16, 16),  # Video only.
+      'fusion_depth': 2,  # Audio-visual only.
+      'mlp_ratio': 4,
+      'dropout': 0.0,
+      'head_dropout': 0.0,
+      'pool': 'mean',
+      'time_mask': 0.2,  # Of the patch rows hidden per training clip,
+      'freq_mask': 0.25,  # and of the frequency columns.
+      'mask_field': 'frame_mask',
+      'dtype': 'float32',
+  })
+  c.data = ml_collections.ConfigDict({
+      'name': 'ravdess',
+      'dir': '',  # Else $AFFECTJAX_DATA_DIR.
+      'modalities': ('audio',),
+      'fold': v.fold,
+      'num_valid': 4,  # Validation actors: the whole next fold.
+      'unlabelled': (),
+      'max_seconds': 1.0 if v.smoke else 4.0,
+      'top_db': 40.0,  # Leading and trailing silence trimmed below this.
+      'window_ms': 25.0,
+      'hop_ms': 20.0,  # 50 frames/s: about 200 frames per trimmed clip.
+      'n_mels': 64,
+      'audio_norm': 'train',  # Per band over the training actors, as in pretraining.
+      'encoder': '',  # '' = log-mel frames.
+      'encoder_mode': 'frozen',
+      'encoder_pool': 4,
+      'encoder_pad_seconds': 0.0,
+      'encoder_norm': 'none',
+  })
+  c.task = ml_collections.ConfigDict({
+      'name': 'classification', 'num_classes': 8, 'loss': 'cross_entropy',
+      'metrics': 'classification'})
+  c.train.update(batch_size=32, eval_batch_size=64, num_steps=600, eval_every=50,
+                 log_every=50, select_metric='accuracy', select_mode='max')
+  c.optim.update(name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
+                 weight_decay=0.05)
+  if v.start != 'scratch':
     c.init.checkpoint = 'best'
     c.init.map = (('encoder', 'encoder'),)  # The head is new; the decoder is unused.
-    rate = 0.0 if 'probe' in own else 1.0 if 'fullrate' in own else 0.1
+    rate = 0.0 if v.start == 'probe' else 1.0 if v.fullrate else 0.1
     c.optim.groups = (('encoder/.*', rate),)
+  if v.smoke:
+    c.train.update(num_steps=4, eval_every=2, log_every=2, batch_size=16,
+                   eval_batch_size=128)
+    c.optim.warmup_steps = 1
   return c.lock()

@@ -24,59 +24,70 @@ min) into ~/.cache/affectjax/features; each frozen run then trains in about a mi
 fine-tuning takes about an hour per fold.
 """
 
-from common import split_variants
-
+import common
 import ml_collections
 
 from affectjax import config as config_lib
-from affectjax.data import ravdess, ravdess_av
 
 
 def get_config(arg=None):
-  own, data_arg = split_variants(arg, ('av', 'finetune', 'speaker'))
-  finetune, smoke = 'finetune' in own, 'smoke' in data_arg.split(',')
+  v = common.variants(arg, flags=('av', 'finetune', 'speaker', 'smoke'), folds=6)
   c = config_lib.base_config()
-  if 'av' in own:
-    ravdess_av.configure(c, data_arg)
-    c.data.speaker_norm = 'speaker' in own
-  else:
-    ravdess.configure(c, data_arg)
-    c.data.num_valid = 4  # The whole next fold, as the audio-visual configs.
-  d = c.data
-  d.encoder = 'whisper-base'
-  d.encoder_mode = 'finetune' if finetune else 'frozen'
-  d.encoder_pool = 4  # 80 ms per stored frame.
   # Frozen features standardised with the training split's statistics, pooled by mean and
   # std, a linear head: chosen on RAVDESS validation UAR only
   # (experiments/speech_encoders/head_choice.py); per-speaker statistics only in the named
   # variant.
-  d.encoder_norm = 'speaker' if 'speaker' in own else 'none' if finetune else 'train'
-  d.max_seconds = 1.0 if smoke else 4.5  # Every trimmed RAVDESS clip is shorter than 4.4 s.
+  norm = 'speaker' if v.speaker else 'none' if v.finetune else 'train'
+  encoder = {
+      'encoder': 'whisper-base',
+      'encoder_mode': 'finetune' if v.finetune else 'frozen',
+      'encoder_pool': 4,  # 80 ms per stored frame.
+      'encoder_pad_seconds': 0.0,  # 30 would be Whisper's training window.
+      'encoder_norm': norm,
+  }
+  log_mel = {  # Unused with an encoder; the data modules' fields.
+      'top_db': 40.0, 'window_ms': 25.0, 'hop_ms': 20.0, 'n_mels': 64,
+  }
+  if v.av:  # Audio and face action units (affectjax/data/ravdess_av.py).
+    c.data = ml_collections.ConfigDict({
+        'name': 'ravdess_av', 'dir': '', 'modalities': ('audio', 'face'), 'fold': v.fold,
+        'valid_actors': 4,  # The next fold's actors.
+        'speaker_norm': v.speaker,  # Action units per actor (the named variant only).
+        'max_seconds': 1.0 if v.smoke else 4.5,  # Every trimmed clip is under 4.4 s.
+        'audio_norm': 'train', **log_mel, **encoder,
+    })
+  else:
+    c.data = ml_collections.ConfigDict({
+        'name': 'ravdess', 'dir': '', 'modalities': ('audio',), 'fold': v.fold,
+        'num_valid': 4,  # The whole next fold, as the audio-visual configs.
+        'unlabelled': (),
+        'max_seconds': 1.0 if v.smoke else 4.5,  # Every trimmed clip is under 4.4 s.
+        'audio_norm': 'clip', **log_mel, **encoder,
+    })
   towers = {'audio': {'kind': 'speech_encoder', 'mask': 'frame_mask', 'width': 0,
                       'dropout': 0.2, 'pool': 'mean_std', 'layer_weights': True,
                       'encoder_dropout': 0.0, 'mask_time_prob': 0.0}}
-  if 'av' in own:
+  if v.av:
     towers['face'] = {'kind': 'mlp', 'width': 64, 'num_layers': 2, 'dropout': 0.1}
   c.model = ml_collections.ConfigDict({
       'name': 'contrastive.Classifier', 'towers': towers, 'hidden': 0, 'dropout': 0.2,
       'dtype': 'float32'})
-  c.task = ml_collections.ConfigDict({'name': 'classification', 'num_classes': 8,
-                                      'loss': 'cross_entropy', 'metrics': 'classification'})
-  t, o = c.train, c.optim
-  t.select_metric, t.select_mode = 'uar', 'max'
-  t.batch_size, t.eval_batch_size = 32, 240
-  t.num_steps, t.eval_every, t.log_every = 1500, 100, 50
-  o.learning_rate, o.warmup_steps, o.weight_decay = 1e-3, 100, 0.05
-  if finetune:  # 5 epochs of the 960 training clips: about an hour on 2 CPU cores.
-    t.batch_size, t.eval_batch_size = 16, 80
-    t.num_steps, t.eval_every, t.log_every = 300, 50, 10
-    o.warmup_steps = 30
+  c.task = ml_collections.ConfigDict({
+      'name': 'classification', 'num_classes': 8, 'loss': 'cross_entropy',
+      'metrics': 'classification'})
+  c.train.update(batch_size=32, eval_batch_size=240, num_steps=1500, eval_every=100,
+                 log_every=50, select_metric='uar', select_mode='max')
+  c.optim.update(name='adamw', learning_rate=1e-3, schedule='cosine', warmup_steps=100,
+                 weight_decay=0.05)
+  if v.finetune:  # 5 epochs of the 960 training clips: about an hour on 2 CPU cores.
+    c.train.update(batch_size=16, eval_batch_size=80, num_steps=300, eval_every=50,
+                   log_every=10)
+    c.optim.warmup_steps = 30
     encoder = 'towers/audio/speech/encoder'
     c.init.hf = ((encoder, '<data.encoder>'),)  # Whichever encoder the data runs.
-    o.groups = ((f'{encoder}/.*', 0.05),)  # The encoder at 5e-5, the head at 1e-3.
-    o.layer_decay, o.layer_decay_prefix = 0.8, encoder
-  if smoke:
-    t.batch_size, t.eval_batch_size = 16, 80
-    t.num_steps, t.eval_every, t.log_every = 4, 2, 2
-    o.warmup_steps = 1
+    c.optim.groups = ((f'{encoder}/.*', 0.05),)  # The encoder at 5e-5, the head at 1e-3.
+    c.optim.update(layer_decay=0.8, layer_decay_prefix=encoder)
+  if v.smoke:
+    c.train.update(batch_size=16, eval_batch_size=80, num_steps=4, eval_every=2, log_every=2)
+    c.optim.warmup_steps = 1
   return c.lock()

@@ -52,6 +52,36 @@ RUNS = {
 }
 
 
+# Configs merged by the rewrite: the old file -> (today's file, the variant that picks
+# what the old file was).
+RENAMED = {
+    **{f'synthetic_{m}': ('synthetic', m) for m in ('tfn', 'lmf', 'early', 'late')},
+    **{f'mosi_{m}': ('mosi', m) for m in ('tfn', 'lmf', 'early', 'late', 'bclstm', 'ssm')},
+    **{f'{c}_{m}': ('erc', m if c == 'iemocap' else f'{m},{c}')
+       for c in ('iemocap', 'meld')
+       for m in ('contextfree', 'dialoguegcn', 'mmgcn', 'cogmen', 'broadmamba')},
+    'ravdess_ssm': ('ravdess_speech', 'ssm'),
+    'ravdess_transformer': ('ravdess_speech', 'transformer'),
+    'clips_avmae': ('clips_mae', 'av'),
+    'clips_videomae': ('clips_mae', 'video'),
+}
+
+
+def today(name: str, arg: str) -> tuple[str, str]:
+  """The config file and variants that now name the run `configs/<name>.py:<arg>` was."""
+  if name not in RENAMED:
+    return name, arg
+  new, picks = RENAMED[name]
+  items = arg.split(',') if arg else []
+  for pick in picks.split(','):
+    if not any(x == pick or (pick in CORPORA and x in CORPORA) for x in items):
+      items.insert(0, pick)
+  return new, ','.join(items)
+
+
+CORPORA = ('iemocap', 'iemocap_features', 'meld', 'meld_features', 'emorynlp')
+
+
 def resolve(name: str, arg: str) -> dict:
   """get_config(arg) of configs/<name>.py as flat JSON values (tuples become lists)."""
   from affectjax import config as config_lib

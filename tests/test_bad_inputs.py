@@ -151,12 +151,12 @@ class Case:
   def data_overrides(self):
     return [f'data.dir={self.data}', f'data.tfds_dir={self.tmp / "tfds"}']
 
-  def erc(self, config='iemocap_dialoguegcn.py:smoke', *overrides):
+  def erc(self, config='erc.py:dialoguegcn,smoke', *overrides):
     self.data.mkdir(exist_ok=True)
     return self.train(config, *self.data_overrides(), f'data.cache_dir={self.tmp / "feat"}',
                       *overrides)
 
-  def mosi(self, *overrides, config='mosi_tfn.py:smoke'):
+  def mosi(self, *overrides, config='mosi.py:tfn,smoke'):
     self.data.mkdir(exist_ok=True)
     return self.train(config, *self.data_overrides(), *overrides)
 
@@ -186,7 +186,7 @@ _mmsa_case = _pickled(mmsa_data, 'mosei/x.pkl',
                       lambda c: c.mosi('data.source=mmsa', 'data.file=mosei/x.pkl'))
 _iemocap_case = _pickled(iemocap_data, 'iemocap/iemocap_conversations.pkl', lambda c: c.erc())
 _features_case = _pickled(features_data, 'iemocap/IEMOCAP_features.pkl',
-                          lambda c: c.erc('iemocap_dialoguegcn.py:iemocap_features,smoke'))
+                          lambda c: c.erc('erc.py:dialoguegcn,iemocap_features,smoke'))
 
 
 def _meld_case(files, fragment, *overrides):
@@ -196,7 +196,7 @@ def _meld_case(files, fragment, *overrides):
       content = files.get(name, csv_text(meld_rows(), MELD_COLUMNS))
       if content is not None:
         c.write(f'meld/{name}_sent_emo.csv', content)
-    return c.erc('meld_dialoguegcn.py:smoke', *overrides), fragment
+    return c.erc('erc.py:meld,dialoguegcn,smoke', *overrides), fragment
   return build
 
 
@@ -206,11 +206,11 @@ def _emory_case(files, fragment):
       content = files.get(name, csv_text(emory_rows(), EMORY_COLUMNS))
       if content is not None:
         c.write(f'emorynlp/emorynlp_{name}_final.csv', content)
-    return c.erc('iemocap_dialoguegcn.py:emorynlp,smoke'), fragment
+    return c.erc('erc.py:dialoguegcn,emorynlp,smoke'), fragment
   return build
 
 
-def _synthetic(*overrides, fragment, config='synthetic_tfn.py:smoke'):
+def _synthetic(*overrides, fragment, config='synthetic.py:tfn,smoke'):
   return lambda c: (c.train(config, *overrides), fragment)
 
 
@@ -253,14 +253,14 @@ def _encoder_folder(config_json):
     (folder / 'model.safetensors').write_bytes(b'\0' * 64)
     (folder / 'tokenizer.json').write_text('{}')
     c.pickle('iemocap/iemocap_conversations.pkl', iemocap_data())
-    return c.erc('iemocap_dialoguegcn.py:smoke', f'data.encoder={folder}'), 'config.json'
+    return c.erc('erc.py:dialoguegcn,smoke', f'data.encoder={folder}'), 'config.json'
   return build
 
 
 def _ravdess(write_files, fragment):
   def build(c):
     write_files(c)
-    return c.train('ravdess_ssm.py:smoke', f'data.dir={c.data}'), fragment
+    return c.train('ravdess_speech.py:ssm,smoke', f'data.dir={c.data}'), fragment
   return build
 
 
@@ -286,7 +286,7 @@ def _other(args, fragment):
 
 def _finished_run_then(args, fragment):
   def build(c):
-    assert main_lib.main(c.train('synthetic_tfn.py:smoke', 'train.num_steps=4',
+    assert main_lib.main(c.train('synthetic.py:tfn,smoke', 'train.num_steps=4',
                                  'train.eval_every=2', 'train.log_every=2')) == 0
     c.existing = True
     return [a.replace('{W}', str(c.workdir)).replace('{T}', str(c.tmp)) for a in args], \
@@ -297,13 +297,13 @@ def _finished_run_then(args, fragment):
 def _workdir_is_a_file(c):
   c.workdir.write_text('not a directory')
   c.existing = True
-  return c.train('synthetic_tfn.py:smoke'), str(c.workdir)
+  return c.train('synthetic.py:tfn,smoke'), str(c.workdir)
 
 
 def _workdir_under_a_file(c):
   (c.tmp / 'afile').write_text('x')
   c.workdir = c.tmp / 'afile' / 'run'
-  return c.train('synthetic_tfn.py:smoke'), 'afile/run'
+  return c.train('synthetic.py:tfn,smoke'), 'afile/run'
 
 
 def _read_only_workdir_parent(c):
@@ -316,7 +316,7 @@ def _read_only_workdir_parent(c):
     pytest.skip('mounting a read-only tmpfs is not allowed here')
   c.cleanup = lambda: subprocess.run(['umount', str(ro)], check=False)
   c.workdir = ro / 'run'
-  return c.train('synthetic_tfn.py:smoke'), 'ro/run: cannot create the workdir: read-only'
+  return c.train('synthetic.py:tfn,smoke'), 'ro/run: cannot create the workdir: read-only'
 
 
 def _data_dir_without_mosi(c):
@@ -360,7 +360,7 @@ CASES = {
                                                  fragment="logical axis 'mlps' is not one"),
     'mesh rule unknown mesh axis': _synthetic("mesh.rules=(('mlp', 'tensor'),)",
                                               fragment='maps to an unknown mesh axis'),
-    'coordinator without a port': _other(['train', '--config', config_path('synthetic_tfn.py'),
+    'coordinator without a port': _other(['train', '--config', config_path('synthetic.py:tfn'),
                                           '--workdir', '{W}', '--coordinator', 'localhost',
                                           '--num-processes', '2', '--process-id', '0'],
                                          '--coordinator localhost: expected HOST:PORT'),
@@ -372,20 +372,20 @@ CASES = {
         'import ml_collections\ndef get_config():\n'
         '  return ml_collections.ConfigDict({"name": "x", "seed": 0})\n',
         'get_config() returned no config.data'),
-    'unknown variant': _other(['train', '--config', config_path('synthetic_tfn.py:bogus'),
+    'unknown variant': _other(['train', '--config', config_path('synthetic.py:tfn,bogus'),
                                '--workdir', '{W}'], "unknown config variant 'bogus'"),
     'unknown key': _synthetic('model.nonexistent=3', fragment='model.nonexistent'),
     'unknown group': _synthetic('nothere.x=3', fragment='nothere'),
     'int given text': _synthetic('train.batch_size=big', fragment='train.batch_size'),
     'int given float': _synthetic('train.num_steps=1.5', fragment='train.num_steps'),
-    'bool given text': _other(['train', '--config', config_path('synthetic_tfn.py:smoke'),
+    'bool given text': _other(['train', '--config', config_path('synthetic.py:tfn,smoke'),
                                '--workdir', '{W}', '--config.model.dropout_rng_bits=maybe'],
                               'model.dropout_rng_bits'),
     'group given a scalar': _synthetic('model=3', fragment='is a group'),
-    'override without value': _other(['train', '--config', config_path('synthetic_tfn.py'),
+    'override without value': _other(['train', '--config', config_path('synthetic.py:tfn'),
                                       '--workdir', '{W}', '--config.seed'], '--config.seed'),
     'unknown command': _other(['fly', '--config', 'x'], "invalid choice: 'fly'"),
-    'missing --workdir': _other(['train', '--config', config_path('synthetic_tfn.py')],
+    'missing --workdir': _other(['train', '--config', config_path('synthetic.py:tfn')],
                                 '--workdir'),
     # Optimizer and schedule values.
     'negative learning rate': _synthetic('optim.learning_rate=-0.001',
@@ -419,13 +419,13 @@ CASES = {
     'repeated modality': _synthetic("data.modalities=('text','text')",
                                     fragment='config.data.modalities: must name at least one'),
     'no modality': _synthetic('data.modalities=()', fragment='config.data.modalities'),
-    'zero seconds of audio': _synthetic('data.max_seconds=0.0', config='ravdess_ssm.py:smoke',
+    'zero seconds of audio': _synthetic('data.max_seconds=0.0', config='ravdess_speech.py:ssm,smoke',
                                         fragment='config.data.max_seconds: must be > 0'),
-    'zero hop': _synthetic('data.hop_ms=0.0', config='ravdess_ssm.py:smoke',
+    'zero hop': _synthetic('data.hop_ms=0.0', config='ravdess_speech.py:ssm,smoke',
                            fragment='config.data.hop_ms'),
-    'negative top_db': _synthetic('data.top_db=-40.0', config='ravdess_ssm.py:smoke',
+    'negative top_db': _synthetic('data.top_db=-40.0', config='ravdess_speech.py:ssm,smoke',
                                   fragment='config.data.top_db'),
-    'zero mel bands': _synthetic('data.n_mels=0', config='ravdess_ssm.py:smoke',
+    'zero mel bands': _synthetic('data.n_mels=0', config='ravdess_speech.py:ssm,smoke',
                                  fragment='config.data.n_mels'),
     'zero batch size': _synthetic('train.batch_size=0', fragment='config.train.batch_size'),
     'zero steps': _synthetic('train.num_steps=0', fragment='config.train.num_steps'),
@@ -590,30 +590,30 @@ CASES = {
         lambda d: d[8].append(d[7][0]), "is in field 'trainVid' and in 'testVid'"),
     'IEMOCAP lengths differ': _iemocap_case(
         lambda d: d[2].__setitem__('Ses01_dlg03', ['only one']), "field 'texts' has 1"),
-    'unknown ERC corpus': lambda c: (c.erc('iemocap_dialoguegcn.py:smoke', 'data.corpus=friends'),
+    'unknown ERC corpus': lambda c: (c.erc('erc.py:dialoguegcn,smoke', 'data.corpus=friends'),
                                      'config.data.corpus'),
     'unknown label field': lambda c: (c.pickle('iemocap/iemocap_conversations.pkl',
                                                iemocap_data()) and
-                                      c.erc('iemocap_dialoguegcn.py:smoke',
+                                      c.erc('erc.py:dialoguegcn,smoke',
                                             'data.label_field=arousal'),
                                       'config.data.label_field'),
     'negative text context': lambda c: (c.pickle('iemocap/iemocap_conversations.pkl',
                                                  iemocap_data()) and
-                                        c.erc('iemocap_dialoguegcn.py:smoke',
+                                        c.erc('erc.py:dialoguegcn,smoke',
                                               'data.text_context=-1'),
                                         'config.data.text_context'),
     'max utterances too small': lambda c: (c.pickle('iemocap/iemocap_conversations.pkl',
                                                     iemocap_data()) and
-                                           c.erc('iemocap_dialoguegcn.py:smoke',
+                                           c.erc('erc.py:dialoguegcn,smoke',
                                                  'data.max_utterances=2'),
                                            'config.data.max_utterances=2'),
     'unknown text mode': lambda c: (c.pickle('iemocap/iemocap_conversations.pkl',
                                              iemocap_data()) and
-                                    c.erc('iemocap_dialoguegcn.py:smoke', 'data.text=audio'),
+                                    c.erc('erc.py:dialoguegcn,smoke', 'data.text=audio'),
                                     'config.data.text'),
     'encoder folder missing': lambda c: (c.pickle('iemocap/iemocap_conversations.pkl',
                                                   iemocap_data()) and
-                                         c.erc('iemocap_dialoguegcn.py:smoke',
+                                         c.erc('erc.py:dialoguegcn,smoke',
                                                f'data.encoder={c.tmp / "noenc"}'),
                                          'noenc'),
     'encoder config.json broken': _encoder_folder('{"hidden_size": 38'),
@@ -628,7 +628,7 @@ CASES = {
     # IEMOCAP_features.pkl layout.
     'features pickle wrong length': lambda c: (c.pickle('iemocap/IEMOCAP_features.pkl',
                                                         features_data()[:5]) and
-                                               c.erc('iemocap_dialoguegcn.py:'
+                                               c.erc('erc.py:dialoguegcn,'
                                                      'iemocap_features,smoke'),
                                                'IEMOCAP_features.pkl'),
     'features NaN': _features_case(lambda d: d[4]['Ses01_dlg00'].__setitem__((0, 0), np.inf),
@@ -644,7 +644,7 @@ CASES = {
                                              "'videoSentence' has no entry"),
     # MELD CSVs.
     'MELD CSVs missing': lambda c: (c.data.joinpath('meld').mkdir(parents=True) or
-                                    c.erc('meld_dialoguegcn.py:smoke'), 'train_sent_emo.csv'),
+                                    c.erc('erc.py:meld,dialoguegcn,smoke'), 'train_sent_emo.csv'),
     'MELD empty CSV': _meld_case({'dev': ''}, 'dev_sent_emo.csv'),
     'MELD header-only CSV': _meld_case({'test': ','.join(MELD_COLUMNS) + '\n'},
                                        'test_sent_emo.csv: has a header but no rows'),
@@ -678,7 +678,7 @@ CASES = {
         {}, 'config.data.modalities', 'data.modalities=ta'),
     # EmoryNLP CSVs.
     'EmoryNLP CSVs missing': lambda c: (c.data.joinpath('emorynlp').mkdir(parents=True) or
-                                        c.erc('iemocap_dialoguegcn.py:emorynlp,smoke'),
+                                        c.erc('erc.py:dialoguegcn,emorynlp,smoke'),
                                         'emorynlp_train_final.csv'),
     'EmoryNLP speaker cell that exhausts literal_eval': _emory_case(
         {'train': _emory_with(lambda r: r[0].update(Speaker='[' * 60000 + ']' * 60000)),
@@ -705,48 +705,48 @@ CASES = {
         'actor_folds.json: field test_actors_per_fold'),
     'RAVDESS fold not in the file': lambda c: (
         [_folds(c), _flac(c, '03-01-01-01-01-01-01.flac')] and
-        c.train('ravdess_ssm.py:smoke', f'data.dir={c.data}', 'data.fold=9'),
+        c.train('ravdess_speech.py:ssm,smoke', f'data.dir={c.data}', 'data.fold=9'),
         'config.data.fold: 9'),
     'RAVDESS bad file name': _ravdess(lambda c: _flac(c, 'hello.flac'), 'hello.flac'),
     'RAVDESS emotion out of range': _ravdess(lambda c: _flac(c, '03-01-09-01-01-01-01.flac'),
                                              '03-01-09-01-01-01-01.flac: field emotion'),
     # The other entry points.
-    'compile: unknown topology': _other(['compile', '--config', config_path('synthetic_tfn.py'),
+    'compile: unknown topology': _other(['compile', '--config', config_path('synthetic.py:tfn'),
                                          '--topology', 'v99:1x1'], 'v99'),
-    'sweep: grid without values': _other(['sweep', '--config', config_path('synthetic_tfn.py'),
+    'sweep: grid without values': _other(['sweep', '--config', config_path('synthetic.py:tfn'),
                                           '--grid', 'model.post_fusion_dim', '--workdir', '{W}'],
                                          '--grid model.post_fusion_dim'),
-    'sweep: zero seeds': _other(['sweep', '--config', config_path('synthetic_tfn.py'),
+    'sweep: zero seeds': _other(['sweep', '--config', config_path('synthetic.py:tfn'),
                                  '--seeds', '0', '--workdir', '{W}'], '--seeds'),
-    'sweep: unknown key in a cell': _other(['sweep', '--config', config_path('synthetic_tfn.py'),
+    'sweep: unknown key in a cell': _other(['sweep', '--config', config_path('synthetic.py:tfn'),
                                             '--grid', 'model.nope=1,2', '--workdir', '{W}'],
                                            'model.nope'),
     'robustness: no finished run': _other(['robustness', '--config',
-                                           config_path('synthetic_tfn.py:smoke'),
+                                           config_path('synthetic.py:tfn,smoke'),
                                            '--workdir', '{W}'], 'results.json'),
     'robustness: levels not numbers': _other(['robustness', '--config',
-                                              config_path('synthetic_tfn.py:smoke'),
+                                              config_path('synthetic.py:tfn,smoke'),
                                               '--workdir', '{W}', '--levels', 'a,b'],
                                              '--levels a,b'),
     'extract-features: not an ERC config': _other(['extract-features', '--config',
-                                                   config_path('synthetic_tfn.py')],
+                                                   config_path('synthetic.py:tfn')],
                                                   'is not an ERC config'),
     'export-encoder: not a fine-tuning config': _finished_run_then(
-        ['export-encoder', '--config', config_path('synthetic_tfn.py:smoke'), '--workdir',
+        ['export-encoder', '--config', config_path('synthetic.py:tfn,smoke'), '--workdir',
          '{W}', '--out', '{T}/enc_out'], 'does not fine-tune a text encoder'),
     'robustness: other config than the run': _finished_run_then(
-        ['robustness', '--config', config_path('synthetic_tfn.py:smoke'), '--workdir', '{W}',
+        ['robustness', '--config', config_path('synthetic.py:tfn,smoke'), '--workdir', '{W}',
          '--config.seed=5'], 'different config (first difference: seed)'),
     'train: results.json unreadable': None,  # Filled below (needs the finished run).
 }
 
 
 def _broken_results(c):
-  assert main_lib.main(c.train('synthetic_tfn.py:smoke', 'train.num_steps=4',
+  assert main_lib.main(c.train('synthetic.py:tfn,smoke', 'train.num_steps=4',
                                'train.eval_every=2', 'train.log_every=2')) == 0
   (c.workdir / 'results.json').write_text('{"valid": ')
   c.existing = True
-  return c.train('synthetic_tfn.py:smoke', 'train.num_steps=4', 'train.eval_every=2',
+  return c.train('synthetic.py:tfn,smoke', 'train.num_steps=4', 'train.eval_every=2',
                  'train.log_every=2'), 'results.json: unreadable results'
 
 
@@ -758,7 +758,7 @@ def _foreign_results(c):
   c.workdir.mkdir(parents=True, exist_ok=True)
   (c.workdir / 'results.json').write_text('{"valid": {"accuracy": 1.0}, "test": {}}')
   c.existing = True
-  return c.train('synthetic_tfn.py:smoke'), 'results.json: results of a run whose config.json'
+  return c.train('synthetic.py:tfn,smoke'), 'results.json: results of a run whose config.json'
 
 
 CASES['train: only another run\'s results.json'] = _foreign_results
@@ -816,7 +816,7 @@ def test_source_replaced_under_a_prepared_cache_is_read_again(tmp_path):
   case = Case(tmp_path)
   arrays = mosi_arrays()
   path = case.npz(arrays)
-  config = config_lib.load(config_path('mosi_tfn.py:smoke'), case.data_overrides())
+  config = config_lib.load(config_path('mosi.py:tfn,smoke'), case.data_overrides())
   first = get_dataset(config).splits['test'].arrays['label']
   stat = os.stat(path)
   arrays['sentiment'] = -arrays['sentiment']

@@ -52,7 +52,7 @@ def test_torch_mirror_matches_parameter_count(model):
                 f'"vision": {s["hidden"][2]}}}', f'model.lstm_out={{"text": {s["text_out"]}}}']
   overrides += ([f'model.post_fusion_dim={s["post_fusion"]}'] if model == 'tfn' else
                 [f'model.rank={s["rank"]}', 'model.fusion_dim=1'])
-  config = config_lib.load(os.path.join(REPO, 'configs', f'mosi_{model}.py'), overrides)
+  config = config_lib.load(os.path.join(REPO, 'configs', f'mosi.py:{model}'), overrides)
   spec = {'text': ((bench.SEQ, bench.TEXT_DIM), np.float32),
           'audio': ((bench.AUDIO_DIM,), np.float32),
           'vision': ((bench.VISION_DIM,), np.float32), 'label': ((), np.float32)}

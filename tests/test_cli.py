@@ -12,21 +12,21 @@ from conftest import REPO, config_path
 
 
 @pytest.mark.parametrize('name, variant', [
-    ('synthetic_early.py', 'redundant'),
-    ('synthetic_late.py', 'unique'),
-    ('synthetic_tfn.py', 'synergy'),
-    ('synthetic_lmf.py', 'synergy,regression'),
+    ('synthetic.py:early', 'redundant'),
+    ('synthetic.py:late', 'unique'),
+    ('synthetic.py:tfn', 'synergy'),
+    ('synthetic.py:lmf', 'synergy,regression'),
 ])
 def test_cli_train_writes_everything(tmp_path, capsys, tiny_overrides, name, variant):
   workdir = tmp_path / 'run'
-  code = main_lib.main(['train', '--config', config_path(f'{name}:{variant}'),
+  code = main_lib.main(['train', '--config', config_path(f'{name},{variant}'),
                         '--workdir', str(workdir), '--config.mesh.model=2',
                         *[f'--config.{o}' for o in tiny_overrides]])
   assert code == 0
   headline = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   results = json.loads((workdir / 'results.json').read_text())
   assert set(results) >= {'valid', 'test', 'config', 'seed'}
-  assert results['config'] == f'{name[:-3]}:{variant}' and results['seed'] == 0
+  assert results['config'] == f'{name.replace(".py", "")},{variant}' and results['seed'] == 0
   key = 'mse' if 'regression' in variant else 'accuracy'
   assert headline['test'][key] == pytest.approx(results['test'][key], abs=1e-4)
   records = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
@@ -53,7 +53,7 @@ def test_cli_train_writes_everything(tmp_path, capsys, tiny_overrides, name, var
 
 
 def test_rerun_with_other_config_is_refused(tmp_path, capsys, tiny_overrides):
-  args = ['train', '--config', config_path('synthetic_tfn.py'), '--workdir', str(tmp_path),
+  args = ['train', '--config', config_path('synthetic.py:tfn'), '--workdir', str(tmp_path),
           *[f'--config.{o}' for o in tiny_overrides]]
   assert main_lib.main(args) == 0
   assert main_lib.main(args + ['--config.seed=3']) == 2
@@ -78,11 +78,11 @@ def test_rerun_with_other_config_is_refused(tmp_path, capsys, tiny_overrides):
 def test_start_up_header_and_compile_messages(tmp_path, caplog, tiny_overrides):
   import logging
   caplog.set_level(logging.INFO, logger='affectjax')
-  assert main_lib.main(['train', '--config', config_path('synthetic_tfn.py'), '--workdir',
+  assert main_lib.main(['train', '--config', config_path('synthetic.py:tfn'), '--workdir',
                         str(tmp_path / 'w'), *[f'--config.{o}' for o in tiny_overrides]]) == 0
   lines = [r.getMessage() for r in caplog.records]
   head = lines[0]
-  for part in ('synthetic_tfn: tensor_fusion.TFN (', 'parameters), task classification',
+  for part in ('synthetic:tfn: tensor_fusion.TFN (', 'parameters), task classification',
                '12 steps of 16', 'mesh data 8 x fsdp 1 x model 1', 'train 256, valid 40, test 72',
                f'workdir {tmp_path / "w"}'):
     assert part in head, part
@@ -98,9 +98,9 @@ def test_help_names_overrides_and_defaults_and_typos_get_a_suggestion(capsys):
   with pytest.raises(SystemExit):
     main_lib.main(['build-clips', '--help'])
   assert 'frames sampled per clip (default: 16)' in ' '.join(capsys.readouterr().out.split())
-  assert main_lib.main(['train', '--config', 'synthtic_tfn', '--workdir', 'unused']) == 2
-  assert capsys.readouterr().err.strip().endswith('did you mean synthetic_tfn?')
-  assert main_lib.main(['train', '--config', 'synthetic_tfn', '--workdir', 'unused',
+  assert main_lib.main(['train', '--config', 'synthtic:tfn', '--workdir', 'unused']) == 2
+  assert capsys.readouterr().err.strip().endswith('did you mean synthetic?')
+  assert main_lib.main(['train', '--config', 'synthetic:tfn', '--workdir', 'unused',
                         '--config.train.num_step=3']) == 2
   assert capsys.readouterr().err.strip().endswith('did you mean train.num_steps?')
 

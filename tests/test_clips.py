@@ -100,8 +100,7 @@ def test_generated_clips_give_speaker_folds_and_cli_build(tmp_path, capsys):
                         '--tfds-dir', str(tfds_dir)]) == 0
   capsys.readouterr()
   assert os.path.isdir(version_dir) and not os.path.exists(stale)
-  config = config_lib.base_config()
-  clips.configure(config, 'smoke,fold2')
+  config = config_lib.load(config_path('clips_mae.py:av,smoke,fold2'))
   with config.unlocked():
     config.data.input, config.data.labels, config.data.face = str(folder), 'ravdess', False
     config.data.tfds_dir = str(tfds_dir)
@@ -185,7 +184,7 @@ def _train(config, workdir, *overrides):
 
 @needs_videos
 def test_video_mae_pretrains_on_the_real_videos_from_the_cli(tmp_path):
-  video = _train('clips_videomae.py:videos,smoke', tmp_path / 'video',
+  video = _train('clips_mae.py:video,videos,smoke', tmp_path / 'video',
                  f'--config.data.tfds_dir={tmp_path / "tfds"}')
   assert video['valid']['loss'] > 0 and 'loss_audio' not in video['valid']
 
@@ -196,7 +195,7 @@ def test_audio_visual_mae_steps_agree_on_one_device_and_a_4x2_mesh(tmp_path):
   decoders and the hierarchical InfoNCE, on the real videos: the same losses and
   parameters whether the batch is split over 4 data shards and the heads over 2."""
   import jax
-  config = config_lib.load(config_path('clips_avmae.py:videos,smoke'),
+  config = config_lib.load(config_path('clips_mae.py:av,videos,smoke'),
                            [f'data.tfds_dir={tmp_path}'])
   one, state1 = train_losses(config, (1, 1), 8, 2)
   eight, state8 = train_losses(config, (4, 2), 8, 2)
@@ -214,7 +213,7 @@ def test_audio_visual_pretraining_then_fine_tuning_on_labelled_clips(tmp_path):
       write_clip(folder / f'01-01-{emotion:02d}-01-01-01-{actor:02d}.mp4', seed=actor + emotion)
   data = [f'--config.data.input={folder}', '--config.data.face=False',
           f'--config.data.tfds_dir={tmp_path / "tfds"}']
-  pre = _train('clips_avmae.py:ravdess,smoke', tmp_path / 'pre', *data)
+  pre = _train('clips_mae.py:av,ravdess,smoke', tmp_path / 'pre', *data)
   assert pre['test']['loss'] == pytest.approx(pre['test']['loss_audio'] +
                                               pre['test']['loss_video'])
   assert pre['test']['loss_video'] > 0 and pre['test']['loss_audio'] > 0

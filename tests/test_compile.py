@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_tfn_train_step_compiles_for_v5e_2x4(capsys):
-  code = main_lib.main(['compile', '--config', config_path('synthetic_tfn.py'),
+  code = main_lib.main(['compile', '--config', config_path('synthetic.py:tfn'),
                         '--topology', 'v5e:2x4', '--config.mesh.model=2'])
   out = capsys.readouterr().out
   assert code == 0
@@ -26,7 +26,7 @@ def test_tfn_train_step_compiles_for_v5e_2x4(capsys):
 
 @pytest.mark.parametrize('topology, devices', [('v5p:2x2x1', 4), ('v4:2x2x1', 8)])
 def test_lmf_report_numbers(topology, devices):
-  config = config_lib.load(config_path('synthetic_lmf.py'), ['mesh.model=2'])
+  config = config_lib.load(config_path('synthetic.py:lmf'), ['mesh.model=2'])
   report = compile_lib.compile_for_topology(config, topology)
   assert report['num_devices'] == devices
   assert report['mesh'] == {'data': devices // 2, 'fsdp': 1, 'model': 2}
@@ -42,7 +42,7 @@ def test_cli_hides_libtpus_complaints_on_a_machine_without_tpus():
   if os.path.exists('/dev/vfio') or any(n.startswith('accel') for n in os.listdir('/dev')):
     pytest.skip('this machine has TPUs')
   cmd = [sys.executable, '-m', 'affectjax', 'compile', '--config',
-         config_path('synthetic_tfn.py:smoke'), '--topology', 'v5e:2x4']
+         config_path('synthetic.py:tfn,smoke'), '--topology', 'v5e:2x4']
   env = {k: v for k, v in os.environ.items() if k not in ('JAX_PLATFORMS', 'XLA_FLAGS')}
   errs = {}
   for logs in ('0', '1'):
@@ -59,14 +59,14 @@ def test_cli_hides_libtpus_complaints_on_a_machine_without_tpus():
     ('3', "--batch-size 3: not divisible by the batch's mesh axes on v5e:2x4 (data x fsdp: 8"),
     ('-4', '--batch-size -4: must be positive')])
 def test_a_batch_the_slice_cannot_split_is_one_line(size, fragment, capsys):
-  code = main_lib.main(['compile', '--config', config_path('synthetic_tfn.py:smoke'),
+  code = main_lib.main(['compile', '--config', config_path('synthetic.py:tfn,smoke'),
                         '--topology', 'v5e:2x4', '--batch-size', size])
   err = capsys.readouterr().err.strip()
   assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
 
 
 def test_unknown_topology_is_one_line(capsys):
-  code = main_lib.main(['compile', '--config', config_path('synthetic_tfn.py'),
+  code = main_lib.main(['compile', '--config', config_path('synthetic.py:tfn'),
                         '--topology', 'v99:9x9'])
   err = capsys.readouterr().err.strip()
   assert code == 2 and err.startswith('affectjax: error: --topology v99:9x9')
@@ -95,7 +95,7 @@ def test_audio_mae_pretraining_step_compiles_for_v5e_2x4(capsys):
 def test_audio_visual_mae_pretraining_step_compiles_for_v5e_2x4(capsys, tmp_path):
   """HiCMAE-style pretraining (two encoders, fusion, skip-connected decoders, the
   hierarchical InfoNCE) lowers for a TPU slice with model-sharded heads."""
-  code = main_lib.main(['compile', '--config', config_path('clips_avmae.py:videos'),
+  code = main_lib.main(['compile', '--config', config_path('clips_mae.py:av,videos'),
                         '--topology', 'v5e:2x4', '--config.mesh.model=2',
                         f'--config.data.tfds_dir={tmp_path}'])
   out = capsys.readouterr().out

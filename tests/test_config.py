@@ -9,7 +9,7 @@ from conftest import config_path
 
 
 def test_overrides_are_typed():
-  c = config_lib.load(config_path('synthetic_tfn.py'), [
+  c = config_lib.load(config_path('synthetic.py:tfn'), [
       'optim.learning_rate=1', 'model.post_fusion_dim=32', 'data.modalities=text,audio',
       'data.variant=unique', 'model.hidden.text=8'])
   assert c.optim.learning_rate == 1.0 and isinstance(c.optim.learning_rate, float)
@@ -17,13 +17,13 @@ def test_overrides_are_typed():
   assert c.data.modalities == ('text', 'audio')
   assert c.data.variant == 'unique'
   assert c.model.hidden.text == 8
-  assert c.name == 'synthetic_tfn'
+  assert c.name == 'synthetic:tfn'
 
 
 def test_colon_argument_selects_variant():
-  c = config_lib.load(config_path('synthetic_lmf.py') + ':unique,regression,smoke')
+  c = config_lib.load(config_path('synthetic.py:lmf') + ',unique,regression,smoke')
   assert (c.data.variant, c.task.name, c.train.num_steps) == ('unique', 'regression', 40)
-  assert c.name == 'synthetic_lmf:unique,regression,smoke'
+  assert c.name == 'synthetic:lmf,unique,regression,smoke'
 
 
 @pytest.mark.parametrize('override, message', [
@@ -36,11 +36,11 @@ def test_colon_argument_selects_variant():
 ])
 def test_bad_overrides(override, message):
   with pytest.raises(config_lib.ConfigError, match=message):
-    config_lib.load(config_path('synthetic_tfn.py'), [override])
+    config_lib.load(config_path('synthetic.py:tfn'), [override])
 
 
 def test_config_is_locked():
-  c = config_lib.load(config_path('synthetic_tfn.py'))
+  c = config_lib.load(config_path('synthetic.py:tfn'))
   with pytest.raises(AttributeError):
     c.model.typo = 1
 
@@ -52,7 +52,7 @@ def test_config_is_locked():
 ])
 def test_cli_errors_are_one_line_and_nonzero(tmp_path, capsys, extra, fragment):
   workdir = tmp_path / 'run'
-  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:smoke'),
+  code = main_lib.main(['train', '--config', config_path('synthetic.py:tfn,smoke'),
                         '--workdir', str(workdir), *extra])
   err = capsys.readouterr().err.strip()
   assert code == 2
@@ -65,7 +65,7 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path, capsys, extra, fragment):
 def test_missing_data_dir_from_the_environment_is_the_same_error(tmp_path, capsys,
                                                                monkeypatch):
   monkeypatch.setenv('AFFECTJAX_DATA_DIR', '/no/such/dir')
-  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:smoke'),
+  code = main_lib.main(['train', '--config', config_path('synthetic.py:tfn,smoke'),
                         '--workdir', str(tmp_path / 'w')])
   err = capsys.readouterr().err.strip()
   assert code == 2 and err == ('affectjax: error: $AFFECTJAX_DATA_DIR: no such directory: '
@@ -79,7 +79,7 @@ def test_missing_config_file(capsys):
 
 
 def test_saved_config_roundtrips(tmp_path):
-  c = config_lib.load(config_path('synthetic_tfn.py'), ['seed=7'])
+  c = config_lib.load(config_path('synthetic.py:tfn'), ['seed=7'])
   path = os.path.join(tmp_path, 'config.json')
   config_lib.save(c, path)
   with open(path) as f:
@@ -88,7 +88,7 @@ def test_saved_config_roundtrips(tmp_path):
 
 
 def test_unknown_selection_metric_fails_before_training(tmp_path, capsys):
-  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:smoke'),
+  code = main_lib.main(['train', '--config', config_path('synthetic.py:tfn,smoke'),
                         '--workdir', str(tmp_path / 'run'), '--config.train.select_metric=acc2'])
   err = capsys.readouterr().err
   assert code == 2 and "select_metric: 'acc2' is not a validation metric" in err
@@ -96,12 +96,12 @@ def test_unknown_selection_metric_fails_before_training(tmp_path, capsys):
 
 
 def test_a_python_config_with_another_extension_loads(tmp_path):
-  text = open(config_path('synthetic_tfn.py')).read()
+  text = open(config_path('synthetic.py')).read()
   (tmp_path / 'tfn.cfg').write_text(text)
   (tmp_path / 'common.py').write_text(open(config_path('common.py')).read())
-  loaded = config_lib.load(str(tmp_path / 'tfn.cfg') + ':smoke')
+  loaded = config_lib.load(str(tmp_path / 'tfn.cfg') + ':tfn,smoke')
   assert config_lib.to_dict(loaded) == config_lib.to_dict(
-      config_lib.load(config_path('synthetic_tfn.py:smoke'))) | {'name': 'tfn:smoke'}
+      config_lib.load(config_path('synthetic.py:tfn,smoke'))) | {'name': 'tfn:tfn,smoke'}
 
 
 def test_ravdess_configs_say_their_measured_time():
@@ -114,8 +114,10 @@ def test_ravdess_configs_say_their_measured_time():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   for name in module.CONFIGS:
-    with open(os.path.join(REPO, 'configs', f'{name}.py')) as f:
-      doc = f.read().split('"""')[1]
-    assert 'measured by\nexperiments/benchmarks/config_times.py' in doc or (
-        'measured by experiments/benchmarks/config_times.py' in doc), name
-    assert 'min per fold' in ' '.join(doc.split()), name
+    with open(os.path.join(REPO, 'configs', f'{name.partition(":")[0]}.py')) as f:
+      doc = ' '.join(f.read().split('"""')[1].split())
+    heading = module._heading(name) + ' '
+    paragraph = doc[doc.index(heading) + len(heading):].split('Time of :')[0]
+    assert paragraph.split(': a training step')[0].endswith(
+        'measured by experiments/benchmarks/config_times.py'), name
+    assert 'min per fold' in paragraph, name

@@ -38,7 +38,7 @@ OVERRIDES = [f'train.num_steps={STEPS}', 'train.eval_every=10', 'train.log_every
 
 
 def _config(*extra):
-  return config_lib.load(config_path('synthetic_tfn.py:redundant,smoke'), [*OVERRIDES, *extra])
+  return config_lib.load(config_path('synthetic.py:tfn,redundant,smoke'), [*OVERRIDES, *extra])
 
 
 def _final_state(workdir):
@@ -170,7 +170,7 @@ def _cli(workdir, fault=None):
     env['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
     env.pop('JAX_COMPILATION_CACHE_DIR', None)
   cmd = [sys.executable, '-m', 'affectjax.main', 'train', '--config',
-         config_path('synthetic_tfn.py:redundant,smoke'), '--workdir', str(workdir),
+         config_path('synthetic.py:tfn,redundant,smoke'), '--workdir', str(workdir),
          *[f'--config.{o}' for o in OVERRIDES]]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   return proc.returncode, proc.stderr
@@ -343,7 +343,7 @@ def test_corrupt_best_checkpoint_stops_with_one_line(tmp_path, unfinished, capsy
   # latest/20 needs best/20; latest/10 needs best/10, dropped here as the retention after
   # latest/20 does (the fixture was killed just before it).
   shutil.rmtree(workdir / 'checkpoints' / 'best' / '10')
-  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'),
+  code = main_lib.main(['train', '--config', config_path('synthetic.py:tfn,redundant,smoke'),
                         '--workdir', str(workdir), *[f'--config.{o}' for o in OVERRIDES]])
   err = capsys.readouterr().err.strip().splitlines()
   assert code == errors.EXIT_ERROR
@@ -360,7 +360,7 @@ def test_another_models_checkpoints_are_refused_not_trained_over(tmp_path, unfin
   listing = lambda: sorted(str(p.relative_to(workdir)) for p in workdir.rglob('*')  # noqa: E731
                            if p.name != workdir_lib.LOCK_NAME)  # The lock file stays.
   before = listing()
-  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'),
+  code = main_lib.main(['train', '--config', config_path('synthetic.py:tfn,redundant,smoke'),
                         '--workdir', str(workdir), *[f'--config.{o}' for o in OVERRIDES],
                         '--config.model.post_fusion_dim=32'])  # Another shape.
   err = capsys.readouterr().err.strip().splitlines()
@@ -379,7 +379,7 @@ def test_a_workdir_deleted_during_the_run_stops_it_with_one_line(tmp_path, monke
     if p == 'best_saved' and (workdir / 'config.json').exists():
       shutil.rmtree(workdir)
   monkeypatch.setattr(faults, 'point', point)
-  code = main_lib.main(['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'),
+  code = main_lib.main(['train', '--config', config_path('synthetic.py:tfn,redundant,smoke'),
                         '--workdir', str(workdir), *[f'--config.{o}' for o in OVERRIDES]])
   err = capsys.readouterr().err.strip().splitlines()
   assert code == errors.EXIT_ERROR and err[-1].startswith('affectjax: error: '), err
@@ -393,7 +393,7 @@ def test_a_workdir_deleted_during_the_run_stops_it_with_one_line(tmp_path, monke
 def test_second_process_is_refused_and_stale_lock_taken_over(tmp_path, capsys, caplog):
   workdir = tmp_path / 'run'
   os.makedirs(workdir)
-  args = ['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'), '--workdir',
+  args = ['train', '--config', config_path('synthetic.py:tfn,redundant,smoke'), '--workdir',
           str(workdir), *[f'--config.{o}' for o in OVERRIDES], '--config.train.num_steps=10']
   with workdir_lib.lock(str(workdir)):
     assert main_lib.main(args) == errors.EXIT_ERROR
@@ -437,7 +437,7 @@ def test_disk_full_is_one_line_and_resumes_exactly(tmp_path, straight, capsys, m
     monkeypatch.setattr(ocp.Checkpointer, 'save', full)
   try:
     workdir = mnt / 'run'
-    args = ['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'), '--workdir',
+    args = ['train', '--config', config_path('synthetic.py:tfn,redundant,smoke'), '--workdir',
             str(workdir), *[f'--config.{o}' for o in OVERRIDES]]
     assert main_lib.main(args) == errors.EXIT_ERROR
     err = capsys.readouterr().err.strip().splitlines()
@@ -482,7 +482,7 @@ def test_disk_full_while_preparing_a_dataset_is_one_line_and_leaves_nothing(
     monkeypatch.setattr(file_adapters.ArrayRecordFileAdapter, 'write_examples', full)
   try:
     tfds_dir = mnt / 'tfds'
-    args = ['train', '--config', config_path('mosi_tfn.py:smoke'), '--workdir',
+    args = ['train', '--config', config_path('mosi.py:tfn,smoke'), '--workdir',
             str(tmp_path / 'run'), f'--config.data.dir={tmp_path / "data"}',
             f'--config.data.tfds_dir={tfds_dir}', '--config.train.num_steps=2']
     assert main_lib.main(args) == errors.EXIT_ERROR
@@ -521,7 +521,7 @@ def test_tensorboard_close_does_not_hide_the_error_that_named_the_file(tmp_path,
   monkeypatch.setattr(ocp.Checkpointer, 'save', full)
   monkeypatch.setattr(SummaryWriter, 'close', close)
   workdir = tmp_path / 'run'
-  args = ['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'), '--workdir',
+  args = ['train', '--config', config_path('synthetic.py:tfn,redundant,smoke'), '--workdir',
           str(workdir), *[f'--config.{o}' for o in OVERRIDES]]
   assert main_lib.main(args) == errors.EXIT_ERROR
   err = capsys.readouterr().err.strip().splitlines()
@@ -533,7 +533,7 @@ def test_failure_before_the_first_checkpoint_does_not_pin_the_config(tmp_path, c
   """A run that stopped before its first checkpoint holds no progress: the corrected
   command is not refused as 'a different config'."""
   workdir = tmp_path / 'run'
-  args = ['train', '--config', config_path('synthetic_tfn.py:redundant,smoke'), '--workdir',
+  args = ['train', '--config', config_path('synthetic.py:tfn,redundant,smoke'), '--workdir',
           str(workdir), *[f'--config.{o}' for o in OVERRIDES]]
   os.makedirs(workdir)
   config_lib.save(_config('optim.learning_rate=0.5'), str(workdir / 'config.json'))

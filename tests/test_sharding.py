@@ -7,7 +7,7 @@ from affectjax import sharding
 from conftest import config_path, train_losses
 
 
-@pytest.mark.parametrize('name', ['synthetic_tfn.py', 'synthetic_lmf.py'])
+@pytest.mark.parametrize('name', ['synthetic.py:tfn', 'synthetic.py:lmf'])
 def test_one_device_equals_4x2_mesh(name):
   config = config_lib.load(config_path(name) + ':smoke')
   single, _ = train_losses(config, (1, 1), 16, 6)
@@ -32,7 +32,7 @@ def test_mesh_shape_resolution():
 
 
 def test_config_rules_take_precedence():
-  config = config_lib.load(config_path('synthetic_tfn.py'), ["mesh.rules=(('mlp', None),)"])
+  config = config_lib.load(config_path('synthetic.py:tfn'), ["mesh.rules=(('mlp', None),)"])
   rules = sharding.axis_rules(config)
   assert rules[0] == ('mlp', None) and ('mlp', 'model') in rules
 
@@ -47,7 +47,7 @@ def test_fsdp_adds_its_axis_to_the_largest_dimension_it_divides():
   assert sharding.fsdp_spec((), P(), mesh) == P()
 
 
-@pytest.mark.parametrize('name, mesh', [('synthetic_tfn.py:smoke', (1, 4, 2)),
+@pytest.mark.parametrize('name, mesh', [('synthetic.py:tfn,smoke', (1, 4, 2)),
                                         ('ravdess_audiomae.py:fold1,smoke', (2, 4, 1))])
 def test_fsdp_mesh_trains_like_one_device_with_state_split_over_it(name, mesh):
   """1 device vs 8 with parameters and optimizer state fully sharded: the same losses;

@@ -85,9 +85,9 @@ def test_per_speaker_and_training_set_normalisation(tiny_ravdess):
   """`data.audio_norm=speaker`: every actor's real frames have zero mean and unit variance
   per band over all that actor's clips (not per clip), whichever split holds them;
   `train`: the training actors' statistics everywhere."""
-  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3',
+  config = config_lib.load(config_path('ravdess_speech.py:ssm') + ',fold3',
                            tiny_ravdess + ['data.audio_norm=speaker'])
-  clip = get_dataset(config_lib.load(config_path('ravdess_ssm.py') + ':fold3', tiny_ravdess))
+  clip = get_dataset(config_lib.load(config_path('ravdess_speech.py:ssm') + ',fold3', tiny_ravdess))
   dataset = get_dataset(config)
   for name, source in dataset.splits.items():
     batch = source.get_batch(np.arange(len(source)))
@@ -104,7 +104,7 @@ def test_per_speaker_and_training_set_normalisation(tiny_ravdess):
     assert not np.allclose(other['audio'], batch['audio'], atol=1e-3)
   # `train`: the training actors' statistics, for every split: pooled training frames are
   # standardised, test clips use the same shift and scale (so they are not).
-  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3',
+  config = config_lib.load(config_path('ravdess_speech.py:ssm') + ',fold3',
                            tiny_ravdess + ['data.audio_norm=train'])
   pooled = get_dataset(config)
   train_batch = pooled.splits['train'].get_batch(np.arange(36))
@@ -117,7 +117,7 @@ def test_per_speaker_and_training_set_normalisation(tiny_ravdess):
   np.testing.assert_allclose(emodb.arrays['norm_std'][0],
                              pooled.splits['train'].arrays['norm_std'][0])
   # EmoDB (all 7 clips from speaker 03 here): added unlabelled to training, or scored.
-  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3', tiny_ravdess + [
+  config = config_lib.load(config_path('ravdess_speech.py:ssm') + ',fold3', tiny_ravdess + [
       'data.audio_norm=speaker', "data.unlabelled=('emodb',)"])
   train_split = get_dataset(config).splits['train']
   for source, rows in ((train_split, slice(36, 43)), (ravdess.emodb_source(config), slice(None))):
@@ -126,7 +126,7 @@ def test_per_speaker_and_training_set_normalisation(tiny_ravdess):
     np.testing.assert_allclose(frames.mean(0), 0, atol=1e-3)
   assert len(train_split) == 43 and (train_split.arrays['label'][36:] == -1).all()
   with pytest.raises(DataError, match="config.data.audio_norm: 'global'"):
-    get_dataset(config_lib.load(config_path('ravdess_ssm.py') + ':fold3',
+    get_dataset(config_lib.load(config_path('ravdess_speech.py:ssm') + ',fold3',
                                 tiny_ravdess + ['data.audio_norm=global']))
 
 
@@ -141,7 +141,7 @@ def test_trim_silence_and_resampling(tmp_path):
 
 
 def test_folds_are_speaker_independent(tiny_ravdess):
-  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold3', tiny_ravdess)
+  config = config_lib.load(config_path('ravdess_speech.py:ssm') + ',fold3', tiny_ravdess)
   dataset = get_dataset(config)
   assert {k: len(v) for k, v in dataset.splits.items()} == {'train': 36, 'valid': 4, 'test': 8}
   root = os.path.join(tiny_ravdess[0].split('=', 1)[1], 'ravdess')
@@ -159,7 +159,7 @@ def test_bad_audio_inputs_are_one_line_errors(tiny_ravdess, tmp_path):
   root = tmp_path / 'data' / 'ravdess'
   bad = root / 'speech_16k' / 'Actor_01' / '03-01-01-01-01-03-01.flac'
   bad.write_bytes(b'not a flac file')
-  config = config_lib.load(config_path('ravdess_ssm.py'), tiny_ravdess)
+  config = config_lib.load(config_path('ravdess_speech.py:ssm'), tiny_ravdess)
   with pytest.raises(DataError, match=r'03-01-01-01-01-03-01\.flac: cannot decode audio'):
     get_dataset(config)
   bad.unlink()
@@ -167,20 +167,20 @@ def test_bad_audio_inputs_are_one_line_errors(tiny_ravdess, tmp_path):
   with pytest.raises(DataError, match=r'03-01-09-01-01-01-01\.flac: field emotion'):
     get_dataset(config)
   (root / 'speech_16k' / 'Actor_01' / '03-01-09-01-01-01-01.flac').unlink()
-  config = config_lib.load(config_path('ravdess_ssm.py'), [*tiny_ravdess, 'data.fold=7'])
+  config = config_lib.load(config_path('ravdess_speech.py:ssm'), [*tiny_ravdess, 'data.fold=7'])
   with pytest.raises(DataError, match=r'config\.data\.fold: 7'):
     get_dataset(config)
   (root / 'actor_folds.json').write_text('{"folds": 1}')
   with pytest.raises(DataError, match=r'actor_folds\.json: field test_actors_per_fold'):
-    get_dataset(config_lib.load(config_path('ravdess_ssm.py'), tiny_ravdess))
+    get_dataset(config_lib.load(config_path('ravdess_speech.py:ssm'), tiny_ravdess))
 
 
 @pytest.mark.parametrize('name, overrides', [
-    ('ravdess_ssm', ['model.ssm=s5']), ('ravdess_ssm', ['model.ssm=mamba']),
-    ('ravdess_transformer', [])])
+    ('ravdess_speech.py:ssm', ['model.ssm=s5']), ('ravdess_speech.py:ssm', ['model.ssm=mamba']),
+    ('ravdess_speech.py:transformer', [])])
 def test_speech_models_pad_invariant_and_train_from_cli(name, overrides, tiny_ravdess,
                                                         tmp_path, capsys):
-  config = config_lib.load(config_path(f'{name}.py'), [*tiny_ravdess, *overrides])
+  config = config_lib.load(config_path(name), [*tiny_ravdess, *overrides])
   dataset = get_dataset(config)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   exp = train.Experiment.for_dataset(config, mesh, dataset)
@@ -191,7 +191,7 @@ def test_speech_models_pad_invariant_and_train_from_cli(name, overrides, tiny_ra
   noisy = dict(batch, audio=np.where(batch['frame_mask'][..., None] > 0, batch['audio'], 50.0))
   np.testing.assert_allclose(np.asarray(apply(noisy)), base, rtol=1e-4, atol=1e-4)
   workdir = tmp_path / 'run'
-  code = main_lib.main(['train', '--config', config_path(f'{name}.py') + ':smoke',
+  code = main_lib.main(['train', '--config', config_path(name) + ',smoke',
                         '--workdir', str(workdir),
                         *[f'--config.{o}' for o in [*tiny_ravdess, *overrides]]])
   assert code == 0, capsys.readouterr().err
@@ -201,15 +201,15 @@ def test_speech_models_pad_invariant_and_train_from_cli(name, overrides, tiny_ra
 
 
 @needs_data
-@pytest.mark.parametrize('name, overrides', [('mosi_ssm', ['model.ssm=mamba']),
-                                             ('mosi_ssm', ['model.ssm=s5']),
-                                             ('mosi_ssm', ['model.fusion=attention']),
-                                             ('mosi_bclstm', [])])
+@pytest.mark.parametrize('name, overrides', [('mosi.py:ssm', ['model.ssm=mamba']),
+                                             ('mosi.py:ssm', ['model.ssm=s5']),
+                                             ('mosi.py:ssm', ['model.fusion=attention']),
+                                             ('mosi.py:bclstm', [])])
 def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides, tmp_path,
                                                                  capsys):
-  small = ['model.width=16'] if name == 'mosi_ssm' else ['model.hidden=16',
+  small = ['model.width=16'] if name == 'mosi.py:ssm' else ['model.hidden=16',
                                                          'model.fusion_hidden=16']
-  config = config_lib.load(config_path(f'{name}.py'), [*overrides, *small])
+  config = config_lib.load(config_path(name), [*overrides, *small])
   dataset = get_dataset(config)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities, None,
@@ -231,7 +231,7 @@ def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides
                              rtol=1e-4, atol=1e-4)
   if overrides and overrides != ['model.ssm=s5']:
     return  # The CLI path is the same for every variant: trained for S5 and bc-LSTM only.
-  code = main_lib.main(['train', '--config', config_path(f'{name}.py') + ':smoke',
+  code = main_lib.main(['train', '--config', config_path(name) + ',smoke',
                         '--workdir', str(tmp_path / 'run'),
                         *[f'--config.{o}' for o in [*overrides, *small]]])
   assert code == 0, capsys.readouterr().err
@@ -242,9 +242,9 @@ def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides
 @needs_libtpu
 def test_aot_tpu_compile_of_speech_configs(tiny_ravdess):
   from affectjax import compile as compile_lib
-  for name, extra in (('ravdess_ssm', []), ('ravdess_ssm', ['model.ssm=mamba']),
-                      ('ravdess_transformer', [])):
-    config = config_lib.load(config_path(f'{name}.py'), [*tiny_ravdess, *extra,
+  for name, extra in (('ravdess_speech.py:ssm', []), ('ravdess_speech.py:ssm', ['model.ssm=mamba']),
+                      ('ravdess_speech.py:transformer', [])):
+    config = config_lib.load(config_path(name), [*tiny_ravdess, *extra,
                                                          'mesh.model=2'])
     report = compile_lib.compile_for_topology(config, 'v5e:2x4')
     assert report['num_devices'] == 8 and report['mesh'] == {'data': 4, 'fsdp': 1, 'model': 2}
@@ -257,18 +257,18 @@ def test_aot_tpu_compile_of_speech_configs(tiny_ravdess):
 # experiment`; the S5 and Mamba layers' TPU compile stays in the default suite through
 # test_aot_tpu_compile_of_speech_configs.
 @pytest.mark.experiment
-@pytest.mark.parametrize('name, small', [('mosi_ssm', ['model.width=16']),
-                                         ('mosi_bclstm', ['model.hidden=16'])])
+@pytest.mark.parametrize('name, small', [('mosi.py:ssm', ['model.width=16']),
+                                         ('mosi.py:bclstm', ['model.hidden=16'])])
 def test_aot_tpu_compile_of_mosi_configs(name, small):
   from affectjax import compile as compile_lib
   report = compile_lib.compile_for_topology(
-      config_lib.load(config_path(f'{name}.py'), ['mesh.model=2', *small]), 'v5e:2x4')
+      config_lib.load(config_path(name), ['mesh.model=2', *small]), 'v5e:2x4')
   assert report['num_devices'] == 8 and report['flops_per_step'] > 0
 
 
 @needs_data
 def test_real_ravdess_folds_and_emodb():
-  config = config_lib.load(config_path('ravdess_ssm.py') + ':fold2', [])
+  config = config_lib.load(config_path('ravdess_speech.py:ssm') + ',fold2', [])
   dataset = get_dataset(config)
   assert {k: len(v) for k, v in dataset.splits.items()} == {'train': 1080, 'valid': 120,
                                                             'test': 240}
@@ -286,7 +286,7 @@ def _losses_on_mesh(config, shape, steps=3):
 
 @pytest.mark.parametrize('overrides', [['model.ssm=s5'], ['model.ssm=mamba']])
 def test_speech_ssm_one_device_equals_4x2_mesh(overrides, tiny_ravdess):
-  config = config_lib.load(config_path('ravdess_ssm.py'), [*tiny_ravdess, *overrides])
+  config = config_lib.load(config_path('ravdess_speech.py:ssm'), [*tiny_ravdess, *overrides])
   np.testing.assert_allclose(_losses_on_mesh(config, (1, 1)), _losses_on_mesh(config, (4, 2)),
                              rtol=1e-4, atol=1e-5)
 
@@ -295,7 +295,7 @@ def test_speech_ssm_one_device_equals_4x2_mesh(overrides, tiny_ravdess):
 @pytest.mark.parametrize('overrides', [['model.ssm=mamba'],
                                        ['model.ssm=s5', 'model.fusion=attention']])
 def test_contextual_ssm_one_device_equals_4x2_mesh(overrides):
-  config = config_lib.load(config_path('mosi_ssm.py'),
+  config = config_lib.load(config_path('mosi.py:ssm'),
                            [*overrides, 'model.width=16', 'train.batch_size=8'])
   np.testing.assert_allclose(_losses_on_mesh(config, (1, 1)), _losses_on_mesh(config, (4, 2)),
                              rtol=1e-4, atol=1e-5)

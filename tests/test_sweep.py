@@ -34,7 +34,7 @@ def test_aggregate_mean_and_sample_std():
 
 
 def test_sweep_cli_runs_cells_once_and_aggregates(tmp_path, capsys, tiny_overrides):
-  args = ['sweep', '--config', config_path('synthetic_lmf.py'), '--grid', 'model.rank=2,3',
+  args = ['sweep', '--config', config_path('synthetic.py:lmf'), '--grid', 'model.rank=2,3',
           '--grid', 'data.modalities=ta,tav', '--seeds', '2', '--workdir', str(tmp_path),
           '--config.name=run{seed}', *[f'--config.{o}' for o in tiny_overrides]]
   assert main_lib.main(args) == 0
@@ -57,7 +57,7 @@ def test_sweep_cli_runs_cells_once_and_aggregates(tmp_path, capsys, tiny_overrid
 
 
 def test_sweep_rejects_bad_cell_before_training(tmp_path, capsys):
-  code = main_lib.main(['sweep', '--config', config_path('synthetic_tfn.py:smoke'),
+  code = main_lib.main(['sweep', '--config', config_path('synthetic.py:tfn,smoke'),
                         '--grid', 'model.rank=2', '--seeds', '1', '--workdir', str(tmp_path)])
   assert code == 2 and 'unknown config key: model.rank' in capsys.readouterr().err
   assert not any(tmp_path.iterdir())
@@ -65,7 +65,7 @@ def test_sweep_rejects_bad_cell_before_training(tmp_path, capsys):
 
 def test_sweep_refuses_two_cells_in_one_folder_before_training(tmp_path, capsys):
   # 'a b' and 'a_b' are both written as the folder 'a_b'.
-  code = main_lib.main(['sweep', '--config', config_path('synthetic_tfn.py:smoke'),
+  code = main_lib.main(['sweep', '--config', config_path('synthetic.py:tfn,smoke'),
                         '--grid', 'name=a b;a_b', '--seeds', '1', '--workdir', str(tmp_path)])
   err = capsys.readouterr().err
   assert code == 2 and "both map to the folder 'name=a_b'" in err, err
@@ -73,7 +73,7 @@ def test_sweep_refuses_two_cells_in_one_folder_before_training(tmp_path, capsys)
 
 
 def test_robustness_cli(tmp_path, capsys, tiny_overrides):
-  common = ['--config', config_path('synthetic_tfn.py:redundant'), '--workdir', str(tmp_path),
+  common = ['--config', config_path('synthetic.py:tfn,redundant'), '--workdir', str(tmp_path),
             *[f'--config.{o}' for o in tiny_overrides]]
   assert main_lib.main(['robustness', *common]) == 2
   assert 'no finished run here' in capsys.readouterr().err

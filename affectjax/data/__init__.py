@@ -25,10 +25,9 @@ def get_dataset(config) -> Dataset:
     if e.name == f'affectjax.data.{name}':
       raise DataError(f'config.data.name: no dataset module affectjax/data/{name}.py') from None
     raise
-  if not callable(getattr(module, 'load', None)) or not callable(
-      getattr(module, 'configure', None)):
+  if not callable(getattr(module, 'load', None)):
     raise DataError(f'config.data.name: affectjax/data/{name}.py is not a dataset module '
-                    '(it has no load(config) and configure(config))')
+                    '(it has no load(config))')
   return module.load(config)
 
 

@@ -319,38 +319,3 @@ def load(config) -> base.Dataset:
   return base.Dataset(splits, tuple(settings.modalities),
                       len(labels.names) if labelled else None, f'{folder} (clips)',
                       labels.names or None, preprocess=clips_preprocess(settings))
-
-
-def configure(config, arg: str | None = None, own=()):
-  """Sets the clip-folder data fields (only those) of `config`. `arg`: comma-separated
-  variants: `fold<k>`, `smoke` (8 frames of 32 x 32, 1 s of audio); `own`: the config
-  file's variants, accepted here and applied by it."""
-  with config.unlocked():
-    d = config.data
-    d.name = 'clips'
-    d.input = ''  # Relative to the data directory, or absolute.
-    d.labels = 'none'
-    d.modalities = ('audio', 'video')
-    d.split = 'folds'
-    d.num_folds = 6
-    d.fold = 1
-    d.num_frames = 16  # HiCMAE's 16 frames,
-    d.size = 160  # of 160 x 160 face crops.
-    d.face = True
-    d.face_margin = 1.3
-    d.max_seconds = 4.0
-    d.window_ms = 25.0
-    d.hop_ms = 20.0
-    d.n_mels = 64
-    d.skip_bad = False
-    d.repeat = 1  # With split 'all': each clip this many times per training epoch.
-    d.tfds_dir = ''  # Where the built dataset goes; default ~/.cache/affectjax/tfds.
-    for item in filter(None, (arg or '').split(',')):
-      if item.startswith('fold') and item[4:].isdigit():
-        d.fold = int(item[4:])
-      elif item == 'smoke':
-        d.num_frames, d.size, d.max_seconds = 8, 32, 1.0
-      elif item not in own:
-        raise ValueError(f'unknown config variant {item!r} (fold<k>, smoke'
-                         f'{"".join(", " + o for o in own)})')
-  return config

@@ -83,31 +83,3 @@ def load(config) -> base.Dataset:
                                   stats=None if stats is None else (stats[0][r], stats[1][r]))
             for s, r in rows.items()}
   return base.Dataset(splits, ('audio',), len(EMOTIONS), where, EMOTIONS)
-
-
-def configure(config, arg: str | None = None, own=()):
-  """Sets the EmoDB data fields (only those) of `config`.
-
-  `arg`: comma-separated variants: `fold<k>` (k = 1..10), `smoke` (1 s clips); `own`: the
-  config file's variants, accepted here and applied by it."""
-  with config.unlocked():
-    d = config.data
-    d.name = 'emodb'
-    d.modalities = ('audio',)
-    d.fold = 1
-    d.max_seconds = 2.0  # The shared copies are cut or padded to 2 s.
-    d.top_db = 40.0
-    d.window_ms = 25.0
-    d.hop_ms = 20.0
-    d.n_mels = 64
-    d.audio_norm = 'clip'  # clip | speaker
-    encoded.add_fields(d)
-    for item in filter(None, (arg or '').split(',')):
-      if item.startswith('fold') and item[4:].isdigit():
-        d.fold = int(item[4:])
-      elif item == 'smoke':
-        d.max_seconds = 1.0
-      elif item not in own:
-        raise ValueError(f'unknown config variant {item!r} (fold1..fold10, smoke'
-                         f'{"".join(", " + o for o in own)})')
-  return config

@@ -38,15 +38,6 @@ MODES = ('frozen', 'finetune')
 NORMS = ('none', 'train', 'speaker')
 
 
-def add_fields(d) -> None:
-  """The encoder fields of a speech data module's `configure` (encoder off)."""
-  d.encoder = ''  # '' = log-mel frames; else whisper-base or a speech encoder folder.
-  d.encoder_mode = 'frozen'  # frozen (cached features) | finetune (the model runs it).
-  d.encoder_pool = 4  # frozen: encoder frames averaged per stored frame (4 = 80 ms).
-  d.encoder_pad_seconds = 0.0  # Whisper only: 30 = its training window.
-  d.encoder_norm = 'none'  # frozen: none | train | speaker (per-speaker; tables name it).
-
-
 def enabled(d) -> bool:
   return bool(d.get('encoder', ''))
 

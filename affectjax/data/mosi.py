@@ -385,33 +385,3 @@ def load(config) -> base.Dataset:
   config_name = builder.builder_config.name if builder.builder_config else 'default'
   return base.Dataset.from_arrays(splits, modalities=modalities, num_classes=None,
                                   where=f'{builder.name}/{config_name}', extra=extra)
-
-
-_SUBSETS = {'t': 'text', 'a': 'audio', 'v': 'vision'}
-
-
-def configure(config, arg: str | None = None, own=('smoke',)):
-  """Sets the MOSI data fields (only those) of `config`.
-
-  `arg`: comma-separated variants: a modality subset (t, a, v, ta, tv, av, tav),
-  `contextual`; `own`: the config file's variants, accepted here and applied by it.
-  """
-  with config.unlocked():
-    d = config.data
-    d.name = 'mosi'
-    d.source = 'poria'  # poria | mmsa
-    d.file = ''  # MMSA pickle, relative to the data dir (source=mmsa).
-    d.mode = 'utterance'  # utterance | contextual
-    d.tfds_dir = ''  # Prepared TFDS data; default ~/.cache/affectjax/tfds.
-    d.modalities = ('text', 'audio', 'vision')
-    for item in filter(None, (arg or '').split(',')):
-      if item in own:
-        continue
-      if set(item) <= set(_SUBSETS) and len(set(item)) == len(item):
-        d.modalities = tuple(_SUBSETS[c] for c in 'tav' if c in item)
-      elif item == 'contextual':
-        d.mode = 'contextual'
-      else:
-        raise ValueError(f'unknown config variant {item!r} (t, a, v, ta, tv, av, tav, '
-                         f'contextual, {", ".join(own)})')
-  return config

@@ -291,34 +291,3 @@ def emodb_source(config):
   waves, lengths = audio.pack(audio.decoded(keep, d.top_db), int(d.max_seconds * SAMPLE_RATE))
   return audio.LogMelSource(waves, lengths, np.asarray(labels, np.int32), _features(d),
                       stats=_stats(d, waves, lengths, _emodb_speakers(keep), train))
-
-
-def configure(config, arg: str | None = None, own=()):
-  """Sets the RAVDESS speech data fields (only those) of `config`.
-
-  `arg`: comma-separated variants: `fold<k>` (k = 1..6), `smoke` (1 s clips); `own`: the
-  config file's variants, accepted here and applied by it.
-  """
-  with config.unlocked():
-    d = config.data
-    d.name = 'ravdess'
-    d.modalities = ('audio',)
-    d.fold = 1
-    d.num_valid = 2  # Validation actors, taken from the next fold.
-    d.unlabelled = ()  # ('emodb',): unlabelled extra training clips (pretraining only).
-    d.max_seconds = 4.0
-    d.top_db = 40.0
-    d.window_ms = 25.0
-    d.hop_ms = 20.0  # 50 frames/s: about 200 frames per trimmed clip.
-    d.n_mels = 64
-    d.audio_norm = 'clip'  # clip | train | speaker (per-speaker: name it in tables).
-    encoded.add_fields(d)  # data.encoder: a pretrained speech encoder instead of log-mel.
-    for item in filter(None, (arg or '').split(',')):
-      if item.startswith('fold') and item[4:].isdigit():
-        d.fold = int(item[4:])
-      elif item == 'smoke':
-        d.max_seconds, d.hop_ms = 1.0, 20.0
-      elif item not in own:
-        raise ValueError(f'unknown config variant {item!r} (fold1..fold6, smoke'
-                         f'{"".join(", " + o for o in own)})')
-  return config

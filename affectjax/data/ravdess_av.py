@@ -145,34 +145,3 @@ def _standardise(arrays: dict, rows, mean, std) -> None:
   """`arrays['audio'][rows]` standardised per band in place; padded frames stay zero."""
   a, m = arrays['audio'][rows], arrays['frame_mask'][rows][..., None]
   arrays['audio'][rows] = ((a - mean) / std * m).astype(np.float32)
-
-
-def configure(config, arg: str | None = None):
-  """Sets the data fields (only those) of the RAVDESS audio-visual pairs.
-
-  `arg`: comma-separated variants: `fold<k>` (k = 1..6), `smoke` (1 s clips)."""
-  with config.unlocked():
-    d = config.data
-    d.name = 'ravdess_av'
-    d.modalities = ('audio', 'face')
-    d.fold = 1
-    d.valid_actors = 4
-    d.speaker_norm = False
-    d.max_seconds = 4.0
-    d.top_db = 40.0
-    d.window_ms = 25.0
-    d.hop_ms = 20.0
-    d.n_mels = 64
-    # Log-mel standardisation: 'train' (per band, the training actors' statistics),
-    # 'clip' (per clip and band) or 'speaker' (per band, each actor's own statistics;
-    # name it in tables), as in affectjax/data/ravdess.py.
-    d.audio_norm = 'train'
-    encoded.add_fields(d)  # data.encoder: a pretrained speech encoder instead of log-mel.
-    for item in filter(None, (arg or '').split(',')):
-      if item.startswith('fold') and item[4:].isdigit():
-        d.fold = int(item[4:])
-      elif item == 'smoke':
-        d.max_seconds = 1.0
-      else:
-        raise ValueError(f'unknown config variant {item!r} (fold1..fold6, smoke)')
-  return config

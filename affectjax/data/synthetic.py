@@ -116,30 +116,3 @@ def load(config) -> base.Dataset:
       splits, modalities=tuple(config.data.modalities),
       num_classes=None if regression else config.task.num_classes,
       where=f'synthetic[{c.variant}]')
-
-
-def configure(config, arg: str | None = None, own=('regression',)):
-  """Sets the synthetic data fields (only those) of `config` from comma-separated
-  variants in `arg`: a data variant (redundant | unique | synergy) and `smoke` (small
-  splits); `own`: the config file's variants, accepted here and applied by it (labels
-  are generated for `config.task`: classes, or regression targets)."""
-  with config.unlocked():
-    d = config.data
-    d.name = 'synthetic'
-    d.variant = 'synergy'
-    d.dims = (32, 16, 24)
-    d.num_train = 32768
-    d.num_valid = 1024
-    d.num_test = 2048
-    d.noise = 1.0
-    d.seed = 1234
-    d.unique_modality = 0
-    for item in filter(None, (arg or '').split(',')):
-      if item in VARIANTS:
-        d.variant = item
-      elif item == 'smoke':
-        d.num_train, d.num_valid, d.num_test = 512, 128, 128
-      elif item not in own:
-        raise ValueError(f'unknown config variant {item!r} (use {", ".join(VARIANTS)}, '
-                         f'{", ".join(own)}, smoke)')
-  return config

@@ -6,7 +6,6 @@ import dataclasses
 import importlib
 
 import flax.linen as nn
-import ml_collections
 
 
 def _model_class(name: str):
@@ -19,17 +18,13 @@ def _model_class(name: str):
                      f'"<file>.<Class>" under affectjax/models/)') from None
 
 
-def default_config(name: str) -> ml_collections.ConfigDict:
-  """Default `config.model` for `<file>.<Class>`: the class's own field defaults, so each
-  default is stated once, on the class; configs override fields."""
+def config_fields(name: str) -> tuple[str, ...]:
+  """The fields of `<file>.<Class>` a config states in `config.model` (all but those the
+  data decides, `data_fields`, and the ones every model gets from the dataset)."""
   cls = _model_class(name)
-  out = {'name': name}
-  for f in dataclasses.fields(cls):
-    if f.name in ('modalities', 'out_dim', 'parent', 'name', *getattr(cls, 'data_fields', ())):
-      continue
-    out[f.name] = (f.default_factory() if f.default is dataclasses.MISSING
-                   else f.default)
-  return ml_collections.ConfigDict(out)
+  return tuple(f.name for f in dataclasses.fields(cls)
+               if f.name not in ('modalities', 'out_dim', 'parent', 'name',
+                                 *getattr(cls, 'data_fields', ())))
 
 
 def get_model(model_config, modalities, out_dim: int, model_inputs=None) -> nn.Module:

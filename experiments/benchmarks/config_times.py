@@ -26,13 +26,21 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = ('ravdess_ssm', 'ravdess_transformer', 'ravdess_audiomae',
+# Config files, with the variant that picks the model where a file holds several.
+CONFIGS = ('ravdess_speech:ssm', 'ravdess_speech:transformer', 'ravdess_audiomae',
            'ravdess_audiomae_classifier', 'ravdess_contrastive', 'ravdess_av_classifier')
 
 
+def _spec(name: str, arg: str = '') -> str:
+  """'ravdess_speech:ssm', 'fold1' -> configs/ravdess_speech.py:ssm,fold1."""
+  file, _, picks = name.partition(':')
+  variants = ','.join(x for x in (picks, arg) if x)
+  return os.path.join(REPO, 'configs', f'{file}.py') + (f':{variants}' if variants else '')
+
+
 def _run(config: str, workdir: str, overrides) -> tuple[float, dict]:
-  cmd = [sys.executable, '-m', 'affectjax', 'train', '--config',
-         os.path.join(REPO, 'configs', f'{config}.py'), '--workdir', workdir,
+  cmd = [sys.executable, '-m', 'affectjax', 'train', '--config', _spec(config), '--workdir',
+         workdir,
          *[f'--config.{o}' for o in overrides]]
   start = time.time()
   proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -45,15 +53,15 @@ def _run(config: str, workdir: str, overrides) -> tuple[float, dict]:
 
 def measure(name: str, tmp: str) -> dict:
   from affectjax import config as config_lib
-  config = config_lib.load(os.path.join(REPO, 'configs', f'{name}.py:fold1'))
+  config = config_lib.load(_spec(name, 'fold1'))
   t = config.train
   cache = os.path.join(os.path.expanduser('~'), '.cache', 'affectjax', 'audio')
   cold = not os.path.isdir(cache) or not os.listdir(cache)
-  warm_wall, _ = _run(name, os.path.join(tmp, f'{name}_warm'),
+  warm_wall, _ = _run(name, os.path.join(tmp, f'{name.replace(":", "_")}_warm'),
                       ['train.num_steps=2', 'train.eval_every=2', 'optim.warmup_steps=0'])
   runs = {}
   for k in (10, 50):
-    wall, res = _run(name, os.path.join(tmp, f'{name}_{k}'),
+    wall, res = _run(name, os.path.join(tmp, f'{name.replace(":", "_")}_{k}'),
                      [f'train.num_steps={k}', f'train.eval_every={k}', 'optim.warmup_steps=0'])
     runs[k] = (wall, res['timing'])
   step = (runs[50][1]['train_s'] - runs[10][1]['train_s']) / 40
@@ -70,8 +78,14 @@ def measure(name: str, tmp: str) -> dict:
           'first_wall_s': warm_wall if cold else None}
 
 
+def _heading(name: str) -> str:
+  """'Time on' for a file of one model, 'Time of :ssm on' for one of several."""
+  picks = name.partition(':')[2]
+  return f'Time of :{picks} on' if picks else 'Time on'
+
+
 def sentence(m: dict, machine: str) -> str:
-  return (f'Time on {machine}, measured by experiments/benchmarks/config_times.py: a '
+  return (f'{_heading(m["config"])} {machine}, measured by experiments/benchmarks/config_times.py: a '
           f'training step of {m["batch_size"]} clips takes {m["step_s"]:.2f} s, an evaluation '
           f'with its checkpoint {m["eval_s"]:.0f} s, compiling {m["compile_s"]:.0f} s, so the '
           f'default {m["num_steps"]} steps (evaluated every {m["eval_every"]}) take about '
@@ -82,14 +96,15 @@ def sentence(m: dict, machine: str) -> str:
 
 
 def write_docstring(name: str, text: str) -> None:
-  """Replaces the docstring's paragraph this script wrote before (it starts with "Time on"
-  and names this script), or adds one at the docstring's end."""
-  path = os.path.join(REPO, 'configs', f'{name}.py')
+  """Replaces the docstring's paragraph this script wrote before for `name` (it starts
+  with its heading and names this script), or adds one at the docstring's end."""
+  path = os.path.join(REPO, 'configs', f'{name.partition(":")[0]}.py')
   with open(path) as f:
     source = f.read()
   end = source.index('"""', source.index('"""') + 3)
   doc, rest = source[:end], source[end:]
-  mine = re.compile(r'\n\nTime on (?:(?!\n\n).)*?config_times\.py(?:(?!\n\n).)*', re.S)
+  mine = re.compile(r'\n\n' + re.escape(_heading(name)) +
+                    r' (?:(?!\n\n).)*?config_times\.py(?:(?!\n\n).)*', re.S)
   doc = mine.sub('', doc).rstrip('\n') + '\n\n' + _wrap(text) + '\n'
   with open(path, 'w') as f:
     f.write(doc + rest)

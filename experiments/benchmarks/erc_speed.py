@@ -244,12 +244,12 @@ def bench_affectjax(model_name: str, epochs: int) -> dict:
   common = ['optim.name=adam', 'optim.schedule=constant', 'optim.learning_rate=1e-4',
             'optim.grad_clip=0.0', 'mesh.data=-1', 'mesh.model=1']
   if model_name == 'dialoguegcn':
-    config = config_lib.load(os.path.join(REPO, 'configs', 'iemocap_dialoguegcn.py'), [
+    config = config_lib.load(os.path.join(REPO, 'configs', 'erc.py:dialoguegcn'), [
         'model.context_hidden=100', 'model.context_layers=2', 'model.graph_hidden=100',
         'model.num_bases=30', 'model.window_past=10', 'model.window_future=10',
         'model.classifier_hidden=100', *common])
   else:
-    config = config_lib.load(os.path.join(REPO, 'configs', 'iemocap_mmgcn.py'), [
+    config = config_lib.load(os.path.join(REPO, 'configs', 'erc.py:mmgcn'), [
         f'model.hidden={MMGCN_H}', f'model.num_layers={MMGCN_LAYERS}', *common])
   spec = {k: (v.shape[1:], v.dtype) for k, v in arrays.items()}
   mesh = sharding.make_mesh(config.mesh)

@@ -195,7 +195,7 @@ def bench_affectjax(model_name: str, batch: int, steps: int, warmup: int,
              'model.output_range=6.0']
   else:
     extra = [f'model.rank={s["rank"]}', 'model.fusion_dim=1']
-  config = config_lib.load(os.path.join(REPO, 'configs', f'mosi_{model_name}.py'),
+  config = config_lib.load(os.path.join(REPO, 'configs', f'mosi.py:{model_name}'),
                            common + extra)
   spec = {'text': ((SEQ, TEXT_DIM), np.float32), 'audio': ((AUDIO_DIM,), np.float32),
           'vision': ((VISION_DIM,), np.float32), 'label': ((), np.float32)}

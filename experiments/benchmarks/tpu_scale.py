@@ -75,17 +75,17 @@ def _entry(config, modalities, spec, per_chip, mesh='data', classes=None, inputs
 # on the fsdp axis: parameters and optimizer state split over every chip).
 ENTRIES = {
     'TFN (MOSEI-sized)': _entry(
-        'mosi_tfn.py', ('text', 'audio', 'vision'),
+        'mosi.py:tfn', ('text', 'audio', 'vision'),
         {'text': ((300,), F32), 'audio': ((74,), F32), 'vision': ((35,), F32),
          'label': ((), F32)}, 256,
         what='utterance vectors of CMU-MOSEI\'s standard features: GloVe 300, COVAREP 74, '
         'Facet 35'),
-    'DialogueGCN': _entry('iemocap_dialoguegcn.py', ('text',), ERC_SPEC, 32, classes=6,
+    'DialogueGCN': _entry('erc.py:dialoguegcn', ('text',), ERC_SPEC, 32, classes=6,
                           inputs=ERC_INPUTS, what='IEMOCAP dialogues of 112 utterances'),
-    'MMGCN': _entry('iemocap_mmgcn.py', ('text',), ERC_SPEC, 32, classes=6, inputs=ERC_INPUTS,
+    'MMGCN': _entry('erc.py:mmgcn', ('text',), ERC_SPEC, 32, classes=6, inputs=ERC_INPUTS,
                     what='as DialogueGCN'),
     'SpeechSSM (40 s)': _entry(
-        'ravdess_ssm.py:fold1', ('audio',),
+        'ravdess_speech.py:ssm,fold1', ('audio',),
         {'audio': ((4000, 64), F32), 'frame_mask': ((4000,), F32), 'label': ((), 'int32')}, 32,
         classes=8, what='4,000 log-mel frames (80 s at the config\'s 20 ms hop), 20x RAVDESS\'s clips'),
     'contrastive (large batch)': _entry(
@@ -103,9 +103,9 @@ ENTRIES = {
         inputs={'speech_encoder': speech_encoders.wavlm_folder()},
         what='WavLM-base-plus\'s sizes (randomly initialised), trained end to end on 4.5-s '
         'waveforms'),
-    'audio-visual MAE base': _entry('clips_avmae.py:ravdess,base', ('audio', 'video'),
+    'audio-visual MAE base': _entry('clips_mae.py:av,ravdess,base', ('audio', 'video'),
                                     CLIP_SPEC, 32, what='HiCMAE\'s clip shapes'),
-    'audio-visual MAE large': _entry('clips_avmae.py:ravdess,large', ('audio', 'video'),
+    'audio-visual MAE large': _entry('clips_mae.py:av,ravdess,large', ('audio', 'video'),
                                      CLIP_SPEC, 32, mesh='fsdp', what='HiCMAE\'s clip shapes'),
 }
 TOPOLOGIES = ('v5e:2x4', 'v5e:16x16', 'v5p:2x2x1', 'v5p:4x4x4')

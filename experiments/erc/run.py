@@ -64,8 +64,8 @@ METRICS = ('weighted_f1', 'accuracy', 'macro_f1')
 
 
 def _spec(corpus, model, mode):
-  return os.path.join(REPO, 'configs', f'{corpus}_{model}.py') + (
-      ':finetune' if mode.startswith('finetune') else '')
+  return os.path.join(REPO, 'configs', f'erc.py:{model},{corpus}') + (
+      ',finetune' if mode.startswith('finetune') else '')
 
 
 def _schedule(steps):
@@ -89,7 +89,7 @@ def _adapter_run(corpus, workdir, seed='{seed}'):
 def adapt(corpus, workdir, seeds) -> str:
   """Stage 0 of `adapted`: fine-tunes the encoder on utterances alone with seeds
   0..seeds-1 (skipped when done); returns the adapters' line for RESULTS.md."""
-  spec = os.path.join(REPO, 'configs', f'{corpus}_contextfree.py') + ':finetune,utterance'
+  spec = os.path.join(REPO, 'configs', f'erc.py:contextfree,{corpus}') + ',finetune,utterance'
   overrides = [*_schedule(ADAPT_STEPS[corpus]), *ADAPT_OVERRIDES]
   out = sweep.run(spec, [], seeds, os.path.join(workdir, 'adapt', corpus), overrides)
   runs = [_adapter_run(corpus, workdir, s) for s in range(seeds)]

@@ -15,8 +15,8 @@ the next fold's 4 actors, the other 16 train), every run through `affectjax trai
 - finetune: the same, the encoder loaded from the fold's pretraining run (config.init),
   trained at 0.1x the head's rate; finetune_full: at the head's rate; probe: loaded and
   frozen, a linear head.
-- ssm, transformer: supervised baselines, configs/ravdess_ssm.py and
-  configs/ravdess_transformer.py (experiments/ssm's SpeechSSM and SpeechTransformer on
+- ssm, transformer: supervised baselines, configs/ravdess_speech.py:ssm and
+  configs/ravdess_speech.py:transformer (experiments/ssm's SpeechSSM and SpeechTransformer on
   log-mel frames) with this study's validation actors and normalisation, trained for
   `--baseline-steps` (experiments/ssm trains them for 300).
 Classifiers are selected on validation accuracy; the table gives test UAR and WAR at that
@@ -55,7 +55,7 @@ CLASSIFIERS = {'scratch': '', 'finetune': 'finetune', 'finetune_full': 'finetune
                'probe': 'probe'}
 # Supervised frame-level baselines of experiments/ssm (their own configs, this study's
 # folds, validation actors and normalisation), trained for `--baseline-steps`.
-BASELINES = {'ssm': 'ravdess_ssm', 'transformer': 'ravdess_transformer'}
+BASELINES = {'ssm': 'ssm', 'transformer': 'transformer'}  # configs/ravdess_speech.py's models.
 KNOWN = (*CLASSIFIERS, *BASELINES)
 LABELS = {'scratch': 'same encoder from scratch',
           'probe': 'MAE-pretrained encoder, frozen, linear head',
@@ -88,7 +88,7 @@ def configs(fold: int, workdir: str, args) -> dict:
   for run in args.classifiers.split(','):
     if run in BASELINES:  # No size variants; validation as the MAE classifiers' (4 actors).
       overrides = [*_steps(args.baseline_steps, args.finetune_every, args), 'data.num_valid=4']
-      out[run] = (config_lib.load(spec(BASELINES[run], size=',smoke' if args.smoke else ''),
+      out[run] = (config_lib.load(spec('ravdess_speech', BASELINES[run], size=',smoke' if args.smoke else ''),
                                   overrides), os.path.join(workdir, f'fold{fold}', run))
       continue
     variant = CLASSIFIERS[run]

@@ -40,7 +40,7 @@ METRICS = ('acc2', 'f1', 'mae', 'corr')
 
 def select(model: str, workdir: str, seeds: int) -> tuple[list[str], dict]:
   """Stage 1: returns the winning overrides and the validation MAE of every cell."""
-  spec = os.path.join(REPO, 'configs', f'mosi_{model}.py')
+  spec = os.path.join(REPO, 'configs', f'mosi.py:{model}')
   out = sweep.run(spec, SELECTION_GRID[model], seeds, os.path.join(workdir, 'select', model))
   return sweep.best_cell(out['rows'], SELECTION_GRID[model], 'mae', 'min')
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
   chosen, selection, finals = {}, {}, {}
   for model in models:
     chosen[model], selection[model] = select(model, args.workdir, args.selection_seeds)
-    spec = os.path.join(REPO, 'configs', f'mosi_{model}.py')
+    spec = os.path.join(REPO, 'configs', f'mosi.py:{model}')
     finals[model] = sweep.run(spec, ['data.modalities=' + ','.join(SUBSETS)], args.seeds,
                               os.path.join(args.workdir, 'final', model), chosen[model])
   wall = time.time() - start

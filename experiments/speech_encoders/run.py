@@ -24,7 +24,7 @@ the clip being scored):
   (as every LR here), multinomial logistic regression.
 - LR action units: the clip's 35 OpenFace action units (au_mfcc.npz); with log-mel
   statistics: both concatenated.
-- SpeechSSM: configs/ravdess_ssm.py (S5 on log-mel frames, its own per-clip normalisation)
+- SpeechSSM: configs/ravdess_speech.py:ssm (S5 on log-mel frames, its own per-clip normalisation)
   trained from scratch for its default steps on this study's folds.
 - LR whisper-base, last layer, mean: the encoder's output averaged over the clip's frames
   (the issue's measurement, there from CTranslate2's encoder).
@@ -237,7 +237,7 @@ def run_ravdess_fold(fold: int, args) -> dict:
   steps = [f'train.num_steps={args.head_steps}']
   runs = {'head': (f'ravdess_whisper.py:fold{fold}', steps),
           'head_av': (f'ravdess_whisper.py:fold{fold},av', steps),
-          'ssm': (f'ravdess_ssm.py:fold{fold}', ['data.num_valid=4'])}
+          'ssm': (f'ravdess_speech.py:ssm,fold{fold}', ['data.num_valid=4'])}
   if fold in args.finetune_folds:
     runs['finetune'] = (f'ravdess_whisper.py:fold{fold},finetune', [])
   for key, (name, overrides) in runs.items():

@@ -36,22 +36,25 @@ from affectjax import hardware, studies, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MOSI_MODELS = {  # name -> (config, overrides, label)
-    'ssm_s5': ('mosi_ssm', ['model.ssm=s5'], 'ContextualSSM (S5)'),
-    'ssm_mamba': ('mosi_ssm', ['model.ssm=mamba'], 'ContextualSSM (selective)'),
-    'ssm_s5_attention': ('mosi_ssm', ['model.ssm=s5', 'model.fusion=attention'],
+    'ssm_s5': ('mosi:ssm', ['model.ssm=s5'], 'ContextualSSM (S5)'),
+    'ssm_mamba': ('mosi:ssm', ['model.ssm=mamba'], 'ContextualSSM (selective)'),
+    'ssm_s5_attention': ('mosi:ssm', ['model.ssm=s5', 'model.fusion=attention'],
                          'ContextualSSM (S5, inter-modal attention fusion)'),
-    'bclstm': ('mosi_bclstm', [], 'bc-LSTM'),
+    'bclstm': ('mosi:bclstm', [], 'bc-LSTM'),
 }
 MOSI_METRICS = ('acc2', 'f1', 'acc2_has0', 'mae', 'corr')
 ERC_STEPS = {'iemocap': 300, 'meld': 600}
 ERC_METRICS = ('weighted_f1', 'accuracy', 'macro_f1')
-SER_MODELS = {'ssm': ('ravdess_ssm', 'SpeechSSM (S5)'),
-              'transformer': ('ravdess_transformer', 'SpeechTransformer')}
+SER_MODELS = {'ssm': ('ravdess_speech:ssm', 'SpeechSSM (S5)'),
+              'transformer': ('ravdess_speech:transformer', 'SpeechTransformer')}
 SER_STEPS = 300
 
 
 def _spec(name: str, arg: str = '') -> str:
-  return os.path.join(REPO, 'configs', f'{name}.py') + (f':{arg}' if arg else '')
+  """'mosi:ssm', 'fold2' -> configs/mosi.py:ssm,fold2."""
+  file, _, picks = name.partition(':')
+  variants = ','.join(x for x in (picks, arg) if x)
+  return os.path.join(REPO, 'configs', f'{file}.py') + (f':{variants}' if variants else '')
 
 
 def _steps(n: int) -> list[str]:
@@ -83,7 +86,7 @@ def erc_study(workdir: str, seeds: int, corpora) -> str:
   rows = ['| corpus | model | seeds | weighted F1 | accuracy | macro F1 | train s/run | trained on |',
           '|---|---|---|---|---|---|---|---|']
   for corpus in corpora:
-    out = sweep.run(_spec(f'{corpus}_broadmamba'), [], seeds,
+    out = sweep.run(_spec(f'erc:broadmamba,{corpus}'), [], seeds,
                     os.path.join(workdir, 'erc', corpus), _steps(ERC_STEPS[corpus]))
     aggs = {m: sweep.aggregate(out['rows'], m)['base'] for m in ERC_METRICS}
     runs = [os.path.join(workdir, 'erc', corpus, 'base', f'seed{s}') for s in range(seeds)]

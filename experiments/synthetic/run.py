@@ -39,7 +39,7 @@ def run_all(workdir: str, seeds: int, models, variants, extra) -> dict:
   for variant in variants:
     for model in models:
       for seed in range(seeds):
-        spec = os.path.join(REPO, 'configs', f'synthetic_{model}.py:{variant}')
+        spec = os.path.join(REPO, 'configs', f'synthetic.py:{model},{variant}')
         config = config_lib.load(spec, [f'seed={seed}', *extra])
         run_dir = os.path.join(workdir, variant, model, f'seed{seed}')
         r = train.train_and_evaluate(config, run_dir)
@@ -53,7 +53,7 @@ def oracle_row(variants, extra) -> str:
   """Test accuracy of the Bayes-optimal classifier (knows the generator): the ceiling."""
   cells = []
   for variant in variants:
-    c = config_lib.load(os.path.join(REPO, 'configs', f'synthetic_tfn.py:{variant}'), extra)
+    c = config_lib.load(os.path.join(REPO, 'configs', f'synthetic.py:tfn,{variant}'), extra)
     d = c.data
     test = synthetic.generate(variant, False, c.task.num_classes, d.dims,
                               {'train': d.num_train, 'valid': d.num_valid,
