@@ -9,7 +9,7 @@ from conftest import config_path, train_losses
 
 @pytest.mark.parametrize('name', ['synthetic.py:tfn', 'synthetic.py:lmf'])
 def test_one_device_equals_4x2_mesh(name):
-  config = config_lib.load(config_path(name) + ':smoke')
+  config = config_lib.load(config_path(name) + ',smoke')
   single, _ = train_losses(config, (1, 1), 16, 6)
   sharded, state = train_losses(config, (4, 2), 16, 6)
   np.testing.assert_allclose(single, sharded, rtol=2e-5, atol=1e-6)
