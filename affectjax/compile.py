@@ -14,7 +14,7 @@ import numpy as np
 from affectjax import data as data_lib
 from affectjax import preemption
 from affectjax import sharding as sharding_lib
-from affectjax import train as train_lib
+from affectjax import experiment as experiment_lib
 
 
 def topology_devices(topology: str):
@@ -38,7 +38,7 @@ def compile_for_topology(config, topology: str, batch_size: int = 0) -> dict:
   devices = topology_devices(topology)
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   dataset = data_lib.get_dataset(config)
-  exp = train_lib.Experiment.for_dataset(config, mesh, dataset)
+  exp = experiment_lib.Experiment.for_dataset(config, mesh, dataset)
   batch_size = batch_size or config.train.batch_size
   split = sharding_lib.batch_devices(mesh, exp.rules)
   if batch_size % split:

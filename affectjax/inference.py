@@ -82,7 +82,8 @@ class Run:
   def __init__(self, workdir: str, unfinished: bool = False):
     import jax
     from affectjax import checkpoint as checkpoint_lib
-    from affectjax import sharding, train
+    from affectjax import sharding
+    from affectjax import experiment
     self.workdir = workdir
     self.config = read_config(workdir)
     results = os.path.join(workdir, 'results.json')
@@ -112,7 +113,7 @@ class Run:
     self.class_names = self.card['class_names']
     with self.config.unlocked():
       self.config.mesh.data, self.config.mesh.model = 1, 1
-    self.exp = train.Experiment(self.config, sharding.make_mesh(self.config.mesh,
+    self.exp = experiment.Experiment(self.config, sharding.make_mesh(self.config.mesh,
                                                                 jax.devices()[:1]),
                                 self.spec, tuple(self.card['modalities']),
                                 self.card['num_classes'], self.class_names,
@@ -160,7 +161,7 @@ class Run:
 
   def predict_arrays(self, arrays: dict) -> np.ndarray:
     """The task's predictions (logits, or scores) for a dict of input arrays."""
-    from affectjax import train
+    from affectjax import experiment
     if self.card['task'] not in ('classification', 'regression'):
       raise errors.ConfigError(f'{self.workdir}: a {self.card["task"]} run makes no '
                                'predictions; fine-tune a classifier from it')
@@ -170,7 +171,7 @@ class Run:
                                'label': np.zeros((n, *label_shape), label_dtype)})
     if self._step is None:
       self._step = preemption.compile(self.exp.lower_eval_step(self.batch_size))
-    return train.eval_outputs(self.exp, self._step, self.params, source,
+    return experiment.eval_outputs(self.exp, self._step, self.params, source,
                               self.batch_size)['prediction']
 
   def predict(self, inputs, sample_rate: int | None = None) -> list[dict]:
@@ -365,15 +366,15 @@ class Run:
 def evaluate(workdir: str, split: str = 'test') -> dict:
   """Metrics of a finished run's best checkpoint on one split of its dataset, with the
   config it was trained with (config.json); nothing is trained or written."""
-  from affectjax import train
+  from affectjax import experiment
   config = read_config(workdir)
   if split not in ('train', 'valid', 'test'):
     raise errors.ConfigError(f'--split {split}: train | valid | test')
-  exp, eval_step, params, dataset = train.load_trained(config, workdir)
+  exp, eval_step, params, dataset = experiment.load_trained(config, workdir)
   if split not in dataset.splits:
     raise errors.ConfigError(f'--split {split}: the dataset has '
                              f'{", ".join(sorted(dataset.splits))}')
-  return train.evaluate(exp, eval_step, params, dataset.splits[split],
+  return experiment.evaluate(exp, eval_step, params, dataset.splits[split],
                         config.train.eval_batch_size, dataset.splits['train'])
 
 

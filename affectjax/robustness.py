@@ -23,7 +23,7 @@ import numpy as np
 
 from affectjax import errors
 from affectjax import sweep
-from affectjax import train as train_lib
+from affectjax import experiment as experiment_lib
 from affectjax import workdir as workdir_lib
 from affectjax.data.base import ArraySource
 
@@ -90,7 +90,7 @@ def corrupt(arrays, modality: str, kind: str, level, std, rng):
 
 def evaluate_robustness(config, workdir: str, levels=(0.5, 1.0, 2.0),
                         fractions=(0.25, 0.5, 0.75), seed: int = 0) -> dict:
-  exp, eval_step, params, dataset = train_lib.load_trained(config, workdir)
+  exp, eval_step, params, dataset = experiment_lib.load_trained(config, workdir)
   if not hasattr(exp.task, 'label_metrics'):
     raise errors.ConfigError(f'robustness: {workdir} is a {config.task.name} run; the '
                              'curves score a classifier or regressor')
@@ -107,7 +107,7 @@ def evaluate_robustness(config, workdir: str, levels=(0.5, 1.0, 2.0),
   metrics = exp.task.headline()
 
   def run(arrays):
-    r = train_lib.evaluate(exp, eval_step, params, ArraySource(arrays), bs)
+    r = experiment_lib.evaluate(exp, eval_step, params, ArraySource(arrays), bs)
     return {m: r[m] for m in metrics}
 
   rng = np.random.default_rng(seed)

@@ -14,7 +14,8 @@ import jax
 import numpy as np
 
 from affectjax import checkpoint as checkpoint_lib
-from affectjax import metrics, preemption, train, workdir as workdir_lib
+from affectjax import metrics, preemption, workdir as workdir_lib
+from affectjax import experiment
 
 
 def _params(exp, workdir: str, kind: str):
@@ -32,10 +33,10 @@ def _params(exp, workdir: str, kind: str):
 def checkpoint_metrics(config, workdir: str, kind: str = 'latest', split: str = 'test') -> dict:
   """The task's metrics on `split` with the run's `kind` ('latest': the last step, or
   'best') checkpoint; 'step' says which step 'latest' was."""
-  dataset, exp = train.setup(config)
+  dataset, exp = experiment.setup(config)
   eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   step, params = _params(exp, workdir, kind)
-  out = train.evaluate(exp, eval_step, params, dataset.splits[split],
+  out = experiment.evaluate(exp, eval_step, params, dataset.splits[split],
                        config.train.eval_batch_size, dataset.splits['train'])
   if step is not None:
     out['step'] = step
@@ -58,10 +59,10 @@ def emodb_scores(config, workdir: str, kind: str = 'best') -> dict:
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
-  dataset, exp = train.setup(config)
+  dataset, exp = experiment.setup(config)
   eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   _, params = _params(exp, workdir, kind)
-  out = train.eval_outputs(exp, eval_step, params, ravdess.emodb_source(config),
+  out = experiment.eval_outputs(exp, eval_step, params, ravdess.emodb_source(config),
                            config.train.eval_batch_size)
   scores = restricted_scores(out['prediction'], out['label'], ravdess.SHARED_CLASSES)
   workdir_lib.write_atomic(path, 'the EmoDB scores', lambda f: json.dump(scores, f))

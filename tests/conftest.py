@@ -67,7 +67,8 @@ def train_losses(config, mesh_shape, batch_size: int, num_steps: int):
   (data, model) or (data, fsdp, model) = `mesh_shape` mesh of the first devices: the
   1-device vs 4x2 checks."""
   import numpy as np
-  from affectjax import sharding, train
+  from affectjax import sharding
+  from affectjax import experiment
   from affectjax.data import get_dataset, pipeline
   config = config.copy_and_resolve_references()
   shape = tuple(mesh_shape) if len(mesh_shape) == 3 else (mesh_shape[0], 1, mesh_shape[1])
@@ -75,7 +76,7 @@ def train_losses(config, mesh_shape, batch_size: int, num_steps: int):
     config.mesh.data, config.mesh.fsdp, config.mesh.model = shape
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:int(np.prod(shape))])
   dataset = get_dataset(config)
-  exp = train.Experiment.for_dataset(config, mesh, dataset)
+  exp = experiment.Experiment.for_dataset(config, mesh, dataset)
   state = exp.init_state(0)
   step = exp.lower_train_step(batch_size).compile()
   it = pipeline.train_dataset(dataset.splits['train'], batch_size, seed=0, mesh=mesh,

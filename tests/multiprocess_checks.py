@@ -23,7 +23,7 @@ def main(out: str) -> None:
   import jax
   import jax.numpy as jnp
   from jax.experimental import multihost_utils
-  from affectjax import losses, sharding, train
+  from affectjax import experiment, losses, sharding
   from affectjax.data import pipeline
   from affectjax.data.base import ArraySource
 
@@ -35,7 +35,7 @@ def main(out: str) -> None:
     source = ArraySource({'id': np.arange(n, dtype=np.int32)})
     gathered = []
     for local in pipeline.eval_batches(source, 8, mesh, rules):
-      out_ = {k: train._gather(v) for k, v in
+      out_ = {k: experiment._gather(v) for k, v in
               eval_step(pipeline.to_global(local, mesh, rules)).items()}
       gathered.append(out_['id'][out_['valid'] > 0])
     results[f'ids_{n}'] = np.concatenate(gathered)

@@ -13,7 +13,7 @@ LAYERS = {
     'affectjax': 7, 'affectjax.main': 7, 'affectjax.__main__': 7,
     'affectjax.inference': 6, 'affectjax.studies': 6, 'affectjax.sweep': 6,
     'affectjax.compile': 6, 'affectjax.robustness': 6,
-    'affectjax.train': 5, 'affectjax.runcard': 5,
+    'affectjax.train': 5, 'affectjax.experiment': 5, 'affectjax.runcard': 5,
     'affectjax.data': 4, 'affectjax.data.': 4, 'affectjax.tasks': 4,
     'affectjax.models': 3, 'affectjax.models.': 3, 'affectjax.transfer': 3,
     'affectjax.encoders': 2, 'affectjax.encoders.': 2,

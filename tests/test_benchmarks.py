@@ -45,7 +45,8 @@ def test_torch_mirror_matches_parameter_count(model):
   lstm_second_bias = 4 * bench.SIZES[model]['hidden'][0]  # PyTorch keeps b_ih and b_hh
   import jax
   from affectjax import config as config_lib
-  from affectjax import sharding, train
+  from affectjax import sharding
+  from affectjax import experiment
   overrides = ['model.subnet_depth=3', 'mesh.data=-1']
   s = bench.SIZES[model]
   overrides += [f'model.hidden={{"text": {s["hidden"][0]}, "audio": {s["hidden"][1]}, '
@@ -56,7 +57,7 @@ def test_torch_mirror_matches_parameter_count(model):
   spec = {'text': ((bench.SEQ, bench.TEXT_DIM), np.float32),
           'audio': ((bench.AUDIO_DIM,), np.float32),
           'vision': ((bench.VISION_DIM,), np.float32), 'label': ((), np.float32)}
-  exp = train.Experiment(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), spec,
+  exp = experiment.Experiment(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), spec,
                          ('text', 'audio', 'vision'))
   # affectjax's LMF maps its 1-d fusion output through a 1x1 linear layer (2 parameters).
   extra = 2 if model == 'lmf' else 0

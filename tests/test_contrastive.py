@@ -13,6 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from affectjax import checkpoint as checkpoint_lib
 from affectjax import config as config_lib
 from affectjax import faults, losses, sharding, train
+from affectjax import experiment
 from affectjax import main as main_lib
 from conftest import config_path, load_script
 
@@ -279,7 +280,7 @@ def test_finetuning_loads_the_towers_keeps_the_head_fresh_and_freezes_the_group(
   _, source = _params(pretrained, 'best')
   source = _flat(source)
   config = _classifier(pretrained, 'probe', 'train.num_steps=4', 'train.eval_every=2')
-  dataset, exp = train.setup(config)
+  dataset, exp = experiment.setup(config)
   fresh = _flat(exp.lower_init().compile()(jax.random.PRNGKey(0)).params)
   loaded = _flat(exp.init_state(0).params)
   towers = [k for k in loaded if k.startswith('towers/')]
@@ -307,7 +308,7 @@ def test_finetuning_loads_the_towers_keeps_the_head_fresh_and_freezes_the_group(
 @needs_ravdess
 def test_dont_load_and_bad_sources_are_one_line_errors(pretrained, tmp_path, capsys):
   config = _classifier(pretrained, 'finetune', 'init.dont_load=("towers/face/.*",)')
-  _, exp = train.setup(config)
+  _, exp = experiment.setup(config)
   _, source = _params(pretrained, 'best')
   source = _flat(source)
   loaded = _flat(exp.init_state(0).params)
@@ -356,7 +357,7 @@ def test_mosi_three_tower_pretraining_then_fusion_through_the_cli(tmp_path):
   # The fusion model's three towers start as the pretraining run's best towers.
   config = config_lib.load(config_path('mosi_towers.py:finetune,smoke'),
                            [f'init.workdir={pre}'])
-  _, exp = train.setup(config)
+  _, exp = experiment.setup(config)
   loaded, source = _flat(exp.init_state(0).params), _flat(_params(pre, 'best')[1])
   towers = [k for k in loaded if k.startswith('towers/')]
   assert {k.split('/')[1] for k in towers} == {'text', 'audio', 'vision'}

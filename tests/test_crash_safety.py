@@ -26,6 +26,7 @@ from affectjax import errors
 from affectjax import faults
 from affectjax import main as main_lib
 from affectjax import train
+from affectjax import experiment
 from affectjax import workdir as workdir_lib
 from conftest import REPO, config_path, saved_state
 
@@ -222,7 +223,7 @@ def unfinished(tmp_path_factory):
   with pytest.MonkeyPatch.context() as mp:
     with _killed_at(mp, 'latest_saved', 2):
       train.train_and_evaluate(_config(), str(workdir))
-  dataset, exp = train.setup(_config())
+  dataset, exp = experiment.setup(_config())
   del dataset
   return workdir, exp
 

@@ -12,7 +12,8 @@ import pytest
 from affectjax import config as config_lib
 from affectjax.errors import ConfigError
 from affectjax import main as main_lib
-from affectjax import optim, sharding, train
+from affectjax import optim, sharding
+from affectjax import experiment
 from affectjax import errors
 from affectjax.data import DataError, erc, get_dataset
 from conftest import config_path, load_script, train_losses
@@ -139,7 +140,7 @@ def _experiment(config, mesh_shape=(1, 1)):
     config.mesh.data, config.mesh.model = mesh_shape
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:mesh_shape[0] * mesh_shape[1]])
   dataset = get_dataset(config)
-  return dataset, train.Experiment.for_dataset(config, mesh, dataset)
+  return dataset, experiment.Experiment.for_dataset(config, mesh, dataset)
 
 
 @pytest.mark.parametrize('name', MODELS)
@@ -316,7 +317,7 @@ def test_frozen_encoder_features_and_finetune_smoke(tmp_path, capsys):
   export = ['export-encoder', '--config', adapt, '--workdir', str(tmp_path / 'ad'), '--out',
             str(out), *flags]
   assert main_lib.main(export) == 0
-  _, _, best, _ = train.load_trained(config_lib.load(adapt, common + [
+  _, _, best, _ = experiment.load_trained(config_lib.load(adapt, common + [
       'data.max_tokens=8', 'optim.learning_rate=1e-2']), str(tmp_path / 'ad'))
   exported, original = bert.load_params(str(out)), bert.load_params('')
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)),

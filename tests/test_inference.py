@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import affectjax
-from affectjax import inference, runcard, train
+from affectjax import inference, runcard
+from affectjax import experiment
 from affectjax import main as main_lib
 from affectjax.data import base, get_dataset, ravdess
 from conftest import config_path
@@ -216,9 +217,9 @@ def test_audio_files_go_through_the_training_pipeline(tmp_path, monkeypatch, cap
   spec = config_path('ravdess_audiomae_classifier.py:fold1,smoke')
   assert main_lib.main(['train', '--config', spec, '--workdir', workdir]) == 0
   config = runcard.read_config(workdir)
-  exp, eval_step, params, dataset = train.load_trained(config, workdir)
+  exp, eval_step, params, dataset = experiment.load_trained(config, workdir)
   test = dataset.splits['test']
-  want = train.eval_outputs(exp, eval_step, params, test, 128)['prediction'][:3]
+  want = experiment.eval_outputs(exp, eval_step, params, test, 128)['prediction'][:3]
   actor = ravdess.read_folds(os.path.join(DATA, 'ravdess', 'actor_folds.json'))[1][0]
   files = sorted(glob.glob(os.path.join(DATA, 'ravdess', 'speech_16k',
                                         f'Actor_{actor:02d}', '*.*')))[:3]
@@ -263,8 +264,8 @@ def test_conversations_go_through_the_runs_text_encoder(tmp_path, monkeypatch):
       '--config.train.eval_batch_size=2', '--config.train.num_steps=2',
       '--config.train.eval_every=2', '--config.mesh.data=2', '--config.mesh.model=4']) == 0
   config = runcard.read_config(workdir)
-  exp, eval_step, params, dataset = train.load_trained(config, workdir)
-  want = train.eval_outputs(exp, eval_step, params, dataset.splits['test'], 2)['prediction']
+  exp, eval_step, params, dataset = experiment.load_trained(config, workdir)
+  want = experiment.eval_outputs(exp, eval_step, params, dataset.splits['test'], 2)['prediction']
   d = config.data
   test = erc.read_prepared(erc.prepare(d.corpus, d.dir, d.tfds_dir))['test']
   with open(tmp_path / 'talk.jsonl', 'w') as f:

@@ -180,12 +180,13 @@ def test_finetune_step_equal_on_1_and_8_devices(corpus, home, encoder):
 def test_finetune_starts_from_the_folder_and_layers_decay(corpus, home):
   """The encoder subtree starts as the folder's weights (config.init.hf); its blocks'
   rates follow decay^(L - i), the stem decay^(L + 1), the final norm and the head 1."""
-  from affectjax import sharding, train
+  from affectjax import sharding
+  from affectjax import experiment
   overrides = [o[len('--config.'):] for o in _overrides(corpus, WHISPER)]
   config = config_lib.load(config_path('ravdess_whisper.py:fold1,smoke,finetune'), overrides)
   dataset = get_dataset(config)
   assert dataset.model_inputs['speech_encoder'] == WHISPER
-  exp = train.Experiment.for_dataset(config, sharding.make_mesh(config.mesh), dataset)
+  exp = experiment.Experiment.for_dataset(config, sharding.make_mesh(config.mesh), dataset)
   params = exp.init_state(0).params
   encoder = params['towers']['audio']['speech']['encoder']
   want = speech.resolve(WHISPER).params()

@@ -10,7 +10,8 @@ import pytest
 
 from affectjax import config as config_lib
 from affectjax import main as main_lib
-from affectjax import sharding, train
+from affectjax import sharding
+from affectjax import experiment
 from affectjax.data import DataError, audio, get_dataset, ravdess
 from conftest import config_path, train_losses
 
@@ -183,7 +184,7 @@ def test_speech_models_pad_invariant_and_train_from_cli(name, overrides, tiny_ra
   config = config_lib.load(config_path(name), [*tiny_ravdess, *overrides])
   dataset = get_dataset(config)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-  exp = train.Experiment.for_dataset(config, mesh, dataset)
+  exp = experiment.Experiment.for_dataset(config, mesh, dataset)
   params = exp.init_state(0).params
   batch = dataset.splits['train'].get_batch(np.arange(4))
   apply = jax.jit(lambda b: exp.model.apply({'params': params}, b, train=False))
@@ -212,7 +213,7 @@ def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides
   config = config_lib.load(config_path(name), [*overrides, *small])
   dataset = get_dataset(config)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-  exp = train.Experiment(config, mesh, dataset.element_spec(), dataset.modalities, None,
+  exp = experiment.Experiment(config, mesh, dataset.element_spec(), dataset.modalities, None,
                          model_inputs=dataset.model_inputs)
   params = exp.init_state(0).params
   batch = dataset.splits['test'].get_batch(np.arange(5))

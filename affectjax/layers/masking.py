@@ -1,7 +1,7 @@
 """Random token masking for masked autoencoders, per example, from an RNG key.
 
 The key comes from the task's `masking` RNG stream, which the trainer derives from the
-run's seed and the step (`train.Experiment._rngs`), so a resumed run masks exactly what
+run's seed and the step (`experiment.Experiment._rngs`), so a resumed run masks exactly what
 the uninterrupted one did. Every example keeps the same number of tokens (static shapes),
 chosen uniformly at random (MAE's per-example shuffle: the `keep` lowest of uniform noise).
 """

@@ -12,7 +12,7 @@ Rows of the global batch N from 256 to 32,768, embeddings of width 128:
   with arange labels, mean of both), eager PyTorch on the same CPU.
 - step: a whole pretraining step, two MLP towers (256 -> 256 -> GELU -> 256, projection to
   128, L2 normalisation) with a learnt logit scale, InfoNCE, AdamW: affectjax's real train
-  step (`train.Experiment`, `models/contrastive.py`, shard_map loss) against the same
+  step (`experiment.Experiment`, `models/contrastive.py`, shard_map loss) against the same
   towers and `ClipLoss` in PyTorch.
 
 Memory: affectjax's compiled per-device peak (XLA memory analysis of the compiled step:
@@ -95,7 +95,8 @@ def bench_jax_step(n: int, steps: int) -> dict:
   import jax
   import ml_collections
   from affectjax import config as config_lib
-  from affectjax import sharding, train
+  from affectjax import sharding
+  from affectjax import experiment
   from affectjax.data import pipeline
   c = config_lib.base_config()
   tower = {'kind': 'mlp', 'width': TOWER_HIDDEN, 'num_layers': 2, 'dropout': 0.0}
@@ -109,7 +110,7 @@ def bench_jax_step(n: int, steps: int) -> dict:
     c.optim.schedule, c.optim.grad_clip = 'constant', 0.0
   mesh = sharding.make_mesh(c.mesh)
   spec = {'audio': ((TOWER_IN,), np.float32), 'face': ((TOWER_IN,), np.float32)}
-  exp = train.Experiment(c, mesh, spec, ('audio', 'face'))
+  exp = experiment.Experiment(c, mesh, spec, ('audio', 'face'))
   a, b = _inputs(n, TOWER_IN)
   batch = pipeline.to_global({'audio': a, 'face': b, 'mask': np.ones(n, np.float32)}, mesh,
                              exp.rules)

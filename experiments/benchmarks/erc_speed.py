@@ -223,7 +223,8 @@ def bench_torch(model_name: str, epochs: int) -> dict:
 def bench_affectjax(model_name: str, epochs: int) -> dict:
   import jax
   from affectjax import config as config_lib
-  from affectjax import sharding, train
+  from affectjax import sharding
+  from affectjax import experiment
   from affectjax.data import pipeline
   lengths, speakers = dialogues()
   length = -(-max(lengths) // 8) * 8
@@ -253,7 +254,7 @@ def bench_affectjax(model_name: str, epochs: int) -> dict:
         f'model.hidden={MMGCN_H}', f'model.num_layers={MMGCN_LAYERS}', *common])
   spec = {k: (v.shape[1:], v.dtype) for k, v in arrays.items()}
   mesh = sharding.make_mesh(config.mesh)
-  exp = train.Experiment(config, mesh, spec, names, CLASSES)
+  exp = experiment.Experiment(config, mesh, spec, names, CLASSES)
   base = _rss_mb()
   start = time.perf_counter()
   step = exp.lower_train_step(BATCH).compile()

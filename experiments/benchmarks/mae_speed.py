@@ -7,7 +7,7 @@ The step: a log-mel batch (B, 200 frames, 64 bands; every frame real) cut into 4
 patches (200 tokens), 80% of them hidden per example, the pre-norm ViT encoder on the 40
 visible tokens, a light decoder over all 200 (mask tokens, fixed sin-cos positions), MSE
 on the hidden patches against per-patch normalised targets, AdamW. affectjax runs its real
-train step (`train.Experiment` on `configs/ravdess_audiomae.py`, one device); the mirror
+train step (`experiment.Experiment` on `configs/ravdess_audiomae.py`, one device); the mirror
 is the same model written the way AudioMAE and HiCMAE write it (timm-style `Block`s: fused
 qkv projection, `F.scaled_dot_product_attention`, GELU MLP; a strided Conv2d patch
 embedding; `random_masking` by argsort of uniform noise; `ids_restore` to un-shuffle in the
@@ -66,11 +66,12 @@ def _config(size: str):
 
 def affectjax_experiment(size: str):
   import jax
-  from affectjax import sharding, train
+  from affectjax import sharding
+  from affectjax import experiment
   config = _config(size)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   spec = {'audio': ((FRAMES, BANDS), np.float32), 'frame_mask': ((FRAMES,), np.float32)}
-  return train.Experiment(config, mesh, spec, ('audio',)), mesh
+  return experiment.Experiment(config, mesh, spec, ('audio',)), mesh
 
 
 def bench_affectjax(size: str, batch: int, steps: int, warmup: int) -> dict:

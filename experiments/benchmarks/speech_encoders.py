@@ -153,7 +153,8 @@ def bench_torch_features(model: str, batch: int, repeats: int) -> dict:
 
 def bench_affectjax_finetune(batch: int, repeats: int, rate: float) -> dict:
   import jax
-  from affectjax import config as config_lib, sharding, train
+  from affectjax import config as config_lib, sharding
+  from affectjax import experiment
   config = config_lib.load(os.path.join(REPO, 'configs', 'ravdess_whisper.py:fold1,finetune'),
                            ['model.towers.audio.pool=mean', 'model.towers.audio.width=0',
                             'model.towers.audio.layer_weights=False',
@@ -163,7 +164,7 @@ def bench_affectjax_finetune(batch: int, repeats: int, rate: float) -> dict:
   spec = {'audio': ((frames, 80), np.dtype(np.float32)),
           'frame_mask': ((frames,), np.dtype(np.float32)), 'label': ((), np.dtype(np.int32))}
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
-  exp = train.Experiment(config, mesh, spec, ('audio',), 8,
+  exp = experiment.Experiment(config, mesh, spec, ('audio',), 8,
                          model_inputs={'speech_encoder': 'whisper-base'})
   step = exp.lower_train_step(batch).compile()
   state = exp.lower_init().compile()(jax.random.PRNGKey(0))

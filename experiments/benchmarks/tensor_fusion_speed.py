@@ -11,7 +11,7 @@ linear), time-averaged audio (B, 5) and vision (B, 20) through MLP subnetworks
 text out 32, post-fusion 64, dropouts 0.3/0.3/0.3/0.5, sigmoid-scaled output;
 LMF hidden 128/16/128, text out 64, rank 3. Adam, L1 loss. affectjax runs its own
 TFN/LMF (same sizes; its MLP subnetworks have no BatchNorm) through the real
-jitted train step of `affectjax.train.Experiment`.
+jitted train step of `affectjax.experiment.Experiment`.
 
 Every (framework, model, batch size) is measured in a fresh subprocess, so peak
 memory is that configuration's own; all of them are run side by side in one
@@ -179,7 +179,8 @@ def bench_torch(model_name: str, batch: int, steps: int, warmup: int, compiled: 
 def bench_affectjax(model_name: str, batch: int, steps: int, warmup: int,
                     dtype: str = 'float32', rng_bits: int = 32) -> dict:
   from affectjax import config as config_lib
-  from affectjax import sharding, train
+  from affectjax import sharding
+  from affectjax import experiment
   from affectjax.data import pipeline
 
   s = SIZES[model_name]
@@ -200,7 +201,7 @@ def bench_affectjax(model_name: str, batch: int, steps: int, warmup: int,
   spec = {'text': ((SEQ, TEXT_DIM), np.float32), 'audio': ((AUDIO_DIM,), np.float32),
           'vision': ((VISION_DIM,), np.float32), 'label': ((), np.float32)}
   mesh = sharding.make_mesh(config.mesh)
-  exp = train.Experiment(config, mesh, spec, ('text', 'audio', 'vision'))
+  exp = experiment.Experiment(config, mesh, spec, ('text', 'audio', 'vision'))
   t, a, v, y = _inputs(batch)
   batch_arrays = pipeline.to_global(
       {'text': t, 'audio': a, 'vision': v, 'label': y, 'mask': np.ones(batch, np.float32)},

@@ -3,7 +3,7 @@ r"""Scale table for Cloud TPU slices, from ahead-of-time compiles on any machine
   python experiments/benchmarks/tpu_scale.py --readme      # writes the table into TPU_SETUP.md
 
 For each family's largest configuration (the input shapes its data pipeline gives, at the
-sizes named below) and each slice, the real train step (`train.Experiment.lower_train_step`,
+sizes named below) and each slice, the real train step (`experiment.Experiment.lower_train_step`,
 the one `affectjax train` runs) is compiled by the TPU compiler for the slice's devices as
 `jax.experimental.topologies` describes them (libtpu installed, no TPU needed:
 `pip install -e '.[tpu]'`). Slices: v5e-8 and v5e-256, v5p-8 (4 chips) and v5p-128 (64
@@ -125,8 +125,8 @@ def compile_entry(name: str, topology: str, per_chip: int, fresh: bool = False) 
   import numpy as np
   from affectjax import compile as compile_lib
   from affectjax import config as config_lib
+  from affectjax import experiment as experiment_lib
   from affectjax import sharding as sharding_lib
-  from affectjax import train as train_lib
   e = ENTRIES[name]
   config = config_lib.load(os.path.join(REPO, 'configs', e['config']))
   devices = compile_lib.topology_devices(topology)
@@ -137,7 +137,7 @@ def compile_entry(name: str, topology: str, per_chip: int, fresh: bool = False) 
                                           (len(devices), 1))
   mesh = sharding_lib.make_mesh(config.mesh, devices)
   element_spec = {k: (shape, np.dtype(dt)) for k, (shape, dt) in e['spec'].items()}
-  exp = train_lib.Experiment(config, mesh, element_spec, e['modalities'], e['classes'],
+  exp = experiment_lib.Experiment(config, mesh, element_spec, e['modalities'], e['classes'],
                              model_inputs=e['inputs'])
   batch = per_chip * len(devices)
   lowered = exp.lower_train_step(batch)

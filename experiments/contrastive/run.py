@@ -43,6 +43,7 @@ import numpy as np
 from affectjax import checkpoint as checkpoint_lib
 from affectjax import config as config_lib
 from affectjax import hardware, metrics, studies, train
+from affectjax import experiment
 from affectjax.data import ravdess
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,13 +76,13 @@ def configs(fold: int, workdir: str, smoke: bool) -> dict:
 def within_actor_retrieval(config, workdir: str) -> dict:
   """Audio<->face R@1 and R@5 among one test actor's clips (so that recognising the
   actor does not count), averaged over the test actors; chance 1/n and 5/n."""
-  dataset, exp = train.setup(config)
+  dataset, exp = experiment.setup(config)
   eval_step = exp.lower_eval_step(config.train.eval_batch_size).compile()
   ckpt = checkpoint_lib.Checkpoints(workdir)
   params = ckpt.restore_best(exp.abstract_state.params)
   ckpt.close()
   test = dataset.splits['test']
-  out = train.eval_outputs(exp, eval_step, params, test, config.train.eval_batch_size)
+  out = experiment.eval_outputs(exp, eval_step, params, test, config.train.eval_batch_size)
   actors = test.arrays['actor']
   result, sizes = {}, []
   for a in np.unique(actors):
@@ -98,7 +99,7 @@ def within_actor_retrieval(config, workdir: str) -> dict:
 
 def reference_rows(config) -> dict:
   """Logistic regression on feature statistics, fitted on the training actors."""
-  dataset, _ = train.setup(config)
+  dataset, _ = experiment.setup(config)
   s = dataset.splits
   feats = {split: {'log-mel statistics': studies.log_mel_statistics(s[split]),
                    'action units': s[split].arrays['face']} for split in ('train', 'test')}
@@ -131,7 +132,7 @@ def run_fold(fold: int, workdir: str, smoke: bool) -> dict:
     summary['steps'] = summary.get('steps', {})
     summary['steps'][name] = config.train.num_steps
   summary['reference'] = reference_rows(runs['scratch'][0])
-  summary['test_size'] = len(train.setup(runs['scratch'][0])[0].splits['test'])
+  summary['test_size'] = len(experiment.setup(runs['scratch'][0])[0].splits['test'])
   with open(path + '.tmp', 'w') as f:
     json.dump(summary, f, indent=1)
   os.replace(path + '.tmp', path)
@@ -146,7 +147,7 @@ MOSI_KEYS = {'mae': 'MAE', 'corr': 'Corr', 'acc2': 'Acc-2', 'f1': 'F1', 'acc7': 
 def ridge_reference(config) -> dict:
   """Ridge regression on the concatenated utterance features (standardised with the
   training statistics); its L2 weight is the grid value with the lowest validation MAE."""
-  dataset, _ = train.setup(config)
+  dataset, _ = experiment.setup(config)
   s = dataset.splits
   mods = tuple(config.data.modalities)
   x = {k: np.concatenate([s[k].arrays[m] for m in mods], 1).astype(np.float64)
@@ -190,7 +191,7 @@ def run_mosi(seed: int, workdir: str, smoke: bool) -> dict:
     summary['train_s'][name] = results['timing']['train_s']
     summary['steps'][name] = config.train.num_steps
   summary['reference'] = ridge_reference(config)
-  summary['test_size'] = len(train.setup(config)[0].splits['test'])
+  summary['test_size'] = len(experiment.setup(config)[0].splits['test'])
   with open(path + '.tmp', 'w') as f:
     json.dump(summary, f, indent=1)
   os.replace(path + '.tmp', path)

@@ -46,6 +46,7 @@ import numpy as np
 from affectjax import checkpoint as checkpoint_lib
 from affectjax import config as config_lib
 from affectjax import hardware, plots, studies, train
+from affectjax import experiment
 from affectjax import workdir as workdir_lib
 from affectjax.data import ravdess
 
@@ -103,7 +104,7 @@ def configs(fold: int, workdir: str, args) -> dict:
 def reconstruction_png(config, workdir: str, path: str, clips: int = 4) -> None:
   """Log-mel, masked input and reconstruction of the first test clip of each of
   `clips` test actors, with the evaluation's fixed mask, from the best checkpoint."""
-  dataset, exp = train.setup(config)
+  dataset, exp = experiment.setup(config)
   ckpt = checkpoint_lib.Checkpoints(workdir)
   try:
     params = ckpt.restore_best(exp.abstract_state.params)
@@ -130,7 +131,7 @@ def reconstruction_png(config, workdir: str, path: str, clips: int = 4) -> None:
 
 def reference(config) -> dict:
   """Logistic regression on log-mel statistics of the training actors' clips."""
-  dataset, _ = train.setup(config)
+  dataset, _ = experiment.setup(config)
   s = dataset.splits
   return studies.logistic_reference(
       studies.log_mel_statistics(s['train']), s['train'].arrays['label'],
@@ -157,7 +158,7 @@ def run_fold(fold: int, workdir: str, args) -> dict:
       entry['last'] = studies.checkpoint_metrics(config, run_dir, 'latest')
       entry['emodb'] = studies.emodb_scores(config, run_dir)
     else:
-      entry['train_clips'] = len(train.setup(config)[0].splits['train'])
+      entry['train_clips'] = len(experiment.setup(config)[0].splits['train'])
       png = os.path.join(args.figures, f'reconstruction_fold{fold}.png')
       reconstruction_png(config, run_dir, png)
     summary['runs'][name] = entry
@@ -167,7 +168,7 @@ def run_fold(fold: int, workdir: str, args) -> dict:
   first = runs[_mae_runs(args)[0]][0]
   if 'reference' not in summary:  # Computed once per fold, not on every added classifier.
     summary['reference'] = reference(first)
-    summary['test_size'] = len(train.setup(first)[0].splits['test'])
+    summary['test_size'] = len(experiment.setup(first)[0].splits['test'])
   workdir_lib.write_atomic(path, 'the fold summary', lambda f: json.dump(summary, f, indent=1))
   return summary
 
