@@ -53,7 +53,8 @@ def restricted_scores(logits: np.ndarray, labels: np.ndarray, classes) -> dict:
 
 def emodb_scores(config, workdir: str, kind: str = 'best') -> dict:
   """A RAVDESS speech classifier's checkpoint on EmoDB's clips of the six shared emotions,
-  logits restricted to them (cached in the run folder as emodb[_<kind>].json)."""
+  logits restricted to them (cached in the run folder as emodb[_<kind>].json): accuracy,
+  UAR and the number of clips scored."""
   from affectjax.data import ravdess
   path = os.path.join(workdir, 'emodb.json' if kind == 'best' else f'emodb_{kind}.json')
   if os.path.exists(path):
@@ -63,8 +64,9 @@ def emodb_scores(config, workdir: str, kind: str = 'best') -> dict:
   eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   _, params = _params(exp, workdir, kind)
   out = experiment.eval_outputs(exp, eval_step, params, ravdess.emodb_source(config),
-                           config.train.eval_batch_size)
-  scores = restricted_scores(out['prediction'], out['label'], ravdess.SHARED_CLASSES)
+                                config.train.eval_batch_size)
+  scores = {**restricted_scores(out['prediction'], out['label'], ravdess.SHARED_CLASSES),
+            'clips': int(len(out['label']))}
   workdir_lib.write_atomic(path, 'the EmoDB scores', lambda f: json.dump(scores, f))
   return scores
 
@@ -143,3 +145,12 @@ def select_logistic(train_x, train_y, valid_x, valid_y, test_xs, num_classes: in
       best = {'l2': l2, 'valid_uar': uar, 'logits': scores[1:],
               'predictions': [s.argmax(1) for s in scores[1:]]}
   return best
+
+
+def ravdess_fold_facts(config) -> dict:
+  """What a RAVDESS speech fold holds, read from the corpus and `config` (for the text
+  beside a table, instead of typed counts): actors and labelled clips per split."""
+  from affectjax.data import ravdess
+  _, _, _, actors, split_actors = ravdess.fold_files(config)
+  return {'actors': {k: len(v) for k, v in split_actors.items()},
+          'clips': {k: int(np.isin(actors, v).sum()) for k, v in split_actors.items()}}

@@ -65,24 +65,30 @@ def _steps(n: int) -> list[str]:
 def _cells(aggs, metrics, scale) -> str:
   def cell(m):
     digits = 2 if scale(m) == 100 else 3  # Percentages, or MAE / correlation.
-    return f'{scale(m) * aggs[m][0]:.{digits}f} +- {scale(m) * aggs[m][1]:.{digits}f} |'
+    mean, std, n = aggs[m]  # ddof 1 (sweep.aggregate); one seed has no spread to print.
+    spread = f' +- {scale(m) * std:.{digits}f}' if n > 1 else ''
+    return f'{scale(m) * mean:.{digits}f}{spread} |'
   return ' '.join(cell(m) for m in metrics)
 
 
-def mosi_study(workdir: str, seeds: int, mamba_seeds: int) -> str:
+def mosi_study(workdir: str, seeds: int, mamba_seeds: int) -> tuple[str, float]:
+  """The MOSI table and the mean validation Acc-2 (non-0) over every run in it."""
+  valid = []
   rows = ['| model | seeds | Acc-2 non-0 | F1 non-0 | Acc-2 has-0 | MAE | Corr | train s/run | trained on |',
           '|---|---|---|---|---|---|---|---|---|']
   for name, (config, overrides, label) in MOSI_MODELS.items():
     n = mamba_seeds if name == 'ssm_mamba' else seeds
     out = sweep.run(_spec(config), [], n, os.path.join(workdir, 'mosi', name), overrides)
     aggs = {m: sweep.aggregate(out['rows'], m)['base'] for m in MOSI_METRICS}
+    valid += [r['valid_acc2'] for r in out['rows']]
     runs = [os.path.join(workdir, 'mosi', name, 'base', f'seed{s}') for s in range(n)]
     rows.append(f'| {label} | {n} | {_cells(aggs, MOSI_METRICS, sweep.percent_scale)} '
                 f'{sweep.mean_train_seconds(runs):.0f} | {sweep.trained_on(runs)} |')
-  return '\n'.join(rows)
+  return '\n'.join(rows), float(np.mean(valid))
 
 
-def erc_study(workdir: str, seeds: int, corpora) -> str:
+def erc_study(workdir: str, seeds: int, corpora) -> tuple[str, int]:
+  """The conversation table and the training batch (dialogues) its runs used."""
   rows = ['| corpus | model | seeds | weighted F1 | accuracy | macro F1 | train s/run | trained on |',
           '|---|---|---|---|---|---|---|---|']
   for corpus in corpora:
@@ -93,16 +99,21 @@ def erc_study(workdir: str, seeds: int, corpora) -> str:
     rows.append(f'| {corpus} | BroadMamba (text) | {seeds} | '
                 f'{_cells(aggs, ERC_METRICS, lambda m: 100)} '
                 f'{sweep.mean_train_seconds(runs):.0f} | {sweep.trained_on(runs)} |')
-  return '\n'.join(rows)
+    batch = config_lib.load(_spec(f'erc:broadmamba,{corpus}'),
+                            _steps(ERC_STEPS[corpus])).train.batch_size
+  return '\n'.join(rows), batch
 
 
-def ser_study(workdir: str, folds) -> str:
-  rows = ['| model | params | folds | RAVDESS WAR (8 classes) | RAVDESS macro F1 | '
-          'EmoDB accuracy (6 shared) | EmoDB UAR (6 shared) | train s/run | trained on |',
-          '|---|---|---|---|---|---|---|---|---|']
-  per_fold = []
+def ser_study(workdir: str, folds) -> tuple[str, dict]:
+  """The speech table and what the text says about the runs, read from their configs and
+  scores: log-mel settings, validation actors, steps, batch, the EmoDB clip count."""
+  rows = ['| model | params | folds | RAVDESS UAR | RAVDESS WAR | RAVDESS macro F1 | '
+          'EmoDB UAR (shared classes) | EmoDB accuracy (shared classes) | train s/run | '
+          'trained on |',
+          '|---|---|---|---|---|---|---|---|---|---|']
+  per_fold, facts = [], {}
   for name, (config_name, label) in SER_MODELS.items():
-    war, mf1, acc, uar, params, runs = [], [], [], [], 0, []
+    uar, war, mf1, acc, emodb_uar, params, runs = [], [], [], [], [], 0, []
     for fold in folds:
       run_dir = os.path.join(workdir, 'ser', name, f'fold{fold}')
       spec = _spec(config_name, f'fold{fold}')
@@ -113,18 +124,24 @@ def ser_study(workdir: str, folds) -> str:
         res = json.load(f)
       config = config_lib.load(spec, [*_steps(SER_STEPS), 'seed=0'])
       emodb = studies.emodb_scores(config, run)
+      uar.append(res['test']['uar'])
       war.append(res['test']['accuracy'])
       mf1.append(res['test']['macro_f1'])
       acc.append(emodb['accuracy'])
-      uar.append(emodb['uar'])
+      emodb_uar.append(emodb['uar'])
       params = res.get('num_params', params)
-      per_fold.append(f'- {label}, fold {fold}: RAVDESS WAR {100 * war[-1]:.2f}, EmoDB '
-                      f'accuracy {100 * acc[-1]:.2f}')
-    cell = lambda v: f'{100 * np.mean(v):.2f} +- {100 * np.std(v):.2f}'  # noqa: E731
-    rows.append(f'| {label} | {params:,} | {len(folds)} | {cell(war)} | {cell(mf1)} | '
-                f'{cell(acc)} | {cell(uar)} | {sweep.mean_train_seconds(runs):.0f} | '
-                f'{sweep.trained_on(runs)} |')
-  return '\n'.join(rows) + '\n\nPer fold:\n' + '\n'.join(per_fold)
+      d, t = config.data, config.train
+      facts = {'window_ms': d.window_ms, 'hop_ms': d.hop_ms, 'n_mels': d.n_mels,
+               'top_db': d.top_db, 'num_valid': d.num_valid, 'steps': t.num_steps,
+               'batch': t.batch_size, 'classes': config.task.num_classes,
+               'emodb_clips': emodb.get('clips'), 'select': t.select_metric}
+      per_fold.append(f'- {label}, fold {fold}: RAVDESS UAR {100 * uar[-1]:.2f}, WAR '
+                      f'{100 * war[-1]:.2f}, EmoDB UAR {100 * emodb_uar[-1]:.2f}')
+    cell = lambda v: studies.mean_std(v, 100.0, 2)  # noqa: E731
+    rows.append(f'| {label} | {params:,} | {len(folds)} | {cell(uar)} | {cell(war)} | '
+                f'{cell(mf1)} | {cell(emodb_uar)} | {cell(acc)} | '
+                f'{sweep.mean_train_seconds(runs):.0f} | {sweep.trained_on(runs)} |')
+  return '\n'.join(rows) + '\n\nPer fold:\n' + '\n'.join(per_fold), facts
 
 
 def main(argv=None) -> int:
@@ -145,43 +162,53 @@ def main(argv=None) -> int:
   studies = args.studies.split(',')
   sections = []
   if 'mosi' in studies:
+    mosi_table, valid_acc2 = mosi_study(args.workdir, args.seeds, args.mamba_seeds)
     sections.append(f"""## Contextual sentiment on CMU-MOSI
 
 Poria et al. 2017 utterance features and split (62 train videos, 31 test; validation carved
 from the training videos), one example per video; per-utterance sentiment regression (L1),
 checkpoint chosen on validation MAE. Test metrics (Acc-2 and F1 in %: non-0 excludes
-neutral labels, has-0 counts 0 as non-negative), mean +- std over seeds.
+neutral labels, has-0 counts 0 as non-negative), mean +- std (ddof 1) over seeds.
 Published binary accuracy on these features: bc-LSTM 80.3 (Poria et al. 2017), MMMU-BA
-82.31 (Ghosal et al. 2018). Validation scores are near 99% Acc-2 because the feature
-extractors were trained on the training videos, so validation says little about test.
+82.31 (Ghosal et al. 2018). Validation Acc-2 (non-0) averages {100 * valid_acc2:.1f} over
+these runs: the feature extractors were trained on the training videos, so validation says
+little about test.
 
-{mosi_study(args.workdir, args.seeds, args.mamba_seeds)}
+{mosi_table}
 """)
   if 'erc' in studies:
+    erc_table, erc_batch = erc_study(args.workdir, args.seeds, args.corpora.split(','))
     sections.append(f"""## Emotion recognition in conversation
 
 BroadMamba (bidirectional selective-SSM context, broad-learning expansion,
 probability-guided fusion over the modalities present: text only here, frozen
 all-MiniLM-L6-v2 embeddings), {', '.join(f'{c} {ERC_STEPS[c]} steps' for c in
-args.corpora.split(','))} of 16 dialogues; checkpoint on validation weighted F1; test
+args.corpora.split(','))} of {erc_batch} dialogues; checkpoint on validation weighted F1; test
 metrics in %. Published weighted F1 (their own features): IEMOCAP DialogueGCN 64.18,
 MMGCN 66.22, COGMEN 67.63; MELD DialogueGCN 58.10, MMGCN 58.65.
 
-{erc_study(args.workdir, args.seeds, args.corpora.split(','))}
+{erc_table}
 """)
   if 'ser' in studies:
+    from affectjax.data import audio, ravdess
     folds = [int(f) for f in args.folds.split(',')]
+    table, f = ser_study(args.workdir, folds)
+    shared = ', '.join(ravdess.EMOTIONS[c] for c in ravdess.SHARED_CLASSES)
+    clips = f' ({f["emodb_clips"]} clips)' if f.get('emodb_clips') else ''
     sections.append(f"""## Speech emotion recognition on RAVDESS, cross-corpus on EmoDB
 
-Log-mel frames (25 ms windows, 20 ms hop, 64 bands) computed in the input pipeline from
-the 16 kHz FLAC files after trimming silence; speaker-independent actor folds
-(ravdess/actor_folds.json; validation = two actors of the next fold); {SER_STEPS} steps of
-32 clips, seed 0, checkpoint on validation accuracy. WAR = accuracy over the test actors'
-clips. EmoDB: every clip of neutral, happiness, sadness, anger, fear and disgust (454),
-resampled to 16 kHz, scored by the same checkpoint with its logits restricted to those six
-classes (chance 1/6). Mean +- std over folds.
+Log-mel frames ({f['window_ms']:g} ms windows, {f['hop_ms']:g} ms hop, {f['n_mels']} bands)
+computed in the input pipeline from the {audio.SAMPLE_RATE // 1000} kHz FLAC files after
+trimming silence below {f['top_db']:g} dB; speaker-independent actor folds
+(ravdess/actor_folds.json; validation = {f['num_valid']} actors of the next fold);
+{f['steps']} steps of {f['batch']} clips, seed 0, checkpoint on validation {f['select']}.
+UAR = mean recall over the {f['classes']} classes, WAR = accuracy over the test actors'
+clips. EmoDB: every clip of {shared}{clips}, resampled to
+{audio.SAMPLE_RATE // 1000} kHz, scored by the same checkpoint with its logits restricted
+to those {len(ravdess.SHARED_CLASSES)} classes (chance
+{100 / len(ravdess.SHARED_CLASSES):.1f} UAR). Mean +- std (ddof 1) over folds.
 
-{ser_study(args.workdir, folds)}
+{table}
 """)
   wall = time.time() - start
   argv_str = ' '.join(argv if argv is not None else sys.argv[1:])

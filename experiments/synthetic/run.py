@@ -106,8 +106,11 @@ def main(argv=None) -> int:
   command = 'python experiments/synthetic/run.py ' + ' '.join(
       a for a in (argv if argv is not None else sys.argv[1:]))
   body = table(results, models, variants, args.seeds, args.override)
+  num_classes = config_lib.load(os.path.join(REPO, 'configs', f'synthetic.py:{models[0]}'),
+                                args.override).task.num_classes
+  classes = 'Binary classification' if num_classes == 2 else f'{num_classes} classes'
   note = (f'Test accuracy (%), mean +- std over seeds 0..{args.seeds - 1}; checkpoint chosen '
-          f'on validation accuracy. Binary classification (chance 50.0). '
+          f'on validation accuracy. {classes} (chance {100 / num_classes:.1f}). '
           f'Hardware: {hardware.describe()}. Train+compile time summed over runs: {train_s / 60:.1f} min '
           f'(this invocation: {wall / 60:.1f} min wall).')
   with open(args.results, 'w') as f:
