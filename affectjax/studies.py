@@ -129,18 +129,20 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 def select_logistic(train_x, train_y, valid_x, valid_y, test_xs, num_classes: int,
-                    grid=L2_GRID) -> dict:
-  """A logistic regression (`metrics.linear_probe`) whose L2 is chosen on validation UAR
-  (the first of the best on ties, smaller L2 first): {'l2', 'valid_uar', 'logits' (one
-  (N, classes) array per entry of `test_xs`), 'predictions' (their classes)}. Test data
-  plays no part in the choice."""
+                    grid=L2_GRID, score=None) -> dict:
+  """A logistic regression (`metrics.linear_probe`) whose L2 is chosen on validation UAR,
+  or on `score(labels, predictions)` where given (the first of the best on ties, smaller
+  L2 first): {'l2', 'valid_uar' (the validation score), 'logits' (one (N, classes) array
+  per entry of `test_xs`), 'predictions' (their classes)}. Test data plays no part in
+  the choice."""
+  score = score or (lambda y, p: metrics.unweighted_average_recall(y, p, num_classes))
   sizes = np.cumsum([len(valid_x)] + [len(x) for x in test_xs])
   every = np.concatenate([valid_x, *test_xs])
   best = None
   for l2 in grid:  # One fit per L2 scores validation and the test sets alike.
     scores = np.split(metrics.linear_probe(train_x, train_y, every, num_classes, l2,
                                            logits=True), sizes[:-1])
-    uar = metrics.unweighted_average_recall(valid_y, scores[0].argmax(1), num_classes)
+    uar = score(valid_y, scores[0].argmax(1))
     if best is None or uar > best['valid_uar']:
       best = {'l2': l2, 'valid_uar': uar, 'logits': scores[1:],
               'predictions': [s.argmax(1) for s in scores[1:]]}
@@ -154,3 +156,38 @@ def ravdess_fold_facts(config) -> dict:
   _, _, _, actors, split_actors = ravdess.fold_files(config)
   return {'actors': {k: len(v) for k, v in split_actors.items()},
           'clips': {k: int(np.isin(actors, v).sum()) for k, v in split_actors.items()}}
+
+
+def context_features(x: np.ndarray, mask: np.ndarray, window: int) -> np.ndarray:
+  """(D, T, F) utterance vectors of padded dialogues -> (D, T, 2F): each utterance with the
+  mean of the utterances within `window` places of it in its dialogue (itself included,
+  padding excluded); window 0 returns `x` unchanged."""
+  if not window:
+    return x
+  m = mask[..., None].astype(x.dtype)
+  sums, counts = np.zeros_like(x), np.zeros_like(m)
+  t = x.shape[1]
+  for shift in range(-window, window + 1):
+    lo, hi = max(0, -shift), min(t, t - shift)
+    sums[:, lo:hi] += (x * m)[:, lo + shift:hi + shift]
+    counts[:, lo:hi] += m[:, lo + shift:hi + shift]
+  return np.concatenate([x, sums / np.maximum(counts, 1)], axis=-1)
+
+
+def dialogue_logistic_floor(splits, num_classes: int, window: int = 0) -> dict:
+  """The no-model floor of a conversation corpus: its frozen utterance embeddings
+  (`splits[k].arrays`: 'text' (D, T, F), 'label', 'label_mask'), each utterance alone or
+  with its +-`window` mean context (`context_features`), into a logistic regression whose
+  L2 is chosen on validation weighted F1; test weighted F1 and accuracy, and the L2."""
+  rows = {}
+  for k in ('train', 'valid', 'test'):
+    a = splits[k].arrays
+    keep = np.asarray(a['label_mask']) > 0
+    rows[k] = (context_features(np.asarray(a['text'], np.float64), keep, window)[keep],
+               np.asarray(a['label'])[keep])
+  wf1 = lambda y, p: metrics.weighted_f1(y, p, num_classes)  # noqa: E731
+  best = select_logistic(*rows['train'], *rows['valid'], [rows['test'][0]], num_classes,
+                         score=wf1)
+  test_y, pred = rows['test'][1], best['predictions'][0]
+  return {'l2': best['l2'], 'weighted_f1': wf1(test_y, pred),
+          'accuracy': metrics.accuracy(test_y, pred)}

@@ -3,8 +3,8 @@
 keep in step by hand. This test reads every string of experiments/*/run.py and fails on
 a number in it that is neither a citation (a sentence naming its source: "et al.", a
 year in parentheses, "published", "literature", or a table named PUBLISHED), a stated
-target, a config override, an argument default or a metric's name (R@5, Acc-7, 95% CI). The numbers still typed are listed in KNOWN, each with what it should come
-from; the test also fails when one of them is gone, so the list only shrinks."""
+target, a config override, an argument default or a metric's name (R@5, Acc-7,
+95% CI)."""
 
 import ast
 import glob
@@ -17,18 +17,6 @@ NUMBER = re.compile(r'(?<![\w.=/<>@-])(\d+(?:\.\d+)?%?)(?![\w/]|-class|% CI| CI)
 CITED = re.compile(r'et al\.|\((?:19|20)\d\d\)|\b(?:19|20)\d\d\)|[Pp]ublished|literature')
 SENTENCE = re.compile(r'(?<=\.)\s+(?=[A-Z(])|\n\n')
 SMALL = {'0', '1', '2'}  # Counting words ("one", "both"), not values.
-
-# Numbers still typed, per script, with what they should come from: the ERC corpora's
-# dialogue and class counts (the conversation readers) and the data README's logistic
-# floors (a computed baseline row); the contrastive study's architecture, batch, epochs and
-# actor counts (its configs and ravdess_av); the speech-encoder study's fold, class and
-# Whisper block counts (configs, the encoder spec).
-KNOWN = {
-    'experiments/contrastive/run.py': {'4', '8', '16', '35', '50', '64', '67', '960', '1000'},
-    'experiments/erc/run.py': {'6', '7', '12', '31', '46.6', '57.3', '108', '114', '280',
-                               '1038'},
-    'experiments/speech_encoders/run.py': {'6', '7', '8', '10', '30'},
-}
 
 
 def _strings(tree):
@@ -79,17 +67,13 @@ def test_the_checker_sees_a_typed_result_and_passes_a_derived_one():
 
 
 def test_table_writers_type_no_results():
-  new, gone = [], []
+  typed = []
   for path in sorted(glob.glob(os.path.join(REPO, 'experiments', '*', 'run.py'))):
-    script = os.path.relpath(path, REPO)
     with open(path) as f:
-      typed = typed_numbers(f.read())
-    known = KNOWN.get(script, set())
-    new += [f'{script}: {n} in "{sentence[:120]}"' for n, sentence in sorted(typed)
-            if n not in known]
-    gone += [f'{script}: {n}' for n in sorted(known - {n for n, _ in typed})]
-  assert not new, 'typed numbers in table writers (derive them from the run):\n' + '\n'.join(new)
-  assert not gone, 'no longer typed; remove from KNOWN: ' + ', '.join(gone)
+      typed += [f'{os.path.relpath(path, REPO)}: {n} in "{sentence[:120]}"'
+                for n, sentence in sorted(typed_numbers(f.read()))]
+  assert not typed, 'typed numbers in table writers (derive them from the run):\n' + '\n'.join(
+      typed)
 
 
 def test_speech_section_of_the_ssm_study_states_what_its_runs_used(monkeypatch):
