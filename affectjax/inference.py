@@ -115,9 +115,9 @@ class Run:
       self.config.mesh.data, self.config.mesh.model = 1, 1
     self.exp = experiment.Experiment(self.config, sharding.make_mesh(self.config.mesh,
                                                                 jax.devices()[:1]),
-                                self.spec, tuple(self.card['modalities']),
-                                self.card['num_classes'], self.class_names,
-                                self.card['model_inputs'])
+                                     self.spec, tuple(self.card['modalities']),
+                                     self.card['num_classes'], self.class_names,
+                                     self.card['model_inputs'])
     ckpt = checkpoint_lib.Checkpoints(workdir)
     try:
       self.params = ckpt.restore_best(self.exp.abstract_state.params)
@@ -172,7 +172,7 @@ class Run:
     if self._step is None:
       self._step = preemption.compile(self.exp.lower_eval_step(self.batch_size))
     return experiment.eval_outputs(self.exp, self._step, self.params, source,
-                              self.batch_size)['prediction']
+                                   self.batch_size)['prediction']
 
   def predict(self, inputs, sample_rate: int | None = None) -> list[dict]:
     """One dict per example of `inputs` (paths: files or folders; or, with `sample_rate`,
@@ -375,7 +375,7 @@ def evaluate(workdir: str, split: str = 'test') -> dict:
     raise errors.ConfigError(f'--split {split}: the dataset has '
                              f'{", ".join(sorted(dataset.splits))}')
   return experiment.evaluate(exp, eval_step, params, dataset.splits[split],
-                        config.train.eval_batch_size, dataset.splits['train'])
+                             config.train.eval_batch_size, dataset.splits['train'])
 
 
 def load_run(workdir: str, unfinished: bool = False) -> Run:

@@ -37,7 +37,7 @@ def checkpoint_metrics(config, workdir: str, kind: str = 'latest', split: str = 
   eval_step = preemption.compile(exp.lower_eval_step(config.train.eval_batch_size))
   step, params = _params(exp, workdir, kind)
   out = experiment.evaluate(exp, eval_step, params, dataset.splits[split],
-                       config.train.eval_batch_size, dataset.splits['train'])
+                            config.train.eval_batch_size, dataset.splits['train'])
   if step is not None:
     out['step'] = step
   return out

@@ -314,8 +314,8 @@ def _train_locked(config, workdir, dataset, exp, train_iter, train_step, eval_st
         'best_step': best_step,
         'select_metric': t.select_metric,
         'num_params': exp.num_params,
-        **{split: experiment_lib.evaluate(exp, eval_step, params, dataset.splits[split], t.eval_batch_size,
-                           dataset.splits['train'])
+        **{split: experiment_lib.evaluate(exp, eval_step, params, dataset.splits[split],
+                                          t.eval_batch_size, dataset.splits['train'])
            for split in experiment_lib.eval_splits(config)},
         'timing': {'compile_s': compile_s, 'train_s': train_s,
                    'steps_this_invocation': t.num_steps - start},

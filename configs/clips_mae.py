@@ -29,10 +29,12 @@ import ml_collections
 from affectjax import config as config_lib
 from affectjax.models import mae
 
+SIZES = ('tiny', *[s for s in mae.SIZES if s != 'tiny'])  # tiny when none is given.
+
 
 def get_config(arg=None):
   v = common.variants(arg, flags=('smoke',), folds=6, streams=('av', 'video'),
-                      corpus=tuple(common.CLIP_CORPORA), size=('tiny', *[s for s in mae.SIZES if s != 'tiny']))
+                      corpus=tuple(common.CLIP_CORPORA), size=SIZES)
   c = config_lib.base_config()
   if v.streams == 'av':
     c.model = ml_collections.ConfigDict({

@@ -17,13 +17,15 @@ import ml_collections
 from affectjax import config as config_lib
 from affectjax.models import mae
 
+SIZES = ('tiny', *[s for s in mae.SIZES if s != 'tiny'])  # tiny when none is given.
+
 STREAMS = {'av': ('audio', 'video'), 'video': ('video',), 'audio': ('audio',)}
 
 
 def get_config(arg=None):
   v = common.variants(arg, flags=('smoke',), folds=6, streams=tuple(STREAMS),
                       start=('scratch', 'finetune', 'probe'), corpus=('ravdess', 'cremad'),
-                      size=('tiny', *[s for s in mae.SIZES if s != 'tiny']))
+                      size=SIZES)
   c = config_lib.base_config()
   c.model = ml_collections.ConfigDict({
       'name': 'mae.MAEClassifier',

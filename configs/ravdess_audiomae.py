@@ -25,9 +25,11 @@ import ml_collections
 from affectjax import config as config_lib
 from affectjax.models import mae
 
+SIZES = ('tiny', *[s for s in mae.SIZES if s != 'tiny'])  # tiny when none is given.
+
 
 def get_config(arg=None):
-  v = common.variants(arg, flags=('smoke',), folds=6, size=('tiny', *[s for s in mae.SIZES if s != 'tiny']))
+  v = common.variants(arg, flags=('smoke',), folds=6, size=SIZES)
   c = config_lib.base_config()
   c.model = ml_collections.ConfigDict({
       'name': 'mae.AudioMAE',

@@ -28,11 +28,13 @@ import ml_collections
 from affectjax import config as config_lib
 from affectjax.models import mae
 
+SIZES = ('tiny', *[s for s in mae.SIZES if s != 'tiny'])  # tiny when none is given.
+
 
 def get_config(arg=None):
   v = common.variants(arg, flags=('fullrate', 'smoke'), folds=6,
                       start=('scratch', 'finetune', 'probe'),
-                      size=('tiny', *[s for s in mae.SIZES if s != 'tiny']))
+                      size=SIZES)
   if v.fullrate and v.start != 'finetune':
     raise ValueError("variant fullrate sets the fine-tuned encoder's rate: use finetune,fullrate")
   c = config_lib.base_config()

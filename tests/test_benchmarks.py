@@ -58,7 +58,7 @@ def test_torch_mirror_matches_parameter_count(model):
           'audio': ((bench.AUDIO_DIM,), np.float32),
           'vision': ((bench.VISION_DIM,), np.float32), 'label': ((), np.float32)}
   exp = experiment.Experiment(config, sharding.make_mesh(config.mesh, jax.devices()[:1]), spec,
-                         ('text', 'audio', 'vision'))
+                              ('text', 'audio', 'vision'))
   # affectjax's LMF maps its 1-d fusion output through a 1x1 linear layer (2 parameters).
   extra = 2 if model == 'lmf' else 0
   assert total - batchnorm - lstm_second_bias == exp.num_params - extra

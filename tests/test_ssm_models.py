@@ -214,7 +214,7 @@ def test_contextual_mosi_models_pad_invariant_and_train_from_cli(name, overrides
   dataset = get_dataset(config)
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   exp = experiment.Experiment(config, mesh, dataset.element_spec(), dataset.modalities, None,
-                         model_inputs=dataset.model_inputs)
+                              model_inputs=dataset.model_inputs)
   params = exp.init_state(0).params
   batch = dataset.splits['test'].get_batch(np.arange(5))
   real = batch['label_mask'] > 0

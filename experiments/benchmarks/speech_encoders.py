@@ -165,7 +165,7 @@ def bench_affectjax_finetune(batch: int, repeats: int, rate: float) -> dict:
           'frame_mask': ((frames,), np.dtype(np.float32)), 'label': ((), np.dtype(np.int32))}
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:1])
   exp = experiment.Experiment(config, mesh, spec, ('audio',), 8,
-                         model_inputs={'speech_encoder': 'whisper-base'})
+                              model_inputs={'speech_encoder': 'whisper-base'})
   step = exp.lower_train_step(batch).compile()
   state = exp.lower_init().compile()(jax.random.PRNGKey(0))
   arrays = {'audio': _whisper_features(batch), 'frame_mask': np.ones((batch, frames), np.float32),

@@ -195,11 +195,14 @@ def select_rate(summaries: list[dict]) -> list[str]:
   return chosen
 
 
-def tables(summaries: list[dict], shared: int) -> str:
+def tables(summaries: list[dict], shared: int, transductive: bool) -> str:
+  """The speech table; `transductive`: EmoDB's clips were in the pretraining set, which
+  the EmoDB column headers then say."""
+  emodb = f'EmoDB {{}} ({shared} shared{"; transductive: in pretraining" if transductive else ""})'
   ms = studies.mean_std
   r = lambda run, split, key: [s['runs'][run][split][key] for s in summaries]  # noqa: E731
   lines = ['| model | test UAR (selected) | test WAR (selected) | test UAR (last step) | '
-           f'test WAR (last step) | EmoDB UAR ({shared} shared) | EmoDB WAR ({shared} shared) |',
+           f'test WAR (last step) | {emodb.format("UAR")} | {emodb.format("WAR")} |',
            '|---|---|---|---|---|---|---|',
            f'| logistic regression on log-mel statistics | '
            f'{ms([s["reference"]["uar"] for s in summaries])} | '
@@ -367,13 +370,15 @@ and not comparable to the selected columns here.
 
 ## Speech emotion ({num_classes} classes; chance {100 / num_classes:.1f} WAR){', per-speaker normalisation' if args.audio_norm == 'speaker' else ''}
 
-{tables(summaries, shared)}
+{tables(summaries, shared, 'emodb' in first['pretrain'][0].data.unlabelled)}
 
 {target_lines(summaries)}
 {rates}
 
-EmoDB columns: the {shared} classes both corpora share, chance {100 / shared:.1f} UAR. Its files here, as read, have mean peak
-amplitude per emotion {levels}: peak-normalised per file, so the level differences between
+EmoDB columns: the {shared} classes both corpora share, chance {100 / shared:.1f} UAR{
+'' if 'emodb' not in first['pretrain'][0].data.unlabelled else
+'; transductive: every EmoDB clip, without labels, is in the pretraining set'}. Its files
+here, as read, have mean peak amplitude per emotion {levels}: peak-normalised per file, so the level differences between
 emotions that RAVDESS keeps (and that `train` and `speaker` normalisation leave in the
 features) are gone or inverted there; per-clip normalisation (`--audio-norm clip`) removes
 level in both corpora.
