@@ -170,7 +170,10 @@ def _children(pid):
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads process parents from /proc')
-@pytest.mark.parametrize('how', ['SIGKILL', 'SIGTERM'])
+# SIGTERM to the launcher is forwarded to its processes (checked by hand at 9 s and 22 s
+# into a run, and kept here as an experiment run: 53 s); SIGKILL is the case only the
+# processes' own watch of their parent catches.
+@pytest.mark.parametrize('how', ['SIGKILL', pytest.param('SIGTERM', marks=pytest.mark.experiment)])
 def test_a_stopped_launcher_leaves_no_orphans_and_the_run_resumes_exactly(
     tfn_reference, tmp_path, how):
   """SIGKILL to the launcher (it cannot pass a signal on): its processes notice it gone;

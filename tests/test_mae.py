@@ -350,7 +350,7 @@ def test_study_script_names_per_speaker_normalisation_and_writes_its_table(tmp_p
   out = tmp_path / 'RESULTS.md'
   assert study.main(['--workdir', str(tmp_path / 'w'), '--folds', '1', '--smoke',
                      '--pretrain-steps', '2', '--pretrain-every', '2', '--finetune-steps', '2',
-                     '--finetune-every', '2', '--audio-norm', 'speaker',
+                     '--finetune-every', '2', '--baseline-steps', '2', '--audio-norm', 'speaker',
                      '--figures', str(tmp_path), '--out', str(out)]) == 0
   text = out.read_text()
   summary = json.loads((tmp_path / 'w' / 'fold1' / 'summary.json').read_text())
