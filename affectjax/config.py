@@ -159,6 +159,15 @@ def _parse_value(raw: str, current: Any, key: str) -> Any:
   return value
 
 
+def spec(name: str, *variants: str) -> str:
+  """A config spec from a packaged config's name, which may carry its own variants, and
+  more variants: spec('mosi:ssm', 'fold2') -> '<configs>/mosi.py:ssm,fold2' (empty ones
+  dropped), for study scripts that name runs by family and model."""
+  file, _, picks = name.partition(':')
+  joined = ','.join(v for v in (picks, *variants) if v)
+  return os.path.join(packaged_configs_dir(), f'{file}.py') + (f':{joined}' if joined else '')
+
+
 def packaged_configs_dir() -> str:
   """The configs that come with affectjax: `affectjax/configs` in an installed wheel, the
   repository's `configs/` in a source checkout (or an editable install)."""

@@ -150,3 +150,11 @@ def test_variants_are_exact_names_read_once():
   assert common.modalities('tv') == ('text', 'vision')
   with pytest.raises(ValueError, match="unknown config variant 'at'"):
     common.variants('at', subset=common.subsets('tav'))
+
+
+def test_a_spec_joins_a_family_model_and_variants():
+  from affectjax import config as config_lib
+  assert config_lib.spec('mosi:ssm', 'fold2').endswith(os.path.join('configs', 'mosi.py') +
+                                                         ':ssm,fold2')
+  assert config_lib.spec('synthetic', '').endswith(os.path.join('configs', 'synthetic.py'))
+  assert config_lib.load(config_lib.spec('erc:broadmamba', 'meld', 'smoke')).data.corpus == 'meld'

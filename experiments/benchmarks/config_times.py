@@ -25,22 +25,17 @@ import sys
 import tempfile
 import time
 
+from affectjax import config as config_lib
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Config files, with the variant that picks the model where a file holds several.
 CONFIGS = ('ravdess_speech:ssm', 'ravdess_speech:transformer', 'ravdess_audiomae',
            'ravdess_audiomae_classifier', 'ravdess_contrastive', 'ravdess_av_classifier')
 
 
-def _spec(name: str, arg: str = '') -> str:
-  """'ravdess_speech:ssm', 'fold1' -> configs/ravdess_speech.py:ssm,fold1."""
-  file, _, picks = name.partition(':')
-  variants = ','.join(x for x in (picks, arg) if x)
-  return os.path.join(REPO, 'configs', f'{file}.py') + (f':{variants}' if variants else '')
-
-
 def _run(config: str, workdir: str, overrides) -> tuple[float, dict]:
-  cmd = [sys.executable, '-m', 'affectjax', 'train', '--config', _spec(config), '--workdir',
-         workdir,
+  cmd = [sys.executable, '-m', 'affectjax', 'train', '--config', config_lib.spec(config),
+         '--workdir', workdir,
          *[f'--config.{o}' for o in overrides]]
   start = time.time()
   proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -52,8 +47,7 @@ def _run(config: str, workdir: str, overrides) -> tuple[float, dict]:
 
 
 def measure(name: str, tmp: str) -> dict:
-  from affectjax import config as config_lib
-  config = config_lib.load(_spec(name, 'fold1'))
+  config = config_lib.load(config_lib.spec(name, 'fold1'))
   t = config.train
   cache = os.path.join(os.path.expanduser('~'), '.cache', 'affectjax', 'audio')
   cold = not os.path.isdir(cache) or not os.listdir(cache)

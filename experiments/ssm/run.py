@@ -50,13 +50,6 @@ SER_MODELS = {'ssm': ('ravdess_speech:ssm', 'SpeechSSM (S5)'),
 SER_STEPS = 300
 
 
-def _spec(name: str, arg: str = '') -> str:
-  """'mosi:ssm', 'fold2' -> configs/mosi.py:ssm,fold2."""
-  file, _, picks = name.partition(':')
-  variants = ','.join(x for x in (picks, arg) if x)
-  return os.path.join(REPO, 'configs', f'{file}.py') + (f':{variants}' if variants else '')
-
-
 def _steps(n: int) -> list[str]:
   every = max(n // 8, 10)
   return [f'train.num_steps={n}', f'train.eval_every={every}', f'train.log_every={every}']
@@ -78,7 +71,7 @@ def mosi_study(workdir: str, seeds: int, mamba_seeds: int) -> tuple[str, float]:
           '|---|---|---|---|---|---|---|---|---|']
   for name, (config, overrides, label) in MOSI_MODELS.items():
     n = mamba_seeds if name == 'ssm_mamba' else seeds
-    out = sweep.run(_spec(config), [], n, os.path.join(workdir, 'mosi', name), overrides)
+    out = sweep.run(config_lib.spec(config), [], n, os.path.join(workdir, 'mosi', name), overrides)
     aggs = {m: sweep.aggregate(out['rows'], m)['base'] for m in MOSI_METRICS}
     valid += [r['valid_acc2'] for r in out['rows']]
     runs = [os.path.join(workdir, 'mosi', name, 'base', f'seed{s}') for s in range(n)]
@@ -92,14 +85,14 @@ def erc_study(workdir: str, seeds: int, corpora) -> tuple[str, int]:
   rows = ['| corpus | model | seeds | weighted F1 | accuracy | macro F1 | train s/run | trained on |',
           '|---|---|---|---|---|---|---|---|']
   for corpus in corpora:
-    out = sweep.run(_spec(f'erc:broadmamba,{corpus}'), [], seeds,
+    out = sweep.run(config_lib.spec(f'erc:broadmamba,{corpus}'), [], seeds,
                     os.path.join(workdir, 'erc', corpus), _steps(ERC_STEPS[corpus]))
     aggs = {m: sweep.aggregate(out['rows'], m)['base'] for m in ERC_METRICS}
     runs = [os.path.join(workdir, 'erc', corpus, 'base', f'seed{s}') for s in range(seeds)]
     rows.append(f'| {corpus} | BroadMamba (text) | {seeds} | '
                 f'{_cells(aggs, ERC_METRICS, lambda m: 100)} '
                 f'{sweep.mean_train_seconds(runs):.0f} | {sweep.trained_on(runs)} |')
-    batch = config_lib.load(_spec(f'erc:broadmamba,{corpus}'),
+    batch = config_lib.load(config_lib.spec(f'erc:broadmamba,{corpus}'),
                             _steps(ERC_STEPS[corpus])).train.batch_size
   return '\n'.join(rows), batch
 
@@ -116,7 +109,7 @@ def ser_study(workdir: str, folds) -> tuple[str, dict]:
     uar, war, mf1, acc, emodb_uar, params, runs = [], [], [], [], [], 0, []
     for fold in folds:
       run_dir = os.path.join(workdir, 'ser', name, f'fold{fold}')
-      spec = _spec(config_name, f'fold{fold}')
+      spec = config_lib.spec(config_name, f'fold{fold}')
       sweep.run(spec, [], 1, run_dir, _steps(SER_STEPS))
       run = os.path.join(run_dir, 'base', 'seed0')
       runs.append(run)
