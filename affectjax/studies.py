@@ -191,3 +191,26 @@ def dialogue_logistic_floor(splits, num_classes: int, window: int = 0) -> dict:
   test_y, pred = rows['test'][1], best['predictions'][0]
   return {'l2': best['l2'], 'weighted_f1': wf1(test_y, pred),
           'accuracy': metrics.accuracy(test_y, pred)}
+
+
+RIDGE_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0, 1e4, 1e5)
+
+
+def ridge_reference(splits, modalities) -> dict:
+  """Ridge regression on the concatenated utterance features of `modalities` (standardised
+  with the training statistics); its L2 weight is the grid value with the lowest
+  validation MAE. The test split's sentiment metrics, and 'l2'."""
+  x = {k: np.concatenate([splits[k].arrays[m].reshape(len(splits[k]), -1) for m in modalities],
+                         1).astype(np.float64) for k in ('train', 'valid', 'test')}
+  y = {k: splits[k].arrays['label'].astype(np.float64).ravel() for k in x}
+  mean, std = x['train'].mean(0), x['train'].std(0) + 1e-6
+  x = {k: np.c_[(v - mean) / std, np.ones(len(v))] for k, v in x.items()}
+
+  def fit(l2):
+    a = x['train'].T @ x['train'] + l2 * np.eye(x['train'].shape[1])
+    return np.linalg.solve(a, x['train'].T @ y['train'])
+  maes = {l2: float(np.abs(x['valid'] @ fit(l2) - y['valid']).mean()) for l2 in RIDGE_GRID}
+  l2 = min(maes, key=maes.get)
+  out = metrics.sentiment_metrics(y['test'], x['test'] @ fit(l2))
+  out['l2'] = l2
+  return out

@@ -165,26 +165,9 @@ MOSI_KEYS = {'mae': 'MAE', 'corr': 'Corr', 'acc2': 'Acc-2', 'f1': 'F1', 'acc7': 
 
 
 def ridge_reference(config) -> dict:
-  """Ridge regression on the concatenated utterance features (standardised with the
-  training statistics); its L2 weight is the grid value with the lowest validation MAE."""
+  """studies.ridge_reference on the run's own rows and modalities."""
   dataset, _ = experiment.setup(config)
-  s = dataset.splits
-  mods = tuple(config.data.modalities)
-  x = {k: np.concatenate([s[k].arrays[m] for m in mods], 1).astype(np.float64)
-       for k in ('train', 'valid', 'test')}
-  y = {k: s[k].arrays['label'].astype(np.float64).ravel() for k in x}
-  mean, std = x['train'].mean(0), x['train'].std(0) + 1e-6
-  x = {k: np.c_[(v - mean) / std, np.ones(len(v))] for k, v in x.items()}
-
-  def fit(l2):
-    a = x['train'].T @ x['train'] + l2 * np.eye(x['train'].shape[1])
-    return np.linalg.solve(a, x['train'].T @ y['train'])
-  grid = (0.1, 1.0, 10.0, 100.0, 1000.0, 1e4, 1e5)
-  maes = {l2: float(np.abs(x['valid'] @ fit(l2) - y['valid']).mean()) for l2 in grid}
-  l2 = min(maes, key=maes.get)
-  out = metrics.sentiment_metrics(y['test'], x['test'] @ fit(l2))
-  out['l2'] = l2
-  return out
+  return studies.ridge_reference(dataset.splits, tuple(config.data.modalities))
 
 
 def run_mosi(seed: int, workdir: str, smoke: bool) -> dict:

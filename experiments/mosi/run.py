@@ -24,7 +24,7 @@ import numpy as np
 from affectjax import config as config_lib
 from affectjax import data as data_lib
 from affectjax import hardware
-from affectjax import sweep
+from affectjax import studies, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODELS = {'early': 'Early fusion', 'late': 'Late fusion', 'tfn': 'TFN', 'lmf': 'LMF'}
@@ -46,28 +46,10 @@ def _split_sizes(spec: str) -> dict[str, int]:
   return {k: len(v) for k, v in dataset.splits.items()}
 
 
-RIDGE_GRID = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
-
-
 def text_ridge(spec: str = 'mosi.py:tfn') -> dict:
-  """The text-only reference row: a ridge regression on the training utterances' text
-  features (standardised with the training statistics), its penalty chosen on validation
-  MAE; the test metrics of the chosen one, and the penalty."""
-  from affectjax import metrics
+  """The text-only reference row: studies.ridge_reference on the text features."""
   splits = data_lib.get_dataset(config_lib.load(os.path.join(REPO, 'configs', spec))).splits
-  xy = {k: (np.asarray(v.arrays['text'], np.float64).reshape(len(v), -1),
-            np.asarray(v.arrays['label'], np.float64)) for k, v in splits.items()}
-  mean, std = xy['train'][0].mean(0), xy['train'][0].std(0) + 1e-8
-  x = {k: np.c_[(a - mean) / std, np.ones(len(a))] for k, (a, _) in xy.items()}
-  best = None
-  for alpha in RIDGE_GRID:
-    reg = alpha * np.eye(x['train'].shape[1])
-    reg[-1, -1] = 0.0  # The intercept is not penalised.
-    w = np.linalg.solve(x['train'].T @ x['train'] + reg, x['train'].T @ xy['train'][1])
-    mae = float(np.abs(x['valid'] @ w - xy['valid'][1]).mean())
-    if best is None or mae < best[0]:
-      best = (mae, alpha, w)
-  return {'alpha': best[1], **metrics.sentiment_metrics(xy['test'][1], x['test'] @ best[2])}
+  return studies.ridge_reference(splits, ('text',))
 
 
 def select(model: str, workdir: str, seeds: int) -> tuple[list[str], dict]:
@@ -145,7 +127,7 @@ videos are untouched until the final evaluation.
 {chr(10).join(lines)}
 
 Reference points on these features (test split above, binary accuracy): text-only ridge
-regression {100 * ridge['acc2']:.1f} (computed here: penalty {ridge['alpha']:g} chosen on validation MAE); published,
+regression {100 * ridge['acc2']:.1f} (computed here: penalty {ridge['l2']:g} chosen on validation MAE); published,
 contextual bc-LSTM 80.3 (Poria et al. 2017) and MMMU-BA 82.31 (Ghosal et al. 2018). Those contextual models see the whole video; the models here classify each utterance
 alone.
 
